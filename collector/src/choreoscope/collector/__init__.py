@@ -1,0 +1,1 @@
+"""Choreoscope collector: read the bus and the traces, rebuild every choreographed workflow."""

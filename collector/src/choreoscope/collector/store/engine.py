@@ -1,0 +1,98 @@
+"""Open the store: SQLite (WAL) by default, PostgreSQL in production."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from . import schema
+
+DEFAULT_URL = "sqlite:///choreoscope.db"
+
+
+def normalize_url(url: str) -> str:
+    """Accept `postgresql://` and `postgres://` and use the psycopg 3 driver for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Store:
+    """The collector's database. `Store(url).create()` creates or upgrades the schema."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, readonly: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.readonly = readonly
+        self.engine: Engine = _make_engine(self.url, readonly)
+        self.dialect = self.engine.dialect.name  # "sqlite" | "postgresql"
+
+    def create(self) -> Store:
+        """Create missing tables and record the schema version (idempotent)."""
+        schema.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            self._upsert(conn, schema.meta, [{"key": "schema_version",
+                                              "value": str(schema.SCHEMA_VERSION)}], ["key"])
+        return self
+
+    def insert_ignore(self, conn: Any, table: Table, rows: list[Mapping[str, Any]]) -> int:
+        """Insert rows, skipping those whose primary/unique key exists. Returns rows inserted."""
+        if not rows:
+            return 0
+        stmt = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
+        result = conn.execute(stmt.on_conflict_do_nothing(), rows)
+        return int(result.rowcount or 0)
+
+    def upsert(self, conn: Any, table: Table, rows: list[Mapping[str, Any]],
+               key: Iterable[str]) -> None:
+        """Insert rows, replacing the non-key columns of rows whose key exists."""
+        self._upsert(conn, table, rows, list(key))
+
+    def _upsert(self, conn: Any, table: Table, rows: list[Mapping[str, Any]],
+                key: list[str]) -> None:
+        if not rows:
+            return
+        stmt = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
+        cols = [c for c in rows[0] if c not in key]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key, set_={c: stmt.excluded[c] for c in cols}
+        ) if cols else stmt.on_conflict_do_nothing()
+        conn.execute(stmt, rows)
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(schema.meta.c.value).where(schema.meta.c.key == key)
+            ).scalar_one_or_none()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, schema.meta, [{"key": key, "value": value}], ["key"])
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _make_engine(url: str, readonly: bool) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:" and not readonly:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if not readonly:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)

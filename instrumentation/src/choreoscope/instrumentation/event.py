@@ -1,0 +1,40 @@
+"""The `Event`: one CloudEvent as Choreoscope's instrumentation and collector see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Event:
+    """One event on the bus.
+
+    The first ten fields are the envelope (DESIGN.md section 2); `topic`, `partition`,
+    `offset` and `key` are filled for consumed events. `problems` lists what was wrong
+    with the envelope when it was decoded (an empty list for a clean event); the event
+    is kept whatever its problems.
+    """
+
+    id: str | None
+    type: str | None
+    source: str | None
+    subject: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    schema_version: str | None = None
+    time: str | None = None
+    sequence: int | None = None
+    data: Any = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    key: bytes | None = None
+    # Beyond the public envelope: how the event was carried and what was wrong with it.
+    traceparent: str | None = None
+    tracestate: str | None = None
+    timestamp_ms: int | None = None
+    """Broker timestamp of the record (milliseconds since the epoch), when consumed."""
+    envelope: str = "binary"
+    """How the envelope was carried: `binary`, `structured`, `json_envelope` or `unknown`."""
+    problems: list[str] = field(default_factory=list)

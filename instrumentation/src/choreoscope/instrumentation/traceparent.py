@@ -1,0 +1,78 @@
+"""Strict W3C Trace Context `traceparent` parsing and formatting.
+
+https://www.w3.org/TR/trace-context/#traceparent-header: `version-traceid-parentid-flags`,
+lowercase hex only; version `ff` is invalid; version `00` has exactly 55 characters; a
+future version may append `-...` fields after the flags; trace and parent ids are never
+all zeros.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+_HEX = frozenset("0123456789abcdef")
+_FORMAT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+
+class InvalidTraceparent(ValueError):
+    """A `traceparent` value that W3C Trace Context rejects; the message says why."""
+
+
+class TraceParent(NamedTuple):
+    trace_id: str
+    """32 lowercase hex characters."""
+    span_id: str
+    """16 lowercase hex characters."""
+    flags: int
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.flags & 0x01)
+
+
+def parse_traceparent(value: str) -> TraceParent:
+    """Parse a `traceparent` header value, raising `InvalidTraceparent` with the reason."""
+    if not isinstance(value, str):
+        raise InvalidTraceparent(f"expected a string, got {type(value).__name__}")
+    # Fast path: the common, well-formed version 00.
+    if len(value) == 55 and value[2] == "-" and value[35] == "-" and value[52] == "-":
+        version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:]
+        if version == "00" and _HEX.issuperset(value[:2] + trace_id + span_id + flags):
+            return _checked(trace_id, span_id, flags)
+    match = _FORMAT.match(value)
+    if match is None:
+        raise InvalidTraceparent(_why_malformed(value))
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff":
+        raise InvalidTraceparent("version ff is invalid")
+    if version == "00" and rest is not None:
+        raise InvalidTraceparent("version 00 must be exactly 55 characters")
+    return _checked(trace_id, span_id, flags)
+
+
+def _checked(trace_id: str, span_id: str, flags: str) -> TraceParent:
+    if trace_id == "0" * 32:
+        raise InvalidTraceparent("trace id is all zeros")
+    if span_id == "0" * 16:
+        raise InvalidTraceparent("parent id is all zeros")
+    return TraceParent(trace_id, span_id, int(flags, 16))
+
+
+def _why_malformed(value: str) -> str:
+    if value != value.strip():
+        return "surrounding whitespace"
+    if any(c in "ABCDEF" for c in value):
+        return "uppercase hex is not allowed"
+    parts = value.split("-")
+    if len(parts) < 4:
+        return f"expected 4 dash-separated fields, got {len(parts)}"
+    lengths = [len(p) for p in parts[:4]]
+    if lengths != [2, 32, 16, 2]:
+        return f"expected field lengths 2-32-16-2, got {'-'.join(map(str, lengths))}"
+    return "non-hex characters"
+
+
+def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
+    """The version-00 `traceparent` for integer ids (as OpenTelemetry's SpanContext holds them)."""
+    return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"

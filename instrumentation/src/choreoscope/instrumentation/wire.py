@@ -1,0 +1,82 @@
+"""The wire format (DESIGN.md section 2): CloudEvents Kafka binding, binary mode.
+
+`encode_headers` builds the record headers for an `Event`. Only headers with a value are
+written, and `content-type` only when the data is not JSON: kafka-python's per-header
+encoding is a large share of the cost of a send.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .event import Event
+
+SPECVERSION = "ce_specversion"
+ID = "ce_id"
+TYPE = "ce_type"
+SOURCE = "ce_source"
+TIME = "ce_time"
+SUBJECT = "ce_subject"
+SCHEMAVERSION = "ce_schemaversion"
+CORRELATIONID = "ce_correlationid"
+CAUSATIONID = "ce_causationid"
+SEQUENCE = "ce_sequence"
+CONTENT_TYPE = "content-type"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+_SPEC_1_0 = b"1.0"
+
+Headers = list[tuple[str, bytes]]
+
+
+def encode_headers(
+    event: Event,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+    content_type: str | None = None,
+) -> Headers:
+    """The binary-mode headers of `event` (values UTF-8), plus the W3C trace context."""
+    headers: Headers = [
+        (SPECVERSION, _SPEC_1_0),
+        (ID, event.id.encode() if event.id else b""),
+        (TYPE, event.type.encode() if event.type else b""),
+        (SOURCE, event.source.encode() if event.source else b""),
+    ]
+    append = headers.append
+    if event.time:
+        append((TIME, event.time.encode()))
+    if event.subject:
+        append((SUBJECT, event.subject.encode()))
+    if event.schema_version:
+        append((SCHEMAVERSION, event.schema_version.encode()))
+    if event.correlation_id:
+        append((CORRELATIONID, event.correlation_id.encode()))
+    if event.causation_id:
+        append((CAUSATIONID, event.causation_id.encode()))
+    if event.sequence is not None:
+        append((SEQUENCE, str(event.sequence).encode()))
+    if content_type:
+        append((CONTENT_TYPE, content_type.encode()))
+    if traceparent:
+        append((TRACEPARENT, traceparent.encode()))
+    if tracestate:
+        append((TRACESTATE, tracestate.encode()))
+    return headers
+
+
+def encode_value(data: Any) -> tuple[bytes | None, str | None]:
+    """The record value for `data` and the content type to declare (None means JSON).
+
+    bytes go as they are (declared `application/octet-stream`), str as UTF-8 text
+    (`text/plain`), None as a tombstone, anything else as compact JSON.
+    """
+    if data is None:
+        return None, None
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data), "application/octet-stream"
+    if isinstance(data, str):
+        return data.encode(), "text/plain; charset=utf-8"
+    return json.dumps(data, separators=(",", ":"), default=str).encode(), None
