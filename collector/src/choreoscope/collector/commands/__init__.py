@@ -1,0 +1,1 @@
+"""One module per `choreoscope` subcommand (see `choreoscope.collector.cli`)."""

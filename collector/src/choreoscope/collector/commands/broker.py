@@ -1,0 +1,29 @@
+"""`choreoscope broker`: run the embedded Kafka-compatible broker (Tansu) until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from ..broker import EmbeddedBroker
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=9092, help="listen port (default 9092)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmbeddedBroker(host=args.host, port=args.port) as broker:
+        print(f"broker ready: bootstrap {broker.bootstrap} (Ctrl-C stops it)", flush=True)
+        while not stop.wait(0.5):
+            if broker.process is None or broker.process.poll() is not None:
+                print("broker exited:", broker.log_tail())
+                return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Anomaly detectors: one module per kind, each writing to the anomalies table."""
