@@ -1,0 +1,215 @@
+"""`traced_consumer`: wrap a handler `(event: Event) -> Any` into one that takes a Kafka record.
+
+    @traced_consumer(service="billing", group="billing")
+    def on_order_placed(event: Event) -> None:
+        producer.publish("payments", "payment.requested", {...})   # inherits the chain
+
+    for record in kafka_consumer:
+        on_order_placed(record)
+
+Around exactly the handler call the wrapper opens the CONSUMER span `process {topic}` whose
+parent is the producer's span (from the record's `traceparent`), linked to the span that was
+current before, if any. Inside the handler `current_event()` is the event and the consumer
+span is the current span, so a publish through an instrumented producer continues the chain.
+
+A record that cannot be read properly still reaches the handler: whatever could be read, a
+fresh root trace, and the decoder's problems on `event.problems` and on the span. Only the
+handler's own exceptions propagate (recorded on the span, status ERROR, re-raised unchanged).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+
+from . import semconv
+from .context import _current
+from .decoder import decode_record
+from .event import Event
+from .ordering import OrderTracker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_log = logging.getLogger(__name__)
+_SCOPE = "choreoscope.instrumentation"
+
+
+def traced_consumer(
+    *,
+    service: str,
+    group: str | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    skew: float = 0.0,
+    max_subjects: int = 10_000,
+) -> _Decorator:
+    """Decorate a handler `(event: Event, ...) -> Any` so that it takes a Kafka record instead.
+
+    `service` is the consuming service's name, `group` its consumer group (recorded as
+    `messaging.consumer.group.name`). `skew` (seconds) is the clock difference tolerated
+    before an older `ce_time` counts as out of order; `max_subjects` bounds the subjects
+    remembered for that check. Sync handlers give a sync wrapper, async handlers an async one.
+    """
+    if not isinstance(service, str) or not service:
+        raise ValueError(f"expected a non-empty service name, got {service!r}")
+    if group is not None and (not isinstance(group, str) or not group):
+        raise ValueError(f"expected a non-empty consumer group name or None, got {group!r}")
+    tracker = OrderTracker(skew=skew, max_subjects=max_subjects)
+    tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+    return _Decorator(_Processing(tracer, group, tracker))
+
+
+class _Processing:
+    """What one decorated handler needs per record: decode, span, context, ordering."""
+
+    __slots__ = ("group", "tracer", "tracker")
+
+    def __init__(self, tracer: trace.Tracer, group: str | None, tracker: OrderTracker) -> None:
+        self.tracer = tracer
+        self.group = group
+        self.tracker = tracker
+
+    def decode(self, record: Any) -> Event:
+        get = getattr
+        return decode_record(
+            get(record, "headers", None),
+            get(record, "value", None),
+            topic=get(record, "topic", None),
+            partition=get(record, "partition", None),
+            offset=get(record, "offset", None),
+            key=get(record, "key", None),
+            timestamp_ms=get(record, "timestamp", None),
+        )
+
+    def begin(self, event: Event) -> tuple[Span, object, object]:
+        """Start the CONSUMER span and make it and `event` current; `end` undoes it."""
+        span = self._start(event)
+        otel_token = otel_context.attach(trace.set_span_in_context(span))
+        event_token = _current.set(event)
+        return span, otel_token, event_token
+
+    @staticmethod
+    def end(state: tuple[Span, Any, Any], exc: BaseException | None) -> None:
+        span, otel_token, event_token = state
+        _current.reset(event_token)
+        otel_context.detach(otel_token)
+        if exc is not None and isinstance(exc, Exception) and span.is_recording():
+            try:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
+            except Exception:  # telemetry never takes the host down
+                _log.exception("choreoscope: could not record the handler's exception")
+        span.end()
+
+    def _start(self, event: Event) -> Span:
+        try:
+            ambient = trace.get_current_span().get_span_context()
+            links = [Link(ambient)] if ambient.is_valid else None
+            span = self.tracer.start_span(
+                semconv.process_span_name(event.topic or ""),
+                context=_parent_context(event),
+                kind=SpanKind.CONSUMER,
+                attributes=semconv.process_attributes(event, self.group),
+                links=links,
+            )
+        except Exception:  # telemetry never takes the host down
+            _log.exception("choreoscope: could not start the consumer span")
+            return trace.INVALID_SPAN
+        try:
+            if event.problems:
+                span.set_attribute(semconv.ENVELOPE_PROBLEMS, list(event.problems))
+            late = self.tracker.observe(event)
+            if late is not None:
+                span.set_attribute(semconv.OUT_OF_ORDER, True)
+                span.add_event(semconv.OUT_OF_ORDER_EVENT, late.attributes())
+        except Exception:
+            _log.exception("choreoscope: could not annotate the consumer span")
+        return span
+
+
+def _parent_context(event: Event) -> otel_context.Context:
+    """The producer's span as a remote parent, or an empty context (a fresh root trace)."""
+    tp = event.traceparent
+    if tp is None:  # the decoder keeps only a valid one: version-trace-parent-flags[-...]
+        return otel_context.Context()
+    state = TraceState.from_header([event.tracestate]) if event.tracestate else None
+    remote = SpanContext(
+        trace_id=int(tp[3:35], 16),
+        span_id=int(tp[36:52], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(tp[53:55], 16)),
+        trace_state=state,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(remote), otel_context.Context())
+
+
+class _Decorator:
+    """Turns `(event, ...) -> R` into `(record, ...) -> R` (async stays async)."""
+
+    __slots__ = ("_processing",)
+
+    def __init__(self, processing: _Processing) -> None:
+        self._processing = processing
+
+    @overload
+    def __call__(
+        self, handler: Callable[Concatenate[Event, P], Awaitable[R]]
+    ) -> Callable[Concatenate[Any, P], Awaitable[R]]: ...
+
+    @overload
+    def __call__(
+        self, handler: Callable[Concatenate[Event, P], R]
+    ) -> Callable[Concatenate[Any, P], R]: ...
+
+    def __call__(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(handler):
+            raise TypeError(f"expected a handler (event) -> Any, got {type(handler).__name__}")
+        processing = self._processing
+
+        if inspect.iscoroutinefunction(handler):
+
+            @functools.wraps(handler)
+            async def async_wrapper(record: Any, /, *args: Any, **kwargs: Any) -> Any:
+                event = processing.decode(record)
+                state = processing.begin(event)
+                try:
+                    result = await handler(event, *args, **kwargs)
+                except BaseException as exc:
+                    processing.end(state, exc)
+                    raise
+                processing.end(state, None)
+                return result
+
+            return async_wrapper
+
+        @functools.wraps(handler)
+        def wrapper(record: Any, /, *args: Any, **kwargs: Any) -> Any:
+            event = processing.decode(record)
+            state = processing.begin(event)
+            try:
+                result = handler(event, *args, **kwargs)
+            except BaseException as exc:
+                processing.end(state, exc)
+                raise
+            processing.end(state, None)
+            return result
+
+        return wrapper
