@@ -88,7 +88,7 @@ class EmbeddedBroker:
 
     def _spawn(self) -> None:
         url = f"tcp://{self.host}:{self.port}"
-        self._log = tempfile.NamedTemporaryFile(prefix="choreoscope-broker-", suffix=".log")
+        self._log = tempfile.NamedTemporaryFile(prefix="choreoscope-broker-", suffix=".log")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdin=subprocess.DEVNULL,

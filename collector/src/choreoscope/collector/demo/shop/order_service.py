@@ -1,0 +1,120 @@
+"""order-service: takes orders and writes `order.placed` through its transactional outbox.
+
+Each order is one SQLite transaction: the order row and the outbox row commit together, and
+the outbox relay publishes the event afterwards. It also runs the compensation: when a payment
+fails or stock runs out, the order is cancelled (`order.cancelled`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+
+from opentelemetry import trace
+
+from choreoscope.instrumentation import Event, Outbox, OutboxRelay, traced_consumer
+
+from .service import Service, options
+
+NAME = "order-service"
+log = logging.getLogger("choreoscope.demo")
+PRODUCTS = [("mug-blue", 12.5), ("tee-black", 24.0), ("poster-a2", 9.9), ("socks-3p", 14.0)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = options(__doc__ or NAME)
+    parser.add_argument("--db", required=True, help="path of the service's SQLite database")
+    parser.add_argument("--rate", type=float, default=5.0, help="orders per second")
+    args = parser.parse_args(argv)
+    svc = Service(NAME, args)
+    tracer = svc.tracer_provider.get_tracer("demo.order-service")
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(args.db, timeout=30, isolation_level=None)
+
+    with connect() as conn:
+        conn.execute("pragma journal_mode=wal")
+        conn.execute(
+            "create table if not exists orders (id text primary key, customer text, sku text,"
+            " amount real, status text, created_at text)"
+        )
+    outbox = Outbox(connect, service=NAME)
+    outbox.create_table()
+    # Poison rows carry an aggregate type that maps to no valid topic: the relay keeps failing.
+    relay = OutboxRelay(
+        outbox, svc.producer, topic_for=lambda agg: agg, max_attempts=5,
+        tracer_provider=svc.tracer_provider,
+    )
+    rng = random.Random(7821)
+
+    def place_order(n: int) -> None:
+        order_id = f"ord_{n:06d}"
+        sku, price = rng.choice(PRODUCTS)
+        qty = rng.randint(1, 3)
+        poison = svc.chaos.hits("poison_outbox", order_id)
+        with tracer.start_as_current_span("POST /orders", kind=trace.SpanKind.SERVER):
+            conn = connect()
+            try:
+                conn.execute("begin")
+                conn.execute(
+                    "insert into orders values (?, ?, ?, ?, 'placed', datetime('now'))",
+                    (order_id, f"cust_{rng.randint(1, 400):04d}", sku, price * qty),
+                )
+                outbox.add(
+                    conn,
+                    aggregatetype="orders!" if poison else "orders",
+                    aggregateid=order_id,
+                    event_type="order.placed",
+                    data={"order_id": order_id, "sku": sku, "quantity": qty,
+                          "amount": round(price * qty, 2), "email": "customer@example.com"},
+                )
+                conn.execute("commit")
+            except Exception:
+                conn.execute("rollback")
+                raise
+            finally:
+                conn.close()
+
+    def take_orders() -> None:
+        n = 0
+        interval = 1.0 / args.rate if args.rate > 0 else 1.0
+        next_at = time.monotonic()
+        while not svc.stopping.is_set():
+            n += 1
+            place_order(n)
+            next_at += interval
+            svc.stopping.wait(max(0.0, next_at - time.monotonic()))
+
+    def relay_loop() -> None:
+        while not svc.stopping.is_set():
+            try:
+                sent = relay.run_once()
+            except Exception as exc:  # noqa: BLE001 - the relay retries on its next pass
+                log.warning("relay pass failed: %s", exc)
+                sent = 0
+            if not sent:
+                svc.stopping.wait(0.2)
+
+    @traced_consumer(service=NAME, group=NAME)
+    def compensate(event: Event) -> None:
+        if event.type not in ("payment.failed", "inventory.out_of_stock"):
+            return
+        with connect() as conn:
+            conn.execute("update orders set status = 'cancelled' where id = ?", (event.subject,))
+        svc.producer.publish(
+            "order-cancellations", "order.cancelled",
+            {"order_id": event.subject, "reason": event.type},
+            key=event.subject, subject=event.subject,
+        )
+
+    threading.Thread(target=take_orders, name="orders", daemon=True).start()
+    threading.Thread(target=relay_loop, name="relay", daemon=True).start()
+    svc.consume(["payments", "inventory"], compensate)
+    svc.wait()
+
+
+if __name__ == "__main__":
+    main()

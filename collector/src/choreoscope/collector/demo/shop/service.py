@@ -1,0 +1,101 @@
+"""What every shop service shares: command-line options, tracing, clients and the poll loop.
+
+This is ordinary service code: a kafka-python producer wrapped once with
+`instrument_producer`, handlers decorated with `traced_consumer`, a consumer loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from choreoscope.instrumentation import Event, TracedProducer, instrument_producer, setup_tracing
+from choreoscope.instrumentation.wire import encode_headers
+
+from .chaos import Chaos
+
+log = logging.getLogger("choreoscope.demo")
+
+
+def options(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap host:port")
+    p.add_argument("--otlp-endpoint", default=None, help="OTLP/HTTP base URL for spans")
+    p.add_argument("--chaos", default="mild", choices=["none", "mild", "heavy"])
+    return p
+
+
+class Service:
+    """One running service: its name, producer, chaos settings and a stop flag."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}: %(message)s")
+        self.name = name
+        self.args = args
+        self.chaos = Chaos(args.chaos)
+        self.stopping = threading.Event()
+        self.tracer_provider = setup_tracing(name, endpoint=args.otlp_endpoint)
+        self.producer: TracedProducer = instrument_producer(
+            KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=5, retries=5), service=name
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+
+    def consume(
+        self,
+        topics: list[str],
+        handler: Callable[[Any], Any],
+        *,
+        group: str | None = None,
+        before: Callable[[Any], None] | None = None,
+    ) -> threading.Thread:
+        """Run a consumer loop for `topics` in a thread; `before(record)` runs ahead of the handler."""
+
+        def loop() -> None:
+            consumer = KafkaConsumer(
+                *topics,
+                bootstrap_servers=self.args.bootstrap,
+                group_id=group or self.name,
+                auto_offset_reset="earliest",
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=1000,
+            )
+            try:
+                while not self.stopping.is_set():
+                    for records in consumer.poll(timeout_ms=500).values():
+                        for record in records:
+                            if before is not None:
+                                before(record)
+                            try:
+                                handler(record)
+                            except Exception as exc:  # noqa: BLE001 - logged, the loop goes on
+                                log.warning("handler failed on %s@%s: %s", record.topic, record.offset, exc)
+            finally:
+                consumer.close()
+
+        thread = threading.Thread(target=loop, name=f"{self.name}-{'-'.join(topics)}", daemon=True)
+        thread.start()
+        return thread
+
+    def resend(self, topic: str, event: Event) -> None:
+        """Send `event` again with its original envelope (same ce_id): what a blind retry does."""
+        self.producer.send(
+            topic,
+            value=event.data,
+            key=event.subject.encode() if event.subject else None,
+            headers=encode_headers(event),
+        )
+
+    def wait(self) -> None:
+        """Block until SIGTERM/SIGINT, then flush spans and records."""
+        while not self.stopping.wait(0.5):
+            pass
+        self.producer.flush(10)
+        self.producer.close(5)
+        self.tracer_provider.shutdown()
