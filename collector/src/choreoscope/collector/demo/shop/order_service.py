@@ -12,6 +12,7 @@ import random
 import sqlite3
 import threading
 import time
+from typing import Any
 
 from opentelemetry import trace
 
@@ -24,23 +25,51 @@ log = logging.getLogger("choreoscope.demo")
 PRODUCTS = [("mug-blue", 12.5), ("tee-black", 24.0), ("poster-a2", 9.9), ("socks-3p", 14.0)]
 
 
+class ShopDatabase:
+    """The order-service's own database: a SQLite file, or PostgreSQL in the compose stack."""
+
+    def __init__(self, target: str) -> None:
+        self.postgres = target.startswith(("postgresql://", "postgres://"))
+        self.target = target
+
+    def connect(self) -> Any:
+        if self.postgres:
+            import psycopg
+
+            return psycopg.connect(self.target)
+        conn = sqlite3.connect(self.target, timeout=30)
+        conn.execute("pragma journal_mode=wal")
+        return conn
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.postgres else statement
+
+    def create_orders_table(self) -> None:
+        conn = self.connect()
+        try:
+            conn.execute(
+                "create table if not exists orders (id text primary key, customer text,"
+                " sku text, amount real, status text, created_at text)"
+            )
+            conn.commit()
+        finally:
+            conn.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = options(__doc__ or NAME)
-    parser.add_argument("--db", required=True, help="path of the service's SQLite database")
+    parser.add_argument(
+        "--db", required=True,
+        help="the service's database: a SQLite file path or a postgresql:// URL",
+    )
     parser.add_argument("--rate", type=float, default=5.0, help="orders per second")
     args = parser.parse_args(argv)
     svc = Service(NAME, args)
     tracer = svc.tracer_provider.get_tracer("demo.order-service")
 
-    def connect() -> sqlite3.Connection:
-        return sqlite3.connect(args.db, timeout=30, isolation_level=None)
-
-    with connect() as conn:
-        conn.execute("pragma journal_mode=wal")
-        conn.execute(
-            "create table if not exists orders (id text primary key, customer text, sku text,"
-            " amount real, status text, created_at text)"
-        )
+    db = ShopDatabase(args.db)
+    connect = db.connect
+    db.create_orders_table()
     outbox = Outbox(connect, service=NAME)
     outbox.create_table()
     # Poison rows carry an aggregate type that maps to no valid topic: the relay keeps failing.
@@ -58,10 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         with tracer.start_as_current_span("POST /orders", kind=trace.SpanKind.SERVER):
             conn = connect()
             try:
-                conn.execute("begin")
                 conn.execute(
-                    "insert into orders values (?, ?, ?, ?, 'placed', datetime('now'))",
-                    (order_id, f"cust_{rng.randint(1, 400):04d}", sku, price * qty),
+                    db.sql("insert into orders values (?, ?, ?, ?, 'placed', ?)"),
+                    (order_id, f"cust_{rng.randint(1, 400):04d}", sku, price * qty,
+                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
                 )
                 outbox.add(
                     conn,
@@ -71,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                     data={"order_id": order_id, "sku": sku, "quantity": qty,
                           "amount": round(price * qty, 2), "email": "customer@example.com"},
                 )
-                conn.execute("commit")
+                conn.commit()
             except Exception:
-                conn.execute("rollback")
+                conn.rollback()
                 raise
             finally:
                 conn.close()
@@ -102,8 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     def compensate(event: Event) -> None:
         if event.type not in ("payment.failed", "inventory.out_of_stock"):
             return
-        with connect() as conn:
-            conn.execute("update orders set status = 'cancelled' where id = ?", (event.subject,))
+        conn = connect()
+        try:
+            conn.execute(db.sql("update orders set status = 'cancelled' where id = ?"),
+                         (event.subject,))
+            conn.commit()
+        finally:
+            conn.close()
         svc.producer.publish(
             "order-cancellations", "order.cancelled",
             {"order_id": event.subject, "reason": event.type},
