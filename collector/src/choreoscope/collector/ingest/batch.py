@@ -1,0 +1,140 @@
+"""One ingest batch: decode consumed records into `events` rows and store them in one
+transaction; the offsets to commit once the rows are in the store.
+
+Records of internal topics (names starting with `__`) are skipped but their offsets still
+advance. A batch the database rejects because of one bad row is stored row by row, so one
+record never holds the others back; a store that cannot be reached raises StoreUnavailable
+and nothing is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+from choreoscope.instrumentation.decoder import decode_record
+
+from ..store import Store
+from ..store.schema import events
+from .redact import Redactor
+from .rows import event_row
+
+log = logging.getLogger(__name__)
+
+STORE_REJECTED = "store_rejected"
+
+
+class StoreUnavailable(RuntimeError):
+    """The store could not be reached; the batch was not stored and must be retried."""
+
+
+@dataclass
+class Batch:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Next offset to commit per (topic, partition): the highest offset seen + 1."""
+    skipped: int = 0
+    """Records not stored: internal topics and consumer errors."""
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: int) -> Batch:
+    """Decode confluent-kafka `Message`s into rows (never raises on a bad record)."""
+    batch = Batch()
+    rows = batch.rows
+    offsets = batch.offsets
+    append = rows.append
+    for m in messages:
+        if m.error() is not None:
+            log.warning("consumer error: %s", m.error())
+            batch.skipped += 1
+            continue
+        topic = m.topic()
+        partition = m.partition()
+        offset = m.offset()
+        offsets[(topic, partition)] = offset + 1
+        if topic.startswith("__"):
+            batch.skipped += 1
+            continue
+        headers = m.headers()
+        value = m.value()
+        ts_type, ts = m.timestamp()
+        event = decode_record(
+            headers, value, topic=topic, partition=partition, offset=offset, key=m.key(),
+            timestamp_ms=ts if ts_type else None,
+        )
+        append(event_row(
+            event, redactor=redactor, observed_at_ms=observed_at_ms, headers=headers,
+            value_size=None if value is None else len(value),
+        ))
+    return batch
+
+
+def store_rows(store: Store, rows: list[dict[str, Any]]) -> int:
+    """Insert rows into `events` (existing (topic, partition, offset) ignored) in one
+    transaction; returns the rows inserted."""
+    if not rows:
+        return 0
+    try:
+        with store.engine.begin() as conn:
+            return store.insert_ignore(conn, events, rows)
+    except (OperationalError, InterfaceError, DisconnectionError) as exc:
+        raise StoreUnavailable(_describe(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - a row the database rejects: go row by row
+        log.warning("batch of %d rows rejected (%s); storing row by row", len(rows), _describe(exc))
+    return sum(_store_one(store, row) for row in rows)
+
+
+def _store_one(store: Store, row: dict[str, Any]) -> int:
+    for attempt in (row, _sanitized(row), _minimal(row)):
+        try:
+            with store.engine.begin() as conn:
+                return store.insert_ignore(conn, events, [attempt])
+        except (OperationalError, InterfaceError, DisconnectionError) as exc:
+            raise StoreUnavailable(_describe(exc)) from exc
+        except Exception as exc:  # noqa: BLE001
+            reason = _describe(exc)
+            log.warning("row %s/%s/%s rejected: %s", row["topic"], row["partition"],
+                        row["offset"], reason)
+    return 0
+
+
+def _sanitized(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every text made valid UTF-8 without NUL characters."""
+    out = dict(row)
+    for name, value in row.items():
+        if isinstance(value, str):
+            out[name] = value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    _note(out, f"{STORE_REJECTED}: text sanitized")
+    return out
+
+
+def _minimal(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with only its position and a problem: the record is at least accounted for."""
+    keep = ("topic", "partition", "offset", "broker_ts_ms", "observed_at_ms", "data_size")
+    out = {name: (row[name] if name in keep else None) for name in row}
+    out["flow_id"] = f"{row['topic']}/{row['partition']}/{row['offset']}"
+    out["envelope"] = "unknown"
+    out["data_truncated"] = False
+    out["problems"] = json.dumps([f"{STORE_REJECTED}: only the position was kept"])
+    return out
+
+
+def _note(row: dict[str, Any], problem: str) -> None:
+    problems = json.loads(row["problems"]) if row.get("problems") else []
+    problems.append(problem)
+    row["problems"] = json.dumps(problems)
+
+
+def _describe(exc: BaseException) -> str:
+    """An error message without SQL parameters (they may hold payloads)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0][:300]}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"

@@ -1,0 +1,229 @@
+"""The bus ingest loop: consume every matching topic with confluent-kafka, store, commit.
+
+At-least-once into the store, exactly-once in effect: a batch is written to `events` in one
+transaction, THEN its offsets (+1) are committed synchronously; re-reading a record changes
+nothing because rows are keyed by (topic, partition, offset). While the store is unreachable
+the batch is retried with backoff and no offset is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from .batch import Batch, StoreUnavailable, build_batch, store_rows
+from .redact import Redactor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "choreoscope-collector"
+METADATA_REFRESH_MS = 5000
+_SECRET_OPTION = re.compile(r"password|secret|token|jaas|key$", re.IGNORECASE)
+
+
+class BusIngest:
+    """Consume the topics matching `topics` (a regex) into `store`, batch by batch."""
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        bootstrap: str,
+        topics: str = "^.*",
+        group: str = DEFAULT_GROUP,
+        start: str = "earliest",
+        redactor: Redactor | None = None,
+        batch_size: int = 5000,
+        batch_timeout_s: float = 0.5,
+        kafka_options: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if start not in ("earliest", "latest"):
+            raise ValueError(f"expected start 'earliest' or 'latest', got {start!r}")
+        self.store = store
+        self.pattern = topics if topics.startswith("^") else "^" + topics
+        self.group = group
+        self.redactor = redactor or Redactor()
+        self.batch_size = batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.clock = clock
+        self.config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": start,
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+            "error_cb": _log_kafka_error,
+            "log_level": 3,
+        }
+        self.config.update(kafka_options or {})
+        self.consumer: Consumer | None = None
+        self.records = 0  # records consumed (stored or skipped)
+        self.inserted = 0  # rows new to the store
+        self.batches = 0
+        self.store_failures = 0
+        self.commit_failures = 0
+        self.last_offsets: dict[tuple[str, int], int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> BusIngest:
+        if self.consumer is None:
+            self.consumer = Consumer(self.config)
+            self.consumer.subscribe([self.pattern])
+            log.info("ingest: group %s subscribed to %s (options %s)", self.group, self.pattern,
+                     describe_options(self.config))
+        return self
+
+    def close(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("ingest: closing the consumer failed: %s", exc)
+
+    def __enter__(self) -> BusIngest:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def step(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> int:
+        """Consume one batch, store it, commit its offsets. Returns records consumed.
+
+        When `stop` is set while the store is unreachable, returns without committing."""
+        consumer = self.start().consumer
+        assert consumer is not None
+        messages = consumer.consume(
+            num_messages=self.batch_size,
+            timeout=self.batch_timeout_s if timeout_s is None else timeout_s,
+        )
+        if not messages:
+            return 0
+        batch = build_batch(messages, self.redactor, int(self.clock() * 1000))
+        if not self._store(batch, stop):
+            return 0
+        self._commit(batch)
+        self.last_offsets = batch.offsets
+        self.records += len(messages)
+        self.batches += 1
+        return len(messages)
+
+    def _store(self, batch: Batch, stop: threading.Event | None) -> bool:
+        delay = 0.5
+        while True:
+            try:
+                self.inserted += store_rows(self.store, batch.rows)
+                return True
+            except StoreUnavailable as exc:
+                self.store_failures += 1
+                log.warning("ingest: store unavailable (%s); retrying in %.1fs, offsets not "
+                            "committed", exc, delay)
+            if stop is not None:
+                if stop.wait(delay):
+                    return False
+            else:
+                time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _commit(self, batch: Batch) -> None:
+        if not batch.offsets or self.consumer is None:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The rows are stored; records read again after a rebalance are ignored by key.
+            self.commit_failures += 1
+            log.warning("ingest: offset commit failed (%s); records may be read again", exc)
+
+    # -- loops -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Ingest until `stop` is set; the batch in hand is stored and committed first."""
+        self.start()
+        while not stop.is_set():
+            self.step(stop)
+
+    def run_to_end(self, stop: threading.Event | None = None, idle_timeout_s: float = 30.0,
+                   metadata_timeout_s: float = 10.0) -> int:
+        """Ingest until every matching partition reaches the end offset it had at the start
+        (`--once`). Returns records consumed. Gives up after `idle_timeout_s` without progress."""
+        consumer = self.start().consumer
+        assert consumer is not None
+        targets = self._end_offsets(metadata_timeout_s)
+        position = self._committed(list(targets), metadata_timeout_s)
+        total = 0
+        last_progress = time.monotonic()
+        while True:
+            pending = {tp for tp, end in targets.items() if position.get(tp, 0) < end}
+            if not pending or (stop is not None and stop.is_set()):
+                return total
+            consumed = self.step(stop)
+            if consumed:
+                total += consumed
+                last_progress = time.monotonic()
+                position.update(self.last_offsets)
+                continue
+            # Nothing came: another group member may hold the partitions; ask the broker.
+            position.update(self._committed(sorted(pending), metadata_timeout_s))
+            if time.monotonic() - last_progress > idle_timeout_s:
+                log.warning("ingest: %d partitions did not reach their end offsets within %.0fs",
+                            len(pending), idle_timeout_s)
+                return total
+
+    def _end_offsets(self, timeout_s: float) -> dict[tuple[str, int], int]:
+        """High watermark of every partition of every matching (non-internal) topic."""
+        assert self.consumer is not None
+        regex = re.compile(self.pattern)
+        metadata = self.consumer.list_topics(timeout=timeout_s)
+        ends: dict[tuple[str, int], int] = {}
+        for name, topic in metadata.topics.items():
+            if name.startswith("__") or not regex.match(name) or topic.error is not None:
+                continue
+            for partition in topic.partitions:
+                low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(name, partition), timeout=timeout_s)
+                if high > low:
+                    ends[(name, partition)] = high
+        return ends
+
+    def _committed(self, tps: list[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], int]:
+        """The group's committed offsets (or where a new group starts) of `tps`."""
+        assert self.consumer is not None
+        if not tps:
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        committed = self.consumer.committed([TopicPartition(t, p) for t, p in tps],
+                                            timeout=timeout_s)
+        for tp in committed:
+            if tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = tp.offset
+            elif self.config["auto.offset.reset"] == "latest":
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
+                out[(tp.topic, tp.partition)] = high
+        return out
+
+
+def describe_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The consumer configuration with secrets masked, for logs."""
+    return {
+        k: ("***" if _SECRET_OPTION.search(k) else v)
+        for k, v in config.items()
+        if not callable(v)
+    }
+
+
+def _log_kafka_error(error: Any) -> None:
+    log.warning("kafka: %s", error)

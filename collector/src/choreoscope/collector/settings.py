@@ -1,0 +1,185 @@
+"""The collector's settings, each declared once: name, environment variable, type, default, doc.
+
+Lookup order for every setting: the explicit argument (command-line option), then the
+environment variable `CHOREOSCOPE_<NAME>`, then the default. Bad values are rejected at
+start-up with "expected X, got Y".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value the collector cannot use; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    doc: str
+    repeatable: bool = False
+
+    @property
+    def env(self) -> str:
+        return "CHOREOSCOPE_" + self.name.upper()
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("out of range")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("not positive")
+    return value
+
+
+def _start(text: str) -> str:
+    if text not in ("earliest", "latest"):
+        raise ValueError("not earliest|latest")
+    return text
+
+
+def _regex(text: str) -> str:
+    re.compile(text)
+    return text
+
+
+def _kafka_option(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ValueError("not key=value")
+    return name.strip(), value
+
+
+def _outbox(text: str) -> str:
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url:
+        raise ValueError("not NAME=DB_URL[#table]")
+    return text
+
+
+_DECLARED = (
+    Setting("bootstrap", str, "127.0.0.1:9092", "Kafka bootstrap servers, HOST:PORT[,...]"),
+    Setting("topics", _regex, "^.*",
+            "regex of the topics to read (anchored with ^; topics starting with __ are skipped)"),
+    Setting("group", str, "choreoscope-collector", "the collector's consumer group"),
+    Setting("from", _start, "earliest",
+            "where a new group starts: earliest (all history) or latest"),
+    Setting("jaeger", str, None, "Jaeger query base URL, e.g. http://127.0.0.1:16686"),
+    Setting("otlp_port", _port, 4318, "OTLP/HTTP receiver port (0 disables the receiver)"),
+    Setting("otlp_host", str, "127.0.0.1", "OTLP/HTTP receiver listen address"),
+    Setting("outbox", _outbox, (), "outbox table to watch, NAME=DB_URL[#table] (repeatable)",
+            repeatable=True),
+    Setting("stuck_after", _seconds, 60.0, "seconds of silence after which a flow is stuck"),
+    Setting("outbox_stuck_after", _seconds, 30.0,
+            "seconds after which a pending outbox row is stuck"),
+    Setting("skew", _seconds, 1.0, "tolerated clock skew between producers, seconds"),
+    Setting("retention", _seconds, 7.0, "days of events and spans to keep (0 keeps everything)"),
+    Setting("metrics_port", _port, None, "Prometheus metrics port (unset: no metrics server)"),
+    Setting("metrics_host", str, "127.0.0.1", "Prometheus metrics listen address"),
+    Setting("batch_size", _positive_int, 5000, "records consumed and stored per batch"),
+    Setting("batch_timeout", _seconds, 0.5, "longest wait for a batch to fill, seconds"),
+    Setting("analyze_interval", _seconds, 5.0, "seconds between analysis passes"),
+    Setting("poll_interval", _seconds, 10.0,
+            "seconds between outbox polls, trace fetches and lag measurements"),
+    Setting("redact", _regex, r"email|phone|card|password|token|secret",
+            "regex (case-insensitive) of data keys and header names whose values are redacted"),
+    Setting("max_data_bytes", _positive_int, 64 * 1024,
+            "largest stored data JSON in bytes; larger data keeps a truncation marker"),
+    Setting("kafka_option", _kafka_option, (),
+            "extra librdkafka setting key=value, e.g. security.protocol=SASL_SSL (repeatable)",
+            repeatable=True),
+)
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in _DECLARED}
+
+
+def lookup(name: str, argument: Any = None, env: Mapping[str, str] | None = None) -> Any:
+    """The value of setting `name`: `argument` if given, else its environment variable, else
+    its default. Strings are converted with the setting's type; bad ones raise SettingsError."""
+    setting = SETTINGS[name]
+    env = os.environ if env is None else env
+    if setting.repeatable:
+        if argument:
+            raw_items = list(argument)
+        elif env.get(setting.env):
+            raw_items = [item for item in env[setting.env].split() if item]
+        else:
+            return setting.default
+        return tuple(_convert(setting, item) for item in raw_items)
+    if argument is not None:
+        return _convert(setting, argument)
+    if env.get(setting.env) not in (None, ""):
+        return _convert(setting, env[setting.env])
+    return setting.default
+
+
+def _convert(setting: Setting, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return setting.type(raw)
+    except (ValueError, re.error) as exc:
+        raise SettingsError(
+            f"{setting.name} ({setting.env}): expected {setting.doc}, got {raw!r} ({exc})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    """Everything `choreoscope collect` needs, resolved once at start-up."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    topics: str = "^.*"
+    group: str = "choreoscope-collector"
+    start: str = "earliest"
+    jaeger: str | None = None
+    otlp_port: int = 4318
+    otlp_host: str = "127.0.0.1"
+    outbox: tuple[str, ...] = ()
+    stuck_after: float = 60.0
+    outbox_stuck_after: float = 30.0
+    skew: float = 1.0
+    retention: float = 7.0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    batch_size: int = 5000
+    batch_timeout: float = 0.5
+    analyze_interval: float = 5.0
+    poll_interval: float = 10.0
+    redact: str = r"email|phone|card|password|token|secret"
+    max_data_bytes: int = 64 * 1024
+    kafka_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def resolve(cls, env: Mapping[str, str] | None = None, **arguments: Any) -> CollectSettings:
+        """Resolve every setting from `arguments` (None = not given), the environment and
+        the defaults."""
+        values = {name: lookup(name, arguments.get(name), env) for name in SETTINGS}
+        values["start"] = values.pop("from")
+        values["kafka_options"] = dict(values.pop("kafka_option"))
+        return cls(**values)
+
+    @property
+    def topic_pattern(self) -> str:
+        """The subscription regex, anchored with `^` as librdkafka requires."""
+        return self.topics if self.topics.startswith("^") else "^" + self.topics

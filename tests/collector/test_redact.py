@@ -1,0 +1,75 @@
+"""Redaction and the size cap of stored data."""
+
+from __future__ import annotations
+
+import json
+
+from choreoscope.collector.ingest.redact import REDACTED, Redactor
+
+
+def test_nested_keys_and_dicts_inside_lists_are_redacted() -> None:
+    """Matching keys are redacted at any depth, case-insensitively, also in dicts in lists."""
+    data = {
+        "order": "ord_1",
+        "Customer": {"EMAIL": "a@b.c", "name": "Ann", "contact": {"mobilePhone": "+41"}},
+        "payments": [{"cardNumber": "4111", "amount": 3}, {"amount": 4, "Token": {"x": 1}}],
+        "items": [[{"password": "p"}], "secret-looking value stays"],
+    }
+    text, truncated = Redactor().data_json(data)
+    assert truncated is False
+    assert json.loads(text) == {
+        "order": "ord_1",
+        "Customer": {"EMAIL": REDACTED, "name": "Ann", "contact": {"mobilePhone": REDACTED}},
+        "payments": [{"cardNumber": REDACTED, "amount": 3}, {"amount": 4, "Token": REDACTED}],
+        "items": [[{"password": REDACTED}], "secret-looking value stays"],
+    }
+
+
+def test_clean_data_is_stored_unchanged() -> None:
+    """Data with no matching key is stored as compact JSON, untouched."""
+    text, truncated = Redactor().data_json({"a": [1, {"b": "ü"}], "c": None})
+    assert (text, truncated) == ('{"a":[1,{"b":"ü"}],"c":null}', False)
+
+
+def test_custom_pattern_replaces_the_default() -> None:
+    """A configured pattern redacts its keys and no longer the default ones."""
+    text, _ = Redactor(pattern=r"^iban$").data_json({"IBAN": "CH93", "email": "a@b.c"})
+    assert json.loads(text) == {"IBAN": REDACTED, "email": "a@b.c"}
+
+
+def test_large_data_keeps_a_truncation_marker_without_redacted_values() -> None:
+    """Data over the cap becomes a marker with its size and a preview cut from redacted JSON."""
+    data = {"password": "hunter2", "blob": "x" * 5000}
+    text, truncated = Redactor(max_bytes=1000).data_json(data)
+    marker = json.loads(text)
+    full = json.dumps({"password": REDACTED, "blob": "x" * 5000}, separators=(",", ":"))
+    assert truncated is True
+    assert marker == {"_truncated": True, "size": len(full), "preview": full[:1024]}
+    assert "hunter2" not in text
+
+
+def test_data_exactly_at_the_cap_is_kept() -> None:
+    """Data whose JSON is exactly the cap is stored whole."""
+    data = "y" * 98  # JSON string of 100 bytes
+    assert Redactor(max_bytes=100).data_json(data) == (json.dumps(data), False)
+
+
+def test_cap_counts_utf8_bytes() -> None:
+    """The cap is in bytes of UTF-8, not characters."""
+    _, truncated = Redactor(max_bytes=100).data_json("é" * 60)
+    assert truncated is True
+
+
+def test_bytes_none_and_text() -> None:
+    """Binary data is stored as base64, None as no data, text as a JSON string."""
+    r = Redactor()
+    assert r.data_json(b"\xff\x00") == ('{"_base64":"/wA="}', False)
+    assert r.data_json(None) == (None, False)
+    assert r.data_json("plain text") == ('"plain text"', False)
+
+
+def test_header_values_of_matching_names_are_redacted() -> None:
+    """Header values whose names match the pattern never reach the store."""
+    text = Redactor().headers_json({"ce_id": "e1", "X-Auth-Token": "abc", "card": "4111"})
+    assert json.loads(text) == {"ce_id": "e1", "X-Auth-Token": REDACTED, "card": REDACTED}
+    assert Redactor().headers_json({}) is None
