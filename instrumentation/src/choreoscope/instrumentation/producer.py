@@ -1,0 +1,514 @@
+"""`instrument_producer`: a kafka-python producer whose every record carries the envelope.
+
+    producer = instrument_producer(KafkaProducer(bootstrap_servers=...), service="orders")
+    producer.publish("orders", "order.placed", {"order_id": "ord_7821"}, key="ord_7821")
+    producer.send("legacy", value=b"...")          # unchanged call, now with headers and a span
+
+Every record gains the CloudEvents binary-mode headers of `wire.encode_headers` and the W3C
+`traceparent` (and `tracestate`) of its `send {topic}` PRODUCER span. The span starts before
+the wrapped `send` and ends when the record's future completes, so a failed delivery (or a
+synchronous error such as `MessageSizeTooLargeError`) marks it ERROR; the error still reaches
+the caller. Inside a `traced_consumer` handler the new event inherits the handled event's
+correlation id, takes its id as causation id, and the span continues the handler's trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+
+from . import semconv, wire
+from ._clock import utc_now_rfc3339
+from .context import current_event
+from .errors import UsageError
+from .event import Event
+from .ids import new_event_id
+from .naming import is_past_tense
+from .traceparent import InvalidTraceparent, format_traceparent, parse_traceparent
+
+__all__ = ["TracedProducer", "instrument_producer"]
+
+_log = logging.getLogger("choreoscope.instrumentation")
+_SCOPE = "choreoscope.instrumentation"
+_PRODUCER = SpanKind.PRODUCER
+_OCTET_STREAM = "application/octet-stream"
+_JSON_OPENERS = (b"{", b"[")
+_MAX_CACHED_TOPICS = 4096
+
+# Caller headers that set an envelope field: header name -> Event attribute.
+_HEADER_FIELDS = {
+    wire.ID: "id",
+    wire.TYPE: "type",
+    wire.SOURCE: "source",
+    wire.TIME: "time",
+    wire.SUBJECT: "subject",
+    wire.SCHEMAVERSION: "schema_version",
+    wire.CORRELATIONID: "correlation_id",
+    wire.CAUSATIONID: "causation_id",
+}
+
+# Event types already checked for past tense: each bad one is logged once per process.
+_checked_types: set[str] = set()
+
+
+def instrument_producer(
+    producer: Any, *, service: str, tracer_provider: trace.TracerProvider | None = None
+) -> TracedProducer:
+    """Wrap an existing `kafka.KafkaProducer`; `service` becomes every event's `ce_source`.
+
+    `tracer_provider` defaults to the global one (looked up when spans start, so a provider
+    installed later is used).
+    """
+    return TracedProducer(producer, service=service, tracer_provider=tracer_provider)
+
+
+class TracedProducer:
+    """A kafka-python producer stamping the envelope and a PRODUCER span on every record.
+
+    `.wrapped` is the producer itself and `.service` the source name; every attribute not
+    defined here (`flush`, `close`, `partitions_for`, `metrics`, ...) passes through.
+
+    - `send(topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None)`:
+      kafka-python's call, returning its future (see `send`).
+    - `publish(topic, event_type, data, ...) -> Event`: a new event with `data` as JSON.
+    - `send_event(topic, event, value, ...) -> future`: the building block both use, for
+      code that has its own `Event` (the outbox relay): the full envelope for `event`, a
+      `send {topic}` span (parent: `parent_context`, an OpenTelemetry `Context` or a
+      `traceparent` string, default the current context) with `extra_attributes` added.
+    """
+
+    __slots__ = (
+        "_serializes_keys",
+        "_serializes_values",
+        "_topics",
+        "_tracer",
+        "service",
+        "wrapped",
+    )
+
+    def __init__(
+        self,
+        producer: Any,
+        *,
+        service: str,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        if isinstance(producer, TracedProducer):
+            raise UsageError(
+                "expected a kafka.KafkaProducer, got a TracedProducer (already instrumented)"
+            )
+        if not callable(getattr(producer, "send", None)):
+            raise UsageError(f"expected a kafka.KafkaProducer, got {type(producer).__name__}")
+        if not isinstance(service, str):
+            raise UsageError(f"expected the service name as a str, got {type(service).__name__}")
+        if not service:
+            raise ValueError("expected a non-empty service name, got ''")
+        self.wrapped = producer
+        self.service = service
+        self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+        config = getattr(producer, "config", None)
+        config = config if isinstance(config, dict) else {}
+        self._serializes_values = config.get("value_serializer") is not None
+        self._serializes_keys = config.get("key_serializer") is not None
+        # Per topic: the span name and the attributes every send to it shares.
+        self._topics: dict[str, tuple[str, dict[str, str]]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":  # not set yet: never recurse
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+    def __repr__(self) -> str:
+        return f"TracedProducer({self.wrapped!r}, service={self.service!r})"
+
+    # -- the three ways to send ------------------------------------------------------------
+
+    def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        headers: Any = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Any:
+        """kafka-python's `send`, plus the envelope headers and a `send {topic}` span.
+
+        `headers` may be a list, a tuple or None; the caller's list is never changed. Headers
+        the caller set win: a `ce_*` header replaces ours (its value also goes into the span),
+        a `traceparent` is kept as it is (our span then becomes its child). A dict or list
+        `value` is sent as compact JSON unless the producer has a `value_serializer` (then
+        every value goes to it untouched); bytes go as they are, declared
+        `application/octet-stream` unless they start like JSON (`{` or `[`).
+
+        The event type is the caller's `ce_type` header, else the topic name (not checked for
+        past tense: nobody chose it). The subject defaults to the key, the schema version to
+        `1`. Returns kafka-python's future; a failed delivery fails it and marks the span
+        ERROR, a synchronous error propagates after doing the same.
+        """
+        event = Event(id=None, type=None, source=self.service, schema_version="1")
+        caller_headers: list[Any] | None = None
+        caller_traceparent: str | None = None
+        if headers is not None and type(headers) in (list, tuple):
+            if headers:
+                caller_headers = list(headers)
+                caller_traceparent = _read_caller_headers(caller_headers, event)
+            headers_out: Any = caller_headers
+        else:
+            headers_out = headers  # None, or something kafka-python rejects itself
+        if event.type is None:
+            event.type = topic
+        elif event.type not in _checked_types:
+            _check_type(event.type)
+        key_text = _key_text(key)
+        if event.subject is None and key_text is not None and isinstance(key, bytes | str):
+            event.subject = key_text
+        self._complete(event)
+
+        content_type = None
+        if not self._serializes_values:
+            if type(value) is dict or type(value) is list:
+                value = json.dumps(value, separators=(",", ":"), default=str).encode()
+            elif (
+                isinstance(value, bytes | bytearray | memoryview) and value[:1] not in _JSON_OPENERS
+            ):
+                content_type = _OCTET_STREAM
+        parent = None
+        if caller_traceparent is not None:
+            parent = _context_from_traceparent(caller_traceparent, None)
+        return self._emit(
+            topic,
+            event,
+            value,
+            key,
+            key_text,
+            headers_out,
+            partition,
+            timestamp_ms,
+            content_type,
+            parent,
+            None,
+            caller_traceparent is not None,
+        )
+
+    def publish(
+        self,
+        topic: str,
+        event_type: str,
+        data: Any,
+        *,
+        key: Any = None,
+        subject: str | None = None,
+        schema_version: str = "1",
+        sequence: int | None = None,
+    ) -> Event:
+        """Publish a new event of `event_type` with `data` (sent as JSON) and return it.
+
+        A str `key` is sent UTF-8 encoded (unless the producer has a `key_serializer`) and is
+        the default `subject`. A type whose last word is not past tense is published but
+        logged once as a warning. Delivery is asynchronous: its outcome is on the span; use
+        `send_event` when you need the future.
+        """
+        if not isinstance(event_type, str) or not event_type:
+            raise UsageError(f"expected the event type as a non-empty str, got {event_type!r}")
+        if event_type not in _checked_types:
+            _check_type(event_type)
+        if sequence is not None and (type(sequence) is not int):
+            raise UsageError(f"expected the sequence as an int or None, got {sequence!r}")
+        key_text = _key_text(key)
+        if subject is None and isinstance(key, bytes | str):
+            subject = key_text
+        event = Event(
+            id=None,
+            type=event_type,
+            source=self.service,
+            subject=subject,
+            schema_version=str(schema_version) if schema_version is not None else None,
+            sequence=sequence,
+            data=data,
+            topic=topic,
+        )
+        self._complete(event)
+        if self._serializes_values:
+            value, content_type = data, None
+        else:
+            value, content_type = wire.encode_value(data)
+        if type(key) is str and not self._serializes_keys:
+            key = key.encode()
+        self._emit(
+            topic, event, value, key, key_text, None, None, None, content_type, None, None, False
+        )
+        return event
+
+    def send_event(
+        self,
+        topic: str,
+        event: Event,
+        value: Any,
+        *,
+        key: Any = None,
+        headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        content_type: str | None = None,
+        parent_context: Context | str | None = None,
+        extra_attributes: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send `event` as it is (full envelope, PRODUCER span) with `value` as the record value.
+
+        Building block for code that owns its events, such as the outbox relay: `event.id`,
+        `.source` (this producer's service), `.time` (now) and `.correlation_id` (the id) are
+        filled in place when missing; nothing is inherited from the handled event. `value` goes
+        to the wrapped `send` as it is (through the producer's `value_serializer`, if any);
+        `content_type` is written only when given (omit it for JSON). `headers` are sent
+        before ours and win over them. `parent_context` is the span's parent: an
+        OpenTelemetry `Context`, a `traceparent` string (an invalid one is logged and
+        ignored), or None for the current context. `extra_attributes` are added to the span.
+        Returns kafka-python's future.
+        """
+        if not isinstance(event, Event):
+            raise UsageError(f"expected an Event, got {type(event).__name__}")
+        if event.id is None:
+            event.id = new_event_id()
+        if event.source is None:
+            event.source = self.service
+        if event.time is None:
+            event.time = utc_now_rfc3339()
+        if event.correlation_id is None:
+            event.correlation_id = event.id
+        parent: Context | None
+        if isinstance(parent_context, str):
+            parent = _context_from_traceparent(parent_context, None)
+        else:
+            parent = parent_context
+        caller = list(headers) if headers else None
+        return self._emit(
+            topic,
+            event,
+            value,
+            key,
+            _key_text(key),
+            caller,
+            partition,
+            timestamp_ms,
+            content_type,
+            parent,
+            extra_attributes,
+            False,
+        )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _complete(self, event: Event) -> None:
+        """Fill id, time and the correlation/causation chain from the handled event."""
+        if event.id is None:
+            event.id = new_event_id()
+        if event.time is None:
+            event.time = utc_now_rfc3339()
+        handled = current_event()
+        if handled is None:
+            if event.correlation_id is None:
+                event.correlation_id = event.id
+            return
+        if event.correlation_id is None:
+            event.correlation_id = handled.correlation_id or handled.id or event.id
+        if event.causation_id is None:
+            event.causation_id = handled.id
+
+    def _topic(self, topic: str) -> tuple[str, dict[str, str]]:
+        entry = self._topics.get(topic)
+        if entry is None:
+            entry = (
+                semconv.send_span_name(topic),
+                {
+                    semconv.MESSAGING_SYSTEM: semconv.KAFKA,
+                    semconv.MESSAGING_OPERATION_NAME: "send",
+                    semconv.MESSAGING_OPERATION_TYPE: "send",
+                    semconv.MESSAGING_DESTINATION_NAME: topic,
+                },
+            )
+            if len(self._topics) < _MAX_CACHED_TOPICS:
+                self._topics[topic] = entry
+        return entry
+
+    def _emit(
+        self,
+        topic: str,
+        event: Event,
+        value: Any,
+        key: Any,
+        key_text: str | None,
+        caller_headers: Any,
+        partition: int | None,
+        timestamp_ms: int | None,
+        content_type: str | None,
+        parent: Context | None,
+        extra_attributes: dict[str, Any] | None,
+        keep_caller_traceparent: bool,
+    ) -> Any:
+        span: Span | None = None
+        traceparent = tracestate = None
+        try:
+            name, base = self._topic(topic)
+            attrs = _span_attributes(base, event, key_text)
+            if extra_attributes:
+                attrs.update(extra_attributes)
+            span = self._tracer.start_span(name, parent, _PRODUCER, attrs)
+            if not keep_caller_traceparent:
+                sc = span.get_span_context()
+                if sc.is_valid:
+                    traceparent = format_traceparent(sc.trace_id, sc.span_id, sc.trace_flags)
+                    if sc.trace_state:
+                        tracestate = sc.trace_state.to_header()
+                    event.traceparent = traceparent
+                    event.tracestate = tracestate
+        except Exception:  # noqa: BLE001 - telemetry never takes the host down
+            _log.exception("choreoscope: could not start the producer span; sending without it")
+        headers = wire.encode_headers(event, traceparent, tracestate, content_type)
+        if caller_headers is not None and type(caller_headers) is list:
+            headers = _merge(caller_headers, headers)
+        elif caller_headers is not None:
+            headers = caller_headers  # not a list: let kafka-python reject it as it always has
+        try:
+            future = self.wrapped.send(topic, value, key, headers, partition, timestamp_ms)
+        except BaseException as exc:
+            if span is not None:
+                _finish(span, exc)
+            raise
+        if span is not None:
+            try:
+                future.add_both(functools.partial(_finish, span))
+            except Exception:  # noqa: BLE001
+                _log.exception("choreoscope: could not watch the send's future; span ended now")
+                _finish(span, None)
+        return future
+
+
+def _span_attributes(base: dict[str, str], event: Event, key_text: str | None) -> dict[str, Any]:
+    """`semconv.send_attributes`, from the per-topic part computed once."""
+    attrs: dict[str, Any] = base.copy()
+    if key_text is not None:
+        attrs[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key_text
+    if event.id:
+        attrs[semconv.MESSAGING_MESSAGE_ID] = event.id
+        attrs[semconv.CLOUDEVENTS_EVENT_ID] = event.id
+    if event.correlation_id:
+        attrs[semconv.MESSAGING_CONVERSATION_ID] = event.correlation_id
+    if event.type:
+        attrs[semconv.CLOUDEVENTS_EVENT_TYPE] = event.type
+    if event.source:
+        attrs[semconv.CLOUDEVENTS_EVENT_SOURCE] = event.source
+    if event.subject:
+        attrs[semconv.CLOUDEVENTS_EVENT_SUBJECT] = event.subject
+    if event.causation_id:
+        attrs[semconv.CAUSATION_ID] = event.causation_id
+    return attrs
+
+
+def _finish(span: Span, outcome: Any) -> None:
+    """End the span; an exception outcome marks it ERROR first. Never raises."""
+    try:
+        if isinstance(outcome, BaseException):
+            span.set_status(Status(StatusCode.ERROR, f"{type(outcome).__name__}: {outcome}"))
+            span.record_exception(outcome)
+            span.set_attribute(semconv.ERROR_TYPE, type(outcome).__qualname__)
+        span.end()
+    except Exception:  # noqa: BLE001
+        _log.exception("choreoscope: could not end the producer span")
+
+
+def _merge(caller: list[Any], ours: list[tuple[str, bytes]]) -> list[Any]:
+    """The caller's headers, then ours that the caller did not set (names case-insensitive)."""
+    taken = set()
+    for item in caller:
+        # A malformed item is skipped here: kafka-python rejects the list.
+        with contextlib.suppress(AttributeError, IndexError, TypeError):
+            taken.add(item[0].lower())
+    caller.extend(h for h in ours if h[0] not in taken)
+    return caller
+
+
+def _read_caller_headers(headers: list[Any], event: Event) -> str | None:
+    """Copy the caller's `ce_*` values into `event`; return the caller's `traceparent`, if any."""
+    traceparent = None
+    for item in headers:
+        try:
+            name, raw = item
+            name = name.lower()
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if name.startswith("ce_") or name == wire.TRACEPARENT:
+            text = _text(raw)
+            if text is None:
+                continue
+            if name == wire.TRACEPARENT:
+                traceparent = text
+            elif name in _HEADER_FIELDS:
+                setattr(event, _HEADER_FIELDS[name], text)
+            elif name == wire.SEQUENCE:
+                with contextlib.suppress(ValueError):
+                    event.sequence = int(text)
+    return traceparent
+
+
+def _text(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw).decode("utf-8", "replace")
+    return None
+
+
+def _key_text(key: Any) -> str | None:
+    if key is None:
+        return None
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes | bytearray | memoryview):
+        return bytes(key).decode("utf-8", "replace")
+    return str(key)
+
+
+def _check_type(event_type: str) -> None:
+    if len(_checked_types) < 10_000:
+        _checked_types.add(event_type)
+    if not is_past_tense(event_type):
+        _log.warning(
+            "event type %r does not read as past tense (expected e.g. 'order.placed'); "
+            "published anyway",
+            event_type,
+        )
+
+
+def _context_from_traceparent(value: str, tracestate: str | None) -> Context | None:
+    """A context whose current span is the remote one `value` names; None (logged) if invalid."""
+    try:
+        parsed = parse_traceparent(value)
+    except InvalidTraceparent as exc:
+        _log.warning("choreoscope: ignoring an invalid traceparent %r: %s", value, exc)
+        return None
+    state = TraceState.from_header([tracestate]) if tracestate else None
+    remote = SpanContext(
+        int(parsed.trace_id, 16),
+        int(parsed.span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(parsed.flags),
+        trace_state=state,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(remote))
