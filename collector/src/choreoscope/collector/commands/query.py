@@ -1,0 +1,170 @@
+"""`choreoscope flows | flow ID | anomalies | outbox | graph`: read the store, print tables or JSON.
+
+They read only what the collector stored (statuses, anomalies, graph), so they need no
+collector settings and agree with the dashboard. Exit codes: 0 ok, 1 unknown flow id or an
+unusable store (with a hint on stderr, never a traceback or a password).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..detect.anomaly import KINDS
+
+_HINT = ("run `choreoscope collect --bootstrap HOST:PORT` to fill it, "
+         "or point --store / CHOREOSCOPE_STORE at the collector's store")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..query import FLOW_STATUSES
+
+    p = sub.add_parser("flows", help="list flows, most recently active first")
+    p.add_argument("--status", choices=FLOW_STATUSES, help="only flows in this status")
+    p.add_argument("--limit", type=_non_negative, help="at most N flows")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run, query="flows")
+
+    p = sub.add_parser("flow", help="one flow: its events, spans and anomalies")
+    p.add_argument("id", metavar="ID", help="the flow's correlation id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run, query="flow")
+
+    p = sub.add_parser("anomalies", help="list detected anomalies, oldest first")
+    p.add_argument("--kind", choices=KINDS, help="only anomalies of this kind")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run, query="anomalies")
+
+    p = sub.add_parser("outbox", help="outbox sources: backlog, lag, stuck and dead rows")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run, query="outbox")
+
+    p = sub.add_parser("graph", help="the choreography graph learned from traffic")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="print JSON")
+    how.add_argument("--dot", action="store_true", help="print Graphviz DOT")
+    p.set_defaults(func=run, query="graph")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..outbox_monitor import redact_url, scrub_error
+
+    store = None
+    try:
+        store = _open(args.store)
+        if store is None:
+            return 1
+        return _COMMANDS[args.query](store, args)
+    except SQLAlchemyError as exc:
+        print(f"choreoscope: cannot read the store {redact_url(args.store)}: "
+              f"{scrub_error(exc, args.store)}", file=sys.stderr)
+        return 1
+    finally:
+        if store is not None:
+            store.dispose()
+
+
+def _open(url: str) -> Any:
+    """The store at `url`, or None (after printing why) when there is none to read."""
+    from ..store import Store
+
+    path = _sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        print(f"choreoscope: no store at {path}: {_HINT}", file=sys.stderr)
+        return None
+    return Store(url, readonly=True)
+
+
+def _flows(store: Any, args: argparse.Namespace) -> int:
+    from ..query import list_flows
+    from ..query.formatting import flows_table
+
+    flows = list_flows(store, status=args.status, limit=args.limit) if _ready(store) else []
+    return _emit(args, flows, flows_table, "no flows" + (f" with status {args.status}"
+                                                          if args.status else ""))
+
+
+def _flow(store: Any, args: argparse.Namespace) -> int:
+    from ..query import get_flow
+    from ..query.formatting import flow_detail
+
+    flow = get_flow(store, args.id) if _ready(store) else None
+    if flow is None:
+        print(f"choreoscope: no flow with correlation id {args.id!r} "
+              "(`choreoscope flows` lists them)", file=sys.stderr)
+        return 1
+    return _emit(args, flow, flow_detail, "")
+
+
+def _anomalies(store: Any, args: argparse.Namespace) -> int:
+    from ..query import list_anomalies
+    from ..query.formatting import anomalies_table
+
+    found = list_anomalies(store, kind=args.kind) if _ready(store) else []
+    return _emit(args, found, anomalies_table,
+                 "no anomalies" + (f" of kind {args.kind}" if args.kind else ""))
+
+
+def _outbox(store: Any, args: argparse.Namespace) -> int:
+    from ..query import outbox_status
+    from ..query.formatting import outbox_table
+
+    sources = outbox_status(store) if _ready(store) else []
+    return _emit(args, sources, outbox_table, "no outbox sources polled yet "
+                 "(`choreoscope collect --outbox NAME=DB_URL[#table]` monitors one)")
+
+
+def _graph(store: Any, args: argparse.Namespace) -> int:
+    from ..query import graph, graph_dot
+    from ..query.formatting import graph_table
+
+    g = graph(store) if _ready(store) else {"nodes": [], "edges": []}
+    if args.dot:
+        sys.stdout.write(graph_dot(g))
+        return 0
+    return _emit(args, g, graph_table, "no graph edges")
+
+
+_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+    "flows": _flows, "flow": _flow, "anomalies": _anomalies, "outbox": _outbox, "graph": _graph,
+}
+
+
+def _emit(args: argparse.Namespace, value: Any, render: Callable[[Any], str], empty: str) -> int:
+    if args.json:
+        print(json.dumps(value, indent=2, ensure_ascii=False))
+    elif empty and not (value["edges"] if isinstance(value, dict) else value):
+        print(f"{empty} in the store yet: {_HINT}")
+    else:
+        print(render(value))
+    return 0
+
+
+def _ready(store: Any) -> bool:
+    """Whether the collector has created the store's tables (an empty database has none)."""
+    from sqlalchemy import inspect
+
+    return bool(inspect(store.engine).has_table("flows"))
+
+
+def _sqlite_path(url: str) -> str | None:
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split("///", 1)[-1].split("?", 1)[0] if "///" in url else ""
+    return None if path in ("", ":memory:") or path.startswith("file:") else path
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value

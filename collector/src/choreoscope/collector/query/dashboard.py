@@ -1,0 +1,457 @@
+"""Aggregates the dashboard needs beyond the CLI's queries, computed in SQL and paged.
+
+Every function only reads the store and returns plain values (ints in ms, dicts, lists), never
+a whole table: each query aggregates or pages in the database so the dashboard stays fast on
+a store of millions of events. `open_readonly(url)` opens the store so that it cannot write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from ..store import Store
+from ..store.engine import normalize_url
+from ._convert import json_list, json_or
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+def mask_url(url: str) -> str:
+    """A database URL fit to show: any password replaced by `***`."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL: still never show a password
+        return mask_secrets(url)
+
+
+def mask_secrets(message: str | None) -> str | None:
+    """Text with every `scheme://user:password@` credential reduced to `scheme://user:***@`."""
+    if message is None:
+        return None
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", message)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a `sqlite:///PATH` URL; None for other databases and in-memory SQLite."""
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    return None if path in ("", ":memory:") else path
+
+
+def open_readonly(url: str) -> Store:
+    """The store at `url`, opened so that no statement can write to it.
+
+    SQLite opens the file with `mode=ro`; PostgreSQL sessions start with
+    `default_transaction_read_only=on`. A SQLite file that does not exist raises
+    FileNotFoundError instead of being created.
+    """
+    store = Store(url, readonly=True)
+    store.engine.dispose()
+    path = sqlite_path(url)
+    if store.dialect == "sqlite" and path is not None:
+        absolute = os.path.abspath(path)
+        if not os.path.exists(absolute):
+            raise FileNotFoundError(f"expected a store database at {absolute}, got no such file")
+        engine = create_engine(
+            f"sqlite:///file:{absolute}?mode=ro&uri=true",
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA query_only=ON")
+            cur.close()
+
+        store.engine = engine
+    elif store.dialect == "postgresql":
+        store.engine = create_engine(
+            store.url, pool_pre_ping=True,
+            connect_args={"options": "-c default_transaction_read_only=on"},
+        )
+    return store
+
+
+def has_tables(store: Store) -> bool:
+    """Whether the store has been created by a collector (its `events` table exists)."""
+    from sqlalchemy import inspect
+
+    try:
+        return bool(inspect(store.engine).has_table("events"))
+    except Exception:  # noqa: BLE001 - an unreachable store has no tables to show
+        return False
+
+
+def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
+    with store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+
+
+def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[str, Any]:
+    """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag.
+
+    `events_per_minute` covers `window_ms` before `now_ms` by store time (index range scan),
+    as `[{minute_ms, count}]`, zero minutes included.
+    """
+    since = now_ms - window_ms
+    with store.engine.connect() as conn:
+        total = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+        untraced = conn.execute(
+            text("SELECT count(*) FROM events WHERE trace_id IS NULL")).scalar_one()
+        kinds = {k: int(n) for k, n in conn.execute(
+            text("SELECT kind, count(*) FROM anomalies GROUP BY kind"))}
+        outbox = conn.execute(text(
+            "SELECT coalesce(sum(pending), 0), max(oldest_pending_age_s), count(*),"
+            " coalesce(sum(CASE WHEN reachable THEN 0 ELSE 1 END), 0),"
+            " coalesce(sum(dead), 0) FROM outbox_sources")).one()
+        lag = conn.execute(text(
+            "SELECT coalesce(sum(lag), 0), count(DISTINCT group_name), max(measured_at_ms)"
+            " FROM consumer_lag")).one()
+        per_minute = {int(m): int(c) for m, c in conn.execute(text(
+            "SELECT observed_at_ms - observed_at_ms % 60000 AS m, count(*) FROM events"
+            " WHERE observed_at_ms >= :since AND observed_at_ms <= :now GROUP BY m"),
+            {"since": since, "now": now_ms})}
+        last_seen = conn.execute(text("SELECT max(observed_at_ms) FROM events")).scalar_one()
+    first_minute = since - since % 60000
+    minutes = [{"minute_ms": m, "count": per_minute.get(m, 0)}
+               for m in range(first_minute, now_ms + 1, 60000)]
+    return {
+        "events_total": int(total),
+        "events_traced": int(total) - int(untraced),
+        "traced_share": (int(total) - int(untraced)) / int(total) if total else None,
+        "anomalies_by_kind": kinds,
+        "outbox_pending": int(outbox[0]),
+        "outbox_oldest_pending_age_s": outbox[1],
+        "outbox_sources": int(outbox[2]),
+        "outbox_unreachable": int(outbox[3]),
+        "outbox_dead": int(outbox[4]),
+        "consumer_lag": int(lag[0]),
+        "consumer_groups": int(lag[1]),
+        "lag_measured_at_ms": lag[2],
+        "events_per_minute": minutes,
+        "last_event_ms": last_seen,
+    }
+
+
+def anomalies_per_minute(store: Store, *, kind: str | None = None,
+                         since_ms: int | None = None) -> list[dict[str, Any]]:
+    """Anomalies per detection minute and kind: `[{minute_ms, kind, count}]`."""
+    where, params = ["1=1"], {}
+    if kind:
+        where.append("kind = :kind")
+        params["kind"] = kind
+    if since_ms is not None:
+        where.append("detected_at_ms >= :since")
+        params["since"] = since_ms
+    return _rows(store, "SELECT detected_at_ms - detected_at_ms % 60000 AS minute_ms, kind,"
+                 " count(*) AS count FROM anomalies WHERE " + " AND ".join(where)
+                 + " GROUP BY minute_ms, kind ORDER BY minute_ms", **params)
+
+
+def _anomaly(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "subkind": row["subkind"],
+        "correlation_id": row["correlation_id"],
+        "event_id": row["event_id"],
+        "subject": row["subject"],
+        "service": row["service"],
+        "group": row["group_name"],
+        "detail": row["detail"],
+        "extra": json_or(row["extra"], {}),
+        "detected_at_ms": row["detected_at_ms"],
+    }
+
+
+def flow_anomalies(store: Store, correlation_id: str) -> list[dict[str, Any]]:
+    """The anomalies of one flow, oldest first, with their `extra` JSON parsed."""
+    rows = _rows(store, "SELECT * FROM anomalies WHERE correlation_id = :cid"
+                 " ORDER BY detected_at_ms, id", cid=correlation_id)
+    return [_anomaly(r) for r in rows]
+
+
+def out_of_order_groups(store: Store) -> list[dict[str, Any]]:
+    """Out-of-order arrivals per consumer group, subkind and subject: `[{group, subkind,
+    subject, count, last_detected_ms}]`, most frequent first."""
+    return _rows(store, "SELECT group_name AS \"group\", subkind, subject, count(*) AS count,"
+                 " max(detected_at_ms) AS last_detected_ms FROM anomalies"
+                 " WHERE kind = 'out_of_order' GROUP BY group_name, subkind, subject"
+                 " ORDER BY count DESC, group_name, subject LIMIT :limit", limit=500)
+
+
+def out_of_order(store: Store, *, group: str | None = None, subject: str | None = None,
+                 subkind: str | None = None, limit: int = 100,
+                 offset: int = 0) -> dict[str, Any]:
+    """One page of out-of-order anomalies, newest first, with `extra` parsed: `{total, rows}`."""
+    where, params = ["kind = 'out_of_order'"], {}
+    for column, value, name in (("group_name", group, "grp"), ("subject", subject, "subj"),
+                                ("subkind", subkind, "sub")):
+        if value:
+            where.append(f"{column} = :{name}")
+            params[name] = value
+    clause = " AND ".join(where)
+    with store.engine.connect() as conn:
+        total = conn.execute(text(f"SELECT count(*) FROM anomalies WHERE {clause}"),
+                             params).scalar_one()
+        rows = conn.execute(text(
+            f"SELECT * FROM anomalies WHERE {clause} ORDER BY detected_at_ms DESC, id DESC"
+            " LIMIT :limit OFFSET :offset"),
+            {**params, "limit": int(limit), "offset": int(offset)}).mappings().all()
+    return {"total": int(total), "rows": [_anomaly(dict(r)) for r in rows]}
+
+
+def events_by_id(store: Store, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """First record of each event id: `{id: {type, source, subject, time, time_ms, sequence,
+    broker_ts_ms, observed_at_ms, topic, partition, offset, correlation_id}}`."""
+    ids = sorted({i for i in event_ids if i})[:1000]
+    if not ids:
+        return {}
+    marks = ", ".join(f":i{n}" for n in range(len(ids)))
+    rows = _rows(store, "SELECT event_id, type, source, subject, time, time_ms, sequence,"
+                 " broker_ts_ms, observed_at_ms, topic, \"partition\", \"offset\", correlation_id"
+                 f" FROM events WHERE event_id IN ({marks})"
+                 " ORDER BY broker_ts_ms, topic, \"partition\", \"offset\"",
+                 **{f"i{n}": i for n, i in enumerate(ids)})
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        found.setdefault(r["event_id"], r)
+    return found
+
+
+def outbox_sources(store: Store) -> list[dict[str, Any]]:
+    """Every monitored outbox source with its stuck rows parsed and errors credential-free."""
+    rows = _rows(store, "SELECT * FROM outbox_sources ORDER BY source")
+    out = []
+    for r in rows:
+        stuck = [s for s in json_list(r["stuck"]) if isinstance(s, dict)]
+        for s in stuck:
+            s["last_error"] = mask_secrets(s.get("last_error"))
+        out.append({
+            "source": r["source"],
+            "table": r["table_name"],
+            "reachable": bool(r["reachable"]),
+            "last_poll_ms": r["last_poll_ms"],
+            "last_ok_ms": r["last_ok_ms"],
+            "last_error": mask_secrets(r["last_error"]),
+            "pending": r["pending"],
+            "dead": r["dead"],
+            "oldest_pending_age_s": r["oldest_pending_age_s"],
+            "publish_lag_p95_ms": r["publish_lag_p95_ms"],
+            "stuck": stuck,
+        })
+    return out
+
+
+def consumer_lag(store: Store) -> list[dict[str, Any]]:
+    """Lag per consumer group and topic (summed over partitions), largest first."""
+    return _rows(store, "SELECT group_name AS \"group\", topic, sum(lag) AS lag,"
+                 " count(*) AS partitions, max(measured_at_ms) AS measured_at_ms"
+                 " FROM consumer_lag GROUP BY group_name, topic ORDER BY lag DESC, group_name,"
+                 " topic LIMIT 200")
+
+
+def variants(store: Store, *, limit: int = 200) -> dict[str, Any]:
+    """Distinct paths with count, share and duration percentiles, most common first.
+
+    `{total_flows, variants: [{variant, count, share, p50_ms, p95_ms, max_ms}]}`; the
+    percentiles are nearest-rank, computed in SQL with a window function.
+    """
+    rows = _rows(store, """
+        WITH ranked AS (
+            SELECT variant, duration_ms,
+                   row_number() OVER (PARTITION BY variant ORDER BY duration_ms) AS rn,
+                   count(*) OVER (PARTITION BY variant) AS n
+            FROM flows)
+        SELECT variant, max(n) AS count,
+               max(CASE WHEN rn = (n * 50 + 99) / 100 THEN duration_ms END) AS p50_ms,
+               max(CASE WHEN rn = (n * 95 + 99) / 100 THEN duration_ms END) AS p95_ms,
+               max(duration_ms) AS max_ms
+        FROM ranked GROUP BY variant ORDER BY count DESC, variant LIMIT :limit""",
+                 limit=int(limit))
+    with store.engine.connect() as conn:
+        total = int(conn.execute(text("SELECT count(*) FROM flows")).scalar_one())
+    for r in rows:
+        r["count"] = int(r["count"])
+        r["share"] = r["count"] / total if total else 0.0
+    return {"total_flows": total, "variants": rows}
+
+
+def event_health(store: Store, *, since_ms: int | None = None) -> dict[str, Any]:
+    """Envelope problems, schema versions and untraced events per producer and event type.
+
+    `{problems: [{source, type, problem, count}], schema_versions: [{type, schema_version,
+    count}], untraced: [{source, type, count, total}], events: N}`; one grouped scan.
+    """
+    where, params = "", {}
+    if since_ms is not None:
+        where, params = " WHERE observed_at_ms >= :since", {"since": since_ms}
+    rows = _rows(store, "SELECT source, type, schema_version, problems,"
+                 " CASE WHEN trace_id IS NULL THEN 1 ELSE 0 END AS untraced, count(*) AS n"
+                 f" FROM events{where} GROUP BY source, type, schema_version, problems,"
+                 " CASE WHEN trace_id IS NULL THEN 1 ELSE 0 END", **params)
+    problems: dict[tuple[Any, Any, str], int] = {}
+    versions: dict[tuple[Any, Any], int] = {}
+    untraced: dict[tuple[Any, Any], list[int]] = {}
+    total = 0
+    for r in rows:
+        n = int(r["n"])
+        total += n
+        who = (r["source"], r["type"])
+        for p in json_list(r["problems"]):
+            code = str(p).split(":", 1)[0].strip()
+            problems[(*who, code)] = problems.get((*who, code), 0) + n
+        versions[(r["type"], r["schema_version"])] = versions.get(
+            (r["type"], r["schema_version"]), 0) + n
+        counts = untraced.setdefault(who, [0, 0])
+        counts[0] += n if r["untraced"] else 0
+        counts[1] += n
+    return {
+        "events": total,
+        "problems": sorted(({"source": s, "type": t, "problem": p, "count": n}
+                            for (s, t, p), n in problems.items()),
+                           key=lambda d: (-d["count"], str(d["source"]), str(d["type"]))),
+        "schema_versions": sorted(({"type": t, "schema_version": v, "count": n}
+                                   for (t, v), n in versions.items()),
+                                  key=lambda d: (str(d["type"]), str(d["schema_version"]))),
+        "untraced": sorted(({"source": s, "type": t, "count": c[0], "total": c[1]}
+                            for (s, t), c in untraced.items() if c[0]),
+                           key=lambda d: (-d["count"], str(d["source"]), str(d["type"]))),
+    }
+
+
+def flow_headers(store: Store, correlation_id: str) -> dict[str, dict[str, Any]]:
+    """The stored record headers of a flow's events, keyed `"topic/partition/offset"`."""
+    rows = _rows(store, "SELECT topic, \"partition\", \"offset\", headers FROM events"
+                 " WHERE flow_id = :cid LIMIT 5000", cid=correlation_id)
+    return {f"{r['topic']}/{r['partition']}/{r['offset']}": json_or(r["headers"], {})
+            for r in rows}
+
+
+def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
+    """The choreography graph learned from the events stored since `since_ms` only.
+
+    Same shape as `graph()`: emits edges from producers to event types with counts; consumed_by
+    edges from event types to the services whose CONSUMER spans processed them, with p50/p95
+    of (span start - broker timestamp) in ms.
+    """
+    emits = _rows(store, "SELECT source, type, count(*) AS n FROM events"
+                  " WHERE observed_at_ms >= :since AND source IS NOT NULL AND type IS NOT NULL"
+                  " GROUP BY source, type", since=since_ms)
+    consumed = _rows(store, "SELECT e.type AS type, s.service AS service,"
+                     " s.start_us / 1000 - coalesce(e.broker_ts_ms, e.observed_at_ms) AS lat"
+                     " FROM events e JOIN spans s ON s.message_id = e.event_id"
+                     " WHERE e.observed_at_ms >= :since AND s.kind = 'consumer'"
+                     " AND e.type IS NOT NULL AND s.service IS NOT NULL LIMIT 200000",
+                     since=since_ms)
+    nodes: dict[str, str] = {}
+    edges: list[dict[str, Any]] = []
+    for r in emits:
+        nodes.setdefault(r["source"], "service")
+        nodes[r["type"]] = "event_type"
+        edges.append({"source": r["source"], "target": r["type"], "kind": "emits",
+                      "count": int(r["n"]), "p50_ms": None, "p95_ms": None})
+    latencies: dict[tuple[str, str], list[float]] = {}
+    for r in consumed:
+        latencies.setdefault((r["type"], r["service"]), []).append(float(r["lat"]))
+    for (etype, service), lats in sorted(latencies.items()):
+        nodes[etype] = "event_type"
+        nodes.setdefault(service, "service")
+        lats.sort()
+        edges.append({"source": etype, "target": service, "kind": "consumed_by",
+                      "count": len(lats), "p50_ms": _rank(lats, 50), "p95_ms": _rank(lats, 95)})
+    return {"nodes": [{"id": n, "kind": k} for n, k in sorted(nodes.items())], "edges": edges}
+
+
+def _rank(sorted_values: list[float], pct: int) -> float:
+    return sorted_values[max(0, -(-len(sorted_values) * pct // 100) - 1)]
+
+
+def edge_anomalies(store: Store) -> dict[str, int]:
+    """Anomaly counts per graph node (event type or service) over all anomalies with an event."""
+    rows = _rows(store, "SELECT e.type AS type, count(DISTINCT a.id) AS n FROM anomalies a"
+                 " JOIN events e ON e.event_id = a.event_id WHERE a.event_id IS NOT NULL"
+                 " GROUP BY e.type")
+    return {r["type"]: int(r["n"]) for r in rows if r["type"]}
+
+
+def dot_from_graph(graph: dict[str, Any], *, hot: dict[str, int] | None = None) -> str:
+    """Graphviz DOT for a graph shape: services as boxes, event types as ellipses, edges
+    labelled with count and p95; edges into nodes with anomalies drawn red."""
+    hot = hot or {}
+
+    def q(s: Any) -> str:
+        return json.dumps(str(s))
+
+    lines = ["digraph choreography {", "  rankdir=LR;",
+             '  node [fontname="Helvetica", fontsize=11];',
+             '  edge [fontname="Helvetica", fontsize=9, color="#555555"];']
+    for n in graph.get("nodes", []):
+        if n.get("kind") == "service":
+            lines.append(f'  {q(n["id"])} [shape=box, style="rounded,filled",'
+                         ' fillcolor="#dbeafe"];')
+        else:
+            lines.append(f'  {q(n["id"])} [shape=ellipse, style=filled, fillcolor="#fef3c7"];')
+    for e in graph.get("edges", []):
+        label = f'{e.get("count", 0)}'
+        if e.get("p95_ms") is not None:
+            label += f' · p95 {float(e["p95_ms"]):.0f} ms'
+        attrs = [f"label={q(label)}"]
+        flagged = int(e.get("anomaly_count") or 0) or (
+            hot.get(e["target"]) if e.get("kind") == "emits" else 0)
+        if flagged:
+            attrs += ['color="#dc2626"', "penwidth=2", 'fontcolor="#dc2626"']
+        lines.append(f'  {q(e["source"])} -> {q(e["target"])} [{", ".join(attrs)}];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def stored_graph(store: Store) -> dict[str, Any]:
+    """The collector's learned graph from `graph_edges`, with anomaly counts per edge."""
+    rows = _rows(store, "SELECT * FROM graph_edges ORDER BY kind DESC, source, target")
+    nodes: dict[str, str] = {}
+    edges = []
+    for r in rows:
+        if r["kind"] == "emits":
+            nodes.setdefault(r["source"], "service")
+            nodes[r["target"]] = "event_type"
+        else:
+            nodes[r["source"]] = "event_type"
+            nodes.setdefault(r["target"], "service")
+        edges.append({"source": r["source"], "target": r["target"], "kind": r["kind"],
+                      "count": int(r["count"]), "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"],
+                      "anomaly_count": int(r["anomaly_count"] or 0)})
+    return {"nodes": [{"id": n, "kind": k} for n, k in sorted(nodes.items())], "edges": edges}
+
+
+__all__ = [
+    "anomalies_per_minute",
+    "consumer_lag",
+    "dot_from_graph",
+    "edge_anomalies",
+    "event_health",
+    "events_by_id",
+    "flow_anomalies",
+    "flow_headers",
+    "graph_window",
+    "has_tables",
+    "mask_secrets",
+    "mask_url",
+    "open_readonly",
+    "out_of_order",
+    "out_of_order_groups",
+    "outbox_sources",
+    "overview",
+    "sqlite_path",
+    "stored_graph",
+    "variants",
+]

@@ -1,0 +1,90 @@
+"""The learned choreography graph: JSON for tools, Graphviz DOT for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from ..store import Store
+from ..store.schema import graph_edges
+
+SERVICE = "service"
+EVENT_TYPE = "event_type"
+
+
+def graph(store: Store) -> dict[str, Any]:
+    """`{nodes: [{id, kind}], edges: [{source, target, kind, count, p50_ms, p95_ms}]}`.
+
+    Edges: service -emits-> event type, event type -consumed_by-> service. Nodes are sorted
+    by (kind, id), edges by (source, target, kind).
+    """
+    stmt = select(graph_edges).order_by(graph_edges.c.source, graph_edges.c.target,
+                                        graph_edges.c.kind)
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    kinds: dict[str, str] = {}
+    edges = []
+    for r in rows:
+        if r["kind"] == "consumed_by":
+            kinds.setdefault(r["source"], EVENT_TYPE)
+            kinds[r["target"]] = SERVICE
+        else:  # emits
+            kinds[r["source"]] = SERVICE
+            kinds.setdefault(r["target"], EVENT_TYPE)
+        edges.append({
+            "source": r["source"],
+            "target": r["target"],
+            "kind": r["kind"],
+            "count": int(r["count"]),
+            "p50_ms": r["p50_ms"],
+            "p95_ms": r["p95_ms"],
+            "anomaly_count": int(r["anomaly_count"] or 0),
+        })
+    nodes = [{"id": n, "kind": k} for n, k in sorted(kinds.items(), key=lambda nk: (nk[1], nk[0]))]
+    return {"nodes": nodes, "edges": edges}
+
+
+def graph_dot(store_or_graph: Store | dict[str, Any]) -> str:
+    """Graphviz DOT: services as boxes, event types as ellipses, each edge labelled with its
+    count and p95; edges with anomalies drawn red and bold."""
+    g = store_or_graph if isinstance(store_or_graph, dict) else graph(store_or_graph)
+    kind_of = {n["id"]: n["kind"] for n in g["nodes"]}
+    lines = [
+        "digraph choreography {",
+        "  rankdir=LR;",
+        '  node [fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
+    for n in g["nodes"]:
+        shape = "box" if n["kind"] == SERVICE else "ellipse"
+        lines.append(f"  {_node_id(n['id'], n['kind'])} [label={_quote(n['id'])}, shape={shape}];")
+    for e in g["edges"]:
+        label = f"{e['count']}"
+        if e["p95_ms"] is not None:
+            label += f", p95 {_ms(e['p95_ms'])}"
+        attrs = [f"label={_quote(label)}"]
+        if e.get("anomaly_count"):
+            attrs.append(f"tooltip={_quote(str(e['anomaly_count']) + ' anomalies')}")
+            attrs += ['color="red"', 'fontcolor="red"', "penwidth=2"]
+        src = _node_id(e["source"], kind_of.get(e["source"], SERVICE))
+        dst = _node_id(e["target"], kind_of.get(e["target"], EVENT_TYPE))
+        lines.append(f"  {src} -> {dst} [{', '.join(attrs)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _node_id(name: str, kind: str) -> str:
+    # Prefixed by kind, so a service and an event type of the same name stay two nodes.
+    return _quote(f"{'svc' if kind == SERVICE else 'type'}:{name}")
+
+
+def _quote(text: str) -> str:
+    """A DOT double-quoted string: backslashes, quotes and line breaks escaped."""
+    escaped = (text.replace("\\", "\\\\").replace('"', '\\"')
+               .replace("\r", "").replace("\n", "\\n"))
+    return f'"{escaped}"'

@@ -1,0 +1,39 @@
+"""Outbox sources as last polled by the outbox monitor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from ..store import Store
+from ..store.schema import outbox_sources
+from ._convert import json_list, rfc3339_ms
+
+_STUCK_KEYS = ("id", "aggregatetype", "aggregateid", "type", "attempts", "last_error", "age_s",
+               "correlation_id", "trace_id", "status")
+
+
+def outbox_status(store: Store) -> list[dict[str, Any]]:
+    """One entry per outbox source, by name. Figures are those of the last successful poll;
+    `reachable` is false (and `last_error` says why) when the last poll failed."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(outbox_sources).order_by(outbox_sources.c.source)).mappings()
+        return [_source(row) for row in rows]
+
+
+def _source(row: Any) -> dict[str, Any]:
+    stuck = [r for r in json_list(row["stuck"]) if isinstance(r, dict)]
+    return {
+        "source": row["source"],
+        "table": row["table_name"],
+        "pending": row["pending"],
+        "dead": row["dead"],
+        "oldest_pending_age_s": row["oldest_pending_age_s"],
+        "publish_lag_p95_ms": row["publish_lag_p95_ms"],
+        "stuck": [{k: r.get(k) for k in _STUCK_KEYS} | r for r in stuck],
+        "reachable": bool(row["reachable"]),
+        "last_ok_at": rfc3339_ms(row["last_ok_ms"]),
+        "last_poll_at": rfc3339_ms(row["last_poll_ms"]),
+        "last_error": row["last_error"],
+    }
