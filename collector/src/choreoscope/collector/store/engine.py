@@ -44,8 +44,12 @@ class Store:
         """Insert rows, skipping those whose primary/unique key exists. Returns rows inserted."""
         if not rows:
             return 0
-        stmt = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
-        result = conn.execute(stmt.on_conflict_do_nothing(), rows)
+        if self.dialect == "postgresql":
+            # psycopg reports rowcount -1 for executemany; count the rows actually inserted.
+            key = next(iter(table.primary_key.columns))
+            stmt = pg_insert(table).on_conflict_do_nothing().returning(key)
+            return len(conn.execute(stmt, rows).all())
+        result = conn.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
         return int(result.rowcount or 0)
 
     def upsert(self, conn: Any, table: Table, rows: list[Mapping[str, Any]],

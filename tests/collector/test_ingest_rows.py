@@ -1,0 +1,125 @@
+"""Decoded events become exact `events` rows; bad rows never break a batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from choreoscope.collector.ingest.batch import store_rows
+from choreoscope.collector.ingest.redact import Redactor
+from choreoscope.collector.ingest.rows import event_row, time_ms
+from choreoscope.collector.store import Store
+from choreoscope.collector.store.schema import events
+from choreoscope.instrumentation.decoder import decode_record
+
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+OBSERVED = 1_700_000_000_000
+
+
+def _row(headers, value, offset=7, key=b"ord_1"):
+    event = decode_record(headers, value, topic="orders", partition=2, offset=offset, key=key,
+                          timestamp_ms=1_699_999_999_000)
+    return event_row(event, redactor=Redactor(), observed_at_ms=OBSERVED, headers=headers,
+                     value_size=None if value is None else len(value))
+
+
+def _binary(**extra: bytes) -> list[tuple[str, bytes]]:
+    headers = {
+        "ce_specversion": b"1.0", "ce_id": b"e1", "ce_type": b"order.placed",
+        "ce_source": b"shop", "ce_time": b"2026-01-02T03:04:05.678Z", "ce_subject": b"ord_1",
+        "ce_schemaversion": b"1", "ce_correlationid": b"c1", "traceparent": TP.encode(),
+    }
+    headers.update(extra)
+    return list(headers.items())
+
+
+def test_binary_event_row_is_exact() -> None:
+    """Every column of a clean binary-mode event is filled from the record."""
+    row = _row(_binary(ce_causationid=b"e0", ce_sequence=b"3"), b'{"total":3,"email":"a@b"}')
+    assert row == {
+        "topic": "orders", "partition": 2, "offset": 7, "event_id": "e1",
+        "type": "order.placed", "source": "shop", "subject": "ord_1", "correlation_id": "c1",
+        "causation_id": "e0", "flow_id": "c1", "schema_version": "1",
+        "time": "2026-01-02T03:04:05.678Z", "time_ms": 1767323045678, "sequence": 3,
+        "key": "ord_1", "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "span_id": "b7ad6b7169203331", "broker_ts_ms": 1_699_999_999_000,
+        "observed_at_ms": OBSERVED, "envelope": "binary", "problems": None,
+        "headers": json.dumps({k: v.decode() for k, v in _binary(ce_causationid=b"e0",
+                               ce_sequence=b"3")}, separators=(",", ":")),
+        "data": '{"total":3,"email":"[REDACTED]"}', "data_size": 25, "data_truncated": False,
+    }
+
+
+def test_flow_id_falls_back_to_trace_then_event_id_then_position() -> None:
+    """Without a correlation id the flow is the trace, then the event id, then the position."""
+    no_corr = [h for h in _binary() if h[0] != "ce_correlationid"]
+    assert _row(no_corr, b"{}")["flow_id"] == "0af7651916cd43dd8448eb211c80319c"
+    no_trace = [h for h in no_corr if h[0] != "traceparent"]
+    assert _row(no_trace, b"{}")["flow_id"] == "e1"
+    assert _row(None, b"garbage\xff")["flow_id"] == "orders/2/7"
+
+
+def test_problems_are_kept_on_the_row() -> None:
+    """Envelope problems are stored as a JSON list of codes; bad traceparent gives no trace id."""
+    headers = [h for h in _binary(traceparent=b"00-xyz") if h[0] != "ce_schemaversion"]
+    row = _row(headers, b"{}")
+    assert json.loads(row["problems"]) == [
+        "missing_schema_version", "bad_traceparent: expected 4 dash-separated fields, got 2"]
+    assert (row["trace_id"], row["span_id"], row["flow_id"]) == (None, None, "c1")
+
+
+def test_garbage_and_tombstone_rows() -> None:
+    """A non-JSON value and a tombstone are kept as unknown events with their problems."""
+    garbage = _row(None, b"\xff\xfe not json", key=None)
+    assert (garbage["envelope"], garbage["event_id"], garbage["data_size"]) == ("unknown", None, 11)
+    assert json.loads(garbage["data"]) == {"_base64": "//4gbm90IGpzb24="}
+    assert [p.split(":")[0] for p in json.loads(garbage["problems"])] == [
+        "no_envelope", "undecodable_value"]
+    tomb = _row(_binary(), None)
+    assert (tomb["data"], tomb["data_size"], tomb["problems"], tomb["event_id"]) == (
+        None, None, None, "e1")
+
+
+def test_overlong_fields_nul_and_huge_sequence_are_fitted_with_problems() -> None:
+    """Values the store cannot hold are cut or dropped, each with a recorded problem."""
+    row = _row(_binary(ce_id=b"i" * 300, ce_type=b"order\x00placed"), b"{}")
+    assert row["event_id"] == "i" * 128
+    assert row["type"] == "order\ufffdplaced"
+    assert "field_too_long: event_id has 300 characters, kept 128" in json.loads(row["problems"])
+    big = _row(_binary(ce_sequence=str(1 << 70).encode()), b"{}")
+    assert big["sequence"] is None
+    assert json.loads(big["problems"]) == [f"bad_sequence: {1 << 70} does not fit 64 bits"]
+
+
+def test_time_ms_parses_rfc3339_only() -> None:
+    """Times with an offset parse to epoch milliseconds; naive or garbage times give None."""
+    assert time_ms("1970-01-01T00:00:01.5+00:00") == 1500
+    assert (time_ms("2026-01-01T00:00:00"), time_ms("yesterday"), time_ms(None)) == (
+        None, None, None)
+
+
+@pytest.mark.postgres
+def test_a_row_the_database_rejects_does_not_hold_back_the_batch(postgres_url: str) -> None:
+    """A row with a lone surrogate is stored sanitized; the other rows of the batch are stored."""
+    store = Store(postgres_url).create()
+    rows = [_row(_binary(), b'{"a":1}', offset=i) for i in range(3)]
+    rows[1]["data"] = '{"a":"\ud800"}'
+    assert store_rows(store, rows) == 3
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(events.c.offset, events.c.data, events.c.problems)
+                              .order_by(events.c.offset)).all()
+    assert [r.offset for r in stored] == [0, 1, 2]
+    assert stored[1].data == '{"a":"?"}'
+    assert json.loads(stored[1].problems) == ["store_rejected: text sanitized"]
+    assert store_rows(store, rows) == 0  # idempotent
+    store.dispose()
+
+
+def test_sqlite_store_is_idempotent(tmp_path) -> None:
+    """Storing the same rows twice inserts them once."""
+    store = Store(f"sqlite:///{tmp_path}/s.db").create()
+    rows = [_row(_binary(), b"{}", offset=i) for i in range(5)]
+    assert (store_rows(store, rows), store_rows(store, rows)) == (5, 0)
+    store.dispose()
