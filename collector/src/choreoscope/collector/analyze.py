@@ -1,0 +1,260 @@
+"""One reconstruction and detection pass over the store: flows, graph and anomalies.
+
+`analyze(store, options)` reads only the store (so collectors sharing one PostgreSQL store
+agree), streams events and spans ordered by flow, rebuilds every flow's causal DAG, learns the
+choreography graph and the terminal event types, runs every detector except `stuck_outbox`
+(the outbox monitor's), and writes idempotently: anomalies by key, flows and graph edges by
+upsert (unchanged flows are not rewritten; flows and edges that no longer exist are removed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, select, tuple_
+
+from .detect import (
+    duplicate,
+    envelope,
+    failed_handler,
+    orphan,
+    out_of_order,
+    stuck_flow,
+    untraced,
+)
+from .detect.anomaly import Anomaly, record
+from .reconstruct import flows as flowmod
+from .reconstruct.graph import CONSUMED_BY, EMITS, GraphBuilder
+from .reconstruct.load import (
+    collate,
+    events_by_flow,
+    raw_connection,
+    spans_by_flow,
+    stream,
+)
+from .reconstruct.order import processed_by_group_subject
+from .reconstruct.terminal import TerminalTypes
+from .store import Store
+from .store.schema import anomalies, flows, graph_edges, outbox_sources
+
+_BATCH = 5000
+_FLOW_COLUMNS = ("correlation_id", "status", "started_at_ms", "last_seen_at_ms", "duration_ms",
+                 "event_count", "services", "event_types", "trace_ids", "anomaly_count",
+                 "variant", "trace_status")
+
+
+@dataclass
+class AnalysisOptions:
+    """Thresholds of one pass (the collector's `--stuck-after`, `--skew`, ...)."""
+
+    stuck_after_s: float = 60.0
+    stuck_after_by_type: dict[str, float] = field(default_factory=dict)
+    skew_s: float = 1.0
+    orphan_horizon_s: float = 300.0
+    untraced_grace_s: float = 120.0
+    jaeger_enabled: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("stuck_after_s", "skew_s", "orphan_horizon_s", "untraced_grace_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"expected {name} to be a number >= 0, got {value!r}")
+        for event_type, value in self.stuck_after_by_type.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"expected stuck-after of {event_type!r} to be a number >= 0, "
+                                 f"got {value!r}")
+
+    def stuck_after_ms(self, event_type: str) -> float:
+        return self.stuck_after_by_type.get(event_type, self.stuck_after_s) * 1000.0
+
+
+@dataclass
+class AnalysisResult:
+    """What one pass found and wrote."""
+
+    now_ms: int
+    flows: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    flows_written: int = 0
+    flows_removed: int = 0
+    edges: int = 0
+    terminal_types: list[str] = field(default_factory=list)
+    anomalies_found: dict[str, int] = field(default_factory=dict)  # by kind, this pass
+    anomalies_new: int = 0  # rows added (the rest were already recorded)
+    elapsed_s: float = 0.0
+
+
+class _Sink:
+    """Buffers anomalies and records them in batches; tallies them by kind and graph edge."""
+
+    def __init__(self, store: Store, now_ms: int) -> None:
+        self.store = store
+        self.now_ms = now_ms
+        self.buffer: list[Anomaly] = []
+        self.by_kind: Counter[str] = Counter()
+        self.by_edge: Counter[tuple[str, str, str]] = Counter()
+        self.new = 0
+
+    def add(self, found: Iterable[Anomaly]) -> None:
+        for a in found:
+            self.buffer.append(a)
+            self.by_kind[a.kind] += 1
+            event_type = a.extra.get("type")
+            if event_type and a.service:
+                if a.group:
+                    self.by_edge[(event_type, a.service, CONSUMED_BY)] += 1
+                else:
+                    self.by_edge[(a.service, event_type, EMITS)] += 1
+            if len(self.buffer) >= _BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        with self.store.engine.begin() as conn:
+            self.new += record(self.store, conn, self.buffer, self.now_ms)
+        self.buffer = []
+
+
+def analyze(store: Store, options: AnalysisOptions | None = None,
+            now_ms: int | None = None) -> AnalysisResult:
+    """Recompute flows and the graph, detect anomalies, write them; returns a summary."""
+    options = options or AnalysisOptions()
+    started = time.perf_counter()
+    now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    result = AnalysisResult(now_ms=now_ms)
+    sink = _Sink(store, now_ms)
+    terminal = TerminalTypes()
+    graph = GraphBuilder()
+    summaries: list[flowmod.FlowSummary] = []
+    dialect = store.dialect
+    dead = _dead_outbox_flows(store)
+    grace_ms = int(options.untraced_grace_s * 1000)
+
+    with raw_connection(store) as raw:
+        tracing_active = options.jaeger_enabled or _any_span(raw, dialect)
+        for flow in flowmod.group_flows(events_by_flow(raw, dialect), spans_by_flow(raw, dialect)):
+            dag = flowmod.causal_dag(flow)
+            terminal.learn(dag)
+            graph.add(flow, dag)
+            summaries.append(flowmod.summarize(flow, dag, tracing_active=tracing_active,
+                                               untraced_grace_ms=grace_ms, now_ms=now_ms))
+            sink.add(envelope.detect(flow))
+            sink.add(duplicate.detect(flow, dag))
+            sink.add(failed_handler.detect(flow, dag))
+            sink.add(out_of_order.detect(flow, dag))
+            sink.add(untraced.detect(flow, dag, tracing_active=tracing_active,
+                                     jaeger_enabled=options.jaeger_enabled,
+                                     grace_s=options.untraced_grace_s, now_ms=now_ms))
+        sink.add(orphan.detect(orphan.load(raw, dialect, now_ms=now_ms,
+                                           horizon_s=options.orphan_horizon_s),
+                               now_ms=now_ms, horizon_s=options.orphan_horizon_s))
+        sink.add(out_of_order.detect_processing(processed_by_group_subject(raw, dialect),
+                                                options.skew_s))
+
+    statuses: list[str] = []
+    for summary in summaries:
+        stuck = flowmod.stuck_leaves(summary, terminal.is_terminal, options.stuck_after_ms,
+                                     now_ms)
+        st = flowmod.status(summary, dead_outbox=summary.flow_id in dead, stuck=bool(stuck),
+                            is_terminal=terminal.is_terminal)
+        if st == "stuck":
+            sink.add(stuck_flow.detect(summary, stuck, now_ms=now_ms))
+        statuses.append(st)
+    sink.flush()
+
+    counts = _anomaly_counts(store)
+    written, removed = _write_flows(store, summaries, statuses, counts, now_ms)
+    edges = graph.rows(sink.by_edge)
+    _write_edges(store, edges)
+
+    result.flows = len(summaries)
+    result.statuses = dict(Counter(statuses))
+    result.flows_written, result.flows_removed = written, removed
+    result.edges = len(edges)
+    result.terminal_types = terminal.terminal
+    result.anomalies_found = dict(sink.by_kind)
+    result.anomalies_new = sink.new
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def _any_span(raw: Any, dialect: str) -> bool:
+    return any(True for _ in stream(raw, dialect, "SELECT 1 FROM spans LIMIT 1", "cs_any"))
+
+
+def _dead_outbox_flows(store: Store) -> set[str]:
+    """Correlation ids of dead outbox rows, from the outbox monitor's `stuck` lists."""
+    out: set[str] = set()
+    with store.engine.connect() as conn:
+        for (text,) in conn.execute(select(outbox_sources.c.stuck)):
+            try:
+                rows = json.loads(text) if text else []
+            except ValueError:
+                continue
+            for row in rows if isinstance(rows, list) else []:
+                if isinstance(row, dict) and row.get("status") == "dead" \
+                        and row.get("correlation_id"):
+                    out.add(str(row["correlation_id"]))
+    return out
+
+
+def _anomaly_counts(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(anomalies.c.correlation_id, func.count())
+            .where(anomalies.c.correlation_id.is_not(None))
+            .group_by(anomalies.c.correlation_id))
+        return {cid: int(n) for cid, n in rows}
+
+
+def _write_flows(store: Store, summaries: list[flowmod.FlowSummary], statuses: list[str],
+                 counts: dict[str, int], now_ms: int) -> tuple[int, int]:
+    """Upsert flows that changed, delete flows that no longer have events."""
+    changed: list[dict[str, Any]] = []
+    gone: list[str] = []
+    sql = (f"SELECT {', '.join(_FLOW_COLUMNS)} FROM flows "
+           f"ORDER BY correlation_id {collate(store.dialect)}")
+    with raw_connection(store) as raw:
+        existing = stream(raw, store.dialect, sql, "cs_flows")
+        old = next(existing, None)
+        for summary, st in zip(summaries, statuses, strict=True):
+            fid = summary.flow_id
+            while old is not None and old[0] < fid:
+                gone.append(old[0])
+                old = next(existing, None)
+            row = flowmod.flow_row(summary, st, counts.get(fid, 0), now_ms)
+            if old is not None and old[0] == fid:
+                same = tuple(row[c] for c in _FLOW_COLUMNS) == tuple(old)
+                old = next(existing, None)
+                if same:
+                    continue
+            changed.append(row)
+        while old is not None:
+            gone.append(old[0])
+            old = next(existing, None)
+    for i in range(0, len(changed), _BATCH):
+        with store.engine.begin() as conn:
+            store.upsert(conn, flows, changed[i:i + _BATCH], ["correlation_id"])
+    for i in range(0, len(gone), _BATCH):
+        with store.engine.begin() as conn:
+            conn.execute(delete(flows).where(flows.c.correlation_id.in_(gone[i:i + _BATCH])))
+    return len(changed), len(gone)
+
+
+def _write_edges(store: Store, edges: list[dict[str, Any]]) -> None:
+    keep = {(e["source"], e["target"], e["kind"]) for e in edges}
+    with store.engine.begin() as conn:
+        store.upsert(conn, graph_edges, edges, ["source", "target", "kind"])
+        stale = [k for k in conn.execute(
+            select(graph_edges.c.source, graph_edges.c.target, graph_edges.c.kind))
+            if tuple(k) not in keep]
+        if stale:
+            conn.execute(delete(graph_edges).where(
+                tuple_(graph_edges.c.source, graph_edges.c.target, graph_edges.c.kind)
+                .in_([tuple(k) for k in stale])))

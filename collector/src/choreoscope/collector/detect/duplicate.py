@@ -1,0 +1,49 @@
+"""`duplicate` anomalies: one event id published at two offsets (`publish`), or processed
+twice by one consumer group (`delivery`)."""
+
+from __future__ import annotations
+
+from ..reconstruct.flows import Dag, Flow
+from ._describe import label, record_of
+from .anomaly import Anomaly
+
+KIND = "duplicate"
+
+
+def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
+    """Publish duplicates by event id and delivery duplicates by (group, event id)."""
+    found: list[Anomaly] = []
+    records: dict[str, list] = {}
+    for e in flow.events:
+        if e.event_id is not None:
+            records.setdefault(e.event_id, []).append(e)
+    for event_id, copies in records.items():
+        if len(copies) < 2:
+            continue
+        first = dag.nodes[event_id]
+        found.append(Anomaly(
+            kind=KIND, subkind="publish", key=f"publish:{event_id}",
+            detail=f"{label(first)} was published {len(copies)} times",
+            correlation_id=flow.flow_id, event_id=event_id, subject=first.subject,
+            service=first.source,
+            extra={"type": first.type, "records": [record_of(e) for e in copies]}))
+    processed: dict[tuple[str, str], list] = {}
+    for s in flow.spans:
+        if s.kind == "consumer" and s.group and s.message_id is not None:
+            processed.setdefault((s.group, s.message_id), []).append(s)
+    for (group, event_id), spans in sorted(processed.items()):
+        if len(spans) < 2:
+            continue
+        e = dag.nodes.get(event_id)
+        what = label(e) if e is not None else event_id
+        found.append(Anomaly(
+            kind=KIND, subkind="delivery", key=f"delivery:{group}:{event_id}",
+            detail=f"group {group} processed {what} {len(spans)} times",
+            correlation_id=flow.flow_id, event_id=event_id,
+            subject=e.subject if e is not None else None,
+            service=next((s.service for s in spans if s.service), None), group=group,
+            extra={"type": e.type if e is not None else None,
+                   "processings": [{"trace_id": s.trace_id, "span_id": s.span_id,
+                                    "start_us": s.start_us, "partition": s.partition,
+                                    "offset": s.offset} for s in spans]}))
+    return found

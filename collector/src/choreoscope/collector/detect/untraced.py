@@ -1,0 +1,41 @@
+"""`untraced` anomalies: events without valid trace context (`no_trace_context`), and, when
+tracing is in use, events whose trace never appeared after the grace time (`trace_missing`).
+
+Never before the grace time, and not while Jaeger's answer is unknown (no fetch yet, or the
+fetch failed): a trace is missing when no span of it is stored and, with Jaeger, the fetcher
+has looked (status `found` or `missing`).
+"""
+
+from __future__ import annotations
+
+from ..reconstruct.flows import Dag, Flow
+from ._describe import label
+from .anomaly import Anomaly
+
+KIND = "untraced"
+
+
+def detect(flow: Flow, dag: Dag, *, tracing_active: bool, jaeger_enabled: bool,
+           grace_s: float, now_ms: int) -> list[Anomaly]:
+    """One anomaly per distinct event of the flow that is untraced."""
+    found: list[Anomaly] = []
+    grace_ms = grace_s * 1000.0
+    for n, e in dag.nodes.items():
+        if e.trace_id is None:
+            found.append(Anomaly(
+                kind=KIND, subkind="no_trace_context", key=f"no_trace_context:{n}",
+                detail=f"{label(e)} carries no valid trace context",
+                correlation_id=flow.flow_id, event_id=e.event_id, subject=e.subject,
+                service=e.source, extra={"type": e.type}))
+            continue
+        if not tracing_active or e.traced or now_ms - e.observed_at_ms < grace_ms:
+            continue
+        if jaeger_enabled and e.fetch_status not in ("found", "missing"):
+            continue
+        found.append(Anomaly(
+            kind=KIND, subkind="trace_missing", key=f"trace_missing:{n}",
+            detail=f"trace {e.trace_id} of {label(e)} never appeared",
+            correlation_id=flow.flow_id, event_id=e.event_id, subject=e.subject,
+            service=e.source,
+            extra={"type": e.type, "trace_id": e.trace_id, "fetch_status": e.fetch_status}))
+    return found

@@ -1,0 +1,1 @@
+"""Rebuild flows, the choreography graph and processing orders from the store."""

@@ -1,0 +1,234 @@
+"""Group events and spans into flows; the causal DAG, variant and status of one flow.
+
+A flow is every event and span sharing a correlation id (`events.flow_id`). Its causal DAG has
+one node per distinct event id (a duplicate publish does not add one; an event without an id
+is its own node, named `topic/partition/offset`) and an edge cause -> effect from the effect's
+causation id, or, when that is missing, from span parents (the effect's producer span sits
+under the CONSUMER span that handled the cause). Status, first match wins: `failed`, `stuck`,
+`completed`, `in_progress` (DESIGN.md section 4, "Definitions").
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from .load import EventRow, SpanRow
+
+VARIANT_SEPARATOR = " > "
+UNKNOWN_TYPE = "?"
+
+
+def node_id(event: EventRow) -> str:
+    """The DAG node of an event: its id, or its bus position when it has none."""
+    return event.event_id or f"{event.topic}/{event.partition}/{event.offset}"
+
+
+def bus_ms(event: EventRow) -> int:
+    """When the event reached the bus: broker timestamp, else ce_time, else observation."""
+    if event.broker_ts_ms is not None:
+        return event.broker_ts_ms
+    if event.time_ms is not None:
+        return event.time_ms
+    return event.observed_at_ms
+
+
+@dataclass
+class Flow:
+    """The events (every record, duplicates included) and spans of one flow."""
+
+    flow_id: str
+    events: list[EventRow]
+    spans: list[SpanRow] = field(default_factory=list)
+
+
+@dataclass
+class Dag:
+    """The causal DAG of a flow. `nodes` holds the first record (bus order) of each event."""
+
+    nodes: dict[str, EventRow]
+    cause: dict[str, str]  # effect -> cause, both in the flow
+    children: dict[str, list[str]]
+    order: list[str]  # topological, ties broken by bus time then id
+
+    @property
+    def leaves(self) -> list[str]:
+        """Events that caused nothing (yet), in causal order."""
+        return [n for n in self.order if n not in self.children]
+
+
+@dataclass(slots=True)
+class FlowSummary:
+    """What the flows row needs, before the terminal types of the whole graph are known."""
+
+    flow_id: str
+    started_at_ms: int
+    last_seen_at_ms: int
+    activity_ms: int  # latest observation or span end: "something happened"
+    event_count: int
+    services: str  # JSON list, sorted
+    event_types: str  # JSON list, in causal order
+    trace_ids: str  # JSON list, sorted
+    variant: str
+    failed: bool
+    leaves: list[tuple[str, str, str | None, str | None]]  # (node, type, subject, source)
+    trace_status: str
+
+
+def group_flows(events: Iterable[EventRow], spans: Iterable[SpanRow]) -> Iterator[Flow]:
+    """Merge two streams sorted by flow id into flows (spans of unknown flows are skipped)."""
+    span_iter = iter(spans)
+    pending = next(span_iter, None)
+    for flow_id, rows in groupby(events, key=lambda e: e.flow_id):
+        flow = Flow(flow_id, list(rows))
+        while pending is not None and pending.flow_id < flow_id:
+            pending = next(span_iter, None)
+        while pending is not None and pending.flow_id == flow_id:
+            flow.spans.append(pending)
+            pending = next(span_iter, None)
+        yield flow
+
+
+def causal_dag(flow: Flow) -> Dag:
+    """Nodes, cause edges and a topological order (ties by bus time, then id)."""
+    nodes: dict[str, EventRow] = {}
+    for e in flow.events:
+        n = node_id(e)
+        first = nodes.get(n)
+        if first is None or (bus_ms(e), e.offset) < (bus_ms(first), first.offset):
+            nodes[n] = e
+    cause: dict[str, str] = {}
+    children: dict[str, list[str]] = {}
+    for n, e in nodes.items():
+        c = e.causation_id or e.span_cause
+        if c is not None and c != n and c in nodes:
+            cause[n] = c
+            children.setdefault(c, []).append(n)
+    return Dag(nodes, cause, children, _topological(nodes, cause, children))
+
+
+def _topological(nodes: Mapping[str, EventRow], cause: Mapping[str, str],
+                 children: Mapping[str, list[str]]) -> list[str]:
+    heap = [(bus_ms(e), n) for n, e in nodes.items() if n not in cause]
+    heapq.heapify(heap)
+    order: list[str] = []
+    seen: set[str] = set()
+    while heap:
+        _, n = heapq.heappop(heap)
+        if n in seen:
+            continue
+        seen.add(n)
+        order.append(n)
+        for child in children.get(n, ()):
+            heapq.heappush(heap, (bus_ms(nodes[child]), child))
+    if len(order) < len(nodes):  # a causation cycle: place the rest by time
+        order.extend(sorted((n for n in nodes if n not in seen),
+                            key=lambda n: (bus_ms(nodes[n]), n)))
+    return order
+
+
+def variant(dag: Dag) -> str:
+    """Event types in causal order, joined with " > "."""
+    return VARIANT_SEPARATOR.join(dag.nodes[n].type or UNKNOWN_TYPE for n in dag.order)
+
+
+def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: int,
+              now_ms: int) -> FlowSummary:
+    """Everything of the flows row except status and anomaly count."""
+    events = flow.events
+    started = min(bus_ms(e) for e in events)
+    last = max(bus_ms(e) for e in events)
+    activity = max(e.observed_at_ms for e in events)
+    services = {e.source for e in events if e.source}
+    trace_ids = {e.trace_id for e in events if e.trace_id}
+    failed = False
+    for s in flow.spans:
+        start_ms = s.start_us // 1000
+        end_ms = (s.start_us + s.duration_us) // 1000
+        started = min(started, start_ms)
+        last = max(last, end_ms)
+        activity = max(activity, end_ms)
+        if s.service:
+            services.add(s.service)
+        trace_ids.add(s.trace_id)
+        if s.kind == "consumer" and s.status == "error":
+            failed = True
+    types: list[str] = []
+    for n in dag.order:
+        t = dag.nodes[n].type
+        if t and t not in types:
+            types.append(t)
+    leaves = [(n, dag.nodes[n].type or UNKNOWN_TYPE, dag.nodes[n].subject, dag.nodes[n].source)
+              for n in dag.leaves]
+    return FlowSummary(
+        flow_id=flow.flow_id,
+        started_at_ms=started,
+        last_seen_at_ms=last,
+        activity_ms=activity,
+        event_count=len(dag.nodes),
+        services=json.dumps(sorted(services)),
+        event_types=json.dumps(types),
+        trace_ids=json.dumps(sorted(trace_ids)),
+        variant=variant(dag),
+        failed=failed,
+        leaves=leaves,
+        trace_status=_trace_status(flow, tracing_active, untraced_grace_ms, now_ms),
+    )
+
+
+def _trace_status(flow: Flow, tracing_active: bool, grace_ms: int, now_ms: int) -> str:
+    traced = [e for e in flow.events if e.trace_id]
+    if not traced:
+        return "none"
+    if flow.spans or any(e.traced for e in traced):
+        return "available"
+    if not tracing_active:
+        return "unavailable"
+    if any(e.fetch_status == "error" for e in traced):
+        return "pending"
+    first = min(e.observed_at_ms for e in traced)
+    return "unavailable" if now_ms - first >= grace_ms else "pending"
+
+
+def stuck_leaves(summary: FlowSummary, is_terminal: Callable[[str], bool],
+                 stuck_after_ms: Callable[[str], float], now_ms: int
+                 ) -> list[tuple[str, str, str | None, str | None]]:
+    """Leaves of a non-terminal type that waited longer than their type's stuck-after."""
+    idle = now_ms - summary.activity_ms
+    return [leaf for leaf in summary.leaves
+            if not is_terminal(leaf[1]) and idle >= stuck_after_ms(leaf[1])]
+
+
+def status(summary: FlowSummary, *, dead_outbox: bool, stuck: bool,
+           is_terminal: Callable[[str], bool]) -> str:
+    """failed, stuck, completed or in_progress: the first that matches."""
+    if summary.failed or dead_outbox:
+        return "failed"
+    if stuck:
+        return "stuck"
+    if all(is_terminal(leaf[1]) for leaf in summary.leaves):
+        return "completed"
+    return "in_progress"
+
+
+def flow_row(summary: FlowSummary, status_: str, anomaly_count: int,
+             updated_at_ms: int) -> dict[str, object]:
+    """The `flows` table row."""
+    return {
+        "correlation_id": summary.flow_id,
+        "status": status_,
+        "started_at_ms": summary.started_at_ms,
+        "last_seen_at_ms": summary.last_seen_at_ms,
+        "duration_ms": summary.last_seen_at_ms - summary.started_at_ms,
+        "event_count": summary.event_count,
+        "services": summary.services,
+        "event_types": summary.event_types,
+        "trace_ids": summary.trace_ids,
+        "anomaly_count": anomaly_count,
+        "variant": summary.variant,
+        "trace_status": summary.trace_status,
+        "updated_at_ms": updated_at_ms,
+    }
