@@ -1,0 +1,234 @@
+"""Bus ingest against the real embedded broker: exact rows, idempotence, offsets, new topics."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from sqlalchemy import func, select
+
+from choreoscope.collector.ingest import BusIngest
+from choreoscope.collector.store import Store
+from choreoscope.collector.store.schema import events
+from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+
+pytestmark = pytest.mark.broker
+
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TS = 1_767_323_045_000
+OBSERVED_S = 1_800_000_000.0
+FAST = {"session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS}
+
+
+def _producer(bootstrap: str) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4_000_000,
+                     "linger.ms": 5})
+
+
+def _ingest(store: Store, bootstrap: str, topics: str, group: str, **kw) -> BusIngest:
+    return BusIngest(store, bootstrap=bootstrap, topics=topics, group=group,
+                     kafka_options=FAST, clock=lambda: OBSERVED_S, **kw)
+
+
+def _until(ingest: BusIngest, count: int, limit_s: float = 60.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while ingest.records < count and time.monotonic() < deadline:
+        ingest.step()
+    assert ingest.records == count
+
+
+def _rows(store: Store) -> list[dict]:
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            select(events).order_by(events.c.topic, events.c.offset))]
+
+
+def _produce_mixed(bootstrap: str, topic: str) -> None:
+    p = _producer(bootstrap)
+    binary = [("ce_specversion", b"1.0"), ("ce_id", b"e1"), ("ce_type", b"order.placed"),
+              ("ce_source", b"shop"), ("ce_time", b"2026-01-02T03:04:05Z"),
+              ("ce_schemaversion", b"1"), ("ce_correlationid", b"c1"), ("traceparent", TP.encode())]
+    structured = json.dumps({"specversion": "1.0", "id": "e2", "type": "payment.captured",
+                             "source": "pay", "time": "2026-01-02T03:04:06Z",
+                             "schemaversion": "1", "correlationid": "c1", "causationid": "e1",
+                             "data": {"cardNumber": "4111", "amount": 3}}).encode()
+    hand = json.dumps({"eventId": "e3", "eventType": "order.shipped", "version": 2,
+                       "timestamp": "2026-01-02T03:04:07Z", "source": "ship",
+                       "correlationId": "c1", "causationId": "e2", "data": {"to": "x"}}).encode()
+    values = [
+        (binary, b'{"total":3,"customer":{"email":"a@b.c"}}', b"ord_1"),
+        ([("content-type", b"application/cloudevents+json")], structured, None),
+        (None, hand, None),
+        (None, b"\x00\x01 garbage", None),
+        (binary, None, b"ord_1"),  # tombstone
+        (None, json.dumps({"blob": "z" * 1_048_576}).encode(), None),  # ~1 MB
+    ]
+    for headers, value, key in values:
+        p.produce(topic, value=value, key=key, headers=headers, partition=0, timestamp=TS)
+    p.flush(30)
+
+
+def _check_mixed(rows: list[dict], topic: str) -> None:
+    assert [(r["topic"], r["partition"], r["offset"]) for r in rows] == [
+        (topic, 0, i) for i in range(6)]
+    summary = [(r["event_id"], r["type"], r["envelope"], r["flow_id"], r["causation_id"],
+                r["problems"] and [p.split(":")[0] for p in json.loads(r["problems"])])
+               for r in rows]
+    assert summary == [
+        ("e1", "order.placed", "binary", "c1", None, None),
+        ("e2", "payment.captured", "structured", "c1", "e1", None),
+        ("e3", "order.shipped", "json_envelope", "c1", "e2", None),
+        (None, None, "unknown", f"{topic}/0/3", None, ["no_envelope", "undecodable_value"]),
+        ("e1", "order.placed", "binary", "c1", None, None),
+        (None, None, "unknown", f"{topic}/0/5", None, ["no_envelope"]),
+    ]
+    assert [r["data"] for r in rows[:3]] == [
+        '{"total":3,"customer":{"email":"[REDACTED]"}}',
+        '{"cardNumber":"[REDACTED]","amount":3}', '{"to":"x"}']
+    assert (rows[4]["data"], rows[4]["data_size"]) == (None, None)
+    big = json.loads(rows[5]["data"])
+    assert (big["_truncated"], big["size"], rows[5]["data_truncated"]) == (True, 1_048_587, True)
+    assert rows[5]["data_size"] == 1_048_588
+    assert rows[0]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert {(r["broker_ts_ms"], r["observed_at_ms"]) for r in rows} == {(TS, 1_800_000_000_000)}
+
+
+def test_mixed_records_become_exact_rows_and_offsets_are_committed(
+        bootstrap: str, topic: str, group: str, tmp_path) -> None:
+    """Binary, structured, hand-written, garbage, tombstone and 1 MB records all land, once."""
+    _produce_mixed(bootstrap, topic)
+    store = Store(f"sqlite:///{tmp_path}/c.db").create()
+    with _ingest(store, bootstrap, topic, group) as ingest:
+        _until(ingest, 6)
+        assert ingest.inserted == 6
+        committed = ingest.consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    assert committed[0].offset == 6
+    _check_mixed(_rows(store), topic)
+    # Another group reads everything again: nothing changes.
+    before = _rows(store)
+    with _ingest(store, bootstrap, topic, group + "-again") as again:
+        _until(again, 6)
+        assert again.inserted == 0
+    assert _rows(store) == before
+    store.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_store_gets_the_same_rows(
+        bootstrap: str, topic: str, group: str, postgres_url: str) -> None:
+    """The same records ingested into PostgreSQL give the same rows as into SQLite."""
+    _produce_mixed(bootstrap, topic)
+    store = Store(postgres_url).create()
+    with _ingest(store, bootstrap, topic, group) as ingest:
+        _until(ingest, 6)
+        assert ingest.inserted == 6
+    _check_mixed(_rows(store), topic)
+    store.dispose()
+
+
+def test_new_matching_topic_is_picked_up_without_restart(
+        bootstrap: str, group: str, tmp_path) -> None:
+    """A topic created after subscribing that matches the regex is ingested; others are not."""
+    prefix = f"nt{uuid.uuid4().hex[:8]}"
+    p = _producer(bootstrap)
+    p.produce(f"{prefix}.first", value=b"{}")
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/n.db").create()
+    with _ingest(store, bootstrap, rf"^{prefix}\..*", group) as ingest:
+        _until(ingest, 1)
+        p.produce(f"{prefix}.later", value=b"{}")
+        p.produce(f"other{prefix}.later", value=b"{}")
+        p.flush(10)
+        _until(ingest, 2)
+    assert sorted(r["topic"] for r in _rows(store)) == [f"{prefix}.first", f"{prefix}.later"]
+    store.dispose()
+
+
+def test_from_latest_skips_history(bootstrap: str, topic: str, group: str, tmp_path) -> None:
+    """A new group started with start='latest' ignores records already on the topic."""
+    p = _producer(bootstrap)
+    p.produce(topic, value=b'{"old":1}', partition=0)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/l.db").create()
+    with _ingest(store, bootstrap, topic, group, start="latest") as ingest:
+        assert ingest.run_to_end(idle_timeout_s=20) == 0
+        while not ingest.consumer.assignment():
+            ingest.step()
+        p.produce(topic, value=b'{"new":1}', partition=0)
+        p.flush(10)
+        _until(ingest, 1)
+    assert [(r["offset"], r["data"]) for r in _rows(store)] == [(1, '{"new":1}')]
+    store.dispose()
+
+
+def test_run_to_end_stops_at_the_end_offsets(bootstrap: str, topic: str, group: str,
+                                             tmp_path) -> None:
+    """run_to_end reads what is on the topic at the start and returns; a rerun reads nothing."""
+    p = _producer(bootstrap)
+    for i in range(50):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=i % 3)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/o.db").create()
+    with _ingest(store, bootstrap, topic, group) as ingest:
+        assert ingest.run_to_end() == 50
+    with _ingest(store, bootstrap, topic, group) as ingest:
+        assert ingest.run_to_end() == 0
+    assert len(_rows(store)) == 50
+    store.dispose()
+
+
+def test_unreachable_store_commits_nothing_and_loses_nothing(
+        bootstrap: str, topic: str, group: str, tmp_path) -> None:
+    """While the store is down no offset is committed; a later run stores every record."""
+    p = _producer(bootstrap)
+    for i in range(5):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
+    p.flush(10)
+    down = Store("postgresql://nobody@127.0.0.1:1/none")
+    stop = threading.Event()
+    stop.set()  # give up after the first failed attempt
+    with _ingest(down, bootstrap, topic, group) as ingest:
+        deadline = time.monotonic() + 60
+        while ingest.store_failures == 0 and time.monotonic() < deadline:
+            assert ingest.step(stop) == 0
+        assert ingest.store_failures == 1
+        committed = ingest.consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    assert committed[0].offset < 0  # nothing committed
+    store = Store(f"sqlite:///{tmp_path}/u.db").create()
+    with _ingest(store, bootstrap, topic, group) as ingest:
+        _until(ingest, 5)
+    assert [r["offset"] for r in _rows(store)] == [0, 1, 2, 3, 4]
+    store.dispose()
+
+
+def test_internal_topics_are_skipped(bootstrap: str, group: str, tmp_path) -> None:
+    """Records of topics whose names start with __ are never stored."""
+    name = f"__internal{uuid.uuid4().hex[:6]}"
+    p = _producer(bootstrap)
+    p.produce(name, value=b"{}")
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/i.db").create()
+    with _ingest(store, bootstrap, "^__internal.*", group) as ingest:
+        _until(ingest, 1)
+    assert _rows(store) == []
+    store.dispose()
+
+
+def test_kafka_consumer_sees_the_committed_group_offsets(bootstrap, topic, group, tmp_path):
+    """The group's committed offsets are visible to any Kafka client after ingest."""
+    p = _producer(bootstrap)
+    p.produce(topic, value=b"{}", partition=1)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/k.db").create()
+    with _ingest(store, bootstrap, topic, group) as ingest:
+        _until(ingest, 1)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    assert c.committed([TopicPartition(topic, 1)], timeout=10)[0].offset == 1
+    c.close()
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 1
+    store.dispose()
