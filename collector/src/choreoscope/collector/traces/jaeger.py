@@ -1,0 +1,370 @@
+"""Jaeger query API client: api/v3 (OTLP/JSON), with the legacy `/api/traces/{id}` fallback.
+
+Errors: `JaegerUnavailable` when Jaeger cannot be reached (connection refused, timeout),
+`JaegerError` for any other failure (HTTP 400/500, a body that is not JSON). "No traces found"
+(HTTP 404 with Jaeger's JSON error body) is not an error: it returns nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+from .model import Span, SpanFormatError, normalize_id, optional_id
+from .otlp import decode_json
+
+log = logging.getLogger(__name__)
+
+# Services Jaeger reports about itself.
+JAEGER_OWN_SERVICES = frozenset({"jaeger", "jaeger-query", "jaeger-all-in-one"})
+_MAX_BODY = 256 * 1024 * 1024
+
+
+class JaegerError(RuntimeError):
+    """Jaeger answered, but not with what was asked for."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class JaegerUnavailable(JaegerError, ConnectionError):
+    """Jaeger could not be reached (refused, reset, timed out)."""
+
+
+class _NotFound(Exception):
+    def __init__(self, route_missing: bool) -> None:
+        self.route_missing = route_missing
+
+
+class JaegerClient:
+    """Reads traces from a Jaeger query service at `base_url` (e.g. http://localhost:16686)."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 5.0) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"expected a Jaeger URL like http://host:16686, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.api_v3: bool | None = None  # None until learned; False: only the legacy API exists
+
+    # --- public API --------------------------------------------------------------------------
+
+    def get_trace(self, trace_id: str) -> list[Span]:
+        """All spans of one trace; [] when Jaeger has no such trace (yet)."""
+        trace_id = normalize_id(trace_id, 16, "trace id")
+        if self.api_v3 is not False:
+            try:
+                body = self._get(f"/api/v3/traces/{trace_id}")
+            except _NotFound as nf:
+                if not nf.route_missing:
+                    self.api_v3 = True
+                    return []
+                self.api_v3 = False
+            else:
+                self.api_v3 = True
+                return decode_json(_result(body)).spans
+        try:
+            body = self._get(f"/api/traces/{trace_id}")
+        except _NotFound:
+            return []
+        return [s for s in decode_legacy(body) if s.trace_id == trace_id]
+
+    def services(self) -> list[str]:
+        """Service names Jaeger knows, without Jaeger's own."""
+        if self.api_v3 is not False:
+            try:
+                body = self._get("/api/v3/services")
+            except _NotFound as nf:
+                if not nf.route_missing:
+                    return []
+                self.api_v3 = False
+            else:
+                self.api_v3 = True
+                names = body.get("services") if isinstance(body, dict) else None
+                return _service_names(names)
+        try:
+            body = self._get("/api/services")
+        except _NotFound:
+            return []
+        return _service_names(body.get("data") if isinstance(body, dict) else None)
+
+    def find_traces(self, service: str, start_min_ms: int, start_max_ms: int,
+                    limit: int = 100) -> dict[str, list[Span]]:
+        """Traces of `service` with spans starting in the window, grouped by trace id."""
+        if self.api_v3 is not False:
+            query = urllib.parse.urlencode({
+                "query.service_name": service,
+                "query.start_time_min": rfc3339(start_min_ms),
+                "query.start_time_max": rfc3339(start_max_ms),
+                "query.num_traces": str(limit),
+            })
+            try:
+                body = self._get(f"/api/v3/traces?{query}")
+            except _NotFound as nf:
+                if not nf.route_missing:
+                    return {}
+                self.api_v3 = False
+            else:
+                self.api_v3 = True
+                return group_by_trace(decode_json(_result(body)).spans)
+        query = urllib.parse.urlencode({"service": service, "start": start_min_ms * 1000,
+                                        "end": start_max_ms * 1000, "limit": limit})
+        try:
+            body = self._get(f"/api/traces?{query}")
+        except _NotFound:
+            return {}
+        return group_by_trace(decode_legacy(body))
+
+    def operations(self, service: str, span_kind: str | None = None) -> list[dict[str, str]]:
+        """Operations of a service (api/v3): [{name, span_kind}]."""
+        params = {"service": service}
+        if span_kind:
+            params["spanKind"] = span_kind
+        try:
+            body = self._get("/api/v3/operations?" + urllib.parse.urlencode(params))
+        except _NotFound:
+            return []
+        ops = body.get("operations") if isinstance(body, dict) else None
+        return [{"name": str(op.get("name", "")), "span_kind": str(op.get("spanKind", ""))}
+                for op in ops or [] if isinstance(op, dict)]
+
+    def trace_summaries(self, service: str, start_min_ms: int, start_max_ms: int,
+                        limit: int = 100) -> list[dict[str, Any]]:
+        """Summaries of matching traces (api/v3 trace-summaries, Jaeger >= 2.19), times in us."""
+        query = urllib.parse.urlencode({
+            "query.service_name": service,
+            "query.start_time_min": rfc3339(start_min_ms),
+            "query.start_time_max": rfc3339(start_max_ms),
+            "query.num_traces": str(limit),
+        })
+        try:
+            body = self._get(f"/api/v3/trace-summaries?{query}")
+        except _NotFound:
+            return []
+        out = []
+        for raw in (body.get("summaries") if isinstance(body, dict) else None) or []:
+            try:
+                out.append({
+                    "trace_id": normalize_id(raw.get("traceId"), 16, "trace id"),
+                    "root_service": raw.get("rootServiceName"),
+                    "root_operation": raw.get("rootOperationName"),
+                    "span_count": int(raw.get("spanCount") or 0),
+                    "error_span_count": int(raw.get("errorSpanCount") or 0),
+                    "start_us": int(raw.get("minStartTimeUnixNano") or 0) // 1000,
+                    "end_us": int(raw.get("maxEndTimeUnixNano") or 0) // 1000,
+                    "services": sorted(str(s.get("name")) for s in raw.get("services") or []
+                                       if isinstance(s, dict)),
+                })
+            except (SpanFormatError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("skipping a malformed Jaeger trace summary: %s", exc)
+        return out
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    def _get(self, path: str) -> Any:
+        url = self.base_url + path
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
+                raw = resp.read(_MAX_BODY + 1)
+        except urllib.error.HTTPError as exc:
+            raw = _read_quietly(exc)
+            if exc.code == 404:
+                raise _NotFound(route_missing=not _is_jaeger_not_found(raw)) from None
+            raise JaegerError(f"Jaeger GET {path}: HTTP {exc.code}: {_error_message(raw)}",
+                              exc.code) from None
+        except TimeoutError:
+            raise JaegerUnavailable(f"Jaeger at {self.base_url} timed out after "
+                                    f"{self.timeout_s:g}s (GET {path})") from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, TimeoutError | socket.timeout):
+                raise JaegerUnavailable(f"Jaeger at {self.base_url} timed out after "
+                                        f"{self.timeout_s:g}s (GET {path})") from None
+            raise JaegerUnavailable(f"Jaeger at {self.base_url} unreachable: {reason}") from None
+        except (ConnectionError, OSError) as exc:  # reset mid-response, bad status line, ...
+            raise JaegerUnavailable(f"Jaeger at {self.base_url} unreachable: {exc}") from None
+        if len(raw) > _MAX_BODY:
+            raise JaegerError(f"Jaeger GET {path}: body over {_MAX_BODY} bytes")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise JaegerError(f"Jaeger GET {path}: expected a JSON body, got "
+                              f"{raw[:80]!r}") from None
+
+
+def _read_quietly(exc: urllib.error.HTTPError) -> bytes:
+    try:
+        return exc.read(64 * 1024)
+    except Exception:  # noqa: BLE001 - the status alone is enough
+        return b""
+
+
+def _is_jaeger_not_found(raw: bytes) -> bool:
+    """Jaeger's own "no traces" 404 (JSON error body), as opposed to a missing route."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and ("error" in body or "errors" in body)
+
+
+def _error_message(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:500] or "(empty body)"
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return str(errors[0].get("msg") or errors[0])
+    return text[:500]
+
+
+def _result(body: Any) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("result"), dict):
+        raise JaegerError(f"expected an api/v3 body {{\"result\": {{...}}}}, got {str(body)[:80]}")
+    return body["result"]
+
+
+def _service_names(names: Any) -> list[str]:
+    if not isinstance(names, list):
+        return []
+    return sorted(n for n in names if isinstance(n, str) and n not in JAEGER_OWN_SERVICES)
+
+
+def rfc3339(ms: int) -> str:
+    """Milliseconds since the epoch as RFC 3339 UTC with nanoseconds (api/v3 query times)."""
+    seconds, rem = divmod(ms, 1000)
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{rem * 1_000_000:09d}Z"
+
+
+def group_by_trace(spans: list[Span]) -> dict[str, list[Span]]:
+    """Search results come merged in one list: split them per trace id."""
+    out: dict[str, list[Span]] = {}
+    for span in spans:
+        out.setdefault(span.trace_id, []).append(span)
+    return out
+
+
+# --- legacy envelope ---------------------------------------------------------------------------
+
+def decode_legacy(body: Any) -> list[Span]:
+    """Spans of a legacy `{data: [trace...], errors}` envelope, or of one legacy trace object."""
+    if isinstance(body, dict) and "spans" in body:
+        return _legacy_trace(body)
+    if not isinstance(body, dict):
+        raise JaegerError(f"expected a legacy Jaeger envelope, got {type(body).__name__}")
+    errors = body.get("errors")
+    data = body.get("data")
+    if errors and not data:
+        codes = [e.get("code") for e in errors if isinstance(e, dict)]
+        if codes and all(c == 404 for c in codes):
+            return []
+        raise JaegerError(f"Jaeger legacy API errors: {_error_message(json.dumps(body).encode())}")
+    spans: list[Span] = []
+    for trace in data or []:
+        if isinstance(trace, dict):
+            spans.extend(_legacy_trace(trace))
+    return spans
+
+
+def _legacy_trace(trace: dict[str, Any]) -> list[Span]:
+    processes = trace.get("processes") or {}
+    spans: list[Span] = []
+    for raw in trace.get("spans") or []:
+        try:
+            spans.append(_legacy_span(raw, processes))
+        except (SpanFormatError, TypeError, ValueError) as exc:
+            log.warning("skipping a malformed legacy Jaeger span: %s", exc)
+    return spans
+
+
+def _legacy_span(raw: dict[str, Any], processes: dict[str, Any]) -> Span:
+    trace_id = normalize_id(raw.get("traceID"), 16, "trace id")
+    attrs = _legacy_tags(raw.get("tags"))
+    kind = str(attrs.pop("span.kind", "internal") or "internal").lower()
+    if kind not in ("internal", "server", "client", "producer", "consumer"):
+        kind = "internal"
+    status = "unset"
+    code = attrs.pop("otel.status_code", None)
+    message = attrs.pop("otel.status_description", None)
+    if str(code).upper() == "OK":
+        status = "ok"
+    if str(code).upper() == "ERROR" or attrs.get("error") in (True, "true"):
+        status = "error"
+    parent, links = _legacy_references(raw.get("references"), trace_id)
+    process = processes.get(raw.get("processID")) or raw.get("process") or {}
+    start_us = int(raw.get("startTime") or 0)
+    return Span(
+        trace_id=trace_id,
+        span_id=normalize_id(raw.get("spanID"), 8, "span id"),
+        parent_span_id=parent,
+        name=str(raw.get("operationName") or ""),
+        kind=kind,
+        service=process.get("serviceName") if isinstance(process, dict) else None,
+        start_us=start_us,
+        duration_us=max(0, int(raw.get("duration") or 0)),
+        status=status,
+        status_message=str(message) if message else None,
+        attributes=attrs,
+        links=links,
+        events=[_legacy_log(entry) for entry in raw.get("logs") or [] if isinstance(entry, dict)],
+    )
+
+
+def _legacy_references(refs: Any, trace_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Parent = first CHILD_OF in the same trace (else first FOLLOWS_FROM); the rest are links."""
+    parsed: list[tuple[str, str, str]] = []
+    for ref in refs or []:
+        try:
+            ref_trace = normalize_id(ref.get("traceID"), 16, "reference trace id")
+            ref_span = optional_id(ref.get("spanID"), 8, "reference span id")
+        except (SpanFormatError, AttributeError):
+            continue
+        if ref_span:
+            parsed.append((str(ref.get("refType") or "CHILD_OF").upper(), ref_trace, ref_span))
+    parent_index = next((i for i, (t, tr, _) in enumerate(parsed)
+                         if t == "CHILD_OF" and tr == trace_id), None)
+    if parent_index is None:
+        parent_index = next((i for i, (_, tr, _) in enumerate(parsed) if tr == trace_id), None)
+    parent = parsed[parent_index][2] if parent_index is not None else None
+    links = [{"trace_id": tr, "span_id": sp, "attributes": {"opentracing.ref_type": t.lower()}}
+             for i, (t, tr, sp) in enumerate(parsed) if i != parent_index]
+    return parent, links
+
+
+def _legacy_tags(tags: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag in tags or []:
+        if not isinstance(tag, dict) or not isinstance(tag.get("key"), str):
+            continue
+        value = tag.get("value")
+        kind = tag.get("type")
+        if kind == "int64" and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = int(value)
+        elif kind == "bool" and isinstance(value, str):
+            value = value.lower() == "true"
+        out[tag["key"]] = value
+    return out
+
+
+def _legacy_log(entry: dict[str, Any]) -> dict[str, Any]:
+    fields = _legacy_tags(entry.get("fields"))
+    name = fields.pop("event", None)
+    return {"name": str(name) if name is not None else "log",
+            "time_us": int(entry.get("timestamp") or 0), "attributes": fields}

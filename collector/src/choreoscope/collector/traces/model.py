@@ -1,0 +1,195 @@
+"""The normalised span: what every trace source turns its spans into before storing them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("internal", "server", "client", "producer", "consumer")
+STATUSES = ("unset", "ok", "error")
+
+# Attribute keys that fill columns, current semantic-convention name first, older ones after.
+_MESSAGE_ID = ("messaging.message.id", "messaging.message_id")
+_CONVERSATION_ID = ("messaging.message.conversation_id", "messaging.conversation_id")
+_CONSUMER_GROUP = ("messaging.consumer.group.name", "messaging.kafka.consumer.group")
+_DESTINATION = ("messaging.destination.name", "messaging.destination")
+_PARTITION = ("messaging.destination.partition.id", "messaging.kafka.destination.partition",
+              "messaging.kafka.partition")
+_OFFSET = ("messaging.kafka.offset", "messaging.kafka.message.offset")
+_ERROR_TYPE = "error.type"
+_OUT_OF_ORDER = "choreoscope.out_of_order"
+
+
+class SpanFormatError(ValueError):
+    """A span (or a batch of them) that cannot be normalised; the message says why."""
+
+
+@dataclass
+class Span:
+    """One span, normalised: lowercase hex ids, lowercase kind/status, times in microseconds."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    kind: str = "internal"
+    parent_span_id: str | None = None
+    service: str | None = None
+    start_us: int = 0
+    duration_us: int = 0
+    status: str = "unset"
+    status_message: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def message_id(self) -> str | None:
+        return _text(_first(self.attributes, _MESSAGE_ID))
+
+    @property
+    def conversation_id(self) -> str | None:
+        return _text(_first(self.attributes, _CONVERSATION_ID))
+
+    @property
+    def consumer_group(self) -> str | None:
+        return _text(_first(self.attributes, _CONSUMER_GROUP))
+
+    @property
+    def destination(self) -> str | None:
+        return _text(_first(self.attributes, _DESTINATION))
+
+    @property
+    def partition(self) -> int | None:
+        return _int(_first(self.attributes, _PARTITION))
+
+    @property
+    def offset(self) -> int | None:
+        return _int(_first(self.attributes, _OFFSET))
+
+    @property
+    def out_of_order(self) -> bool:
+        value = self.attributes.get(_OUT_OF_ORDER)
+        return value is True or (isinstance(value, str) and value.lower() == "true")
+
+    @property
+    def error_type(self) -> str | None:
+        """`error.type`, else the type of the first exception event."""
+        value = _text(self.attributes.get(_ERROR_TYPE))
+        if value:
+            return value
+        for ev in self.events:
+            if ev.get("name") == "exception":
+                exc_type = _text(ev.get("attributes", {}).get("exception.type"))
+                if exc_type:
+                    return exc_type
+        return None
+
+    def row(self, *, origin: str, received_at_ms: int) -> dict[str, Any]:
+        """The `spans` table row for this span."""
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "name": self.name[:255],
+            "kind": self.kind,
+            "service": self.service[:255] if self.service else self.service,
+            "start_us": self.start_us,
+            "duration_us": self.duration_us,
+            "status": self.status,
+            "status_message": self.status_message,
+            "error_type": _clip(self.error_type, 255),
+            "message_id": _clip(self.message_id, 128),
+            "conversation_id": _clip(self.conversation_id, 128),
+            "consumer_group": _clip(self.consumer_group, 255),
+            "destination": _clip(self.destination, 255),
+            "partition": self.partition,
+            "offset": self.offset,
+            "out_of_order": self.out_of_order,
+            "attributes": json.dumps(self.attributes, sort_keys=True, default=str),
+            "links": json.dumps(self.links, sort_keys=True, default=str),
+            "events": json.dumps(self.events, sort_keys=True, default=str),
+            "origin": origin,
+            "received_at_ms": received_at_ms,
+        }
+
+
+def normalize_id(value: Any, size: int, what: str = "id") -> str:
+    """A trace (size 16) or span (size 8) id as lowercase hex of 2*size chars.
+
+    Accepts raw bytes, hex (shorter legacy ids are left-padded with zeros), or base64
+    (what protobuf's JSON mapping prints). All-zero ids are invalid, as in W3C trace context.
+    """
+    if isinstance(value, bytes | bytearray):
+        raw = bytes(value)
+        if len(raw) != size:
+            raise SpanFormatError(f"expected a {size}-byte {what}, got {len(raw)} bytes")
+        result = raw.hex()
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if 0 < len(text) <= 2 * size and _is_hex(text):
+            result = text.rjust(2 * size, "0")
+        else:
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != size:
+                raise SpanFormatError(f"expected a {2 * size}-hex-digit {what}, got {value!r}")
+            result = raw.hex()
+    else:
+        raise SpanFormatError(f"expected a {what} string, got {type(value).__name__}")
+    if result.strip("0") == "":
+        raise SpanFormatError(f"expected a non-zero {what}, got {value!r}")
+    return result
+
+
+def optional_id(value: Any, size: int, what: str) -> str | None:
+    """Like `normalize_id`, but empty or all-zero values mean "none" (a root span's parent)."""
+    if value is None or value == "" or value == b"":
+        return None
+    try:
+        return normalize_id(value, size, what)
+    except SpanFormatError:
+        if isinstance(value, bytes | bytearray) and not any(value):
+            return None
+        if isinstance(value, str) and value.strip("0") == "":
+            return None
+        raise
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value or None
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value else value
