@@ -1,0 +1,212 @@
+"""A tiny dialect layer over plain DB-API connections: sqlite3 and psycopg 3.
+
+The outbox is written with plain SQL so that services need no SQLAlchemy. What differs
+between the two databases lives here: the placeholder (`?` / `%s`), how JSON, uuids and
+timestamps are passed and read back, and row locking. SQLAlchemy objects handed in by the
+caller are used through duck typing (an Engine has `raw_connection`, a Connection has
+`exec_driver_sql`, a Session has `connection()`); SQLAlchemy itself is never imported.
+
+Timestamps: `timestamptz` on PostgreSQL; on SQLite, RFC 3339 UTC text with milliseconds
+(`2026-01-02T03:04:05.678Z`), which sorts as text in time order. Internally every time is
+an integer of milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_POSTGRES_INSTALL = "pip install 'choreoscope-instrumentation[postgres]'"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    """`sqlite` or `postgresql`."""
+    placeholder: str
+
+    @property
+    def postgres(self) -> bool:
+        return self.name == "postgresql"
+
+    def sql(self, text: str) -> str:
+        """`text` written with `?` placeholders, in this dialect's paramstyle."""
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    def time_param(self, ms: int | None) -> Any:
+        if ms is None:
+            return None
+        if self.postgres:
+            return _EPOCH + timedelta(milliseconds=ms)
+        return format_time(ms)
+
+    def json_param(self, value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), default=str)
+
+
+SQLITE = Dialect("sqlite", "?")
+POSTGRES = Dialect("postgresql", "%s")
+
+
+def format_time(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`."""
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def time_ms(value: Any) -> int | None:
+    """Milliseconds since the epoch of a stored time (datetime or RFC 3339-ish text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.strip())
+    if isinstance(value, datetime):
+        if value.tzinfo is None:  # SQLite's CURRENT_TIMESTAMP: UTC without an offset
+            value = value.replace(tzinfo=UTC)
+        return (value - _EPOCH) // timedelta(milliseconds=1)
+    raise TypeError(f"expected a datetime or RFC 3339 text, got {type(value).__name__}")
+
+
+def json_value(value: Any) -> Any:
+    """A stored JSON column as Python: psycopg already decodes jsonb, SQLite gives text."""
+    if isinstance(value, str | bytes | bytearray):
+        return json.loads(value)
+    return value
+
+
+# -- the caller's connection, for Outbox.add ------------------------------------------------
+
+
+class Executor:
+    """Runs statements on the caller's connection, inside the caller's transaction."""
+
+    def __init__(self, dialect: Dialect, run: Callable[[str, Sequence[Any]], Any]) -> None:
+        self.dialect = dialect
+        self._run = run
+
+    def fetchone(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        result = self._run(self.dialect.sql(sql), tuple(params))
+        row = result.fetchone()
+        return tuple(row) if row is not None else None
+
+
+def executor_for(conn: Any) -> Executor:
+    """An `Executor` for a SQLAlchemy Connection or Session, or a sqlite3/psycopg connection."""
+    if hasattr(conn, "exec_driver_sql") and hasattr(conn, "dialect"):  # SQLAlchemy Connection
+        return _sqlalchemy_executor(conn)
+    if _is_sqlalchemy_session(conn):
+        return _sqlalchemy_executor(conn.connection())
+    dbapi = _unwrap(conn)
+    dialect = dialect_of_dbapi(dbapi)
+    if dialect is None:
+        raise TypeError(
+            "expected a SQLAlchemy Connection or Session, or a sqlite3 or psycopg connection, "
+            f"got {_describe(conn)}"
+        )
+
+    def run(sql: str, params: Sequence[Any]) -> Any:
+        cur = dbapi.cursor()
+        cur.execute(sql, params)
+        return cur
+
+    return Executor(dialect, run)
+
+
+def _sqlalchemy_executor(conn: Any) -> Executor:
+    dialect = dialect_named(conn.dialect.name)
+
+    def run(sql: str, params: Sequence[Any]) -> Any:
+        return conn.exec_driver_sql(sql, params)
+
+    return Executor(dialect, run)
+
+
+def _is_sqlalchemy_session(obj: Any) -> bool:
+    return (
+        type(obj).__module__.startswith("sqlalchemy.orm")
+        and callable(getattr(obj, "connection", None))
+        and hasattr(obj, "get_bind")
+    )
+
+
+# -- the outbox's own connections, for create_table and the relay --------------------------
+
+
+def connection_factory(db: Any) -> tuple[Callable[[], Any], Dialect | None]:
+    """A zero-argument function opening a DB-API connection to `db`, and its dialect if known.
+
+    `db` is a `sqlite:///path` or `postgresql://...` URL, a SQLAlchemy Engine, or a
+    zero-argument callable returning a new sqlite3/psycopg connection.
+    """
+    if isinstance(db, str):
+        return _url_factory(db)
+    if hasattr(db, "raw_connection") and hasattr(db, "dialect"):  # SQLAlchemy Engine
+        return db.raw_connection, dialect_named(db.dialect.name)
+    if callable(db):
+        return db, None
+    raise TypeError(
+        "expected a database URL, a SQLAlchemy Engine or a zero-argument callable returning "
+        f"a DB-API connection, got {_describe(db)}"
+    )
+
+
+def _url_factory(url: str) -> tuple[Callable[[], Any], Dialect]:
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ValueError(f"expected a URL like sqlite:///path or postgresql://..., got {url!r}")
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        path = rest[1:] if rest.startswith("/") else rest
+        if path in ("", ":memory:"):
+            raise ValueError(
+                "expected a SQLite file path (sqlite:///path/to/db), got an in-memory database "
+                f"{url!r}: the relay's connection would not see the rows"
+            )
+        return (lambda: sqlite3.connect(path, timeout=30.0)), SQLITE
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        dsn = "postgresql://" + rest
+
+        def connect() -> Any:
+            try:
+                import psycopg
+            except ImportError as exc:
+                if exc.name != "psycopg":
+                    raise
+                raise ImportError(f"a postgresql:// outbox needs psycopg 3: {_POSTGRES_INSTALL}") from exc
+            return psycopg.connect(dsn)
+
+        return connect, POSTGRES
+    raise ValueError(f"expected a sqlite:// or postgresql:// URL, got {scheme}:// in {url!r}")
+
+
+def dialect_of_dbapi(conn: Any) -> Dialect | None:
+    """The dialect of a DB-API connection (sqlite3, psycopg or psycopg2), or None."""
+    conn = _unwrap(conn)
+    if isinstance(conn, sqlite3.Connection):
+        return SQLITE
+    if type(conn).__module__.split(".")[0] in ("psycopg", "psycopg2"):
+        return POSTGRES
+    return None
+
+
+def dialect_named(name: str) -> Dialect:
+    if name == "sqlite":
+        return SQLITE
+    if name == "postgresql":
+        return POSTGRES
+    raise ValueError(f"expected a sqlite or postgresql database, got {name}")
+
+
+def _unwrap(conn: Any) -> Any:
+    """The driver connection behind a SQLAlchemy pool proxy (`engine.raw_connection()`)."""
+    inner = getattr(conn, "driver_connection", None)
+    return inner if inner is not None else conn
+
+
+def _describe(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
