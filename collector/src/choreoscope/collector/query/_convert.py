@@ -36,3 +36,9 @@ def json_or(text: str | None, default: Any) -> Any:
 def json_list(text: str | None) -> list[Any]:
     value = json_or(text, [])
     return value if isinstance(value, list) else [value]
+
+
+def has_nul(*values: object) -> bool:
+    """Whether a filter value holds a NUL character, which no stored text can match (PostgreSQL
+    refuses it outright, SQLite's LIKE would stop at it): such a filter matches nothing."""
+    return any(isinstance(v, str) and "\x00" in v for v in values)

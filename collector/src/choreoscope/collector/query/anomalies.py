@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 
 from ..detect.anomaly import KINDS
 from ..store import Store
 from ..store.schema import anomalies
-from ._convert import json_or, rfc3339_ms
+from ._convert import has_nul, json_or, rfc3339_ms
 
 
 def list_anomalies(store: Store, *, kind: str | None = None, correlation_id: str | None = None,
@@ -38,6 +38,8 @@ def count_anomalies_by_kind(store: Store, *, since_ms: int | None = None) -> dic
 
 def _conditions(kind: str | None, correlation_id: str | None, subject: str | None,
                 service: str | None, since_ms: int | None) -> list[Any]:
+    if has_nul(kind, correlation_id, subject, service):
+        return [false()]
     where = []
     if kind:
         where.append(anomalies.c.kind == kind)

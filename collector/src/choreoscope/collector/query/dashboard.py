@@ -7,7 +7,6 @@ a store of millions of events. `open_readonly(url)` opens the store so that it c
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
@@ -210,48 +209,6 @@ def out_of_order(store: Store, *, group: str | None = None, subject: str | None 
     return {"total": int(total), "rows": [_anomaly(dict(r)) for r in rows]}
 
 
-def events_by_id(store: Store, event_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """First record of each event id: `{id: {type, source, subject, time, time_ms, sequence,
-    broker_ts_ms, observed_at_ms, topic, partition, offset, correlation_id}}`."""
-    ids = sorted({i for i in event_ids if i})[:1000]
-    if not ids:
-        return {}
-    marks = ", ".join(f":i{n}" for n in range(len(ids)))
-    rows = _rows(store, "SELECT event_id, type, source, subject, time, time_ms, sequence,"
-                 " broker_ts_ms, observed_at_ms, topic, \"partition\", \"offset\", correlation_id"
-                 f" FROM events WHERE event_id IN ({marks})"
-                 " ORDER BY broker_ts_ms, topic, \"partition\", \"offset\"",
-                 **{f"i{n}": i for n, i in enumerate(ids)})
-    found: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        found.setdefault(r["event_id"], r)
-    return found
-
-
-def outbox_sources(store: Store) -> list[dict[str, Any]]:
-    """Every monitored outbox source with its stuck rows parsed and errors credential-free."""
-    rows = _rows(store, "SELECT * FROM outbox_sources ORDER BY source")
-    out = []
-    for r in rows:
-        stuck = [s for s in json_list(r["stuck"]) if isinstance(s, dict)]
-        for s in stuck:
-            s["last_error"] = mask_secrets(s.get("last_error"))
-        out.append({
-            "source": r["source"],
-            "table": r["table_name"],
-            "reachable": bool(r["reachable"]),
-            "last_poll_ms": r["last_poll_ms"],
-            "last_ok_ms": r["last_ok_ms"],
-            "last_error": mask_secrets(r["last_error"]),
-            "pending": r["pending"],
-            "dead": r["dead"],
-            "oldest_pending_age_s": r["oldest_pending_age_s"],
-            "publish_lag_p95_ms": r["publish_lag_p95_ms"],
-            "stuck": stuck,
-        })
-    return out
-
-
 def consumer_lag(store: Store) -> list[dict[str, Any]]:
     """Lag per consumer group and topic (summed over partitions), largest first."""
     return _rows(store, "SELECT group_name AS \"group\", topic, sum(lag) AS lag,"
@@ -340,10 +297,11 @@ def flow_headers(store: Store, correlation_id: str) -> dict[str, dict[str, Any]]
 def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
     """The choreography graph learned from the events stored since `since_ms` only.
 
-    Same shape as `graph()`: emits edges from producers to event types with counts; consumed_by
-    edges from event types to the services whose CONSUMER spans processed them, with p50/p95
-    of (span start - broker timestamp) in ms.
+    Same shape as `query.graph()`: emits edges from producers to event types with counts;
+    consumed_by edges from event types to the services whose CONSUMER spans processed them,
+    with p50/p95 of (span start - broker timestamp) in ms; `anomaly_count` per edge.
     """
+    hot = edge_anomalies(store)
     emits = _rows(store, "SELECT source, type, count(*) AS n FROM events"
                   " WHERE observed_at_ms >= :since AND source IS NOT NULL AND type IS NOT NULL"
                   " GROUP BY source, type", since=since_ms)
@@ -359,7 +317,8 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
         nodes.setdefault(r["source"], "service")
         nodes[r["type"]] = "event_type"
         edges.append({"source": r["source"], "target": r["type"], "kind": "emits",
-                      "count": int(r["n"]), "p50_ms": None, "p95_ms": None})
+                      "count": int(r["n"]), "p50_ms": None, "p95_ms": None,
+                      "anomaly_count": hot.get((r["type"], None), 0)})
     latencies: dict[tuple[str, str], list[float]] = {}
     for r in consumed:
         latencies.setdefault((r["type"], r["service"]), []).append(float(r["lat"]))
@@ -368,7 +327,8 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
         nodes.setdefault(service, "service")
         lats.sort()
         edges.append({"source": etype, "target": service, "kind": "consumed_by",
-                      "count": len(lats), "p50_ms": _rank(lats, 50), "p95_ms": _rank(lats, 95)})
+                      "count": len(lats), "p50_ms": _rank(lats, 50), "p95_ms": _rank(lats, 95),
+                      "anomaly_count": hot.get((etype, service), 0)})
     return {"nodes": [{"id": n, "kind": k} for n, k in sorted(nodes.items())], "edges": edges}
 
 
@@ -376,70 +336,24 @@ def _rank(sorted_values: list[float], pct: int) -> float:
     return sorted_values[max(0, -(-len(sorted_values) * pct // 100) - 1)]
 
 
-def edge_anomalies(store: Store) -> dict[str, int]:
-    """Anomaly counts per graph node (event type or service) over all anomalies with an event."""
-    rows = _rows(store, "SELECT e.type AS type, count(DISTINCT a.id) AS n FROM anomalies a"
-                 " JOIN events e ON e.event_id = a.event_id WHERE a.event_id IS NOT NULL"
-                 " GROUP BY e.type")
-    return {r["type"]: int(r["n"]) for r in rows if r["type"]}
-
-
-def dot_from_graph(graph: dict[str, Any], *, hot: dict[str, int] | None = None) -> str:
-    """Graphviz DOT for a graph shape: services as boxes, event types as ellipses, edges
-    labelled with count and p95; edges into nodes with anomalies drawn red."""
-    hot = hot or {}
-
-    def q(s: Any) -> str:
-        return json.dumps(str(s))
-
-    lines = ["digraph choreography {", "  rankdir=LR;",
-             '  node [fontname="Helvetica", fontsize=11];',
-             '  edge [fontname="Helvetica", fontsize=9, color="#555555"];']
-    for n in graph.get("nodes", []):
-        if n.get("kind") == "service":
-            lines.append(f'  {q(n["id"])} [shape=box, style="rounded,filled",'
-                         ' fillcolor="#dbeafe"];')
-        else:
-            lines.append(f'  {q(n["id"])} [shape=ellipse, style=filled, fillcolor="#fef3c7"];')
-    for e in graph.get("edges", []):
-        label = f'{e.get("count", 0)}'
-        if e.get("p95_ms") is not None:
-            label += f' · p95 {float(e["p95_ms"]):.0f} ms'
-        attrs = [f"label={q(label)}"]
-        flagged = int(e.get("anomaly_count") or 0) or (
-            hot.get(e["target"]) if e.get("kind") == "emits" else 0)
-        if flagged:
-            attrs += ['color="#dc2626"', "penwidth=2", 'fontcolor="#dc2626"']
-        lines.append(f'  {q(e["source"])} -> {q(e["target"])} [{", ".join(attrs)}];')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def stored_graph(store: Store) -> dict[str, Any]:
-    """The collector's learned graph from `graph_edges`, with anomaly counts per edge."""
-    rows = _rows(store, "SELECT * FROM graph_edges ORDER BY kind DESC, source, target")
-    nodes: dict[str, str] = {}
-    edges = []
+def edge_anomalies(store: Store) -> dict[tuple[str, str | None], int]:
+    """Anomalies per (event type, service) of the event they name; service None = any."""
+    rows = _rows(store, "SELECT e.type AS type, a.service AS service, count(DISTINCT a.id) AS n"
+                 " FROM anomalies a JOIN events e ON e.event_id = a.event_id"
+                 " WHERE a.event_id IS NOT NULL AND e.type IS NOT NULL"
+                 " GROUP BY e.type, a.service")
+    out: dict[tuple[str, str | None], int] = {}
     for r in rows:
-        if r["kind"] == "emits":
-            nodes.setdefault(r["source"], "service")
-            nodes[r["target"]] = "event_type"
-        else:
-            nodes[r["source"]] = "event_type"
-            nodes.setdefault(r["target"], "service")
-        edges.append({"source": r["source"], "target": r["target"], "kind": r["kind"],
-                      "count": int(r["count"]), "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"],
-                      "anomaly_count": int(r["anomaly_count"] or 0)})
-    return {"nodes": [{"id": n, "kind": k} for n, k in sorted(nodes.items())], "edges": edges}
+        out[(r["type"], r["service"])] = out.get((r["type"], r["service"]), 0) + int(r["n"])
+        out[(r["type"], None)] = out.get((r["type"], None), 0) + int(r["n"])
+    return out
 
 
 __all__ = [
     "anomalies_per_minute",
     "consumer_lag",
-    "dot_from_graph",
     "edge_anomalies",
     "event_health",
-    "events_by_id",
     "flow_anomalies",
     "flow_headers",
     "graph_window",
@@ -449,9 +363,7 @@ __all__ = [
     "open_readonly",
     "out_of_order",
     "out_of_order_groups",
-    "outbox_sources",
     "overview",
     "sqlite_path",
-    "stored_graph",
     "variants",
 ]

@@ -9,12 +9,12 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..store import Store
 from ..store.schema import anomalies, events, flows, spans
-from ._convert import json_list, json_or, rfc3339_ms, rfc3339_us
+from ._convert import has_nul, json_list, json_or, rfc3339_ms, rfc3339_us
 
 FLOW_STATUSES = ("in_progress", "completed", "stuck", "failed")
 
@@ -105,6 +105,8 @@ def get_flow(store: Store, correlation_id: str) -> dict[str, Any] | None:
     """
     from .anomalies import list_anomalies
 
+    if has_nul(correlation_id):
+        return None
     with store.engine.connect() as conn:
         row = conn.execute(
             select(flows, _ANOMALY_COUNT).where(flows.c.correlation_id == correlation_id)
@@ -142,6 +144,7 @@ def causal_order(records: Any) -> list[Any]:
         if r["event_id"]:
             first_of.setdefault(r["event_id"], i)
     children: dict[int, list[int]] = {}
+    cause_of: dict[int, int] = {}
     ready: list[int] = []
     for i, r in enumerate(by_bus):
         cause = first_of.get(r["causation_id"]) if r["causation_id"] else None
@@ -149,12 +152,13 @@ def causal_order(records: Any) -> list[Any]:
             ready.append(i)
         else:
             children.setdefault(cause, []).append(i)
+            cause_of[i] = cause
     heapq.heapify(ready)
     placed = [False] * len(by_bus)
     out: list[Any] = []
     while len(out) < len(by_bus):
         if not ready:  # a causation cycle: release its earliest record
-            heapq.heappush(ready, placed.index(False))
+            heapq.heappush(ready, _earliest_in_cycle(placed.index(False), cause_of))
         i = heapq.heappop(ready)
         if placed[i]:
             continue
@@ -164,6 +168,18 @@ def causal_order(records: Any) -> list[Any]:
             if not placed[j]:
                 heapq.heappush(ready, j)
     return out
+
+
+def _earliest_in_cycle(start: int, cause_of: dict[int, int]) -> int:
+    # Every unplaced record waits for an unplaced cause, so following causes ends in a cycle.
+    path: list[int] = []
+    seen: set[int] = set()
+    i = start
+    while i not in seen:
+        seen.add(i)
+        path.append(i)
+        i = cause_of[i]
+    return min(path[path.index(i):])
 
 
 def _bus_key(r: Any) -> tuple[Any, ...]:
@@ -176,6 +192,8 @@ def _conditions(*, status: str | None = None, event_type: str | None = None,
                 correlation_id: str | None = None, variant: str | None = None,
                 anomaly_kind: str | None = None, since_ms: int | None = None,
                 until_ms: int | None = None) -> list[ColumnElement[bool]]:
+    if has_nul(status, event_type, service, subject, correlation_id, variant, anomaly_kind):
+        return [false()]
     flow_id = flows.c.correlation_id
     where: list[ColumnElement[bool]] = []
     if status:

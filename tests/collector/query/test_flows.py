@@ -1,0 +1,161 @@
+"""The flows queries on SQLite and PostgreSQL, against rows written as the collector writes them."""
+
+from __future__ import annotations
+
+from choreoscope.collector.query import (
+    causal_order,
+    count_flows_by_status,
+    count_variants,
+    events_per_minute,
+    get_flow,
+    list_flows,
+    search_flows,
+)
+from choreoscope.collector.store import Store
+from tests.collector.query import expected
+from tests.collector.query._data import T0
+
+
+def test_list_flows_exact(store: Store) -> None:
+    """Every flow comes back in the DESIGN shape, most recently active first."""
+    assert list_flows(store) == expected.FLOWS
+
+
+def test_list_flows_status_and_limit(store: Store) -> None:
+    """`status` filters exactly and `limit` cuts the list."""
+    assert list_flows(store, status="stuck") == [expected.FLOW_2]
+    assert list_flows(store, limit=2) == [expected.FLOW_3, expected.FLOW_2]
+    assert list_flows(store, limit=0) == []
+    assert list_flows(store, status="in_progress") == []
+
+
+def test_anomaly_count_is_live(store: Store) -> None:
+    """A flow's anomaly_count is the number of its stored anomalies, not a stale column."""
+    counts = {f["correlation_id"]: f["anomaly_count"] for f in list_flows(store)}
+    assert counts == {"ord-1": 1, "ord-2": 1, "ord-3": 2}
+
+
+def test_search_filters(store: Store) -> None:
+    """Each filter selects the flows it names, computed in SQL."""
+    def ids(**filters: object) -> list[str]:
+        return [f["correlation_id"] for f in search_flows(store, **filters)["flows"]]
+
+    assert ids(event_type="payment.failed") == ["ord-3"]
+    assert ids(event_type="order.placed") == ["ord-3", "ord-2", "ord-1"]
+    assert ids(service="shipping") == ["ord-1"]
+    assert ids(service="audit") == []  # its span processed no event of any flow
+    assert ids(subject="ord_2") == ["ord-2"]
+    assert ids(correlation_id="RD-") == ["ord-3", "ord-2", "ord-1"]
+    assert ids(correlation_id="d-1") == ["ord-1"]
+    assert ids(correlation_id="%") == []
+    assert ids(correlation_id="_") == []
+    assert ids(variant="order.placed") == ["ord-2"]
+    assert ids(anomaly_kind="stuck_outbox") == ["ord-3"]
+    assert ids(since_ms=T0 + 60_000) == ["ord-3", "ord-2"]
+    assert ids(until_ms=T0 + 60_000) == ["ord-2", "ord-1"]
+    assert ids(since_ms=T0 + 1000, until_ms=T0 + 100_000) == ["ord-2"]
+    assert ids(status="completed", service="payments") == ["ord-1"]
+
+
+def test_search_pages_with_total(store: Store) -> None:
+    """A page carries the total of all matches, independent of offset and limit."""
+    page = search_flows(store, service="payments", offset=1, limit=1)
+    assert page == {"total": 2, "offset": 1, "limit": 1, "flows": [expected.FLOW_1]}
+    assert search_flows(store, offset=5)["flows"] == []
+
+
+def test_service_filter_from_consumer_spans(store: Store) -> None:
+    """A service that only processed events (a CONSUMER span) still finds its flows."""
+    from choreoscope.collector.store.schema import events
+
+    with store.engine.begin() as conn:  # ord-3's events no longer name payments as a source
+        conn.execute(events.update().where(events.c.flow_id == "ord-3").values(source="orders"))
+    assert [f["correlation_id"] for f in search_flows(store, service="payments")["flows"]] == [
+        "ord-3", "ord-1"]
+
+
+def test_counts_per_status_and_variant(store: Store) -> None:
+    """Counts per status include every status; variants come rarest first."""
+    assert count_flows_by_status(store) == {"in_progress": 0, "completed": 1, "stuck": 1,
+                                            "failed": 1}
+    assert count_flows_by_status(store, event_type="payment.failed", status="x") == {
+        "in_progress": 0, "completed": 0, "stuck": 0, "failed": 1}
+    assert count_variants(store) == [
+        {"variant": "order.placed", "count": 1},
+        {"variant": "order.placed > payment.failed", "count": 1},
+        {"variant": "order.placed > payment.succeeded > order.shipped", "count": 1},
+    ]
+
+
+def test_events_per_minute(store: Store) -> None:
+    """Records are counted per broker-time minute, in time order, within the window."""
+    assert events_per_minute(store) == [
+        {"minute": "2025-11-24T16:00:00.000Z", "count": 4},
+        {"minute": "2025-11-24T16:01:00.000Z", "count": 1},
+        {"minute": "2025-11-24T16:02:00.000Z", "count": 2},
+        {"minute": "2025-11-24T16:03:00.000Z", "count": 1},
+    ]
+    assert events_per_minute(store, since_ms=T0 + 60_000, until_ms=T0 + 120_000) == [
+        {"minute": "2025-11-24T16:01:00.000Z", "count": 1}]
+
+
+def test_get_flow_detail(store: Store) -> None:
+    """A flow's detail has every record (duplicates marked), its spans and its anomalies."""
+    flow = get_flow(store, "ord-1")
+    assert flow is not None
+    assert {k: v for k, v in flow.items()
+            if k not in ("events", "spans", "anomalies")} == expected.FLOW_1
+    assert [(e["id"], e["topic"], e["offset"], e["duplicate"]) for e in flow["events"]] == \
+        expected.FLOW_1_RECORDS
+    assert flow["events"][0] == expected.FIRST_EVENT
+    assert [s["span_id"] for s in flow["spans"]] == ["a" * 16, "b" * 16]
+    assert flow["spans"][1] == expected.CONSUMER_SPAN_1
+    assert flow["anomalies"] == [expected.ANOMALY_DUPLICATE]
+
+
+def test_get_flow_failed_with_problems(store: Store) -> None:
+    """A failed flow shows its error span, decoding problems and both anomalies."""
+    flow = get_flow(store, "ord-3")
+    assert flow is not None
+    assert flow["events"][1]["problems"] == ["type_not_past_tense"]
+    assert [(s["status"], s["error_type"]) for s in flow["spans"]] == [("error", "ValueError")]
+    assert flow["anomalies"] == [expected.ANOMALY_FAILED, expected.ANOMALY_OUTBOX]
+
+
+def test_get_flow_not_yet_reconstructed(store: Store) -> None:
+    """Events stored before analysis ran still give a flow, built from the events."""
+    flow = get_flow(store, "ord-4")
+    assert flow is not None
+    assert {k: v for k, v in flow.items() if k not in ("events", "spans", "anomalies")} == {
+        "correlation_id": "ord-4", "status": "in_progress",
+        "started_at": "2025-11-24T16:03:00.000Z", "last_seen_at": "2025-11-24T16:03:00.000Z",
+        "duration_ms": 0, "event_count": 1, "services": ["orders"],
+        "event_types": ["order.placed"], "trace_ids": [], "anomaly_count": 0,
+        "variant": "order.placed", "trace_status": None,
+    }
+    assert [e["id"] for e in flow["events"]] == ["e7"]
+
+
+def test_get_flow_unknown(store: Store) -> None:
+    """An unknown correlation id gives None."""
+    assert get_flow(store, "nope") is None
+
+
+def _rec(i: int, event_id: str | None, cause: str | None, at: int) -> dict[str, object]:
+    return {"event_id": event_id, "causation_id": cause, "broker_ts_ms": at,
+            "observed_at_ms": at, "topic": "t", "partition": 0, "offset": i}
+
+
+def test_causal_order_breaks_cycles() -> None:
+    """A causation cycle in bad data still yields every record once, earliest first."""
+    records = [_rec(0, "a", "b", 10), _rec(1, "b", "a", 20), _rec(2, "c", "a", 5),
+               _rec(3, None, None, 1)]
+    order = [r["offset"] for r in causal_order(records)]
+    assert order == [3, 0, 2, 1]
+
+
+def test_causal_order_effects_after_causes() -> None:
+    """An effect read from the bus before its cause is placed after it; others keep bus order."""
+    records = [_rec(0, "x", None, 50), _rec(1, "y", "x", 10), _rec(2, "z", None, 20),
+               _rec(3, "w", "self", 30), _rec(4, "v", "v", 40)]
+    assert [r["event_id"] for r in causal_order(records)] == ["z", "w", "v", "x", "y"]

@@ -1,0 +1,60 @@
+"""Readable tables: aligned columns, numbers right-aligned, control characters neutralised."""
+
+from __future__ import annotations
+
+from choreoscope.collector.query.formatting import flows_table, graph_table, outbox_table, table
+from tests.collector.query import expected
+
+
+def test_table_alignment() -> None:
+    """Columns are as wide as their widest cell; numbers right-aligned; None shows as '-'."""
+    rows = [{"name": "a", "n": 5}, {"name": "longer", "n": 120}, {"name": None, "n": None}]
+    text = table(rows, [("NAME", lambda r: r["name"]), ("N", lambda r: r["n"])])
+    assert text.splitlines() == [
+        "NAME      N",
+        "a         5",
+        "longer  120",
+        "-         -",
+    ]
+
+
+def test_table_neutralises_control_characters() -> None:
+    """ANSI escapes and line breaks in stored values cannot reach the terminal."""
+    text = table([{"t": "\x1b[31mred\nline"}], [("T", lambda r: r["t"])])
+    assert text.splitlines() == ["T", "?[31mred?line"]
+
+
+def test_long_cells_are_cut() -> None:
+    """A cell longer than 60 characters ends with an ellipsis."""
+    text = table([{"t": "x" * 100}], [("T", lambda r: r["t"])])
+    assert text.splitlines()[1] == "x" * 59 + "…"
+
+
+def test_flows_table() -> None:
+    """The flows table shows one aligned line per flow."""
+    assert flows_table(expected.FLOWS).splitlines() == [
+        "CORRELATION ID  STATUS     STARTED                   DURATION  EVENTS  ANOMALIES  VARIANT",
+        "ord-3           failed     2025-11-24T16:02:00.000Z  500 ms         2          2  order.placed > payment.failed",
+        "ord-2           stuck      2025-11-24T16:01:00.000Z  0 ms           1          1  order.placed",
+        "ord-1           completed  2025-11-24T16:00:00.000Z  300 ms         3          1  order.placed > payment.succeeded > order.shipped",
+    ]
+
+
+def test_outbox_table_marks_unreachable() -> None:
+    """An unreachable source says so, with its error and last good poll, never 'ok'."""
+    lines = outbox_table(expected.OUTBOX).splitlines()
+    assert lines[1].split()[:3] == ["billing", "billing.outbox", "UNREACHABLE"]
+    assert lines[1].endswith("2025-11-24T16:00:05.000Z")
+    assert lines[2].split()[:3] == ["orders", "outbox", "ok"]
+    assert "billing: unreachable: connection refused" in lines
+    assert "STUCK ROWS" in lines
+    assert lines[-1].split()[:6] == ["orders", "o-1", "dead", "order.cancelled", "orders/ord_3",
+                                     "5"]
+
+
+def test_graph_table() -> None:
+    """The graph table lists edges with counts and latencies."""
+    lines = graph_table(expected.GRAPH).splitlines()
+    assert lines[0].split() == ["SOURCE", "EDGE", "TARGET", "COUNT", "P50", "P95", "ANOMALIES"]
+    assert lines[1].split() == ["order.placed", "consumed_by", "payments", "2", "12", "ms", "40",
+                                "ms", "1"]
