@@ -156,31 +156,42 @@ class BusIngest:
             self.step(stop)
 
     def run_to_end(self, stop: threading.Event | None = None, idle_timeout_s: float = 30.0,
-                   metadata_timeout_s: float = 10.0) -> int:
+                   metadata_timeout_s: float = 10.0, overrun_s: float = 10.0) -> int:
         """Ingest until every matching partition reaches the end offset it had at the start
-        (`--once`). Returns records consumed. Gives up after `idle_timeout_s` without progress."""
+        (`--once`). Returns records consumed.
+
+        Once the end offsets are reached, reading goes on until a batch comes back empty (at
+        most `overrun_s` more): some brokers (Tansu) report a high watermark below the last
+        record of a produced batch. Gives up after `idle_timeout_s` without progress."""
         consumer = self.start().consumer
         assert consumer is not None
         targets = self._end_offsets(metadata_timeout_s)
         position = self._committed(list(targets), metadata_timeout_s)
         total = 0
         last_progress = time.monotonic()
-        while True:
+        reached_at: float | None = None
+        while stop is None or not stop.is_set():
             pending = {tp for tp, end in targets.items() if position.get(tp, 0) < end}
-            if not pending or (stop is not None and stop.is_set()):
-                return total
+            now = time.monotonic()
+            if not pending:
+                reached_at = now if reached_at is None else reached_at
+                if now - reached_at > overrun_s:
+                    break
             consumed = self.step(stop)
             if consumed:
                 total += consumed
                 last_progress = time.monotonic()
                 position.update(self.last_offsets)
                 continue
+            if not pending:
+                break  # at the end offsets and nothing more to read
             # Nothing came: another group member may hold the partitions; ask the broker.
             position.update(self._committed(sorted(pending), metadata_timeout_s))
             if time.monotonic() - last_progress > idle_timeout_s:
                 log.warning("ingest: %d partitions did not reach their end offsets within %.0fs",
                             len(pending), idle_timeout_s)
-                return total
+                break
+        return total
 
     def _end_offsets(self, timeout_s: float) -> dict[tuple[str, int], int]:
         """High watermark of every partition of every matching (non-internal) topic."""
