@@ -1,0 +1,49 @@
+"""The Choreoscope dashboard: `streamlit run app.py` (normally via `choreoscope dashboard`).
+
+A multipage app; each page is one module under `pages/`. The store is read-only, through the
+collector's query layer. An empty store shows the first-run page instead.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from choreoscope.dashboard import data
+from choreoscope.dashboard.components import first_run, refresh
+
+PAGES = (
+    ("pages/overview.py", "Overview", ":material/dashboard:", "overview"),
+    ("pages/flow_map.py", "Flow map", ":material/account_tree:", "flow_map"),
+    ("pages/flows.py", "Flows", ":material/list_alt:", "flows"),
+    ("pages/out_of_order.py", "Out-of-order", ":material/swap_vert:", "out_of_order"),
+    ("pages/outbox.py", "Outbox", ":material/outbox:", "outbox"),
+    ("pages/variants.py", "Variants", ":material/alt_route:", "variants"),
+    ("pages/event_health.py", "Event health", ":material/health_and_safety:", "event_health"),
+)
+
+
+def main() -> None:
+    st.set_page_config(page_title="Choreoscope", page_icon=":material/hub:", layout="wide")
+    # A deep link `/?flow=ID` opens the flow on the Flows page.
+    flow_link = "flow" in st.query_params
+    pages = [st.Page(path, title=title, icon=icon, url_path=slug,
+                     default=(slug == "flows") if flow_link else slug == "overview")
+             for path, title, icon, slug in PAGES]
+    page = st.navigation(pages)
+    st.sidebar.caption("Choreoscope · read-only view of the store")
+    refresh.control()
+    state = data.state(data.url())
+    if state["state"] != "ok":
+        refresh.live(_first_run, state)
+        return
+    page.run()
+
+
+def _first_run(state: dict[str, object]) -> None:
+    fresh = data.state(data.url())
+    if fresh["state"] == "ok":
+        st.rerun(scope="app")
+    first_run.render(fresh, data.url())
+
+
+main()

@@ -1,0 +1,1 @@
+"""Widgets shared by the pages: deep-link parameters, refresh control, Jaeger links, formats."""

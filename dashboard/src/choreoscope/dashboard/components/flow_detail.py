@@ -1,0 +1,169 @@
+"""One flow in detail: causal tree, timeline of bus events and spans, anomalies, payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from . import fmt, jaeger
+
+STATUS_BADGE = {
+    "completed": ":green-badge[completed]", "in_progress": ":blue-badge[in progress]",
+    "stuck": ":orange-badge[stuck]", "failed": ":red-badge[failed]",
+}
+MAX_EVENTS_SHOWN = 200
+
+
+def render(flow: dict[str, Any]) -> None:
+    st.subheader(f"Flow `{flow['correlation_id']}`")
+    st.markdown(f"{STATUS_BADGE.get(flow['status'], flow['status'])} · variant "
+                f"`{flow['variant'] or '—'}`")
+    c = st.columns(5)
+    c[0].metric("Events", flow["event_count"])
+    c[1].metric("Duration", fmt.duration(flow["duration_ms"]))
+    c[2].metric("Services", len(flow["services"]))
+    c[3].metric("Anomalies", len(flow["anomalies"]))
+    c[4].metric("Started", (flow["started_at"] or "—").replace("T", " ")[:19])
+    jaeger.buttons(flow["trace_ids"])
+    if flow["trace_ids"] and not jaeger.enabled():
+        st.caption("Trace ids: " + ", ".join(f"`{t}`" for t in flow["trace_ids"])
+                   + " (start the dashboard with `--jaeger-ui URL` for links).")
+    tabs = st.tabs(["Timeline", "Causal tree", f"Anomalies ({len(flow['anomalies'])})",
+                    f"Events and payloads ({len(flow['events'])})", f"Spans ({len(flow['spans'])})"])
+    with tabs[0]:
+        _timeline(flow)
+    with tabs[1]:
+        st.markdown(causal_tree_markdown(flow["events"]))
+    with tabs[2]:
+        _anomalies(flow["anomalies"])
+    with tabs[3]:
+        _events(flow["events"])
+    with tabs[4]:
+        _spans(flow["spans"])
+
+
+def causal_tree_markdown(events: list[dict[str, Any]]) -> str:
+    """The flow's events as a nested list: each event under the event that caused it."""
+    first: dict[str, int] = {}
+    for i, e in enumerate(events):
+        if e["id"]:
+            first.setdefault(e["id"], i)
+    children: dict[int | None, list[int]] = {}
+    for i, e in enumerate(events):
+        parent = first.get(e["causation_id"]) if e["causation_id"] else None
+        if parent == i:
+            parent = None
+        children.setdefault(parent, []).append(i)
+    lines: list[str] = []
+    seen: set[int] = set()
+
+    def walk(i: int, depth: int) -> None:
+        if i in seen or len(lines) >= MAX_EVENTS_SHOWN:
+            return
+        seen.add(i)
+        e = events[i]
+        when = (e.get("broker_time") or e.get("observed_at") or "")[11:23]
+        extra = " · :orange[duplicate]" if e.get("duplicate") else ""
+        if e["causation_id"] and e["causation_id"] not in first:
+            extra += f" · :red[cause `{e['causation_id'][:13]}…` never seen]"
+        lines.append(f"{'    ' * depth}- **{e['type'] or '?'}** by {e['source'] or '?'} · "
+                     f"subject `{e['subject'] or '—'}` · {when} · "
+                     f"`{e['topic']}/{e['partition']}/{e['offset']}`{extra}")
+        for j in children.get(i, []):
+            walk(j, depth + 1)
+
+    for root in children.get(None, []):
+        walk(root, 0)
+    for i in range(len(events)):  # anything left (cycles) at the top level
+        walk(i, 0)
+    return "\n".join(lines) or "_No events stored for this flow._"
+
+
+def timeline_frame(flow: dict[str, Any]) -> pd.DataFrame:
+    """Bars for spans and points for bus events, one row per service."""
+    rows: list[dict[str, Any]] = []
+    for s in flow["spans"]:
+        start = pd.Timestamp(int(s["start_us"]), unit="us", tz="UTC")
+        end = start + pd.Timedelta(microseconds=max(int(s["duration_ms"] * 1000), 1))
+        rows.append({"service": s["service"] or "?", "start": start, "end": end,
+                     "what": s["name"], "item": f"span · {s['kind']}",
+                     "status": s["status"], "detail": f"{s['duration_ms']:.1f} ms"})
+    for e in flow["events"]:
+        at = e.get("broker_time") or e.get("observed_at")
+        if not at:
+            continue
+        t = pd.Timestamp(at)
+        rows.append({"service": e["source"] or "?", "start": t, "end": t,
+                     "what": e["type"] or "?", "item": "event on the bus",
+                     "status": "duplicate" if e.get("duplicate") else "",
+                     "detail": f"{e['topic']}/{e['partition']}/{e['offset']}"})
+    return pd.DataFrame(rows)
+
+
+def _timeline(flow: dict[str, Any]) -> None:
+    df = timeline_frame(flow)
+    if df.empty:
+        st.caption("Nothing to draw.")
+        return
+    if not flow["spans"]:
+        st.caption("No spans stored for this flow: the timeline shows bus events only.")
+    base = alt.Chart(df).encode(
+        y=alt.Y("service:N", title=None, sort=None),
+        tooltip=["what", "item", "service", alt.Tooltip("start:T", format="%H:%M:%S.%L"),
+                 "detail", "status"])
+    spans = base.transform_filter(alt.datum.item != "event on the bus").mark_bar(
+        height=14, cornerRadius=2).encode(
+        x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M:%S.%L")), x2="end:T",
+        color=alt.Color("item:N", title=None, scale=alt.Scale(scheme="tableau10")))
+    points = base.transform_filter(alt.datum.item == "event on the bus").mark_point(
+        shape="diamond", size=90, filled=True, color="#111827").encode(x="start:T")
+    height = 40 * max(df["service"].nunique(), 2) + 40
+    st.altair_chart((spans + points).properties(height=height), width="stretch")
+
+
+def _anomalies(anomalies: list[dict[str, Any]]) -> None:
+    if not anomalies:
+        st.caption("No anomalies in this flow.")
+        return
+    df = pd.DataFrame(anomalies)
+    df["detected"] = df["detected_at_ms"].map(fmt.when)
+    st.dataframe(df[["kind", "subkind", "detail", "event_id", "subject", "group", "detected"]],
+                 hide_index=True, width="stretch")
+
+
+def _events(events: list[dict[str, Any]]) -> None:
+    st.caption("Payloads as stored by the collector (redacted, size-capped).")
+    for e in events[:MAX_EVENTS_SHOWN]:
+        label = (f"{e['type'] or '?'} · {e['source'] or '?'} · "
+                 f"{e['topic']}/{e['partition']}/{e['offset']}"
+                 + (" · duplicate" if e.get("duplicate") else ""))
+        with st.expander(label):
+            left, right = st.columns(2)
+            with left:
+                st.markdown("**Data**")
+                st.json(e.get("data"), expanded=2)
+            with right:
+                st.markdown("**Headers**")
+                st.json(e.get("headers") or {}, expanded=1)
+            if e.get("problems"):
+                st.warning("Problems: " + ", ".join(map(str, e["problems"])))
+    if len(events) > MAX_EVENTS_SHOWN:
+        st.caption(f"First {MAX_EVENTS_SHOWN} of {len(events)} records shown.")
+
+
+def _spans(spans: list[dict[str, Any]]) -> None:
+    if not spans:
+        st.caption("No spans stored for this flow.")
+        return
+    df = pd.DataFrame(spans)
+    cols = ["service", "name", "kind", "status", "start", "duration_ms", "group",
+            "message_id", "out_of_order", "error_type"]
+    column_config = {}
+    if jaeger.enabled():
+        df["jaeger"] = df["trace_id"].map(jaeger.trace_url)
+        cols.append("jaeger")
+        column_config["jaeger"] = jaeger.link_column()
+    st.dataframe(df[cols], hide_index=True, width="stretch", column_config=column_config)

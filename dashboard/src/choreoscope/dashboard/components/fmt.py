@@ -1,0 +1,45 @@
+"""Human formats for stored integers: times (ms, UTC), durations and shares."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+
+def when(ms: int | None) -> str:
+    """`1764135314123` -> `2025-11-26 05:35:14 UTC`; None (or NaN) -> `—`."""
+    if ms is None or pd.isna(ms):
+        return "—"
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(ms: float | None) -> str:
+    """`1234` -> `1.2 s`, `95000` -> `1 min 35 s`; None (or NaN) -> `—`."""
+    if ms is None or pd.isna(ms):
+        return "—"
+    ms = float(ms)
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    s = ms / 1000
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(round(s), 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min"
+
+
+def share(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}" if x in (0, 1) else f"{x:.1%}"
+
+
+def ts(ms: Any) -> pd.Series | pd.Timestamp:
+    """Milliseconds since the epoch (scalar or Series) as UTC pandas timestamps."""
+    return pd.to_datetime(ms, unit="ms", utc=True)
+
+
+def rfc3339(text: str | None) -> pd.Timestamp | None:
+    return None if not text else pd.Timestamp(text)

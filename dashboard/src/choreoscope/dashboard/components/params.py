@@ -1,0 +1,59 @@
+"""Page filters bound to the URL (`st.query_params`), so copying the URL reopens the view.
+
+A bound widget takes its first value from the URL; when the user changes it, the URL follows.
+When the URL changes from outside (a link with `?flow=...`), the widget follows the URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+_WRITTEN = "_cs_qp_written"
+
+
+def _written() -> dict[str, str | None]:
+    return st.session_state.setdefault(_WRITTEN, {})
+
+
+def bind(name: str, widget: Callable[..., Any], *, default: Any, page: str,
+         parse: Callable[[str], Any] = str, options: list[Any] | None = None,
+         **kwargs: Any) -> Any:
+    """Render `widget(key=..., **kwargs)` with its value bound to query parameter `name`."""
+    key = f"{page}:{name}"
+    raw = st.query_params.get(name)
+    written = _written().get(key)
+    if key not in st.session_state or (raw is not None and raw != written):
+        value = default
+        if raw is not None:
+            try:
+                value = parse(raw)
+            except (TypeError, ValueError):
+                value = default
+        if options is not None and value not in options:
+            value = default
+        st.session_state[key] = value
+    if options is not None:
+        kwargs["options"] = options
+    value = widget(key=key, **kwargs)
+    set_param(name, None if value == default or value in (None, "") else str(value), key=key)
+    return value
+
+
+def set_param(name: str, value: str | None, *, key: str | None = None) -> None:
+    """Write (or, with None, remove) one query parameter."""
+    if value is None:
+        if name in st.query_params:
+            del st.query_params[name]
+    elif st.query_params.get(name) != value:
+        st.query_params[name] = value
+    _written()[key or name] = value
+
+
+def set_widget(name: str, page: str, value: Any) -> None:
+    """From a callback: change a bound widget's value and the URL with it."""
+    key = f"{page}:{name}"
+    st.session_state[key] = value
+    set_param(name, None if value in (None, "") else str(value), key=key)

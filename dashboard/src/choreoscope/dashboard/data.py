@@ -1,0 +1,134 @@
+"""Cached reads of the store, through the collector's query layer only.
+
+Each function is keyed by the store URL and its filters and cached for a few seconds, so a
+page's live refresh and several browser tabs share one query. The store is opened read-only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from choreoscope.collector import query
+from choreoscope.collector.query import dashboard as q
+
+from . import settings
+
+TTL_S = 3
+
+
+def url() -> str:
+    return settings.load().store_url
+
+
+@st.cache_resource(show_spinner=False)
+def _store(store_url: str) -> Any:
+    return q.open_readonly(store_url)
+
+
+def store() -> Any:
+    return _store(url())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def state(store_url: str) -> dict[str, Any]:
+    """`{state: ok|empty|missing|unreachable, detail}`: whether there is anything to show."""
+    path = q.sqlite_path(store_url)
+    try:
+        s = _store(store_url)
+    except FileNotFoundError:
+        return {"state": "missing", "detail": path}
+    except Exception as exc:  # noqa: BLE001 - shown to the user, credentials masked
+        return {"state": "unreachable", "detail": q.mask_secrets(str(exc))}
+    try:
+        if not q.has_tables(s):
+            return {"state": "empty", "detail": "no Choreoscope tables yet"}
+        with s.engine.connect() as conn:
+            from sqlalchemy import text
+
+            any_event = conn.execute(text("SELECT 1 FROM events LIMIT 1")).first()
+    except Exception as exc:  # noqa: BLE001
+        return {"state": "unreachable", "detail": q.mask_secrets(str(exc))}
+    return {"state": "ok" if any_event else "empty", "detail": None}
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def overview(store_url: str, window_ms: int = 3_600_000) -> dict[str, Any]:
+    s = _store(store_url)
+    result = q.overview(s, now_ms=now_ms(), window_ms=window_ms)
+    result["flows_by_status"] = query.count_flows_by_status(s)
+    result["anomalies_per_minute"] = q.anomalies_per_minute(s, since_ms=now_ms() - window_ms)
+    return result
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def search_flows(store_url: str, *, offset: int = 0, limit: int = 50,
+                 window_s: int | None = None, **filters: Any) -> dict[str, Any]:
+    clean = {k: v for k, v in filters.items() if v not in (None, "")}
+    if window_s is not None:
+        clean["since_ms"] = now_ms() - window_s * 1000
+    return query.search_flows(_store(store_url), offset=offset, limit=limit, **clean)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def flow(store_url: str, correlation_id: str) -> dict[str, Any] | None:
+    s = _store(store_url)
+    detail = query.get_flow(s, correlation_id)
+    if detail is None:
+        return None
+    headers = q.flow_headers(s, correlation_id)
+    for e in detail["events"]:
+        e["headers"] = headers.get(f"{e['topic']}/{e['partition']}/{e['offset']}", {})
+    detail["anomalies"] = q.flow_anomalies(s, correlation_id)
+    return detail
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def graph_dot(store_url: str, window_s: int | None) -> tuple[str, dict[str, Any]]:
+    """The flow map: the collector's learned graph (or the last `window_s` of traffic) and
+    its DOT, drawn by the same function as `choreoscope graph --dot`."""
+    s = _store(store_url)
+    g = query.graph(s) if window_s is None else q.graph_window(
+        s, since_ms=now_ms() - window_s * 1000)
+    return query.graph_dot(g), g
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def out_of_order(store_url: str, **filters: Any) -> dict[str, Any]:
+    s = _store(store_url)
+    page = q.out_of_order(s, **{k: v for k, v in filters.items() if v not in (None, "")})
+    page["groups"] = q.out_of_order_groups(s)
+    page["per_minute"] = q.anomalies_per_minute(s, kind="out_of_order")
+    return page
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def outbox(store_url: str) -> list[dict[str, Any]]:
+    sources = query.outbox_status(_store(store_url))
+    for source in sources:  # errors may quote a database URL: never show its password
+        source["last_error"] = q.mask_secrets(source.get("last_error"))
+        for row in source["stuck"]:
+            row["last_error"] = q.mask_secrets(row.get("last_error"))
+    return sources
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def consumer_lag(store_url: str) -> list[dict[str, Any]]:
+    return q.consumer_lag(_store(store_url))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def variants(store_url: str) -> dict[str, Any]:
+    return q.variants(_store(store_url))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def event_health(store_url: str, window_s: int | None) -> dict[str, Any]:
+    since = None if window_s is None else now_ms() - window_s * 1000
+    return q.event_health(_store(store_url), since_ms=since)

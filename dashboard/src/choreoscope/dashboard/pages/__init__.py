@@ -1,0 +1,1 @@
+"""One module per dashboard page; Streamlit runs each file as the page's script."""

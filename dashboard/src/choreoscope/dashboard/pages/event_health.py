@@ -1,0 +1,86 @@
+"""Event health: envelope problems per producer and type, schema versions, untraced events."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from choreoscope.dashboard import data
+from choreoscope.dashboard.components import fmt, params, refresh, windows
+
+PAGE = "event_health"
+PROBLEMS = {  # decoder problem codes, in words
+    "missing_id": "no event id", "missing_type": "no event type",
+    "missing_source": "no source", "missing_time": "no event time",
+    "missing_schema_version": "no schema version", "bad_specversion": "bad specversion",
+    "bad_time": "time not RFC 3339", "bad_sequence": "bad sequence",
+    "bad_traceparent": "malformed traceparent", "bad_tracestate": "malformed tracestate",
+    "bad_header": "undecodable header", "duplicate_header": "header repeated",
+    "type_not_past_tense": "type not in past tense", "undecodable_value": "value not decodable",
+    "bad_field": "envelope field of the wrong type", "no_envelope": "no envelope at all",
+}
+
+
+def render() -> None:
+    st.title("Event health")
+    st.caption("What producers put on the bus: envelope problems found while decoding, schema "
+               "versions in use, and events that carry no trace context.")
+    window = params.bind("window", st.selectbox, default="all", page=PAGE,
+                         options=list(windows.WINDOWS), format_func=windows.label,
+                         label="Time window")
+    refresh.live(_body, window)
+
+
+def _body(window: str) -> None:
+    h = data.event_health(data.url(), windows.WINDOWS[window])
+    if not h["events"]:
+        st.info("No events in this window.")
+        return
+    with_problems = sum(p["count"] for p in h["problems"])
+    untraced = sum(u["count"] for u in h["untraced"])
+    c = st.columns(3)
+    c[0].metric("Events", f"{h['events']:,}", border=True)
+    c[1].metric("Problems found", f"{with_problems:,}", border=True,
+                help="Problem findings; one event can have several.")
+    c[2].metric("Untraced events", f"{untraced:,} ({fmt.share(untraced / h['events'])})",
+                border=True)
+
+    st.subheader("Envelope problems")
+    if not h["problems"]:
+        st.success("Every event decoded cleanly.")
+    else:
+        p = pd.DataFrame(h["problems"])
+        p["what"] = p["problem"].map(lambda c: PROBLEMS.get(c, c.replace("_", " ")))
+        left, right = st.columns([3, 2])
+        left.dataframe(p[["source", "type", "problem", "what", "count"]], hide_index=True,
+                       width="stretch")
+        with right:
+            st.altair_chart(alt.Chart(p).mark_bar(color="#dc2626").encode(
+                x=alt.X("sum(count):Q", title="events"), y=alt.Y("what:N", sort="-x", title=None),
+                tooltip=["what", "sum(count):Q"]).properties(height=200))
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Schema versions")
+        v = pd.DataFrame(h["schema_versions"])
+        v["schema_version"] = v["schema_version"].fillna("(none)")
+        v["type"] = v["type"].fillna("(unknown)")
+        table = v.pivot_table(index="type", columns="schema_version", values="count",
+                              aggfunc="sum", fill_value=0)
+        table.columns = [f"v{c}" if c != "(none)" else c for c in table.columns]
+        st.dataframe(table, width="stretch")
+    with right:
+        st.subheader("Untraced events")
+        if not h["untraced"]:
+            st.success("Every event carries trace context.")
+        else:
+            u = pd.DataFrame(h["untraced"])
+            u["share"] = u["count"] / u["total"] * 100
+            st.dataframe(u[["source", "type", "count", "share"]], hide_index=True,
+                         width="stretch", column_config={"share": st.column_config.ProgressColumn(
+                             "untraced share", format="%.0f%%", min_value=0, max_value=100)})
+
+
+if __name__ == "__main__":
+    render()

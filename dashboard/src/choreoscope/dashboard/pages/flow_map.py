@@ -1,0 +1,45 @@
+"""Flow map: the learned choreography (services emit event types, consumed by services)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from choreoscope.dashboard import data
+from choreoscope.dashboard.components import fmt, params, refresh, windows
+
+PAGE = "flow_map"
+
+
+def render() -> None:
+    st.title("Flow map")
+    st.caption("Services (boxes) emit event types (ellipses) that other services consume. "
+               "Edges show how often, and for consumption the p95 delay from the bus to the "
+               "handler. Red edges lead to events with anomalies.")
+    window = params.bind("window", st.selectbox, default="all", page=PAGE,
+                         options=list(windows.WINDOWS), format_func=windows.label,
+                         label="Time window")
+    refresh.live(_body, window)
+
+
+def _body(window: str) -> None:
+    dot, graph = data.graph_dot(data.url(), windows.WINDOWS[window])
+    if not graph["edges"]:
+        st.info("No choreography learned yet for this window: the collector draws the map "
+                "once it has read events (and, for consumers, their spans).")
+        return
+    st.graphviz_chart(dot, width="stretch")
+    edges = pd.DataFrame(graph["edges"])
+    edges["p50"] = edges["p50_ms"].map(fmt.duration)
+    edges["p95"] = edges["p95_ms"].map(fmt.duration)
+    cols = ["source", "kind", "target", "count", "p50", "p95"]
+    if "anomaly_count" in edges:
+        cols.append("anomaly_count")
+    with st.expander(f"{len(edges)} edges", expanded=False):
+        st.dataframe(edges[cols], hide_index=True, width="stretch")
+    with st.expander("DOT source"):
+        st.code(dot, language="dot")
+
+
+if __name__ == "__main__":
+    render()

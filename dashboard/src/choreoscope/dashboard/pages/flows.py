@@ -1,0 +1,114 @@
+"""Flows: search and filter every workflow instance; choose one to see it in detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from choreoscope.dashboard import data
+from choreoscope.dashboard.components import flow_detail, jaeger, params, refresh, windows
+
+PAGE = "flows"
+STATUSES = ["", "in_progress", "completed", "stuck", "failed"]
+ANOMALY_KINDS = ["", "out_of_order", "duplicate", "orphan", "stuck_flow", "failed_handler",
+                 "envelope", "untraced", "stuck_outbox"]
+PAGE_SIZE = 50
+_CHANGED = f"{PAGE}:flow_changed"
+
+
+def render() -> None:
+    st.title("Flows")
+    f = _filters()
+    refresh.live(_table, f)
+    chosen = st.session_state.get(f"{PAGE}:flow") or ""
+    if chosen:
+        refresh.live(_detail, chosen)
+
+
+def _filters() -> dict[str, Any]:
+    top = st.columns([2, 1, 1, 1])
+    with top[0]:
+        params.bind("flow", st.text_input, default="", page=PAGE, label="Open flow",
+                    placeholder="correlation id", help="Shows this flow's detail below.")
+    with top[1]:
+        status = params.bind("status", st.selectbox, default="", page=PAGE, options=STATUSES,
+                             label="Status", format_func=lambda s: s.replace("_", " ") or "any")
+    with top[2]:
+        window = params.bind("window", st.selectbox, default="all", page=PAGE,
+                             options=list(windows.WINDOWS), format_func=windows.label,
+                             label="Active in")
+    with top[3]:
+        anomaly = params.bind("anomaly", st.selectbox, default="", page=PAGE,
+                              options=ANOMALY_KINDS, label="With anomaly",
+                              format_func=lambda s: s.replace("_", " ") or "any")
+    row = st.columns(4)
+    with row[0]:
+        cid = params.bind("q", st.text_input, default="", page=PAGE, label="Correlation id contains")
+    with row[1]:
+        etype = params.bind("type", st.text_input, default="", page=PAGE, label="Event type",
+                            placeholder="order.placed")
+    with row[2]:
+        service = params.bind("service", st.text_input, default="", page=PAGE, label="Service")
+    with row[3]:
+        subject = params.bind("subject", st.text_input, default="", page=PAGE, label="Subject")
+    return {"status": status, "anomaly_kind": anomaly, "correlation_id": cid.strip(),
+            "event_type": etype.strip(), "service": service.strip(), "subject": subject.strip(),
+            "window_s": windows.WINDOWS[window]}
+
+
+def _choose(rows: list[str]) -> None:
+    selection = st.session_state.get(f"{PAGE}:table", {}).get("selection", {}).get("rows", [])
+    if selection and selection[0] < len(rows):
+        params.set_widget("flow", PAGE, rows[selection[0]])
+        st.session_state[_CHANGED] = True
+
+
+def _table(f: dict[str, Any]) -> None:
+    page_no = int(st.session_state.get(f"{PAGE}:page", 1))
+    result = data.search_flows(data.url(), offset=(page_no - 1) * PAGE_SIZE, limit=PAGE_SIZE,
+                               **f)
+    total = result["total"]
+    if not result["flows"]:
+        st.info("No flow matches these filters." if total == 0 else "No flows on this page.")
+        return
+    df = pd.DataFrame(result["flows"])
+    df["started"] = df["started_at"].str.replace("T", " ").str.slice(0, 19)
+    df["services"] = df["services"].map(", ".join)
+    config: dict[str, Any] = {
+        "correlation_id": st.column_config.TextColumn("correlation id"),
+        "event_count": st.column_config.NumberColumn("events"),
+        "anomaly_count": st.column_config.NumberColumn("anomalies"),
+        "duration_ms": st.column_config.NumberColumn("duration (ms)"),
+    }
+    cols = ["correlation_id", "status", "started", "duration_ms", "event_count", "services",
+            "variant", "anomaly_count"]
+    if jaeger.enabled():
+        df["jaeger"] = df["trace_ids"].map(lambda t: jaeger.trace_url(t[0]) if t else None)
+        cols.append("jaeger")
+        config["jaeger"] = jaeger.link_column()
+    ids = df["correlation_id"].tolist()
+    st.caption(f"{total:,} flows match · newest activity first · select a row for its detail")
+    st.dataframe(df[cols], hide_index=True, width="stretch", column_config=config,
+                 key=f"{PAGE}:table", on_select=lambda: _choose(ids),
+                 selection_mode="single-row")
+    if st.session_state.pop(_CHANGED, False):
+        st.rerun(scope="app")  # the detail below lives outside this fragment
+    pages = max(1, -(-total // PAGE_SIZE))
+    if pages > 1:
+        st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages,
+                        key=f"{PAGE}:page", width=160)
+
+
+def _detail(correlation_id: str) -> None:
+    flow = data.flow(data.url(), correlation_id)
+    st.divider()
+    if flow is None:
+        st.warning(f"No flow with correlation id `{correlation_id}` in the store.")
+        return
+    flow_detail.render(flow)
+
+
+if __name__ == "__main__":
+    render()

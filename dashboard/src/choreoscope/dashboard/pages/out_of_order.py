@@ -1,0 +1,121 @@
+"""Out-of-order: what each consumer group processed (or the bus carried) before its time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from choreoscope.dashboard import data
+from choreoscope.dashboard.components import fmt, params, refresh
+
+PAGE = "out_of_order"
+SUBKINDS = ["", "causal", "sequence", "time"]
+EXPLAIN = {
+    "causal": "an effect was handled (or published) before the event that caused it",
+    "sequence": "a lower `ce_sequence` was handled after a higher one of the same source "
+                "and subject",
+    "time": "an older `ce_time` was handled after a newer one of the same subject "
+            "(beyond the allowed clock skew)",
+}
+PAGE_SIZE = 25
+
+
+def render() -> None:
+    st.title("Out-of-order arrivals")
+    st.caption("Each row names the event that arrived late and shows the order it should have "
+               "had next to the order in which it was observed.")
+    c = st.columns(3)
+    with c[0]:
+        subkind = params.bind("subkind", st.selectbox, default="", page=PAGE, options=SUBKINDS,
+                              label="Kind", format_func=lambda s: s or "any")
+    with c[1]:
+        group = params.bind("group", st.text_input, default="", page=PAGE,
+                            label="Consumer group")
+    with c[2]:
+        subject = params.bind("subject", st.text_input, default="", page=PAGE, label="Subject")
+    refresh.live(_body, subkind, group.strip(), subject.strip())
+
+
+def _body(subkind: str, group: str, subject: str) -> None:
+    page_no = int(st.session_state.get(f"{PAGE}:page", 1))
+    result = data.out_of_order(data.url(), subkind=subkind, group=group, subject=subject,
+                               limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+    if not result["groups"]:
+        st.success("No out-of-order arrivals detected.")
+        return
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown("**By consumer group and subject**")
+        g = pd.DataFrame(result["groups"])
+        g["group"] = g["group"].fillna("(on the bus)")
+        g["last detected"] = g["last_detected_ms"].map(fmt.when)
+        st.dataframe(g[["group", "subkind", "subject", "count", "last detected"]],
+                     hide_index=True, width="stretch", height=240)
+    with right:
+        st.markdown("**Over time** (per detection minute)")
+        per = pd.DataFrame(result["per_minute"])
+        if not per.empty:
+            per["minute"] = fmt.ts(per["minute_ms"])
+            st.altair_chart(alt.Chart(per).mark_bar(color="#f59e0b").encode(
+                x=alt.X("minute:T", title=None), y=alt.Y("count:Q", title="arrivals"),
+                tooltip=["minute:T", "count:Q"]).properties(height=220))
+    total = result["total"]
+    st.markdown(f"**{total:,} arrivals** match the filters")
+    for row in result["rows"]:
+        _explain(row)
+    pages = max(1, -(-total // PAGE_SIZE))
+    if pages > 1:
+        st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages,
+                        key=f"{PAGE}:page", width=160)
+
+
+def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per event of an expected/observed order, with its times."""
+    rows = []
+    for i, r in enumerate(records, start=1):
+        processed = r.get("processed_at_us")
+        rows.append({
+            "#": i,
+            "type": r.get("type"),
+            "event id": r.get("event_id"),
+            "sequence": r.get("sequence"),
+            "event time": fmt.when(r.get("time_ms")) if r.get("time_ms") else r.get("time"),
+            "on the bus": fmt.when(r.get("broker_ts_ms")) if r.get("broker_ts_ms") else "—",
+            "processed": "—" if processed is None else fmt.when(processed // 1000),
+            "position": (f"{r['topic']}/{r['partition']}/{r['offset']}"
+                         if r.get("topic") is not None else "—"),
+        })
+    df = pd.DataFrame(rows)
+    return df.drop(columns=[c for c in ("sequence",) if df.get(c) is not None
+                            and df[c].isna().all()])
+
+
+def _explain(row: dict[str, Any]) -> None:
+    extra = row["extra"] or {}
+    where = f"group `{row['group']}`" if row["group"] else "the bus"
+    title = (f"{row['subkind'] or 'out of order'} · {extra.get('type') or ''} "
+             f"`{(row['event_id'] or '')[:18]}` late at {where}"
+             + (f" · subject {row['subject']}" if row["subject"] else ""))
+    with st.expander(title):
+        st.markdown(f"{row['detail']}  \n_{EXPLAIN.get(row['subkind'] or '', '')}_")
+        expected, observed = extra.get("expected"), extra.get("observed")
+        if expected and observed:
+            a, b = st.columns(2)
+            a.markdown("**Expected order**")
+            a.dataframe(order_table(expected), hide_index=True, width="stretch")
+            b.markdown("**Observed order**")
+            b.dataframe(order_table(observed), hide_index=True, width="stretch")
+        elif extra:
+            st.json(extra, expanded=1)
+        if row["correlation_id"]:
+            st.page_link("pages/flows.py", label=f"Flow {row['correlation_id']}",
+                         icon=":material/arrow_forward:",
+                         query_params={"flow": row["correlation_id"]})
+        st.caption(f"Detected {fmt.when(row['detected_at_ms'])}")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,77 @@
+"""Outbox: backlog, dead rows and publish lag per monitored outbox table; stuck rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from choreoscope.dashboard import data
+from choreoscope.dashboard.components import fmt, jaeger, refresh
+
+
+def render() -> None:
+    st.title("Outbox")
+    st.caption("Transactional outbox tables the collector monitors (`--outbox NAME=DB_URL`). "
+               "A row is stuck when it waits longer than the collector's `--outbox-stuck-after`.")
+    refresh.live(_body)
+
+
+def _body() -> None:
+    sources = data.outbox(data.url())
+    if not sources:
+        st.info("No outbox is monitored. Start the collector with "
+                "`--outbox NAME=postgresql://HOST/DB#outbox` to watch one.")
+    for source in sources:
+        _source(source)
+    lag = data.consumer_lag(data.url())
+    st.subheader("Consumer lag")
+    if not lag:
+        st.caption("No consumer lag measured yet.")
+        return
+    df = pd.DataFrame(lag)
+    df["measured"] = df["measured_at_ms"].map(fmt.when)
+    st.dataframe(df[["group", "topic", "lag", "partitions", "measured"]], hide_index=True,
+                 width="stretch")
+
+
+def _source(s: dict[str, Any]) -> None:
+    with st.container(border=True):
+        st.subheader(f"{s['source']} · `{s['table']}`")
+        if not s["reachable"]:
+            last_ok = (s.get("last_ok_at") or "never").replace("T", " ")[:19]
+            st.error(f"Unreachable: {s.get('last_error') or 'no answer'}. Last good poll: "
+                     f"{last_ok}. The figures below are from that poll.")
+        c = st.columns(4)
+        c[0].metric("Pending", _int(s["pending"]))
+        c[1].metric("Dead", _int(s["dead"]))
+        age = s["oldest_pending_age_s"]
+        c[2].metric("Oldest pending", fmt.duration(None if age is None else age * 1000))
+        c[3].metric("Publish lag p95", fmt.duration(s["publish_lag_p95_ms"]))
+        if not s["stuck"]:
+            st.caption("No stuck rows.")
+            return
+        df = pd.DataFrame(s["stuck"])
+        df["aggregate"] = df["aggregatetype"].astype(str) + "/" + df["aggregateid"].astype(str)
+        df["age"] = df["age_s"].map(lambda a: fmt.duration(None if a is None else a * 1000))
+        df["flow"] = df["correlation_id"].map(
+            lambda c: f"/flows?flow={c}" if c else None)
+        cols = ["id", "aggregate", "type", "status", "age", "attempts", "last_error", "flow"]
+        config: dict[str, Any] = {"flow": st.column_config.LinkColumn(
+            "flow", display_text=r"flow=(.*)$")}
+        if jaeger.enabled():
+            df["jaeger"] = df["trace_id"].map(jaeger.trace_url)
+            cols.append("jaeger")
+            config["jaeger"] = jaeger.link_column()
+        st.markdown(f"**{len(df)} stuck rows**")
+        st.dataframe(df[[c for c in cols if c in df]], hide_index=True, width="stretch",
+                     column_config=config)
+
+
+def _int(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+if __name__ == "__main__":
+    render()

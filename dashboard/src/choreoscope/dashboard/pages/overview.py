@@ -1,0 +1,121 @@
+"""Overview: traffic, flows by status, anomalies, outbox and lag; each number links onward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from choreoscope.dashboard import data
+from choreoscope.dashboard.components import fmt, refresh
+
+KIND_LABELS = {
+    "out_of_order": "Out-of-order", "duplicate": "Duplicates", "orphan": "Orphans",
+    "stuck_flow": "Stuck flows", "failed_handler": "Failed handlers",
+    "envelope": "Envelope problems", "untraced": "Untraced", "stuck_outbox": "Stuck outbox rows",
+}
+
+
+def render() -> None:
+    st.title("Overview")
+    refresh.live(_body)
+
+
+def _body() -> None:
+    o = data.overview(data.url())
+    per_minute = pd.DataFrame(o["events_per_minute"])
+    recent = [m["count"] for m in o["events_per_minute"]]
+    last5 = recent[-6:-1] or recent
+    st.caption(f"Last event stored {fmt.when(o['last_event_ms'])} · store "
+               f"`{_masked()}`")
+
+    st.subheader("Traffic")
+    c = st.columns(4)
+    c[0].metric("Events / min (last 5 min)", f"{sum(last5) / max(len(last5), 1):.1f}",
+                chart_data=recent[-30:], chart_type="bar", border=True,
+                help="Records stored per minute, averaged over the last five full minutes.")
+    c[1].metric("Events stored", f"{o['events_total']:,}", border=True)
+    c[2].metric("Events with a trace", fmt.share(o["traced_share"]), border=True,
+                help="Share of records carrying a W3C traceparent header.")
+    c[3].metric("Consumer lag", f"{o['consumer_lag']:,}", border=True,
+                help=f"Summed over {o['consumer_groups']} consumer group(s).")
+    c[2].page_link("pages/event_health.py", label="Event health", icon=":material/arrow_forward:")
+    c[3].page_link("pages/outbox.py", label="Lag and outbox", icon=":material/arrow_forward:")
+
+    st.subheader("Flows")
+    by_status = o["flows_by_status"]
+    c = st.columns(4)
+    for col, status, label in zip(c, ("in_progress", "completed", "stuck", "failed"),
+                                  ("Active", "Completed", "Stuck", "Failed"), strict=True):
+        col.metric(label, f"{by_status.get(status, 0):,}", border=True)
+        col.page_link("pages/flows.py", label=f"{label} flows", icon=":material/arrow_forward:",
+                      query_params={"status": status})
+
+    st.subheader("Anomalies and outbox")
+    kinds = o["anomalies_by_kind"]
+    c = st.columns(4)
+    c[0].metric("Out-of-order arrivals", f"{kinds.get('out_of_order', 0):,}", border=True)
+    c[0].page_link("pages/out_of_order.py", label="Out-of-order",
+                   icon=":material/arrow_forward:")
+    c[1].metric("Duplicates", f"{kinds.get('duplicate', 0):,}", border=True)
+    c[1].page_link("pages/flows.py", label="Flows with duplicates",
+                   icon=":material/arrow_forward:", query_params={"anomaly": "duplicate"})
+    c[2].metric("Outbox backlog", f"{o['outbox_pending']:,}", border=True,
+                help=f"Pending rows over {o['outbox_sources']} outbox source(s); "
+                     f"{o['outbox_dead']} dead.")
+    c[3].metric("Oldest pending outbox row", fmt.duration(
+        None if o["outbox_oldest_pending_age_s"] is None
+        else o["outbox_oldest_pending_age_s"] * 1000), border=True)
+    c[2].page_link("pages/outbox.py", label="Outbox", icon=":material/arrow_forward:")
+    if o["outbox_unreachable"]:
+        c[3].error(f"{o['outbox_unreachable']} outbox source(s) unreachable")
+
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Events per minute** (last hour)")
+        if per_minute.empty or not per_minute["count"].any():
+            st.caption("No events in the last hour.")
+        else:
+            per_minute["minute"] = fmt.ts(per_minute["minute_ms"])
+            st.altair_chart(alt.Chart(per_minute).mark_bar(color="#2563eb").encode(
+                x=alt.X("minute:T", title=None), y=alt.Y("count:Q", title="events"),
+                tooltip=["minute:T", "count:Q"]).properties(height=200))
+    with right:
+        st.markdown("**Anomalies by kind**")
+        _anomaly_chart(kinds)
+    _anomaly_minutes(o["anomalies_per_minute"])
+
+
+def _anomaly_chart(kinds: dict[str, int]) -> None:
+    if not kinds:
+        st.caption("No anomalies detected.")
+        return
+    df = pd.DataFrame([{"kind": KIND_LABELS.get(k, k), "count": n} for k, n in kinds.items()])
+    st.altair_chart(alt.Chart(df).mark_bar(color="#dc2626").encode(
+        x=alt.X("count:Q", title="anomalies"), y=alt.Y("kind:N", sort="-x", title=None),
+        tooltip=["kind", "count"]).properties(height=200))
+
+
+def _anomaly_minutes(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    df = pd.DataFrame(rows)
+    df["minute"] = fmt.ts(df["minute_ms"])
+    df["kind"] = df["kind"].map(lambda k: KIND_LABELS.get(k, k))
+    st.markdown("**Anomalies detected per minute** (last hour)")
+    st.altair_chart(alt.Chart(df).mark_bar().encode(
+        x=alt.X("minute:T", title=None), y=alt.Y("count:Q", title="anomalies"),
+        color=alt.Color("kind:N", title="kind"),
+        tooltip=["minute:T", "kind", "count"]).properties(height=180))
+
+
+def _masked() -> str:
+    from choreoscope.collector.query.dashboard import mask_url
+
+    return mask_url(data.url())
+
+
+if __name__ == "__main__":
+    render()
