@@ -1,0 +1,191 @@
+"""`choreoscope flows | flow | anomalies | outbox | graph` against a filled store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from choreoscope.collector.cli import main
+from choreoscope.collector.store import Store
+from tests.collector.query import expected
+from tests.collector.query._data import fill
+
+CHOREOSCOPE = Path(sys.executable).parent / "choreoscope"
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A filled SQLite store."""
+    u = f"sqlite:///{tmp_path / 'store.db'}"
+    fill(Store(u)).dispose()
+    return u
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_flows_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`flows --json` prints exactly the DESIGN shape; --status and --limit filter."""
+    assert run(capsys, "--store", url, "flows", "--json") == (
+        0, json.dumps(expected.FLOWS, indent=2) + "\n", "")
+    code, out, _ = run(capsys, "--store", url, "flows", "--status", "failed", "--json")
+    assert (code, json.loads(out)) == (0, [expected.FLOW_3])
+    code, out, _ = run(capsys, "--store", url, "flows", "--limit", "1", "--json")
+    assert (code, json.loads(out)) == (0, [expected.FLOW_3])
+
+
+def test_flow_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`flow ID --json` prints the summary, every record, the spans and the anomalies."""
+    code, out, err = run(capsys, "--store", url, "flow", "ord-1", "--json")
+    flow = json.loads(out)
+    assert (code, err) == (0, "")
+    assert {k: v for k, v in flow.items()
+            if k not in ("events", "spans", "anomalies")} == expected.FLOW_1
+    assert [(e["id"], e["topic"], e["offset"], e["duplicate"]) for e in flow["events"]] == \
+        expected.FLOW_1_RECORDS
+    assert flow["events"][0] == expected.FIRST_EVENT
+    assert flow["spans"][1] == expected.CONSUMER_SPAN_1
+    assert flow["anomalies"] == [expected.ANOMALY_DUPLICATE]
+
+
+def test_flow_unknown(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown flow id exits 1 with a clear message, also for an injection string."""
+    assert run(capsys, "--store", url, "flow", "nope") == (
+        1, "", "choreoscope: no flow with correlation id 'nope' (`choreoscope flows` lists them)\n")
+    code, out, err = run(capsys, "--store", url, "flow", "' OR 1=1 --", "--json")
+    assert (code, out) == (1, "")
+    assert "no flow with correlation id" in err
+
+
+def test_anomalies_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`anomalies --json` prints every anomaly; --kind filters."""
+    code, out, _ = run(capsys, "--store", url, "anomalies", "--json")
+    assert (code, json.loads(out)) == (0, expected.ANOMALIES)
+    code, out, _ = run(capsys, "--store", url, "anomalies", "--kind", "stuck_outbox", "--json")
+    assert (code, json.loads(out)) == (0, [expected.ANOMALY_OUTBOX])
+
+
+def test_unknown_kind_and_status_rejected(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kind or status that does not exist is a usage error naming the choices."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--store", url, "anomalies", "--kind", "'; DROP TABLE anomalies; --"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--store", url, "flows", "--status", "done"])
+    with pytest.raises(SystemExit):
+        main(["--store", url, "flows", "--limit", "-3"])
+    assert "expected a non-negative integer, got '-3'" in capsys.readouterr().err
+
+
+def test_outbox_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`outbox --json` prints every source, unreachable ones with reachable false."""
+    code, out, _ = run(capsys, "--store", url, "outbox", "--json")
+    assert (code, json.loads(out)) == (0, expected.OUTBOX)
+
+
+def test_graph_json_and_dot(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`graph --json` prints nodes and edges, `graph --dot` prints Graphviz DOT."""
+    code, out, _ = run(capsys, "--store", url, "graph", "--json")
+    assert (code, json.loads(out)) == (0, expected.GRAPH)
+    assert run(capsys, "--store", url, "graph", "--dot") == (0, expected.DOT, "")
+    with pytest.raises(SystemExit):
+        main(["--store", url, "graph", "--json", "--dot"])
+
+
+def test_tables(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json every command prints aligned tables."""
+    code, out, _ = run(capsys, "--store", url, "flows")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["CORRELATION", "ID", "STATUS", "STARTED", "DURATION",
+                                           "EVENTS", "ANOMALIES", "VARIANT"]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["ord-3", "ord-2", "ord-1"]
+    code, out, _ = run(capsys, "--store", url, "flow", "ord-1")
+    lines = out.splitlines()
+    assert (code, lines[0], lines[1]) == (0, "flow        ord-1", "status      completed")
+    assert "events      3 (4 records)" in lines
+    assert lines[-1].split()[:2] == ["2025-11-24T16:00:01.000Z", "duplicate"]
+    assert any(line.endswith("payments/0/1  duplicate") for line in lines)
+    code, out, _ = run(capsys, "--store", url, "anomalies", "--kind", "stuck_flow")
+    assert out.splitlines()[1].split()[:3] == ["2025-11-24T16:02:10.000Z", "stuck_flow", "-"]
+    code, out, _ = run(capsys, "--store", url, "outbox")
+    assert "billing: unreachable: connection refused" in out.splitlines()
+    code, out, _ = run(capsys, "--store", url, "graph")
+    assert len(out.splitlines()) == 1 + len(expected.GRAPH["edges"])
+
+
+def test_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store file that does not exist gives a hint and exit 1, and is not created."""
+    path = tmp_path / "none.db"
+    code, out, err = run(capsys, "--store", f"sqlite:///{path}", "flows", "--json")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"choreoscope: no store at {path}: run `choreoscope collect")
+    assert "Traceback" not in err
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("create", [True, False], ids=["schema", "no-tables"])
+def test_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], create: bool) -> None:
+    """An empty store prints a hint in tables and empty JSON with --json."""
+    u = f"sqlite:///{tmp_path / 'empty.db'}"
+    s = Store(u)
+    if create:
+        s.create()
+    else:
+        with s.engine.begin() as conn:
+            conn.exec_driver_sql("create table other (x int)")
+    s.dispose()
+    assert run(capsys, "--store", u, "flows", "--json") == (0, "[]\n", "")
+    assert run(capsys, "--store", u, "anomalies", "--json") == (0, "[]\n", "")
+    assert run(capsys, "--store", u, "outbox", "--json") == (0, "[]\n", "")
+    assert run(capsys, "--store", u, "graph", "--json")[1] == '{\n  "nodes": [],\n  "edges": []\n}\n'
+    code, out, _ = run(capsys, "--store", u, "flows")
+    assert (code, out) == (0, "no flows in the store yet: run `choreoscope collect --bootstrap "
+                              "HOST:PORT` to fill it, or point --store / CHOREOSCOPE_STORE at "
+                              "the collector's store\n")
+    assert run(capsys, "--store", u, "flow", "x")[0] == 1
+
+
+def test_unreachable_store_hides_password(capsys: pytest.CaptureFixture[str]) -> None:
+    """A PostgreSQL store that cannot be reached exits 1 without a traceback or the password."""
+    code, out, err = run(capsys, "--store", "postgresql://alice:s3cr%40t@127.0.0.1:1/x",
+                         "flows", "--json")
+    assert (code, out) == (1, "")
+    assert err.startswith("choreoscope: cannot read the store "
+                          "postgresql://alice:***@127.0.0.1:1/x: ")
+    assert "s3cr" not in err and "Traceback" not in err
+
+
+def test_store_from_environment(url: str, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """CHOREOSCOPE_STORE names the store when --store is not given."""
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    code, out, _ = run(capsys, "anomalies", "--kind", "duplicate", "--json")
+    assert (code, json.loads(out)) == (0, [expected.ANOMALY_DUPLICATE])
+
+
+@pytest.mark.postgres
+def test_flows_json_on_postgres(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The commands read a PostgreSQL store the same way."""
+    fill(Store(postgres_url)).dispose()
+    code, out, _ = run(capsys, "--store", postgres_url, "flows", "--json")
+    assert (code, json.loads(out)) == (0, expected.FLOWS)
+    code, out, _ = run(capsys, "--store", postgres_url, "graph", "--dot")
+    assert (code, out) == (0, expected.DOT)
+
+
+def test_real_subprocess(url: str) -> None:
+    """The installed `choreoscope` script prints the same JSON."""
+    done = subprocess.run([str(CHOREOSCOPE), "--store", url, "flows", "--json"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, json.loads(done.stdout), done.stderr) == (0, expected.FLOWS, "")
+    done = subprocess.run([str(CHOREOSCOPE), "--store", url, "flow", "missing"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (1, "")
