@@ -1,0 +1,344 @@
+"""OTLP/HTTP trace receiver (`POST /v1/traces`) for the embedded mode without Jaeger.
+
+Accepts protobuf (`application/x-protobuf`) and JSON (`application/json`) bodies, optionally
+gzip-compressed, and answers as the OTLP/HTTP specification says: 200 with an
+ExportTraceServiceResponse in the request's encoding (with `partial_success` when spans were
+rejected or dropped), 400 with a google.rpc.Status reason for malformed bodies, 413 for bodies
+over `max_body`, 415 for other content types.
+
+Memory is bounded: decoded spans wait in a queue of at most `max_queue` spans for the writer
+thread, which stores them in batches. When the queue is full, spans are dropped and counted
+(`spans_dropped`, also added to the store's meta key "otlp.spans_dropped").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import zlib
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+from sqlalchemy import select
+
+from ..store import Store
+from ..store.schema import meta
+from .model import Span, SpanFormatError
+from .otlp import Decoded, decode_json, decode_protobuf
+from .sink import SpanSink
+
+log = logging.getLogger(__name__)
+
+DROPPED_META_KEY = "otlp.spans_dropped"
+PATH = "/v1/traces"
+_PROTOBUF = "application/x-protobuf"
+_JSON = "application/json"
+_GRPC_INVALID_ARGUMENT = 3
+_GRPC_RESOURCE_EXHAUSTED = 8
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP server storing the spans it receives. `.start()`, `.stop()`, `.port`."""
+
+    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 4318,
+                 max_body: int = 8 * 1024 * 1024, *, max_queue: int = 100_000,
+                 batch_size: int = 2_000, flush_interval_s: float = 0.2) -> None:
+        if max_body < 1 or max_queue < 1 or batch_size < 1:
+            raise ValueError("expected max_body, max_queue and batch_size >= 1, got "
+                             f"{max_body!r}, {max_queue!r}, {batch_size!r}")
+        self.store = store
+        self.host = host
+        self._requested_port = port
+        self.max_body = max_body
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.sink = SpanSink(store)
+        self.spans_received = 0
+        self.spans_stored = 0
+        self.spans_dropped = 0
+        self.spans_rejected = 0
+        self._dropped_unsaved = 0
+        self._queue: deque[Span] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closing = False
+        self._server: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port=0)."""
+        if self._server is None:
+            return self._requested_port
+        return int(self._server.server_address[1])
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}{PATH}"
+
+    def start(self) -> OtlpReceiver:
+        if self._server is not None:
+            raise RuntimeError("expected a stopped OtlpReceiver, got one already running")
+        self._closing = False
+        self._server = ThreadingHTTPServer((self.host, self._requested_port), _handler(self))
+        self._server.daemon_threads = True
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                             name="choreoscope-otlp-http", daemon=True),
+            threading.Thread(target=self._write_loop, name="choreoscope-otlp-writer",
+                             daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, store what is queued, stop the writer."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._server = None
+        self._threads = []
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every queued span is stored; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._cond.notify_all()
+            while self._queue or self._busy or self._dropped_unsaved:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    # --- intake ----------------------------------------------------------------------------------
+
+    def accept(self, decoded: Decoded) -> int:
+        """Queue decoded spans; returns how many were dropped because the queue is full."""
+        spans = decoded.spans
+        with self._cond:
+            room = max(0, self.max_queue - len(self._queue))
+            taken = spans[:room]
+            dropped = len(spans) - len(taken)
+            self._queue.extend(taken)
+            self.spans_received += len(spans)
+            self.spans_rejected += decoded.rejected
+            if dropped:
+                self.spans_dropped += dropped
+                self._dropped_unsaved += dropped
+            self._cond.notify_all()
+        return dropped
+
+    # --- writer ------------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._dropped_unsaved and not self._closing:
+                    self._cond.wait(self.flush_interval_s)
+                if self._closing and not self._queue and not self._dropped_unsaved:
+                    return
+                batch = [self._queue.popleft()
+                         for _ in range(min(self.batch_size, len(self._queue)))]
+                dropped, self._dropped_unsaved = self._dropped_unsaved, 0
+                self._busy = True
+            try:
+                self._write(batch, dropped)
+            except Exception:
+                log.exception("storing %d received spans failed; they are dropped", len(batch))
+                with self._cond:
+                    self.spans_dropped += len(batch)
+                    self._dropped_unsaved += len(batch) + dropped
+                    self._busy = False
+                    self._cond.notify_all()
+                    if self._closing:
+                        return
+                time.sleep(self.flush_interval_s)
+                continue
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _write(self, batch: list[Span], dropped: int) -> None:
+        with self.store.engine.begin() as conn:
+            if batch:
+                self.spans_stored += self.sink.write(conn, batch, origin="otlp")
+            if dropped:
+                current = conn.execute(select(meta.c.value)
+                                       .where(meta.c.key == DROPPED_META_KEY)).scalar()
+                total = int(current or 0) + dropped
+                self.store.upsert(conn, meta, [{"key": DROPPED_META_KEY, "value": str(total)}],
+                                  ["key"])
+
+
+def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "choreoscope-otlp"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("otlp %s " + format, self.client_address[0], *args)
+
+        def do_GET(self) -> None:
+            self._status_only(405 if self.path.split("?")[0] == PATH else 404)
+
+        def do_POST(self) -> None:
+            if self.path.split("?")[0] != PATH:
+                self._status_only(404)
+                return
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            is_json = ctype == _JSON
+            if ctype not in (_PROTOBUF, _JSON):
+                self._error(415, f"expected Content-Type {_PROTOBUF} or {_JSON}, got "
+                                 f"{ctype or 'none'!r}", is_json, close=True)
+                return
+            body = self._body(is_json)
+            if body is None:
+                return
+            try:
+                decoded = decode_json(json.loads(body)) if is_json else decode_protobuf(body)
+            except (ValueError, SpanFormatError, RecursionError) as exc:
+                self._error(400, f"malformed OTLP {'JSON' if is_json else 'protobuf'} "
+                                 f"body: {exc}", is_json)
+                return
+            dropped = receiver.accept(decoded)
+            rejected = decoded.rejected + dropped
+            message = "; ".join(decoded.reasons[:3])
+            if dropped:
+                message = (f"{dropped} spans dropped: receiver queue full"
+                           + (f"; {message}" if message else ""))
+            self._ok(is_json, rejected, message)
+
+        # --- body ----------------------------------------------------------------------------
+
+        def _body(self, is_json: bool) -> bytes | None:
+            limit = receiver.max_body
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                raw = self._read_chunked(limit)
+                if raw is None:
+                    self._error(413, f"body over {limit} bytes", is_json, close=True)
+                    return None
+            else:
+                try:
+                    length = int(self.headers.get("Content-Length", ""))
+                except ValueError:
+                    self._error(411, "expected a Content-Length header", is_json, close=True)
+                    return None
+                if length > limit:
+                    self._error(413, f"body of {length} bytes over the limit of {limit}",
+                                is_json, close=True)
+                    return None
+                raw = self.rfile.read(length)
+            encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+            if encoding == "gzip":
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                try:
+                    out = inflater.decompress(raw, limit + 1)
+                except zlib.error as exc:
+                    self._error(400, f"malformed gzip body: {exc}", is_json)
+                    return None
+                if len(out) > limit or inflater.unconsumed_tail:
+                    self._error(413, f"decompressed body over the limit of {limit} bytes",
+                                is_json)
+                    return None
+                return out
+            if encoding != "identity":
+                self._error(415, f"expected Content-Encoding gzip or identity, got {encoding!r}",
+                            is_json)
+                return None
+            return raw
+
+        def _read_chunked(self, limit: int) -> bytes | None:
+            parts: list[bytes] = []
+            size = 0
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    n = int(line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    n = 0
+                if n == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                size += n
+                if size > limit:
+                    return None
+                parts.append(self.rfile.read(n))
+                self.rfile.readline(1024)
+
+        # --- responses -------------------------------------------------------------------------
+
+        def _ok(self, is_json: bool, rejected: int, message: str) -> None:
+            if is_json:
+                body: dict[str, Any] = {}
+                if rejected:
+                    body["partialSuccess"] = {"rejectedSpans": str(rejected),
+                                              "errorMessage": message}
+                self._send(200, json.dumps(body).encode(), _JSON)
+                return
+            response = ExportTraceServiceResponse()
+            if rejected:
+                response.partial_success.CopyFrom(
+                    ExportTracePartialSuccess(rejected_spans=rejected, error_message=message))
+            self._send(200, response.SerializeToString(), _PROTOBUF)
+
+        def _error(self, status: int, message: str, is_json: bool, close: bool = False) -> None:
+            code = _GRPC_RESOURCE_EXHAUSTED if status == 413 else _GRPC_INVALID_ARGUMENT
+            if is_json:
+                body = json.dumps({"code": code, "message": message}).encode()
+                ctype = _JSON
+            else:
+                body = _status_proto(code, message)
+                ctype = _PROTOBUF
+            if close:
+                self.close_connection = True
+            self._send(status, body, ctype)
+
+        def _status_only(self, status: int) -> None:
+            self.close_connection = True
+            self._send(status, b"", "text/plain")
+
+        def _send(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+def _status_proto(code: int, message: str) -> bytes:
+    """A google.rpc.Status {code, message} in protobuf wire format."""
+    text = message.encode("utf-8")
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

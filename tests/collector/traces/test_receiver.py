@@ -1,0 +1,270 @@
+"""The OTLP/HTTP receiver: the SDK's own exporter, JSON and gzip bodies, bad bodies, back-pressure."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy import select
+
+from choreoscope.collector.store import Store
+from choreoscope.collector.store.schema import spans as spans_table
+from choreoscope.collector.traces.receiver import DROPPED_META_KEY, OtlpReceiver
+from tests.collector.traces.jaeger_server import fixture
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path}/otlp.db").create()
+
+
+@pytest.fixture
+def receiver(store: Store) -> Iterator[OtlpReceiver]:
+    r = OtlpReceiver(store, port=0).start()
+    yield r
+    r.stop()
+
+
+def post(receiver: OtlpReceiver, body: bytes, ctype: str, path: str = "/v1/traces",
+         **headers: str) -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": ctype, **headers})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.read()
+    finally:
+        conn.close()
+
+
+def _as_protobuf(otlp_json: bytes) -> bytes:
+    """OTLP/JSON (hex ids) as protobuf bytes, via protobuf's JSON mapping (base64 ids)."""
+    def b64_ids(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                else:
+                    b64_ids(value)
+        elif isinstance(node, list):
+            for item in node:
+                b64_ids(item)
+
+    data = json.loads(otlp_json)
+    b64_ids(data)
+    return json_format.ParseDict(data, ExportTraceServiceRequest()).SerializeToString()
+
+
+def stored(store: Store) -> list[dict]:
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            select(spans_table).order_by(spans_table.c.start_us, spans_table.c.span_id))]
+
+
+def _export_with_sdk(receiver: OtlpReceiver, compression: Compression) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "billing"}))
+    exporter = OTLPSpanExporter(endpoint=receiver.endpoint, compression=compression, timeout=10)
+    results: list[SpanExportResult] = []
+
+    class Recording(SimpleSpanProcessor):
+        def on_end(self, span) -> None:  # type: ignore[no-untyped-def]
+            results.append(exporter.export([span]))
+
+    provider.add_span_processor(Recording(exporter))
+    tracer = provider.get_tracer("choreoscope-test")
+    send_attrs = {"messaging.message.id": "evt-1", "messaging.destination.name": "orders"}
+    process_attrs = {"messaging.message.id": "evt-1", "messaging.kafka.offset": 9,
+                     "messaging.consumer.group.name": "billing",
+                     "messaging.destination.partition.id": "0"}
+    with (tracer.start_as_current_span("send orders", kind=SpanKind.PRODUCER,
+                                       attributes=send_attrs),
+          tracer.start_as_current_span("process orders", kind=SpanKind.CONSUMER,
+                                       attributes=process_attrs) as span):
+        span.set_status(Status(StatusCode.ERROR, "declined"))
+        span.set_attribute("error.type", "CardDeclined")
+    provider.shutdown()
+    assert results == [SpanExportResult.SUCCESS, SpanExportResult.SUCCESS]
+
+
+@pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
+def test_sdk_exporter_spans_arrive_exactly(store: Store, receiver: OtlpReceiver,
+                                           compression: Compression) -> None:
+    """Spans sent by the SDK's OTLPSpanExporter (plain and gzip) are stored as they were made."""
+    _export_with_sdk(receiver, compression)
+    assert receiver.flush()
+    consumer, producer = sorted(stored(store), key=lambda r: r["kind"])
+    assert consumer["trace_id"] == producer["trace_id"]
+    assert consumer["parent_span_id"] == producer["span_id"]
+    assert producer["parent_span_id"] is None
+    assert {k: producer[k] for k in ("name", "kind", "service", "status", "message_id",
+                                     "destination", "origin")} == {
+        "name": "send orders", "kind": "producer", "service": "billing", "status": "unset",
+        "message_id": "evt-1", "destination": "orders", "origin": "otlp"}
+    assert {k: consumer[k] for k in ("name", "kind", "status", "status_message", "error_type",
+                                     "consumer_group", "partition", "offset")} == {
+        "name": "process orders", "kind": "consumer", "status": "error",
+        "status_message": "declined", "error_type": "CardDeclined", "consumer_group": "billing",
+        "partition": 0, "offset": 9}
+    assert json.loads(consumer["attributes"]) == {
+        "messaging.message.id": "evt-1", "messaging.kafka.offset": 9,
+        "messaging.consumer.group.name": "billing", "messaging.destination.partition.id": "0",
+        "error.type": "CardDeclined"}
+    assert (receiver.spans_received, receiver.spans_stored, receiver.spans_dropped) == (2, 2, 0)
+
+
+@pytest.mark.postgres
+def test_sdk_exporter_into_postgres(postgres_url: str) -> None:
+    """The receiver's writer thread stores into PostgreSQL just the same."""
+    store = Store(postgres_url).create()
+    receiver = OtlpReceiver(store, port=0).start()
+    try:
+        _export_with_sdk(receiver, Compression.Gzip)
+        assert receiver.flush()
+        assert sorted(r["name"] for r in stored(store)) == ["process orders", "send orders"]
+    finally:
+        receiver.stop()
+        store.dispose()
+
+
+@pytest.mark.parametrize(("name", "count"), [("otlp2jaeger-in.json", 1),
+                                              ("otel_traces_01.json", 4)])
+def test_json_fixture_bodies(store: Store, receiver: OtlpReceiver, name: str, count: int) -> None:
+    """OTLP/JSON bodies from Jaeger's fixtures get 200 {} and their spans stored once."""
+    status, ctype, body = post(receiver, fixture(name), "application/json")
+    assert (status, ctype, json.loads(body)) == (200, "application/json", {})
+    assert receiver.flush()
+    assert len(stored(store)) == count
+
+
+def test_gzip_json_body(store: Store, receiver: OtlpReceiver) -> None:
+    """A gzip Content-Encoding is undone before decoding."""
+    status, _, _ = post(receiver, gzip.compress(fixture("otel_traces_01.json")),
+                        "application/json; charset=utf-8", **{"Content-Encoding": "gzip"})
+    assert status == 200
+    assert receiver.flush()
+    assert [r["service"] for r in stored(store)] == ["service-x"] * 4
+
+
+def test_garbage_gets_400_with_a_reason(store: Store, receiver: OtlpReceiver) -> None:
+    """Malformed JSON, protobuf and gzip bodies get 400 and a google.rpc.Status reason."""
+    status, ctype, body = post(receiver, b'{"resourceSpans": [', "application/json")
+    assert (status, ctype) == (400, "application/json")
+    reason = json.loads(body)
+    assert reason["code"] == 3 and reason["message"].startswith("malformed OTLP JSON body: ")
+
+    status, ctype, body = post(receiver, b"\x0a\xff\xff\xff\xff\x0f", "application/x-protobuf")
+    assert (status, ctype) == (400, "application/x-protobuf")
+    parsed = status_pb2.Status.FromString(body)
+    assert parsed.code == 3 and parsed.message.startswith("malformed OTLP protobuf body: ")
+
+    status, _, body = post(receiver, b"not gzip", "application/json",
+                           **{"Content-Encoding": "gzip"})
+    assert status == 400 and json.loads(body)["message"].startswith("malformed gzip body")
+
+    status, _, body = post(receiver, b"[1, 2]", "application/json")
+    assert status == 400
+    assert json.loads(body)["message"] == ("malformed OTLP JSON body: expected a JSON object "
+                                           "with resourceSpans, got list")
+    assert stored(store) == [] and receiver.spans_received == 0
+
+
+def test_other_content_types_paths_and_methods(receiver: OtlpReceiver) -> None:
+    """415 for other media types or encodings, 404 for other paths, 405 for GET."""
+    assert post(receiver, b"{}", "text/plain")[0] == 415
+    assert post(receiver, b"{}", "application/json", **{"Content-Encoding": "br"})[0] == 415
+    assert post(receiver, b"{}", "application/json", path="/v1/metrics")[0] == 404
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=10)
+    conn.request("GET", "/v1/traces")
+    assert conn.getresponse().status == 405
+    conn.close()
+
+
+def test_bodies_over_max_body_get_413(store: Store) -> None:
+    """Bodies over max_body, raw or after gunzip, get 413 and are not stored."""
+    receiver = OtlpReceiver(store, port=0, max_body=1024).start()
+    try:
+        status, _, body = post(receiver, b" " * 2048, "application/json")
+        assert status == 413 and "over the limit of 1024" in json.loads(body)["message"]
+        bomb = gzip.compress(b"{" + b" " * 100_000 + b"}")
+        assert len(bomb) < 1024
+        status, _, body = post(receiver, bomb, "application/json", **{"Content-Encoding": "gzip"})
+        assert status == 413
+        assert json.loads(body)["message"] == "decompressed body over the limit of 1024 bytes"
+    finally:
+        receiver.stop()
+    assert stored(store) == []
+
+
+def test_full_queue_drops_and_counts(store: Store) -> None:
+    """Spans beyond the queue bound are dropped, reported as partial success and counted in meta."""
+    receiver = OtlpReceiver(store, port=0, max_queue=3).start()
+    try:
+        status, _, body = post(receiver, fixture("otel_traces_01.json"), "application/json")
+        assert status == 200
+        assert json.loads(body) == {"partialSuccess": {
+            "rejectedSpans": "1", "errorMessage": "1 spans dropped: receiver queue full"}}
+        assert receiver.flush()
+        status, ctype, body = post(receiver, _as_protobuf(fixture("otel_traces_01.json")),
+                                   "application/x-protobuf")
+        response = ExportTraceServiceResponse.FromString(body)
+        assert (status, ctype) == (200, "application/x-protobuf")
+        assert response.partial_success.rejected_spans == 1
+        assert receiver.flush()
+    finally:
+        receiver.stop()
+    assert (receiver.spans_received, receiver.spans_dropped) == (8, 2)
+    assert store.get_meta(DROPPED_META_KEY) == "2"
+    assert len(stored(store)) == 3
+
+
+def test_rejected_spans_are_reported_as_partial_success(store: Store,
+                                                        receiver: OtlpReceiver) -> None:
+    """A span with a bad id is rejected with its reason; the rest of the body is stored."""
+    body = json.loads(fixture("otel_traces_01.json"))
+    body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "zz"
+    status, _, raw = post(receiver, json.dumps(body).encode(), "application/json")
+    assert status == 200
+    assert json.loads(raw) == {"partialSuccess": {
+        "rejectedSpans": "1", "errorMessage": "expected a 16-hex-digit span id, got 'zz'"}}
+    assert receiver.flush()
+    assert len(stored(store)) == 3
+
+
+def test_binds_loopback_by_default(store: Store) -> None:
+    """The default host is 127.0.0.1 and port 0 picks a free port."""
+    receiver = OtlpReceiver(store, port=0)
+    assert receiver.host == "127.0.0.1"
+    receiver.start()
+    try:
+        assert receiver.port != 0
+        assert receiver.endpoint == f"http://127.0.0.1:{receiver.port}/v1/traces"
+    finally:
+        receiver.stop()
+
+
+def test_store_failure_drops_and_counts_without_crashing(store: Store,
+                                                         receiver: OtlpReceiver) -> None:
+    """When spans cannot be stored they are counted as dropped; the receiver keeps answering."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE spans")
+    assert post(receiver, fixture("otel_traces_01.json"), "application/json")[0] == 200
+    assert receiver.flush()
+    assert (receiver.spans_received, receiver.spans_stored, receiver.spans_dropped) == (4, 0, 4)
+    assert store.get_meta(DROPPED_META_KEY) == "4"
+    assert post(receiver, b"[]", "application/json")[0] == 400
