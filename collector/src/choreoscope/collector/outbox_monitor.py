@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -31,6 +31,8 @@ from .store.engine import normalize_url
 from .store.schema import outbox_sources
 
 log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 SPEC_FORMAT = "NAME=DB_URL[#table]"
 DEFAULT_TABLE = "outbox"
@@ -265,9 +267,9 @@ def to_epoch_ms(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, datetime):
-        if value.tzinfo is None:
+        if value.tzinfo is None:  # naive times are UTC
             value = value.replace(tzinfo=UTC)
-        return int(value.timestamp() * 1000)
+        return (value - _EPOCH) // timedelta(milliseconds=1)
     if isinstance(value, int | float):
         return int(value) if abs(value) >= 1e11 else int(value * 1000)
     if isinstance(value, bytes):

@@ -1,0 +1,295 @@
+"""The outbox monitor on real SQLite and PostgreSQL outbox tables (made by `Outbox.create_table`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from choreoscope.collector.outbox_monitor import (
+    InvalidOutboxSource,
+    OutboxMonitor,
+    OutboxSource,
+    parse_outbox_source,
+    to_epoch_ms,
+)
+from choreoscope.collector.query import list_anomalies, outbox_status
+from choreoscope.collector.store import Store
+from choreoscope.collector.store.engine import normalize_url
+from choreoscope.instrumentation.outbox import Outbox
+
+NOW = 1_764_000_000_000  # 2025-11-24T16:00:00.000Z
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+
+
+def uid(n: int) -> str:
+    return f"00000000-0000-7000-8000-{n:012d}"
+
+
+def iso(ms: int) -> str:
+    from choreoscope.instrumentation._dbapi import format_time
+
+    return format_time(ms)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'store.db'}").create()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def outbox_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A service database with an empty outbox table, on SQLite or PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'service.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    Outbox(url, service="orders").create_table()
+    return url
+
+
+def insert(url: str, rows: list[dict[str, Any]], table: str = "outbox") -> None:
+    """Write outbox rows as the writer and relay leave them, with predictable ids and times."""
+    engine = create_engine(normalize_url(url))
+    pg = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        for r in rows:
+            values = {"aggregatetype": "orders", "type": "order.placed", "attempts": 0,
+                      "status": "pending", "last_error": None, "sent_at": None,
+                      "tracingspancontext": None, "headers": {}} | r
+            values["headers"] = json.dumps(values["headers"])
+            for k in ("created_at", "sent_at"):
+                if values[k] is not None:
+                    values[k] = iso(values[k])
+            cast = "cast(:headers as jsonb)" if pg else ":headers"
+            conn.execute(text(
+                f"insert into {table} (seq, id, aggregatetype, aggregateid, type, payload, "
+                "headers, tracingspancontext, created_at, status, attempts, last_error, sent_at)"
+                " values (:seq, :id, :aggregatetype, :aggregateid, :type, null, "
+                f"{cast}, :tracingspancontext, :created_at, :status, :attempts, :last_error, "
+                ":sent_at)"), values)
+    engine.dispose()
+
+
+ROWS = [
+    # stuck: pending for 100 s, with its flow and trace
+    {"seq": 1, "id": uid(1), "aggregateid": "ord_1", "created_at": NOW - 100_000,
+     "headers": {"ce_correlationid": "flow-1", "ce_source": "orders"},
+     "tracingspancontext": f"traceparent={TRACEPARENT}\ntracestate=k=v"},
+    # not stuck: pending for 5 s
+    {"seq": 2, "id": uid(2), "aggregateid": "ord_2", "created_at": NOW - 5_000},
+    # stuck: retried max_attempts times, still pending
+    {"seq": 3, "id": uid(3), "aggregateid": "ord_3", "created_at": NOW - 5_000, "attempts": 5,
+     "last_error": "KafkaTimeoutError", "headers": {"ce_correlationid": "flow-3"}},
+    # stuck: dead
+    {"seq": 4, "id": uid(4), "aggregateid": "ord_4", "created_at": NOW - 200_000,
+     "attempts": 5, "status": "dead", "last_error": "too large",
+     "headers": {"ce_correlationid": "flow-4", "traceparent": TRACEPARENT}},
+] + [
+    # sent with 10, 20, ..., 200 ms of publish lag
+    {"seq": 10 + i, "id": uid(10 + i), "aggregateid": f"ord_s{i}",
+     "created_at": NOW - 60_000 + i, "status": "sent", "attempts": 1,
+     "sent_at": NOW - 60_000 + i + 10 * (i + 1)}
+    for i in range(20)
+]
+
+STUCK = [
+    {"id": uid(1), "seq": 1, "aggregatetype": "orders", "aggregateid": "ord_1",
+     "type": "order.placed", "attempts": 0, "last_error": None, "age_s": 100.0,
+     "correlation_id": "flow-1", "trace_id": TRACE, "service": "orders", "status": "pending",
+     "reason": "age"},
+    {"id": uid(3), "seq": 3, "aggregatetype": "orders", "aggregateid": "ord_3",
+     "type": "order.placed", "attempts": 5, "last_error": "KafkaTimeoutError", "age_s": 5.0,
+     "correlation_id": "flow-3", "trace_id": None, "service": None, "status": "pending",
+     "reason": "attempts"},
+    {"id": uid(4), "seq": 4, "aggregatetype": "orders", "aggregateid": "ord_4",
+     "type": "order.placed", "attempts": 5, "last_error": "too large", "age_s": 200.0,
+     "correlation_id": "flow-4", "trace_id": TRACE, "service": None, "status": "dead",
+     "reason": "dead"},
+]
+
+
+def test_parse_outbox_source() -> None:
+    """NAME=DB_URL with an optional #table, schema-qualified or not."""
+    assert parse_outbox_source("orders=sqlite:///orders.db") == OutboxSource(
+        "orders", "sqlite:///orders.db", "outbox")
+    assert parse_outbox_source("billing=postgresql://app:pw@db:5432/billing#billing.outbox") == \
+        OutboxSource("billing", "postgresql://app:pw@db:5432/billing", "billing.outbox")
+    assert parse_outbox_source("b=postgres://db/x#events_out").table == "events_out"
+    assert "pw" not in repr(parse_outbox_source("b=postgresql://app:pw@db/x"))
+
+
+@pytest.mark.parametrize("spec", [
+    "", "orders", "=sqlite:///x.db", "or ders=sqlite:///x.db", "orders=", "orders=mysql://h/db",
+    "orders=sqlite:///x.db#bad-name", "orders=sqlite:///x.db#1st", "orders=sqlite:///x.db#",
+    "orders=postgresql://app:hunter2@db/x#outbox; drop table users",
+    "orders=sqlite:///x.db#a.b.c",
+])
+def test_bad_specs_rejected_loudly(spec: str) -> None:
+    """A bad spec raises with the expected format, the spec, and never the password."""
+    with pytest.raises(InvalidOutboxSource) as exc:
+        parse_outbox_source(spec)
+    assert str(exc.value).startswith("expected NAME=DB_URL[#table]")
+    assert "hunter2" not in str(exc.value)
+    assert isinstance(exc.value, ValueError)
+
+
+def test_monitor_rejects_bad_settings(store: Store) -> None:
+    """Duplicate names and nonsense thresholds are refused at start-up."""
+    with pytest.raises(InvalidOutboxSource, match="distinct"):
+        OutboxMonitor(store, ["a=sqlite:///x.db", "a=sqlite:///y.db"])
+    with pytest.raises(ValueError, match="expected stuck_after_s > 0"):
+        OutboxMonitor(store, ["a=sqlite:///x.db"], stuck_after_s=0)
+
+
+def test_poll_figures_and_stuck_rows(store: Store, outbox_url: str) -> None:
+    """One poll stores pending, dead, oldest age, lag p95 and the stuck rows with flow and trace."""
+    insert(outbox_url, ROWS)
+    monitor = OutboxMonitor(store, [OutboxSource("orders", outbox_url)])
+    monitor.poll_once(now_ms=NOW)
+    monitor.close()
+    assert outbox_status(store) == [{
+        "source": "orders", "table": "outbox", "pending": 3, "dead": 1,
+        "oldest_pending_age_s": 100.0, "publish_lag_p95_ms": 190.0, "stuck": STUCK,
+        "reachable": True, "last_ok_at": "2025-11-24T16:00:00.000Z",
+        "last_poll_at": "2025-11-24T16:00:00.000Z", "last_error": None,
+    }]
+
+
+def test_stuck_rows_become_anomalies_once(store: Store, outbox_url: str) -> None:
+    """Each stuck row is one stuck_outbox anomaly of its flow; polling again adds only new ones."""
+    insert(outbox_url, ROWS)
+    monitor = OutboxMonitor(store, [OutboxSource("orders", outbox_url)])
+    monitor.poll_once(now_ms=NOW)
+    monitor.poll_once(now_ms=NOW + 1_000)
+    found = list_anomalies(store, kind="stuck_outbox")
+    assert [(a["subkind"], a["correlation_id"], a["event_id"], a["subject"], a["service"])
+            for a in found] == [("age", "flow-1", uid(1), "ord_1", "orders"),
+                                ("attempts", "flow-3", uid(3), "ord_3", "orders"),
+                                ("dead", "flow-4", uid(4), "ord_4", "orders")]
+    assert found[2]["detail"] == (f"outbox orders: row {uid(4)} (order.placed for orders/ord_4) "
+                                  "is dead after 5 attempts; last error: too large")
+    assert found[0]["detected_at"] == "2025-11-24T16:00:00.000Z"
+    assert found[0]["extra"] == {"source": "orders", "table": "outbox", "seq": 1, "attempts": 0,
+                                 "age_s": 100.0, "trace_id": TRACE, "status": "pending"}
+    monitor.poll_once(now_ms=NOW + 60_000)  # row 2 is now 65 s old: one new anomaly
+    monitor.close()
+    assert [a["event_id"] for a in list_anomalies(store, kind="stuck_outbox")] == [
+        uid(1), uid(3), uid(4), uid(2)]
+
+
+def test_empty_outbox(store: Store, outbox_url: str) -> None:
+    """An empty outbox is reachable with zero backlog and no lag figure."""
+    OutboxMonitor(store, [f"orders={outbox_url}"]).poll_once(now_ms=NOW)
+    (status,) = outbox_status(store)
+    assert (status["reachable"], status["pending"], status["dead"],
+            status["oldest_pending_age_s"], status["publish_lag_p95_ms"], status["stuck"]) == (
+        True, 0, 0, None, None, [])
+
+
+def test_rows_from_the_real_writer(store: Store, tmp_path: Path, tracer_provider: Any) -> None:
+    """A row written by Outbox.add inside a span links to that span's trace and its own flow."""
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="orders")
+    outbox.create_table()
+    conn = sqlite3.connect(tmp_path / "svc.db")
+    with tracer_provider.get_tracer("t").start_as_current_span("place") as span:
+        event = outbox.add(conn, aggregatetype="orders", aggregateid="ord_9",
+                           event_type="order.placed", data={"total": 3})
+    conn.commit()
+    conn.close()
+    created = to_epoch_ms(event.time)
+    assert created is not None
+    OutboxMonitor(store, [f"orders={url}"], stuck_after_s=1).poll_once(now_ms=created + 2_000)
+    (status,) = outbox_status(store)
+    (row,) = status["stuck"]
+    assert (row["id"], row["correlation_id"], row["trace_id"], row["age_s"], row["reason"]) == (
+        event.id, event.id, f"{span.get_span_context().trace_id:032x}", 2.0, "age")
+
+
+def test_missing_sqlite_database_then_recovery(store: Store, tmp_path: Path) -> None:
+    """A database that is not there is unreachable (and not created); once it exists, polls recover;
+    when it fails again, the last good figures and time stay, marked unreachable."""
+    path = tmp_path / "later.db"
+    url = f"sqlite:///{path}"
+    monitor = OutboxMonitor(store, [f"orders={url}"])
+    monitor.poll_once(now_ms=NOW)
+    assert not path.exists()
+    (status,) = outbox_status(store)
+    assert (status["reachable"], status["last_ok_at"], status["pending"]) == (False, None, None)
+    assert "unable to open database file" in status["last_error"]
+
+    Outbox(url, service="orders").create_table()
+    insert(url, ROWS[:2])
+    monitor.poll_once(now_ms=NOW + 1000)
+    (status,) = outbox_status(store)
+    assert (status["reachable"], status["last_ok_at"], status["pending"], status["last_error"]) \
+        == (True, "2025-11-24T16:00:01.000Z", 2, None)
+
+    os.rename(path, tmp_path / "moved.db")
+    monitor.poll_once(now_ms=NOW + 2000)
+    (status,) = outbox_status(store)
+    assert (status["reachable"], status["last_ok_at"], status["last_poll_at"],
+            status["pending"]) == (False, "2025-11-24T16:00:01.000Z",
+                                   "2025-11-24T16:00:02.000Z", 2)
+    assert [s["id"] for s in status["stuck"]] == [uid(1)]  # last known, still shown
+    monitor.close()
+
+
+def test_missing_table_is_not_healthy(store: Store, tmp_path: Path) -> None:
+    """A reachable database without the outbox table is reported as failing, with why."""
+    path = tmp_path / "bare.db"
+    sqlite3.connect(path).close()
+    OutboxMonitor(store, [f"orders=sqlite:///{path}#my_outbox"]).poll_once(now_ms=NOW)
+    (status,) = outbox_status(store)
+    assert (status["reachable"], status["table"]) == (False, "my_outbox")
+    assert "no such table: my_outbox" in status["last_error"]
+
+
+@pytest.mark.postgres
+def test_postgres_unreachable_hides_password_then_recovers(store: Store,
+                                                           postgres_url: str) -> None:
+    """A PostgreSQL source that refuses connections is unreachable without its password leaking;
+    one whose table appears later recovers by itself; one bad source does not stop the others."""
+    down = "postgresql://app:hunter2@127.0.0.1:1/shop"
+    monitor = OutboxMonitor(store, [f"down={down}", f"orders={postgres_url}"], timeout_s=2)
+    monitor.poll_once(now_ms=NOW)
+    by_name = {s["source"]: s for s in outbox_status(store)}
+    assert by_name["down"]["reachable"] is False
+    assert "hunter2" not in by_name["down"]["last_error"]
+    assert "refused" in by_name["down"]["last_error"].lower()
+    assert by_name["orders"]["reachable"] is False
+    assert 'relation "outbox" does not exist' in by_name["orders"]["last_error"]
+
+    Outbox(postgres_url, service="orders").create_table()
+    insert(postgres_url, ROWS[3:4])
+    monitor.poll_once(now_ms=NOW + 1000)
+    by_name = {s["source"]: s for s in outbox_status(store)}
+    assert (by_name["orders"]["reachable"], by_name["orders"]["dead"]) == (True, 1)
+    assert by_name["down"]["reachable"] is False
+    monitor.close()
+
+
+@pytest.mark.parametrize(("value", "ms"), [
+    ("2025-11-24T16:00:00.123Z", NOW + 123),
+    ("2025-11-24 16:00:00.123456", NOW + 123),
+    (NOW / 1000 + 0.5, NOW + 500),
+    (NOW, NOW),
+    (str(NOW), NOW),
+    (b"2025-11-24T16:00:00Z", NOW),
+    ("yesterday", None),
+    (None, None),
+    (True, None),
+])
+def test_to_epoch_ms(value: Any, ms: int | None) -> None:
+    """Stored times of every flavour become epoch ms; unknown ones None."""
+    assert to_epoch_ms(value) == ms
