@@ -163,3 +163,27 @@ def dead_outbox(correlation_id: str, *, name: str = "orders-db") -> dict[str, An
 
 def new_store(tmp_path: Any, name: str = "store.db") -> Store:
     return Store(f"sqlite:///{tmp_path / name}").create()
+
+
+def load_flows(store: Store) -> dict[str, tuple[Any, Any]]:
+    """Every flow of the store as (Flow, Dag), read with the reconstruction's own loaders."""
+    from choreoscope.collector.reconstruct.flows import causal_dag, group_flows
+    from choreoscope.collector.reconstruct.load import events_by_flow, raw_connection, spans_by_flow
+
+    with raw_connection(store) as raw:
+        return {f.flow_id: (f, causal_dag(f)) for f in group_flows(
+            events_by_flow(raw, store.dialect), spans_by_flow(raw, store.dialect))}
+
+
+def clean_store(path: Any, n: int = 1000) -> Store:
+    """A store holding `n` clean five-hop flows with their spans."""
+    store = new_store(path, "clean.db")
+    offsets: dict[tuple[str, int], int] = {}
+    rows: list[dict[str, Any]] = []
+    sps: list[dict[str, Any]] = []
+    for i in range(n):
+        e, s = clean_flow(i, offsets=offsets)
+        rows += e
+        sps += s
+    put(store, rows, sps)
+    return store

@@ -1,0 +1,60 @@
+"""Untraced: no trace context at all, or a trace that never appeared after the grace time."""
+
+from __future__ import annotations
+
+from choreoscope.collector.detect import untraced
+from tests.collector.reconstruct.factory import T0, ev, fetch, load_flows, new_store, producer, put
+
+
+def _untraced(store, *, now_ms, tracing_active=True, jaeger_enabled=False, grace_s=120.0):
+    return [a for flow, dag in load_flows(store).values()
+            for a in untraced.detect(flow, dag, tracing_active=tracing_active,
+                                     jaeger_enabled=jaeger_enabled, grace_s=grace_s,
+                                     now_ms=now_ms)]
+
+
+def test_event_without_trace_context(tmp_path):
+    """An event with no traceparent is untraced at once, even before the grace time."""
+    store = new_store(tmp_path)
+    put(store, [ev("e1", "order.placed", flow="f1", subject="ord_1", traced=False)])
+    [a] = _untraced(store, now_ms=T0, tracing_active=False)
+    assert (a.kind, a.subkind, a.key, a.event_id, a.subject, a.service, a.correlation_id) == (
+        "untraced", "no_trace_context", "no_trace_context:e1", "e1", "ord_1", "orders", "f1")
+
+
+def test_trace_missing_only_after_grace(tmp_path):
+    """A trace with no span is missing 120 s after observation, never before."""
+    store = new_store(tmp_path)
+    e = ev("e1", "order.placed", flow="f1", observed=T0)
+    put(store, [e])
+    assert _untraced(store, now_ms=T0 + 119_999) == []
+    [a] = _untraced(store, now_ms=T0 + 120_000)
+    assert (a.subkind, a.key, a.extra["trace_id"]) == ("trace_missing", "trace_missing:e1",
+                                                       e["trace_id"])
+    assert _untraced(store, now_ms=T0 + 10**9, tracing_active=False) == []
+
+
+def test_trace_with_spans_is_traced(tmp_path):
+    """Once any span of the trace is stored the event is traced."""
+    store = new_store(tmp_path)
+    e = ev("e1", "order.placed", flow="f1", observed=T0)
+    put(store, [e], [producer(e)])
+    assert _untraced(store, now_ms=T0 + 10**9, jaeger_enabled=True) == []
+
+
+def test_with_jaeger_only_a_finished_fetch_counts(tmp_path):
+    """With Jaeger, a trace is missing only when the fetcher looked: not on error or no fetch."""
+    store = new_store(tmp_path)
+    e1 = ev("e1", "order.placed", flow="f1", observed=T0)
+    e2 = ev("e2", "order.placed", flow="f2", offset=1, observed=T0)
+    e3 = ev("e3", "order.placed", flow="f3", offset=2, observed=T0)
+    put(store, [e1, e2, e3], fetches=[fetch(e1["trace_id"], "missing"),
+                                      fetch(e2["trace_id"], "error")])
+    found = _untraced(store, now_ms=T0 + 10**9, jaeger_enabled=True)
+    assert [a.key for a in found] == ["trace_missing:e1"]
+
+
+def test_clean_traffic_is_traced(clean_run):
+    """1,000 clean flows with their spans give no untraced anomaly."""
+    store, _ = clean_run
+    assert _untraced(store, now_ms=T0 + 10**9, jaeger_enabled=False) == []
