@@ -1,0 +1,298 @@
+"""Fetch from Jaeger the traces of the trace ids seen on the bus, on a schedule kept in the store.
+
+`trace_fetches` holds one row per trace id found in `events.trace_id`:
+
+- `pending`: not fetched yet; first fetch at `first_seen_ms + settle` (spans reach Jaeger
+  some seconds after the event reaches the bus).
+- `found`: spans stored (`span_count` = spans Jaeger returned last time). While the flow is
+  active (an event for the trace within `refetch_while_active_s`), the trace is fetched again
+  every `refetch_interval_s`, so late consumer spans are picked up; a new event for the trace
+  schedules a fetch `settle_s` after it.
+- `missing`: Jaeger has no such trace (yet); retried with backoff `attempts` times, then
+  `next_fetch_ms = NEVER_MS` (until a new event for the trace arrives).
+- `error`: Jaeger unreachable or failing (`last_error`); retried with backoff, forever.
+
+How a flow's trace status is read from these rows (for the analysis, `trace_availability`):
+`found` -> "available"; `pending`, or `missing`/`error` still being retried -> "pending"
+("not yet available"); `missing` after the last attempt, or `error` after `max_attempts`
+attempts -> "unavailable". A trace id with no row -> "none" (not seen by the fetcher yet).
+
+Fetching never blocks bus ingest: run `run_once()` from its own thread (`start()`), and a pass
+stops at the first "Jaeger unreachable" error and after `pass_budget_s` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from ..store import Store
+from ..store.schema import events, trace_fetches
+from .jaeger import JaegerClient, JaegerError, JaegerUnavailable
+from .model import Span
+from .sink import SpanSink
+
+log = logging.getLogger(__name__)
+
+NEVER_MS = 2**62  # next_fetch_ms of a trace that needs no more fetching
+_MESSAGING_KEYS = ("messaging.system", "messaging.message.id")
+_SCAN_SLACK_MS = 120_000  # events committed late with an older observed_at_ms are still found
+_IN_CHUNK = 500
+
+
+def trace_availability(row: Mapping[str, Any] | None, *, max_attempts: int = 8) -> str:
+    """"available" | "pending" | "unavailable" | "none" for one `trace_fetches` row."""
+    if row is None:
+        return "none"
+    status = row["status"]
+    if status == "found":
+        return "available"
+    if status == "pending":
+        return "pending"
+    if status == "missing":
+        return "unavailable" if row["next_fetch_ms"] >= NEVER_MS else "pending"
+    return "unavailable" if row["attempts"] >= max_attempts else "pending"
+
+
+class TraceFetcher:
+    """Discovers trace ids on the bus (via the store) and stores their spans from Jaeger."""
+
+    def __init__(
+        self,
+        store: Store,
+        jaeger_url: str,
+        *,
+        settle_s: float = 5.0,
+        refetch_while_active_s: float = 120.0,
+        refetch_interval_s: float = 15.0,
+        timeout_s: float = 5.0,
+        search_services: bool = True,
+        search_interval_s: float = 30.0,
+        search_lookback_s: float = 300.0,
+        search_limit: int = 100,
+        max_attempts: int = 8,
+        backoff_s: float = 5.0,
+        max_backoff_s: float = 300.0,
+        batch_size: int = 50,
+        pass_budget_s: float = 10.0,
+        client: JaegerClient | None = None,
+    ) -> None:
+        for name, value in (("settle_s", settle_s), ("timeout_s", timeout_s),
+                            ("backoff_s", backoff_s), ("search_interval_s", search_interval_s)):
+            if value < 0:
+                raise ValueError(f"expected {name} >= 0, got {value!r}")
+        if max_attempts < 1 or batch_size < 1:
+            raise ValueError(f"expected max_attempts and batch_size >= 1, "
+                             f"got {max_attempts!r} and {batch_size!r}")
+        self.store = store
+        self.client = client or JaegerClient(jaeger_url, timeout_s=timeout_s)
+        self.sink = SpanSink(store)
+        self.settle_ms = int(settle_s * 1000)
+        self.refetch_while_active_ms = int(refetch_while_active_s * 1000)
+        self.refetch_interval_ms = int(refetch_interval_s * 1000)
+        self.search_services = search_services
+        self.search_interval_ms = int(search_interval_s * 1000)
+        self.search_lookback_ms = int(search_lookback_s * 1000)
+        self.search_limit = search_limit
+        self.max_attempts = max_attempts
+        self.backoff_ms = int(backoff_s * 1000)
+        self.max_backoff_ms = int(max_backoff_s * 1000)
+        self.batch_size = batch_size
+        self.pass_budget_s = pass_budget_s
+        self.last_error: str | None = None
+        self.last_search_ms: int | None = None
+        self._scan_from_ms: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # --- one pass ------------------------------------------------------------------------------
+
+    def run_once(self, now_ms: int | None = None) -> int:
+        """Discover new trace ids, fetch the due ones, search per service; returns spans stored."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.discover(now_ms)
+        stored = self.fetch_due(now_ms)
+        if self.search_services and (self.last_search_ms is None
+                                     or now_ms - self.last_search_ms >= self.search_interval_ms):
+            stored += self.search(now_ms)
+        return stored
+
+    def discover(self, now_ms: int) -> int:
+        """Add `pending` rows for new trace ids in `events`; reschedule traces with new events."""
+        query = (select(events.c.trace_id, func.min(events.c.observed_at_ms),
+                        func.max(events.c.observed_at_ms))
+                 .where(events.c.trace_id.is_not(None))
+                 .group_by(events.c.trace_id))
+        if self._scan_from_ms is not None:
+            query = query.where(events.c.observed_at_ms >= self._scan_from_ms)
+        added = 0
+        with self.store.engine.begin() as conn:
+            seen = {tid: (int(lo), int(hi)) for tid, lo, hi in conn.execute(query)}
+            if not seen:
+                return 0
+            known = self._rows(conn, seen)
+            new_rows = [{"trace_id": tid, "first_seen_ms": lo, "last_event_ms": hi,
+                         "next_fetch_ms": lo + self.settle_ms, "attempts": 0,
+                         "status": "pending", "span_count": 0}
+                        for tid, (lo, hi) in seen.items() if tid not in known]
+            added = self.store.insert_ignore(conn, trace_fetches, new_rows)
+            for tid, (_lo, hi) in seen.items():
+                row = known.get(tid)
+                if row is None or hi <= row["last_event_ms"]:
+                    continue
+                values: dict[str, Any] = {"last_event_ms": hi}
+                if row["status"] in ("found", "missing"):
+                    values["next_fetch_ms"] = min(row["next_fetch_ms"], hi + self.settle_ms)
+                    if row["status"] == "missing":
+                        values["attempts"] = 0
+                elif row["status"] == "error":
+                    values["next_fetch_ms"] = max(row["next_fetch_ms"], hi + self.settle_ms)
+                conn.execute(update(trace_fetches)
+                             .where(trace_fetches.c.trace_id == tid).values(**values))
+            self._scan_from_ms = max(hi for _lo, hi in seen.values()) - _SCAN_SLACK_MS
+        return added
+
+    def fetch_due(self, now_ms: int) -> int:
+        """Fetch the traces whose `next_fetch_ms` has come; returns spans stored."""
+        with self.store.engine.connect() as conn:
+            due = [dict(r._mapping) for r in conn.execute(
+                select(trace_fetches).where(trace_fetches.c.next_fetch_ms <= now_ms)
+                .order_by(trace_fetches.c.next_fetch_ms).limit(self.batch_size))]
+        stored = 0
+        started = time.monotonic()
+        for i, row in enumerate(due):
+            if time.monotonic() - started > self.pass_budget_s:
+                break
+            try:
+                spans = self.client.get_trace(row["trace_id"])
+            except JaegerUnavailable as exc:
+                # Jaeger is down: every trace of this pass waits, none blocks the pass further.
+                self._failed(due[i:], str(exc), now_ms)
+                break
+            except JaegerError as exc:
+                self._failed([row], str(exc), now_ms)
+                continue
+            stored += self._fetched(row, spans, now_ms)
+        return stored
+
+    def search(self, now_ms: int) -> int:
+        """Search each service's recent traces (consumer spans of traces not seen on the bus)."""
+        start_ms = (now_ms - self.search_lookback_ms if self.last_search_ms is None
+                    else self.last_search_ms - self.search_interval_ms)
+        self.last_search_ms = now_ms
+        stored = 0
+        try:
+            for service in self.client.services():
+                traces = self.client.find_traces(service, start_ms, now_ms, self.search_limit)
+                stored += self._store_found(traces, now_ms)
+        except JaegerError as exc:
+            self.last_error = str(exc)
+            log.warning("Jaeger search failed: %s", exc)
+        return stored
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _rows(self, conn: Any, trace_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        ids = list(trace_ids)
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            for r in conn.execute(select(trace_fetches)
+                                  .where(trace_fetches.c.trace_id.in_(ids[i:i + _IN_CHUNK]))):
+                out[r.trace_id] = dict(r._mapping)
+        return out
+
+    def _fetched(self, row: dict[str, Any], spans: list[Span], now_ms: int) -> int:
+        with self.store.engine.begin() as conn:
+            current = self._rows(conn, [row["trace_id"]]).get(row["trace_id"], row)
+            if spans:
+                stored = self.sink.write(conn, spans, origin="jaeger", received_at_ms=now_ms)
+                active = now_ms - current["last_event_ms"] < self.refetch_while_active_ms
+                values: dict[str, Any] = {
+                    "status": "found", "attempts": 0, "last_error": None,
+                    "span_count": len({s.span_id for s in spans}),
+                    "next_fetch_ms": now_ms + self.refetch_interval_ms if active else NEVER_MS,
+                }
+            else:
+                stored = 0
+                attempts = current["attempts"] + 1
+                values = {"attempts": attempts, "last_error": None,
+                          "next_fetch_ms": (NEVER_MS if attempts >= self.max_attempts
+                                            else now_ms + self._backoff(attempts))}
+                if current["status"] != "found":
+                    values["status"] = "missing"
+                elif attempts >= self.max_attempts or not (
+                        now_ms - current["last_event_ms"] < self.refetch_while_active_ms):
+                    values["next_fetch_ms"] = NEVER_MS
+            values["last_fetch_ms"] = now_ms
+            conn.execute(update(trace_fetches)
+                         .where(trace_fetches.c.trace_id == row["trace_id"]).values(**values))
+        return stored
+
+    def _failed(self, rows: list[dict[str, Any]], error: str, now_ms: int) -> None:
+        self.last_error = error
+        log.warning("Jaeger fetch failed (%d traces wait): %s", len(rows), error)
+        with self.store.engine.begin() as conn:
+            for row in rows:
+                attempts = row["attempts"] + 1
+                values: dict[str, Any] = {
+                    "attempts": attempts, "last_error": error[:2000], "last_fetch_ms": now_ms,
+                    "next_fetch_ms": now_ms + self._backoff(attempts),
+                }
+                if row["status"] != "found":
+                    values["status"] = "error"
+                conn.execute(update(trace_fetches)
+                             .where(trace_fetches.c.trace_id == row["trace_id"]).values(**values))
+
+    def _store_found(self, traces: dict[str, list[Span]], now_ms: int) -> int:
+        if not traces:
+            return 0
+        stored = 0
+        with self.store.engine.begin() as conn:
+            known = self._rows(conn, traces)
+            for trace_id, spans in traces.items():
+                messaging = any(k in s.attributes for s in spans for k in _MESSAGING_KEYS)
+                if not messaging and trace_id not in known:
+                    continue
+                stored += self.sink.write(conn, spans, origin="jaeger", received_at_ms=now_ms)
+                row = known.get(trace_id)
+                if row is not None and row["status"] != "found":
+                    conn.execute(update(trace_fetches)
+                                 .where(trace_fetches.c.trace_id == trace_id)
+                                 .values(status="found", attempts=0, last_error=None,
+                                         span_count=len({s.span_id for s in spans})))
+        return stored
+
+    def _backoff(self, attempts: int) -> int:
+        return int(min(self.max_backoff_ms, self.backoff_ms * 2 ** max(0, attempts - 1)))
+
+    # --- background thread ---------------------------------------------------------------------
+
+    def start(self, interval_s: float = 2.0) -> TraceFetcher:
+        """Run `run_once` every `interval_s` in a daemon thread (errors logged, never raised)."""
+        if self._thread is not None:
+            raise RuntimeError("expected a stopped TraceFetcher, got one already running")
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:
+                    log.exception("trace fetch pass failed")
+                self._stop.wait(interval_s)
+
+        self._thread = threading.Thread(target=loop, name="choreoscope-trace-fetcher",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
