@@ -25,9 +25,9 @@ def test_table_neutralises_control_characters() -> None:
 
 
 def test_long_cells_are_cut() -> None:
-    """A cell longer than 60 characters ends with an ellipsis."""
-    text = table([{"t": "x" * 100}], [("T", lambda r: r["t"])])
-    assert text.splitlines()[1] == "x" * 59 + "…"
+    """A cell longer than 60 characters ends with an ellipsis, except in the last column."""
+    text = table([{"t": "x" * 100}], [("T", lambda r: r["t"]), ("D", lambda r: r["t"])])
+    assert text.splitlines()[1] == "x" * 59 + "…  " + "x" * 100
 
 
 def test_flows_table() -> None:

@@ -12,8 +12,11 @@ MAX_CELL = 60
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
-    """Rows as a left-aligned table with a header line; numbers are right-aligned."""
-    cells = [[_cell(get(r)) for _, get in columns] for r in rows]
+    """Rows as a left-aligned table with a header line; numbers are right-aligned. Cells are
+    cut at MAX_CELL characters, except in the last column (usually the detail worth reading)."""
+    last = len(columns) - 1
+    cells = [[_cell(get(r), None if i == last else MAX_CELL) for i, (_, get) in enumerate(columns)]
+             for r in rows]
     numeric = [all(_is_number(get(r)) for r in rows) and bool(rows) for _, get in columns]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _) in enumerate(columns)]
 
@@ -134,11 +137,11 @@ def _event_note(e: dict[str, Any]) -> str:
     return ", ".join(notes)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, limit: int | None) -> str:
     if value is None:
         return "-"
     text = f"{value:.1f}" if isinstance(value, float) else _clean(str(value))
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _clean(text: str) -> str:
