@@ -1,0 +1,411 @@
+"""The outbox relay: publish pending outbox rows to Kafka, in `seq` order per aggregate.
+
+    relay = OutboxRelay(outbox, producer, topic_for=lambda aggregatetype: f"{aggregatetype}-events")
+    relay.run_forever(stop_event)
+
+Each pass works in rounds. A round, in one database transaction, claims the *head* of
+every aggregate that has pending rows (its lowest pending `seq`, if due), sends those rows,
+waits for the broker's acks and marks them; the next round claims the next heads. So a row
+is never sent while an earlier row of its aggregate is pending, and a failing row holds
+back the later rows of its aggregate until it is sent or dead (then they proceed).
+
+Two relays may run against one table. On PostgreSQL the claim is `SELECT ... FOR UPDATE
+SKIP LOCKED`: a relay skips heads another relay holds, and the rows behind them stay
+blocked by the NOT EXISTS test until that relay commits. On SQLite a round is one
+`BEGIN IMMEDIATE` transaction (a single writer), so writers wait for a round to finish.
+
+Delivery is at least once: a relay that dies between the broker's ack and its commit
+leaves the row pending, and the row is sent again with the same `ce_id`. Failures count
+`attempts`, record `last_error` and back off exponentially; after `max_attempts` the row
+is `dead`. Ordering assumes that writes to one aggregate are serialised (as the
+aggregate's own row lock does): rows are ordered by `seq` among committed rows.
+
+Each send has a `send {topic}` PRODUCER span whose parent is the span that was current
+when the row was written, with `choreoscope.outbox.delay_ms` = publish time - write time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+
+from . import _dbapi, semconv, wire
+from .event import Event
+from .outbox import STATUS_DEAD, STATUS_PENDING, STATUS_SENT, Outbox
+from .traceparent import InvalidTraceparent, format_traceparent, parse_traceparent
+
+log = logging.getLogger(__name__)
+
+_TRACER_NAME = "choreoscope.instrumentation.outbox"
+_MAX_BACKOFF_S = 300.0
+_MAX_ERROR_CHARS = 2000
+_COLUMNS = (
+    "seq, id, aggregatetype, aggregateid, type, payload, headers, tracingspancontext, topic,"
+    " created_at, attempts"
+)
+# Header names the relay writes itself; any other key stored in `headers` goes along as is.
+_OWN_HEADERS = frozenset({
+    wire.SPECVERSION, wire.ID, wire.TYPE, wire.SOURCE, wire.TIME, wire.SUBJECT,
+    wire.SCHEMAVERSION, wire.CORRELATIONID, wire.CAUSATIONID, wire.SEQUENCE,
+    wire.CONTENT_TYPE, wire.TRACEPARENT, wire.TRACESTATE,
+})
+
+
+class OutboxRelay:
+    """Publishes an `Outbox`'s pending rows through a kafka-python producer.
+
+    `producer` is a `kafka.KafkaProducer` or the `TracedProducer` of `instrument_producer`
+    (its plain producer is used: the relay writes the headers and the span itself).
+    `topic_for(aggregatetype) -> topic` defaults to the aggregate type itself. `backoff`
+    is the first retry delay in seconds (doubling per attempt, at most 5 minutes) or a
+    callable `attempts -> seconds`.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        producer: Any,
+        *,
+        topic_for: Callable[[str], str] | None = None,
+        max_attempts: int = 5,
+        tracer_provider: trace.TracerProvider | None = None,
+        batch_size: int = 100,
+        backoff: float | Callable[[int], float] = 0.5,
+        send_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(outbox, Outbox):
+            raise TypeError(f"expected an Outbox, got {type(outbox).__name__}")
+        plain = getattr(producer, "wrapped", producer)
+        if not callable(getattr(plain, "send", None)):
+            raise TypeError(f"expected a kafka.KafkaProducer, got {type(producer).__name__}")
+        if topic_for is not None and not callable(topic_for):
+            raise TypeError(f"expected topic_for to be a callable, got {topic_for!r}")
+        for name, value in (("max_attempts", max_attempts), ("batch_size", batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+        self.outbox = outbox
+        self.max_attempts = max_attempts
+        self.batch_size = batch_size
+        self._producer = plain
+        self._topic_for = topic_for or (lambda aggregatetype: aggregatetype)
+        self._backoff = _backoff_function(backoff)
+        self._send_timeout = send_timeout
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer = provider.get_tracer(_TRACER_NAME)
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._dialect: _dbapi.Dialect | None = None
+        self._busy = False
+
+    def run_once(self) -> int:
+        """Publish what is due now, round after round; returns the number of rows sent.
+
+        At most `batch_size` rows are attempted, each at most once per call. Database
+        errors are raised (the round is rolled back, nothing is marked); send errors are
+        recorded on the row.
+        """
+        with self._lock:
+            attempted = sent = 0
+            tried: list[int] = []  # failed in this pass: not again until the next one
+            while attempted < self.batch_size:
+                claimed, ok = self._round(self.batch_size - attempted, tried)
+                attempted += claimed
+                sent += ok
+                if claimed == 0:
+                    break
+            self._busy = attempted >= self.batch_size
+            return sent
+
+    def run_forever(self, stop_event: threading.Event | None = None, interval: float = 1.0) -> None:
+        """Run passes until `stop_event` is set, pausing `interval` seconds when idle.
+
+        A failing pass (e.g. the database is unreachable) is logged and retried.
+        """
+        stop = stop_event or threading.Event()
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:
+                    log.exception("outbox relay pass failed; retrying in %.1fs", interval)
+                    self._busy = False
+                if not self._busy:  # a full pass: there may be more, go on at once
+                    stop.wait(interval)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the relay's database connection (the producer is the caller's)."""
+        with self._lock:
+            self._drop_connection()
+
+    # -- one round: claim heads, send, wait for acks, mark, commit ---------------------
+
+    def _round(self, limit: int, tried: list[int]) -> tuple[int, int]:
+        conn, dialect = self._connection()
+        try:
+            cur = conn.cursor()
+            self._begin(conn, cur, dialect)
+            now_ms = _now_ms()
+            cur.execute(*self._claim_sql(dialect, now_ms, limit, tried))
+            rows = [_Row(*r) for r in cur.fetchall()]
+            sends = [self._send(row, dialect) for row in rows]
+            ok = 0
+            for row, pending in zip(rows, sends, strict=True):
+                error = pending.wait(self._send_timeout)
+                done_ms = _now_ms()
+                if error is None:
+                    ok += 1
+                    cur.execute(*self._sent_sql(dialect, row, done_ms))
+                else:
+                    tried.append(row.seq)
+                    cur.execute(*self._failed_sql(dialect, row, done_ms, error))
+            conn.commit()
+            return len(rows), ok
+        except BaseException:
+            self._drop_connection()
+            raise
+
+    def _claim_sql(
+        self, dialect: _dbapi.Dialect, now_ms: int, limit: int, tried: list[int]
+    ) -> tuple[str, tuple[Any, ...]]:
+        t = self.outbox.table
+        skip = f" and o.seq not in ({', '.join('?' * len(tried))})" if tried else ""
+        lock = " for update of o skip locked" if dialect.postgres else ""
+        sql = (
+            f"select {', '.join('o.' + c.strip() for c in _COLUMNS.split(','))} from {t} o"
+            " where o.status = ? and (o.next_attempt_at is null or o.next_attempt_at <= ?)"
+            f" and not exists (select 1 from {t} p where p.aggregateid = o.aggregateid"
+            " and p.status = ? and p.seq < o.seq)"
+            f"{skip} order by o.seq limit ?{lock}"
+        )
+        params = (STATUS_PENDING, dialect.time_param(now_ms), STATUS_PENDING, *tried, limit)
+        return dialect.sql(sql), params
+
+    def _sent_sql(self, dialect: _dbapi.Dialect, row: _Row, now_ms: int) -> tuple[str, tuple[Any, ...]]:
+        sql = (
+            f"update {self.outbox.table} set status = ?, attempts = ?, last_attempt_at = ?,"
+            " sent_at = ?, next_attempt_at = null, last_error = null where seq = ?"
+        )
+        at = dialect.time_param(now_ms)
+        return dialect.sql(sql), (STATUS_SENT, row.attempts + 1, at, at, row.seq)
+
+    def _failed_sql(
+        self, dialect: _dbapi.Dialect, row: _Row, now_ms: int, error: BaseException
+    ) -> tuple[str, tuple[Any, ...]]:
+        attempts = row.attempts + 1
+        message = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
+        if attempts >= self.max_attempts:
+            status, next_at = STATUS_DEAD, None
+            log.warning("outbox row %s (%s %s) is dead after %d attempts: %s",
+                        row.seq, row.aggregatetype, row.aggregateid, attempts, message)
+        else:
+            status = STATUS_PENDING
+            next_at = now_ms + round(self._backoff(attempts) * 1000)
+        sql = (
+            f"update {self.outbox.table} set status = ?, attempts = ?, last_attempt_at = ?,"
+            " next_attempt_at = ?, last_error = ? where seq = ?"
+        )
+        params = (status, attempts, dialect.time_param(now_ms), dialect.time_param(next_at),
+                  message, row.seq)
+        return dialect.sql(sql), params
+
+    # -- sending one row ------------------------------------------------------------------
+
+    def _send(self, row: _Row, dialect: _dbapi.Dialect) -> _Pending:
+        """Start sending `row`; a failure before the send is returned as a finished pending."""
+        try:
+            topic = self._topic_for(row.aggregatetype) if row.topic is None else row.topic
+            event = self._event(row)
+            value, content_type = wire.encode_value(_dbapi.json_value(row.payload))
+            extra = _extra_headers(row.headers)
+        except Exception as exc:  # noqa: BLE001 - a bad row is the row's failure, not the relay's
+            return _Pending(None, None, exc)
+        parent, tracestate = _stored_context(row.tracingspancontext)
+        key = row.aggregateid
+        attributes: dict[str, Any] = semconv.send_attributes(topic, event, key)
+        created_ms = _dbapi.time_ms(row.created_at)
+        if created_ms is not None:
+            attributes[semconv.OUTBOX_DELAY_MS] = max(0, _now_ms() - created_ms)
+        span = self._tracer.start_span(
+            semconv.send_span_name(topic), context=parent, kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        )
+        try:
+            ctx = span.get_span_context()
+            traceparent = None
+            if ctx.is_valid:
+                traceparent = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
+                tracestate = ctx.trace_state.to_header() or tracestate
+            headers = wire.encode_headers(event, traceparent, tracestate, content_type) + extra
+            future = self._producer.send(topic, value=value, key=key.encode(), headers=headers)
+        except Exception as exc:  # noqa: BLE001 - recorded on the row and the span
+            return _Pending(span, None, exc)
+        except BaseException:
+            span.end()
+            raise
+        return _Pending(span, future, None)
+
+    def _event(self, row: _Row) -> Event:
+        stored = _dbapi.json_value(row.headers)
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected headers to be a JSON object, got {type(stored).__name__}")
+
+        def get(name: str) -> str | None:
+            value = stored.get(name)
+            return None if value is None or value == "" else str(value)
+
+        return Event(
+            id=str(row.id),  # the row's id is the event id, on every retry
+            type=get(wire.TYPE) or row.type,
+            source=get(wire.SOURCE) or self.outbox.service,
+            subject=get(wire.SUBJECT) or row.aggregateid,
+            correlation_id=get(wire.CORRELATIONID),
+            causation_id=get(wire.CAUSATIONID),
+            schema_version=get(wire.SCHEMAVERSION) or "1",
+            time=get(wire.TIME),
+            sequence=int(row.seq),
+        )
+
+    # -- the relay's own connection -----------------------------------------------------
+
+    def _connection(self) -> tuple[Any, _dbapi.Dialect]:
+        if self._conn is None:
+            self._conn, self._dialect = self.outbox.connect()
+        assert self._dialect is not None
+        return self._conn, self._dialect
+
+    def _begin(self, conn: Any, cur: Any, dialect: _dbapi.Dialect) -> None:
+        if not dialect.postgres:
+            cur.execute("begin immediate")  # one writer: no other relay claims meanwhile
+        elif getattr(conn, "autocommit", False):
+            cur.execute("begin")  # the row locks must last until the marks are committed
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        for step in (conn.rollback, conn.close):
+            try:
+                step()
+            except Exception:  # a broken connection is being thrown away
+                log.debug("closing the relay connection failed", exc_info=True)
+
+
+@dataclass(slots=True)
+class _Row:
+    seq: int
+    id: Any
+    aggregatetype: str
+    aggregateid: str
+    type: str
+    payload: Any
+    headers: Any
+    tracingspancontext: str | None
+    topic: str | None
+    created_at: Any
+    attempts: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A send in flight: its span, kafka-python future, or the error that stopped it."""
+
+    span: Span | None
+    future: Any
+    error: BaseException | None
+
+    def wait(self, timeout: float) -> BaseException | None:
+        """Wait for the ack, end the span; the error if the send failed, else None."""
+        error = self.error
+        if error is None:
+            try:
+                self.future.get(timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - recorded on the row and the span
+                error = exc
+            except BaseException:
+                if self.span is not None:
+                    self.span.end()
+                raise
+        if self.span is not None:
+            if error is not None:
+                self.span.record_exception(error)
+                self.span.set_status(Status(StatusCode.ERROR, str(error)))
+                self.span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
+            self.span.end()
+        return error
+
+
+def _stored_context(text: str | None) -> tuple[Context, str | None]:
+    """The parent context for the send span, from `tracingspancontext`, and its tracestate."""
+    root = Context()  # never the relay's own ambient span
+    if not text:
+        return root, None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and not name.startswith("#"):
+            fields.setdefault(name.strip().lower(), value.strip())
+    try:
+        parsed = parse_traceparent(fields.get("traceparent", ""))
+    except InvalidTraceparent as exc:
+        log.debug("ignoring a stored trace context: %s", exc)
+        return root, None
+    tracestate = fields.get("tracestate") or None
+    try:
+        state = TraceState.from_header([tracestate]) if tracestate else TraceState()
+    except Exception:  # noqa: BLE001 - a bad tracestate is dropped, the parent kept
+        state, tracestate = TraceState(), None
+    parent = SpanContext(
+        trace_id=int(parsed.trace_id, 16),
+        span_id=int(parsed.span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(parsed.flags & 0xFF),
+        trace_state=state,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent), root), tracestate
+
+
+def _extra_headers(stored: Any) -> list[tuple[str, bytes]]:
+    """Keys of the `headers` column the relay does not write itself, as record headers."""
+    stored = _dbapi.json_value(stored)
+    if not isinstance(stored, dict):
+        return []
+    return [
+        (str(name), str(value).encode())
+        for name, value in stored.items()
+        if name not in _OWN_HEADERS and value is not None
+    ]
+
+
+def _backoff_function(backoff: float | Callable[[int], float]) -> Callable[[int], float]:
+    if callable(backoff):
+        return backoff
+    if isinstance(backoff, int | float) and not isinstance(backoff, bool) and backoff >= 0:
+        base = float(backoff)
+        return lambda attempts: min(base * 2 ** (attempts - 1), _MAX_BACKOFF_S)
+    raise ValueError(
+        "expected backoff to be seconds (a number >= 0) or a callable attempts -> seconds, "
+        f"got {backoff!r}"
+    )
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
