@@ -70,6 +70,13 @@ def _kafka_option(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def _type_seconds(text: str) -> tuple[str, float]:
+    name, sep, value = text.rpartition("=")
+    if not sep or not name:
+        raise ValueError("not TYPE=SECONDS")
+    return name, _seconds(value)
+
+
 def _outbox(text: str) -> str:
     name, sep, url = text.partition("=")
     if not sep or not name or not url:
@@ -90,6 +97,8 @@ _DECLARED = (
     Setting("outbox", _outbox, (), "outbox table to watch, NAME=DB_URL[#table] (repeatable)",
             repeatable=True),
     Setting("stuck_after", _seconds, 60.0, "seconds of silence after which a flow is stuck"),
+    Setting("stuck_after_type", _type_seconds, (),
+            "stuck timeout of one event type, TYPE=SECONDS (repeatable)", repeatable=True),
     Setting("outbox_stuck_after", _seconds, 30.0,
             "seconds after which a pending outbox row is stuck"),
     Setting("skew", _seconds, 1.0, "tolerated clock skew between producers, seconds"),
@@ -100,7 +109,7 @@ _DECLARED = (
     Setting("batch_timeout", _seconds, 0.5, "longest wait for a batch to fill, seconds"),
     Setting("analyze_interval", _seconds, 5.0, "seconds between analysis passes"),
     Setting("poll_interval", _seconds, 10.0,
-            "seconds between outbox polls, trace fetches and lag measurements"),
+            "seconds between outbox polls and consumer lag measurements"),
     Setting("redact", _regex, r"email|phone|card|password|token|secret",
             "regex (case-insensitive) of data keys and header names whose values are redacted"),
     Setting("max_data_bytes", _positive_int, 64 * 1024,
@@ -157,6 +166,7 @@ class CollectSettings:
     otlp_host: str = "127.0.0.1"
     outbox: tuple[str, ...] = ()
     stuck_after: float = 60.0
+    stuck_after_type: tuple[tuple[str, float], ...] = ()
     outbox_stuck_after: float = 30.0
     skew: float = 1.0
     retention: float = 7.0

@@ -1,0 +1,272 @@
+"""The running collector: bus ingest in the main thread, everything else beside it.
+
+`Collector(store_url, settings)` wires the pieces of `choreoscope collect`: the bus ingest
+(`ingest.BusIngest`), the OTLP/HTTP receiver, the Jaeger trace fetcher, the outbox monitor,
+consumer lag, the periodic analysis pass, the Prometheus endpoint and retention pruning.
+
+Ingest never stops because one of the others fails: each periodic task runs guarded in the
+maintenance thread, its errors are logged and it is tried again at its next turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from .ingest import BusIngest, Redactor
+from .settings import CollectSettings
+from .store import Store
+
+log = logging.getLogger("choreoscope.collector")
+
+RETENTION_INTERVAL_S = 3600.0
+_STORE_RETRY_MAX_S = 10.0
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit for logs: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparsable: show only the scheme
+        return url.split(":", 1)[0] + ":..."
+
+
+@dataclass
+class _Task:
+    name: str
+    interval_s: float
+    run: Callable[[], Any]
+    next_at: float = 0.0
+    failures: int = 0
+
+
+class Collector:
+    """One collector process. `run(stop)` until stop is set, or `run_once()`."""
+
+    def __init__(self, store_url: str, settings: CollectSettings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store_url = store_url
+        self.settings = settings
+        self.clock = clock
+        self.store: Store | None = None
+        self.ingest: BusIngest | None = None
+        self.receiver: Any = None
+        self.fetcher: Any = None
+        self.outbox: Any = None
+        self.lag: Any = None
+        self.metrics_server: Any = None
+        self.metrics_registry: Any = None
+        self.tasks: list[_Task] = []
+        self.last_analysis: Any = None
+        self._maintenance: threading.Thread | None = None
+        self._maintenance_stop = threading.Event()
+        # Built now so that bad configuration fails at start-up, before anything runs.
+        self._outbox_sources = self._parse_outbox()
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def open_store(self, stop: threading.Event | None = None) -> Store | None:
+        """Open and create/upgrade the store, retrying with backoff while it is unreachable."""
+        delay = 0.5
+        while True:
+            try:
+                self.store = Store(self.store_url).create()
+                return self.store
+            except Exception as exc:  # noqa: BLE001
+                log.warning("store %s unavailable (%s); retrying in %.1fs",
+                            safe_url(self.store_url), _first_line(exc), delay)
+            if stop is None:
+                time.sleep(delay)
+            elif stop.wait(delay):
+                return None
+            delay = min(delay * 2, _STORE_RETRY_MAX_S)
+
+    def start(self) -> None:
+        """Start the optional parts; one that cannot start is logged and left out."""
+        s = self.settings
+        assert self.store is not None
+        self.ingest = BusIngest(
+            self.store, bootstrap=s.bootstrap, topics=s.topics, group=s.group, start=s.start,
+            redactor=Redactor(s.redact, s.max_data_bytes), batch_size=s.batch_size,
+            batch_timeout_s=s.batch_timeout, kafka_options=s.kafka_options, clock=self.clock,
+        ).start()
+        log.info("ingesting %s from %s as group %s into %s", self.ingest.pattern, s.bootstrap,
+                 s.group, safe_url(self.store_url))
+        if s.otlp_port:
+            self._guarded("otlp receiver start", self._start_receiver)
+        if s.jaeger:
+            self._guarded("trace fetcher start", self._start_fetcher)
+        if self._outbox_sources:
+            from .outbox_monitor import OutboxMonitor
+
+            self.outbox = OutboxMonitor(self.store, self._outbox_sources,
+                                        stuck_after_s=s.outbox_stuck_after)
+        self._guarded("lag monitor start", self._start_lag)
+        if s.metrics_port is not None:
+            self._guarded("metrics server start", self._start_metrics)
+        self.tasks = self._plan()
+
+    def _parse_outbox(self) -> list[Any]:
+        if not self.settings.outbox:
+            return []
+        from .outbox_monitor import parse_outbox_source
+
+        return [parse_outbox_source(spec) for spec in self.settings.outbox]
+
+    def _start_receiver(self) -> None:
+        from .traces.receiver import OtlpReceiver
+
+        self.receiver = OtlpReceiver(self.store, host=self.settings.otlp_host,
+                                     port=self.settings.otlp_port).start()
+        log.info("OTLP/HTTP receiver on %s", self.receiver.endpoint)
+
+    def _start_fetcher(self) -> None:
+        from .traces.fetcher import TraceFetcher
+
+        self.fetcher = TraceFetcher(self.store, self.settings.jaeger)
+        log.info("fetching traces from Jaeger at %s", self.settings.jaeger)
+
+    def _start_lag(self) -> None:
+        from .lag import LagMonitor
+
+        self.lag = LagMonitor(self.store, self.settings.bootstrap,
+                              kafka_options=self.settings.kafka_options)
+
+    def _start_metrics(self) -> None:
+        from . import metrics
+
+        self.metrics_registry = metrics.new_registry()
+        self.metrics_server = metrics.start_metrics_server(
+            self.metrics_registry, self.settings.metrics_port, self.settings.metrics_host)
+        log.info("Prometheus metrics on http://%s:%d/metrics", self.settings.metrics_host,
+                 self.metrics_server.port)
+
+    def _plan(self) -> list[_Task]:
+        """The periodic tasks, in the order one maintenance pass runs them."""
+        s = self.settings
+        tasks = []
+        if self.outbox is not None:
+            tasks.append(_Task("outbox poll", s.poll_interval, self.outbox.poll_once))
+        if self.fetcher is not None:
+            tasks.append(_Task("trace fetch", s.analyze_interval, self.fetcher.run_once))
+        if self.receiver is not None:
+            tasks.append(_Task("otlp flush", s.analyze_interval, self.receiver.flush))
+        tasks.append(_Task("analysis", s.analyze_interval, self.analyze))
+        if self.lag is not None:
+            tasks.append(_Task("consumer lag", s.poll_interval, self.lag.poll_once))
+        if s.retention > 0:
+            tasks.append(_Task("retention", RETENTION_INTERVAL_S, self.prune))
+        if self.metrics_registry is not None:
+            tasks.append(_Task("metrics", s.analyze_interval, self.update_metrics))
+        return tasks
+
+    # -- the periodic work -------------------------------------------------------------------
+
+    def analyze(self) -> Any:
+        from .analyze import AnalysisOptions, analyze
+
+        s = self.settings
+        options = AnalysisOptions(stuck_after_s=s.stuck_after, skew_s=s.skew,
+                                  stuck_after_by_type=dict(s.stuck_after_type),
+                                  jaeger_enabled=bool(s.jaeger))
+        self.last_analysis = analyze(self.store, options, now_ms=int(self.clock() * 1000))
+        return self.last_analysis
+
+    def prune(self) -> dict[str, int]:
+        from .retention import prune
+
+        deleted = prune(self.store, self.settings.retention, now_ms=int(self.clock() * 1000))
+        if any(deleted.values()):
+            log.info("retention: pruned %s", deleted)
+        return deleted
+
+    def update_metrics(self) -> Any:
+        from . import metrics
+
+        return metrics.update_from_store(self.store, self.metrics_registry)
+
+    def maintenance_pass(self, force: bool = False) -> None:
+        """Run every task that is due (all of them with `force`), each guarded."""
+        now = time.monotonic()
+        for task in self.tasks:
+            if self._maintenance_stop.is_set() and not force:
+                return
+            if force or now >= task.next_at:
+                ok = self._guarded(task.name, task.run)
+                task.failures = 0 if ok else task.failures + 1
+                task.next_at = time.monotonic() + task.interval_s
+
+    def _guarded(self, name: str, fn: Callable[[], Any]) -> bool:
+        try:
+            fn()
+            return True
+        except Exception as exc:  # a side task never stops ingest
+            log.warning("%s failed: %s: %s", name, type(exc).__name__, _first_line(exc))
+            log.debug("%s failure", name, exc_info=True)
+            return False
+
+    def _maintenance_loop(self) -> None:
+        while not self._maintenance_stop.is_set():
+            self.maintenance_pass()
+            self._maintenance_stop.wait(0.5)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Ingest until `stop` is set, with the periodic tasks beside; then flush and close."""
+        if self.open_store(stop) is None:
+            return 0
+        try:
+            self.start()
+            assert self.ingest is not None
+            self._maintenance = threading.Thread(target=self._maintenance_loop,
+                                                 name="choreoscope-maintenance", daemon=True)
+            self._maintenance.start()
+            self.ingest.run(stop)
+            log.info("stopping: %d records read, %d new events stored", self.ingest.records,
+                     self.ingest.inserted)
+        finally:
+            self.close()
+        return 0
+
+    def run_once(self, stop: threading.Event | None = None) -> int:
+        """Ingest what is on the topics now, then one pass of every task; returns 0."""
+        if self.open_store(stop) is None:
+            return 0
+        try:
+            self.start()
+            assert self.ingest is not None
+            read = self.ingest.run_to_end(stop)
+            log.info("read %d records, %d new events stored", read, self.ingest.inserted)
+            self.maintenance_pass(force=True)
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        self._maintenance_stop.set()
+        if self._maintenance is not None:
+            self._maintenance.join(60)
+            self._maintenance = None
+        if self.ingest is not None:
+            self.ingest.close()
+        if self.receiver is not None:
+            self._guarded("otlp receiver stop", self.receiver.stop)
+        if self.outbox is not None:
+            self._guarded("outbox monitor close", self.outbox.close)
+        if self.metrics_server is not None:
+            self._guarded("metrics server stop", self.metrics_server.stop)
+        if self.store is not None:
+            self.store.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error (SQLAlchemy appends SQL and parameters on later lines)."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -1,0 +1,202 @@
+"""`choreoscope collect`: settings lookup, --once, SIGTERM flush, failing side parts, secrets."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from sqlalchemy import func, select
+
+from choreoscope.collector.broker import free_port
+from choreoscope.collector.settings import CollectSettings, SettingsError, lookup
+from choreoscope.collector.store import Store
+from choreoscope.collector.store.schema import events, flows
+from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+
+FAST = ["--kafka-option", f"session.timeout.ms={SESSION_TIMEOUT_MS}",
+        "--kafka-option", f"heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "choreoscope.collector.cli", *args]
+
+
+def _collect(store_url: str, bootstrap: str, topic: str, group: str, *extra: str) -> list[str]:
+    return _cli("--store", store_url, "collect", "--bootstrap", bootstrap, "--topics",
+                f"^{topic}$", "--group", group, "--otlp-port", "0", *FAST, *extra)
+
+
+def _produce_flows(bootstrap: str, topic: str, flows_: int) -> int:
+    """Three events per flow: placed -> paid -> shipped, chained by causation ids."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    count = 0
+    for f in range(flows_):
+        cause = None
+        for step, kind in enumerate(("order.placed", "payment.captured", "order.shipped")):
+            eid = f"e-{f}-{step}"
+            headers = [("ce_specversion", b"1.0"), ("ce_id", eid.encode()),
+                       ("ce_type", kind.encode()), ("ce_source", b"shop"),
+                       ("ce_time", f"2026-01-01T00:00:0{step}Z".encode()),
+                       ("ce_schemaversion", b"1"), ("ce_correlationid", f"c-{f}".encode())]
+            if cause:
+                headers.append(("ce_causationid", cause.encode()))
+            p.produce(topic, value=json.dumps({"n": f, "email": "x@y"}).encode(),
+                      headers=headers, key=f"ord_{f}".encode())
+            cause = eid
+            count += 1
+    p.flush(30)
+    return count
+
+
+def _count(store_url: str, table=events) -> int:
+    store = Store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar())
+    finally:
+        store.dispose()
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(4)]
+        return sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
+    finally:
+        c.close()
+
+
+# -- settings (no services) ------------------------------------------------------------------
+
+
+def test_lookup_order_is_argument_then_env_then_default() -> None:
+    """An argument beats the environment, which beats the default; strings are converted."""
+    env = {"CHOREOSCOPE_SKEW": "2.5", "CHOREOSCOPE_GROUP": "from-env"}
+    assert lookup("skew", None, env) == 2.5
+    assert lookup("skew", "0.5", env) == 0.5
+    assert lookup("skew", None, {}) == 1.0
+    assert lookup("group", None, env) == "from-env"
+    settings = CollectSettings.resolve(env=env, group="arg", kafka_option=["a=b", "c=d=e"],
+                                       outbox=["o=sqlite:///x.db"])
+    assert (settings.group, settings.skew, settings.start) == ("arg", 2.5, "earliest")
+    assert settings.kafka_options == {"a": "b", "c": "d=e"}
+    assert settings.outbox == ("o=sqlite:///x.db",)
+    assert CollectSettings.resolve(env={}, topics="orders\\..*").topic_pattern == "^orders\\..*"
+
+
+def test_bad_values_are_rejected_with_expected_and_got() -> None:
+    """A bad setting names the variable, what was expected and what was given."""
+    with pytest.raises(SettingsError, match=r"from \(CHOREOSCOPE_FROM\): expected .*got 'middle'"):
+        lookup("from", "middle", {})
+    with pytest.raises(SettingsError, match="CHOREOSCOPE_OTLP_PORT"):
+        lookup("otlp_port", None, {"CHOREOSCOPE_OTLP_PORT": "99999"})
+    with pytest.raises(SettingsError, match="got 'nokeyvalue'"):
+        lookup("kafka_option", ["nokeyvalue"], {})
+
+
+def test_cli_rejects_bad_configuration_at_start_up(tmp_path) -> None:
+    """Bad options exit 2 with the reason, before connecting to anything."""
+    for bad in (["--from", "middle"], ["--outbox", "no-equals-sign"], ["--topics", "(["]):
+        r = subprocess.run(_cli("--store", f"sqlite:///{tmp_path}/x.db", "collect", *bad),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (bad, r.stderr)
+        assert "expected" in r.stderr
+
+
+# -- against the broker ----------------------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_once_ingests_everything_analyses_and_exits(bootstrap, topic, group, tmp_path) -> None:
+    """--once stores every record on the topic, writes flows, commits, and exits 0."""
+    n = _produce_flows(bootstrap, topic, 20)
+    url = f"sqlite:///{tmp_path}/once.db"
+    r = subprocess.run(_collect(url, bootstrap, topic, group, "--once"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (_count(url), _count(url, flows)) == (n, 20)
+    assert _committed(bootstrap, group, topic) == n
+    out = subprocess.run(_cli("--store", url, "flows", "--json"), capture_output=True,
+                         text=True, timeout=60)
+    listed = json.loads(out.stdout)
+    assert sorted(f["correlation_id"] for f in listed) == sorted(f"c-{i}" for i in range(20))
+    assert {f["event_count"] for f in listed} == {3}
+    # Nothing new on the bus: a second --once reads nothing and changes nothing.
+    r = subprocess.run(_collect(url, bootstrap, topic, group, "--once"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "read 0 records" in r.stderr
+    assert _count(url) == n
+
+
+@pytest.mark.broker
+def test_sigterm_stores_commits_and_exits_zero(bootstrap, topic, group, tmp_path) -> None:
+    """On SIGTERM the collector finishes its batch, commits what it stored, and exits 0."""
+    url = f"sqlite:///{tmp_path}/term.db"
+    metrics_port = free_port()
+    proc = subprocess.Popen(_collect(url, bootstrap, topic, group, "--metrics-port",
+                                     str(metrics_port), "--analyze-interval", "0.5"),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        n = _produce_flows(bootstrap, topic, 50)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (not (tmp_path / "term.db").exists()
+                                               or _count(url) < n):
+            time.sleep(0.3)
+        body = ""
+        while time.monotonic() < deadline and "choreoscope_events_ingested_total 150" not in body:
+            time.sleep(0.3)
+            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                          timeout=5).read().decode()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "SIGTERM received" in err
+    assert "choreoscope_events_ingested_total 150" in body
+    assert _count(url) == n
+    assert _committed(bootstrap, group, topic) == n
+
+
+@pytest.mark.broker
+def test_failing_side_parts_never_stop_ingest(bootstrap, topic, group, tmp_path) -> None:
+    """Jaeger down and an unreachable outbox database are logged; events are still stored."""
+    n = _produce_flows(bootstrap, topic, 5)
+    url = f"sqlite:///{tmp_path}/side.db"
+    r = subprocess.run(_collect(url, bootstrap, topic, group, "--once",
+                                "--jaeger", "http://127.0.0.1:1",
+                                "--outbox", "orders=postgresql://svc:pw-s3cret@127.0.0.1:1/orders"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _count(url) == n
+    assert "pw-s3cret" not in r.stderr + r.stdout
+
+
+@pytest.mark.broker
+def test_secrets_never_reach_the_logs(bootstrap, topic, group, tmp_path) -> None:
+    """Store passwords and SASL secrets given as options are masked in every log line."""
+    proc = subprocess.Popen(
+        _cli("--store", "postgresql://u:store-s3cret@127.0.0.1:1/x", "collect", "--bootstrap",
+             bootstrap, "--topics", f"^{topic}$", "--group", group, "--otlp-port", "0",
+             "--kafka-option", "sasl.password=sasl-s3cret"),
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    time.sleep(3)  # a few store retries get logged
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "unavailable" in err
+    assert "s3cret" not in out + err
+    r = subprocess.run(_collect(f"sqlite:///{tmp_path}/s.db", bootstrap, topic, group, "--once",
+                                "--kafka-option", "sasl.password=sasl-s3cret"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "'sasl.password': '***'" in r.stderr
+    assert "s3cret" not in r.stdout + r.stderr
