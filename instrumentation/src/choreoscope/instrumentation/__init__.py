@@ -6,5 +6,7 @@ OpenTelemetry span whose context travels in the W3C `traceparent` header.
 
 from .context import carry_context, current_event
 from .event import Event
+from .outbox import Outbox
+from .relay import OutboxRelay
 
-__all__ = ["Event", "carry_context", "current_event"]
+__all__ = ["Event", "Outbox", "OutboxRelay", "carry_context", "current_event"]
