@@ -58,3 +58,4 @@ def test_graph_table() -> None:
     assert lines[0].split() == ["SOURCE", "EDGE", "TARGET", "COUNT", "P50", "P95", "ANOMALIES"]
     assert lines[1].split() == ["order.placed", "consumed_by", "payments", "2", "12", "ms", "40",
                                 "ms", "1"]
+
