@@ -262,6 +262,53 @@ def test_batch_size_bounds_one_pass(
     assert by_key(consume_all(bootstrap, topic)) == {"A": [1, 2, 4], "B": [3, 5]}
 
 
+
+def test_one_trace_from_request_through_relay_and_handler_to_the_next_relay(
+    tmp_path: Path, producer: KafkaProducer, bootstrap: str, topic: str,
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter,
+) -> None:
+    """Request -> outbox -> relay -> handler -> outbox -> relay is one trace and one causal chain."""
+    from choreoscope.instrumentation.consumer import traced_consumer
+    from choreoscope.instrumentation.producer import instrument_producer
+
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    orders = Outbox(url, service="order-service")
+    payments = Outbox(url, table="payment_outbox", service="payment-service")
+    orders.create_table()
+    payments.create_table()
+    traced = instrument_producer(producer, service="relay", tracer_provider=tracer_provider)
+    with tracer_provider.get_tracer("test").start_as_current_span("POST /orders") as request:
+        [placed] = commit_rows(orders, url, "ord_1", aggregatetype=f"{topic}.orders")
+    assert OutboxRelay(orders, traced, tracer_provider=tracer_provider).run_once() == 1
+
+    written: list[Event] = []
+
+    @traced_consumer(service="payment-service", group="payments", tracer_provider=tracer_provider)
+    def charge(event: Event) -> None:
+        conn = dbapi_connect(url)
+        written.append(add_order(payments, conn, event.subject, aggregatetype=f"{topic}.payments",
+                                 event_type="payment.failed", data={"order_id": event.subject}))
+        conn.commit()
+        conn.close()
+
+    [record] = consume_all(bootstrap, f"{topic}.orders")
+    charge(record)
+    assert OutboxRelay(payments, traced, tracer_provider=tracer_provider).run_once() == 1
+    [failed_record] = consume_all(bootstrap, f"{topic}.payments")
+
+    [failed] = written
+    assert (failed.correlation_id, failed.causation_id) == (placed.id, placed.id)
+    assert dict(failed_record.headers)["ce_causationid"] == placed.id.encode()
+    spans = {s.name: s for s in span_exporter.get_finished_spans()}
+    assert sorted(spans) == sorted([
+        "POST /orders", f"send {topic}.orders", f"process {topic}.orders",
+        f"send {topic}.payments"])
+    chain = [spans["POST /orders"], spans[f"send {topic}.orders"],
+             spans[f"process {topic}.orders"], spans[f"send {topic}.payments"]]
+    assert {s.context.trace_id for s in chain} == {request.get_span_context().trace_id}
+    assert [s.parent.span_id for s in chain[1:]] == [s.context.span_id for s in chain[:-1]]
+
+
 # -- failures, backoff, dead rows ---------------------------------------------------------
 
 
