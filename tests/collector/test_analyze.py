@@ -1,0 +1,168 @@
+"""analyze(): one reconstruction + detection pass over the store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from choreoscope.collector.analyze import AnalysisOptions, AnalysisResult, analyze
+from choreoscope.collector.store import Store
+from choreoscope.collector.store.schema import anomalies, events, flows, graph_edges
+from tests.collector.reconstruct.factory import (
+    T0,
+    clean_flow,
+    clean_store,
+    dead_outbox,
+    ev,
+    new_store,
+    put,
+)
+
+NOW = T0 + 120_000
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    """An empty store on SQLite or on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        s = new_store(tmp_path)
+    else:
+        s = Store(request.getfixturevalue("postgres_url")).create()
+    yield s
+    s.dispose()
+
+
+def _scenario(store: Store) -> dict[str, str]:
+    """Seven flows: three complete, one stuck, one failed handler, one dead outbox row, one
+    in progress. Returns the failed span's anomaly key."""
+    offsets: dict = {}
+    for i in range(3):
+        put(store, *clean_flow(i, offsets=offsets))
+    put(store, *clean_flow(3, hops=2, offsets=offsets))
+    rows, spans = clean_flow(4, offsets=offsets)
+    bad = next(s for s in spans if s["message_id"] == "e0000004-2" and s["kind"] == "consumer")
+    bad.update(status="error", error_type="KeyError", status_message="sku")
+    put(store, rows, spans)
+    put(store, *clean_flow(5, offsets=offsets), outbox=[dead_outbox("f0000005")])
+    put(store, *clean_flow(6, hops=2, start=NOW - 10_000, offsets=offsets))
+    return {"failed_key": f"failed_handler:{bad['trace_id']}/{bad['span_id']}"}
+
+
+def _flows(store: Store) -> dict[str, dict]:
+    with store.engine.connect() as conn:
+        return {r.correlation_id: r._asdict() for r in conn.execute(select(flows))}
+
+
+def _anomaly_keys(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return sorted(conn.execute(select(anomalies.c.key)).scalars())
+
+
+def test_statuses_anomalies_and_graph(store):
+    """Each flow gets its status, the stuck and failed flows their anomalies, the graph its edges."""
+    keys = _scenario(store)
+    result = analyze(store, AnalysisOptions(), now_ms=NOW)
+    assert isinstance(result, AnalysisResult)
+    assert (result.flows, result.statuses) == (7, {"completed": 3, "stuck": 1, "failed": 2,
+                                                   "in_progress": 1})
+    assert result.terminal_types == ["customer.notified"]
+    assert _anomaly_keys(store) == sorted([keys["failed_key"], "stuck_flow:f0000003:e0000003-1"])
+    rows = _flows(store)
+    assert {k: (v["status"], v["anomaly_count"]) for k, v in rows.items()} == {
+        "f0000000": ("completed", 0), "f0000001": ("completed", 0), "f0000002": ("completed", 0),
+        "f0000003": ("stuck", 1), "f0000004": ("failed", 1), "f0000005": ("failed", 0),
+        "f0000006": ("in_progress", 0)}
+    f0 = rows["f0000000"]
+    assert f0["variant"] == ("order.placed > payment.authorized > inventory.reserved > "
+                             "shipment.scheduled > customer.notified")
+    assert (f0["event_count"], f0["started_at_ms"], f0["last_seen_at_ms"], f0["duration_ms"]) == (
+        5, T0 - 1, T0 + 24, 25)
+    assert json.loads(f0["services"]) == ["crm", "inventory", "notifications", "orders",
+                                          "payments", "shipping"]
+    assert (f0["trace_status"], f0["updated_at_ms"]) == ("available", NOW)
+    with store.engine.connect() as conn:
+        edges = {(r.source, r.target, r.kind): (r.count, r.p50_ms, r.anomaly_count)
+                 for r in conn.execute(select(graph_edges))}
+    assert edges[("orders", "order.placed", "emits")] == (7, None, 0)
+    assert edges[("payment.authorized", "inventory", "consumed_by")] == (7, 2.0, 0)
+    assert edges[("inventory.reserved", "shipping", "consumed_by")] == (5, 2.0, 1)
+    assert edges[("payments", "payment.authorized", "emits")] == (7, None, 1)
+    assert len(edges) == 10
+
+
+def test_rerunning_adds_nothing_and_rewrites_nothing(store):
+    """A second pass on the same data records no anomaly and rewrites no flow."""
+    _scenario(store)
+    first = analyze(store, AnalysisOptions(), now_ms=NOW)
+    before = (_anomaly_keys(store), _flows(store))
+    second = analyze(store, AnalysisOptions(), now_ms=NOW)
+    assert (first.anomalies_new, first.flows_written) == (2, 7)
+    assert (second.anomalies_new, second.flows_written, second.flows_removed) == (0, 0, 0)
+    assert second.anomalies_found == {"failed_handler": 1, "stuck_flow": 1}
+    assert (_anomaly_keys(store), _flows(store)) == before
+
+
+def test_time_passing_makes_a_waiting_flow_stuck(store):
+    """The in-progress flow becomes stuck once stuck-after passed; only it is rewritten."""
+    _scenario(store)
+    analyze(store, AnalysisOptions(), now_ms=NOW)
+    later = analyze(store, AnalysisOptions(), now_ms=NOW + 60_000)
+    assert later.flows_written == 1
+    assert _flows(store)["f0000006"]["status"] == "stuck"
+    assert "stuck_flow:f0000006:e0000006-1" in _anomaly_keys(store)
+
+
+def test_per_type_stuck_after_and_removed_flows(store):
+    """A long stuck-after for a type keeps a flow in progress; a pruned flow disappears."""
+    _scenario(store)
+    opts = AnalysisOptions(stuck_after_by_type={"payment.authorized": 3600.0})
+    result = analyze(store, opts, now_ms=NOW)
+    assert result.statuses["in_progress"] == 2
+    with store.engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.flow_id == "f0000000"))
+    result = analyze(store, opts, now_ms=NOW)
+    assert (result.flows, result.flows_removed) == (6, 1)
+    assert "f0000000" not in _flows(store)
+
+
+def test_late_cause_and_envelope_problems(store):
+    """An effect ahead of its cause on the bus, a missing cause and a bad envelope are found."""
+    put(store, [ev("e1", "order.placed", flow="f1", offset=1, subject="ord_1", traced=False),
+                ev("e2", "order.amended", flow="f1", offset=0, subject="ord_1", cause="e1",
+                   traced=False),
+                ev("e3", "order.cancelled", flow="f1", offset=2, cause="zz", traced=False,
+                   problems=["missing_schema_version"])])
+    result = analyze(store, AnalysisOptions(), now_ms=T0 + 10**6)
+    assert result.anomalies_found == {"out_of_order": 1, "orphan": 1, "envelope": 1,
+                                      "untraced": 3}
+    assert _anomaly_keys(store) == [
+        "envelope:orders/0/2:missing_schema_version", "orphan:e3",
+        "out_of_order:causal:bus:e1:e2", "untraced:no_trace_context:e1",
+        "untraced:no_trace_context:e2", "untraced:no_trace_context:e3"]
+    assert _flows(store)["f1"]["anomaly_count"] == 6
+
+
+def test_clean_run_of_1000_flows(tmp_path):
+    """1,000 clean five-hop flows: all completed, no anomaly at all."""
+    store = clean_store(tmp_path)
+    result = analyze(store, AnalysisOptions(jaeger_enabled=False), now_ms=T0 + 10**9)
+    assert (result.flows, result.statuses, result.anomalies_found) == (
+        1000, {"completed": 1000}, {})
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(anomalies)).scalar_one() == 0
+
+
+def test_empty_store(tmp_path):
+    """An empty store gives an empty result."""
+    result = analyze(new_store(tmp_path), now_ms=T0)
+    assert (result.flows, result.edges, result.anomalies_new) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("field,value", [("stuck_after_s", -1), ("skew_s", "1"),
+                                         ("stuck_after_by_type", {"a.b": -2})])
+def test_bad_options_are_rejected(field, value):
+    """Negative or non-numeric thresholds raise ValueError naming what was expected."""
+    with pytest.raises(ValueError, match="expected"):
+        AnalysisOptions(**{field: value})
