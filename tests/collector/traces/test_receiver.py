@@ -6,6 +6,7 @@ import base64
 import gzip
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -268,3 +269,26 @@ def test_store_failure_drops_and_counts_without_crashing(store: Store,
     assert (receiver.spans_received, receiver.spans_stored, receiver.spans_dropped) == (4, 0, 4)
     assert store.get_meta(DROPPED_META_KEY) == "4"
     assert post(receiver, b"[]", "application/json")[0] == 400
+
+
+def test_bad_content_length_gets_a_clear_error(receiver: OtlpReceiver) -> None:
+    """A missing or negative Content-Length is refused instead of blocking on the body."""
+    for header in (b"", b"Content-Length: -5\r\n"):
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\n" + header + b"\r\n")
+            reply = sock.makefile("rb").read()
+        status = int(reply.split(b" ", 2)[1])
+        assert status == (411 if not header else 400)
+
+
+def test_chunked_body(store: Store, receiver: OtlpReceiver) -> None:
+    """A chunked request body is reassembled and stored."""
+    raw = fixture("otel_traces_01.json")
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=10)
+    conn.request("POST", "/v1/traces", body=iter([raw[:100], raw[100:5000], raw[5000:]]),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert receiver.flush()
+    assert len(stored(store)) == 4

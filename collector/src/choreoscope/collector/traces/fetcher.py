@@ -78,7 +78,7 @@ class TraceFetcher:
         max_attempts: int = 8,
         backoff_s: float = 5.0,
         max_backoff_s: float = 300.0,
-        batch_size: int = 50,
+        batch_size: int = 200,
         pass_budget_s: float = 10.0,
         client: JaegerClient | None = None,
     ) -> None:

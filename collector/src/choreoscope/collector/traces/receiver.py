@@ -189,6 +189,7 @@ class OtlpReceiver:
 def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = 30  # seconds a client may stall mid-request before its thread is freed
         server_version = "choreoscope-otlp"
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -207,7 +208,12 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 self._error(415, f"expected Content-Type {_PROTOBUF} or {_JSON}, got "
                                  f"{ctype or 'none'!r}", is_json, close=True)
                 return
-            body = self._body(is_json)
+            try:
+                body = self._body(is_json)
+            except (TimeoutError, ConnectionError) as exc:
+                log.debug("otlp client %s went away mid-body: %s", self.client_address[0], exc)
+                self.close_connection = True
+                return
             if body is None:
                 return
             try:
@@ -238,6 +244,10 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                     length = int(self.headers.get("Content-Length", ""))
                 except ValueError:
                     self._error(411, "expected a Content-Length header", is_json, close=True)
+                    return None
+                if length < 0:
+                    self._error(400, f"expected a Content-Length >= 0, got {length}", is_json,
+                                close=True)
                     return None
                 if length > limit:
                     self._error(413, f"body of {length} bytes over the limit of {limit}",
