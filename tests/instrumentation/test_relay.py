@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -456,7 +457,11 @@ def test_crash_between_ack_and_mark_resends_with_the_same_id(
     [event] = commit_rows(outbox, db_url, "ord_1", aggregatetype=topic)
     with pytest.raises(_Crash):
         OutboxRelay(outbox, _CrashAfterAck(producer)).run_once()
-    assert statuses(outbox) == [("ord_1", "pending", 0)]
+    [row] = outbox_rows(outbox)
+    assert (row["status"], row["attempts"], row["last_attempt_at"]) == ("pending", 0, None)
+    if db_url.startswith("sqlite"):
+        assert row["next_attempt_at"] > row["created_at"]  # leased by the dead relay
+        make_stale(outbox, db_url)  # ... until the lease expires
     assert OutboxRelay(outbox, producer).run_once() == 1
     assert statuses(outbox) == [("ord_1", "sent", 1)]
     records = consume_all(bootstrap, topic)
@@ -481,14 +486,11 @@ class _Gate:
         return self._producer.send(*args, **kwargs)
 
 
-@pytest.mark.postgres
 def test_second_relay_skips_the_aggregate_the_first_holds(
-    postgres_url: str, producer: KafkaProducer, bootstrap: str, topic: str,
+    db_url: str, outbox: Outbox, producer: KafkaProducer, bootstrap: str, topic: str,
 ) -> None:
-    """While one relay holds an aggregate's head row, the other sends everything else but that aggregate."""
-    outbox = Outbox(postgres_url, service="s")
-    outbox.create_table()
-    commit_rows(outbox, postgres_url, "A", "B", "A", "B", "C", "A", aggregatetype=topic)
+    """While one relay is sending an aggregate's head row, writers go on and a second relay sends all but that aggregate."""
+    commit_rows(outbox, db_url, "A", "B", "A", "B", "C", "A", aggregatetype=topic)
     gate = _Gate(producer)
     first = OutboxRelay(outbox, gate, batch_size=1)
     result: list[int] = []
@@ -496,15 +498,22 @@ def test_second_relay_skips_the_aggregate_the_first_holds(
     worker.start()
     try:
         assert gate.entered.wait(30)
+        # The service's own write does not wait for the relay (no busy timeout at all).
+        writer = (sqlite3.connect(db_url[len("sqlite:///"):], timeout=0)
+                  if db_url.startswith("sqlite") else psycopg.connect(db_url))
+        add_order(outbox, writer, "D", aggregatetype=topic)
+        writer.commit()
+        writer.close()
         second = OutboxRelay(outbox, producer)
-        assert second.run_once() == 3  # B, B, C: A's rows wait behind the held A#1
+        assert second.run_once() == 4  # B, B, C, D: A's rows wait behind the held A#1
         assert [s for s in statuses(outbox) if s[0] == "A"] == [("A", "pending", 0)] * 3
     finally:
         gate.release.set()
         worker.join(30)
     assert result == [1]
     assert second.run_once() == 2
-    assert by_key(consume_all(bootstrap, topic)) == {"A": [1, 3, 6], "B": [2, 4], "C": [5]}
+    assert by_key(consume_all(bootstrap, topic)) == {
+        "A": [1, 3, 6], "B": [2, 4], "C": [5], "D": [7]}
 
 
 class _FlakyOnce:
@@ -604,8 +613,6 @@ def test_run_forever_survives_a_missing_table(
     tmp_path: Path, producer: KafkaProducer, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A pass that fails on the database is logged and retried, not fatal; run_once raises it."""
-    import sqlite3
-
     outbox = Outbox(f"sqlite:///{tmp_path / 'svc.db'}", service="s")
     relay = OutboxRelay(outbox, producer)
     with pytest.raises(sqlite3.OperationalError, match="no such table: outbox"):

@@ -10,12 +10,17 @@ is never sent while an earlier row of its aggregate is pending, and a failing ro
 back the later rows of its aggregate until it is sent or dead (then they proceed).
 
 Two relays may run against one table. On PostgreSQL the claim is `SELECT ... FOR UPDATE
-SKIP LOCKED`: a relay skips heads another relay holds, and the rows behind them stay
-blocked by the NOT EXISTS test until that relay commits. On SQLite a round is one
-`BEGIN IMMEDIATE` transaction (a single writer), so writers wait for a round to finish.
+SKIP LOCKED` and the round's transaction lasts until the acks are marked: a relay skips
+heads another relay holds, and the rows behind them stay blocked by the NOT EXISTS test
+until that relay commits (row locks never block the service's inserts). SQLite has one
+writer lock, which must not be held while Kafka answers (or does not): there the claim is
+a short `BEGIN IMMEDIATE` transaction that leases the heads (`next_attempt_at` = now +
+lease, so no other relay takes them and the rows behind them stay blocked), the sends
+happen with no lock held, and a second short transaction marks the results.
 
 Delivery is at least once: a relay that dies between the broker's ack and its commit
-leaves the row pending, and the row is sent again with the same `ce_id`. Failures count
+leaves the row pending (on SQLite, until its lease expires), and the row is sent again
+with the same `ce_id`. Failures count
 `attempts`, record `last_error` and back off exponentially; after `max_attempts` the row
 is `dead`. Ordering assumes that writes to one aggregate are serialised (as the
 aggregate's own row lock does): rows are ordered by `seq` among committed rows.
@@ -107,6 +112,9 @@ class OutboxRelay:
         self._topic_for = topic_for or (lambda aggregatetype: aggregatetype)
         self._backoff = _backoff_function(backoff)
         self._send_timeout = send_timeout
+        # Longer than a send can take: kafka-python blocks up to max_block_ms (60 s by
+        # default) for metadata, then the ack may take send_timeout.
+        self._lease_ms = round((send_timeout + 90.0) * 1000)
         provider = tracer_provider or trace.get_tracer_provider()
         self._tracer = provider.get_tracer(_TRACER_NAME)
         self._lock = threading.Lock()
@@ -166,11 +174,19 @@ class OutboxRelay:
             now_ms = _now_ms()
             cur.execute(*self._claim_sql(dialect, now_ms, limit, tried))
             rows = [_Row(*r) for r in cur.fetchall()]
+            if rows and not dialect.postgres:
+                # SQLite has one writer lock: lease the rows and let the service's writers
+                # in while the sends are in flight. A relay that dies leaves a lease that
+                # expires: the rows are then sent again, with the same ids.
+                cur.execute(*self._lease_sql(dialect, rows, now_ms + self._lease_ms))
+                conn.commit()
             sends = [self._send(row, dialect) for row in rows]
+            results = [(row, pending.wait(self._send_timeout), _now_ms())
+                       for row, pending in zip(rows, sends, strict=True)]
+            if rows and not dialect.postgres:
+                self._begin(conn, cur, dialect)
             ok = 0
-            for row, pending in zip(rows, sends, strict=True):
-                error = pending.wait(self._send_timeout)
-                done_ms = _now_ms()
+            for row, error, done_ms in results:
                 if error is None:
                     ok += 1
                     cur.execute(*self._sent_sql(dialect, row, done_ms))
@@ -198,6 +214,15 @@ class OutboxRelay:
         )
         params = (STATUS_PENDING, dialect.time_param(now_ms), STATUS_PENDING, *tried, limit)
         return dialect.sql(sql), params
+
+    def _lease_sql(
+        self, dialect: _dbapi.Dialect, rows: list[_Row], until_ms: int
+    ) -> tuple[str, tuple[Any, ...]]:
+        sql = (
+            f"update {self.outbox.table} set next_attempt_at = ?"
+            f" where seq in ({', '.join('?' * len(rows))})"
+        )
+        return dialect.sql(sql), (dialect.time_param(until_ms), *(r.seq for r in rows))
 
     def _sent_sql(self, dialect: _dbapi.Dialect, row: _Row, now_ms: int) -> tuple[str, tuple[Any, ...]]:
         sql = (
