@@ -1,15 +1,12 @@
 """The Choreoscope dashboard: `streamlit run app.py` (normally via `choreoscope dashboard`).
 
 A multipage app; each page is one module under `pages/`. The store is read-only, through the
-collector's query layer. An empty store shows the first-run page instead.
+collector's query layer. An empty store shows the first-run page on every page.
 """
 
 from __future__ import annotations
 
 import streamlit as st
-
-from choreoscope.dashboard import data
-from choreoscope.dashboard.components import first_run, refresh
 
 PAGES = (
     ("pages/overview.py", "Overview", ":material/dashboard:", "overview"),
@@ -31,19 +28,7 @@ def main() -> None:
              for path, title, icon, slug in PAGES]
     page = st.navigation(pages)
     st.sidebar.caption("Choreoscope · read-only view of the store")
-    refresh.control()
-    state = data.state(data.url())
-    if state["state"] != "ok":
-        refresh.live(_first_run, state)
-        return
-    page.run()
-
-
-def _first_run(state: dict[str, object]) -> None:
-    fresh = data.state(data.url())
-    if fresh["state"] == "ok":
-        st.rerun(scope="app")
-    first_run.render(fresh, data.url())
+    page.run()  # each page sets itself up (components/shell.py), first-run page included
 
 
 main()

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, params, refresh, windows
+from choreoscope.dashboard.components import fmt, params, refresh, shell, windows
 
 PAGE = "event_health"
 PROBLEMS = {  # decoder problem codes, in words
@@ -23,7 +23,8 @@ PROBLEMS = {  # decoder problem codes, in words
 
 
 def render() -> None:
-    st.title("Event health")
+    if not shell.start("Event health"):
+        return
     st.caption("What producers put on the bus: envelope problems found while decoding, schema "
                "versions in use, and events that carry no trace context.")
     window = params.bind("window", st.selectbox, default="all", page=PAGE,

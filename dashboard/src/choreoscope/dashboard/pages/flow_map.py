@@ -6,13 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, params, refresh, windows
+from choreoscope.dashboard.components import fmt, params, refresh, shell, windows
 
 PAGE = "flow_map"
 
 
 def render() -> None:
-    st.title("Flow map")
+    if not shell.start("Flow map"):
+        return
     st.caption("Services (boxes) emit event types (ellipses) that other services consume. "
                "Edges show how often, and for consumption the p95 delay from the bus to the "
                "handler. Red edges lead to events with anomalies.")

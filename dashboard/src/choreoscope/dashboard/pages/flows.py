@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import flow_detail, jaeger, params, refresh, windows
+from choreoscope.dashboard.components import flow_detail, jaeger, params, refresh, shell, windows
 
 PAGE = "flows"
 STATUSES = ["", "in_progress", "completed", "stuck", "failed"]
@@ -19,7 +19,8 @@ _CHANGED = f"{PAGE}:flow_changed"
 
 
 def render() -> None:
-    st.title("Flows")
+    if not shell.start("Flows"):
+        return
     f = _filters()
     refresh.live(_table, f)
     chosen = st.session_state.get(f"{PAGE}:flow") or ""

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, params, refresh
+from choreoscope.dashboard.components import fmt, params, refresh, shell
 
 PAGE = "out_of_order"
 SUBKINDS = ["", "causal", "sequence", "time"]
@@ -24,7 +24,8 @@ PAGE_SIZE = 25
 
 
 def render() -> None:
-    st.title("Out-of-order arrivals")
+    if not shell.start("Out-of-order arrivals"):
+        return
     st.caption("Each row names the event that arrived late and shows the order it should have "
                "had next to the order in which it was observed.")
     c = st.columns(3)

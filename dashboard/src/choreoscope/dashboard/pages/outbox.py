@@ -8,11 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, jaeger, refresh
+from choreoscope.dashboard.components import fmt, jaeger, refresh, shell
 
 
 def render() -> None:
-    st.title("Outbox")
+    if not shell.start("Outbox"):
+        return
     st.caption("Transactional outbox tables the collector monitors (`--outbox NAME=DB_URL`). "
                "A row is stuck when it waits longer than the collector's `--outbox-stuck-after`.")
     refresh.live(_body)

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, refresh
+from choreoscope.dashboard.components import fmt, refresh, shell
 
 KIND_LABELS = {
     "out_of_order": "Out-of-order", "duplicate": "Duplicates", "orphan": "Orphans",
@@ -19,7 +19,8 @@ KIND_LABELS = {
 
 
 def render() -> None:
-    st.title("Overview")
+    if not shell.start("Overview"):
+        return
     refresh.live(_body)
 
 

@@ -6,14 +6,15 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, params, refresh
+from choreoscope.dashboard.components import fmt, params, refresh, shell
 
 PAGE = "variants"
 RARE_SHARE = 0.05
 
 
 def render() -> None:
-    st.title("Variants")
+    if not shell.start("Variants"):
+        return
     st.caption("A variant is the sequence of event types of a flow, in causal order. "
                f"Variants taken by fewer than {RARE_SHARE:.0%} of flows are highlighted as rare.")
     refresh.live(_body)

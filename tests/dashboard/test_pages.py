@@ -1,0 +1,233 @@
+"""Every dashboard page under AppTest, on a store with known flows, anomalies and outbox rows."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import choreoscope.dashboard
+from tests.dashboard.store_rows import fill
+
+APP = str(Path(choreoscope.dashboard.__file__).with_name("app.py"))
+PAGES = ("overview", "flow_map", "flows", "out_of_order", "outbox", "variants", "event_health")
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'store.db'}"
+    fill(url).dispose()
+    return url
+
+
+@pytest.fixture
+def env(store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("CHOREOSCOPE_STORE", store_url)
+    monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
+    yield
+
+
+def run(page: str = "overview", **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(query)
+    at.run()
+    if page != "overview":
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def text_of(at: AppTest) -> str:
+    """Everything a reader sees in markdown, titles, captions, alerts and tables."""
+    parts = [str(e.value) for kind in ("title", "subheader", "markdown", "caption", "error",
+                                       "info", "warning", "success") for e in getattr(at, kind)]
+    parts += [d.value.to_string() for d in at.dataframe]
+    parts += [e.label for e in at.expander]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(env: None, page: str) -> None:
+    """Each page runs to the end on a filled store."""
+    at = run(page)
+    assert at.title[0].value
+
+
+def test_overview_numbers(env: None) -> None:
+    """The overview counts events, flows per status, anomalies, outbox backlog and lag."""
+    m = metrics(run())
+    assert m["Events stored"] == "9"
+    assert m["Events with a trace"] == "77.8%"
+    assert (m["Active"], m["Completed"], m["Stuck"], m["Failed"]) == ("2", "1", "1", "1")
+    assert (m["Out-of-order arrivals"], m["Duplicates"]) == ("1", "1")
+    assert m["Outbox backlog"] == "9"
+    assert m["Oldest pending outbox row"] == "12 min 34 s"
+    assert m["Consumer lag"] == "4"
+
+
+def test_flow_map_draws_the_collectors_dot(env: None) -> None:
+    """The flow map's graphviz chart holds the learned edges, the anomalous one in red."""
+    at = run("flow_map")
+    dot = at.get("graphviz_chart")[0].proto.spec
+    assert '"svc:order-service" -> "type:order.placed" [label="3"];' in dot
+    assert ('"type:order.placed" -> "svc:payment-service" [label="3, p95 20 ms", '
+            'tooltip="1 anomalies", color="red"') in dot
+    assert '"type:payment.completed" -> "svc:shipping-service" [label="1, p95 140 ms"];' in dot
+
+
+def test_flows_table_lists_flows_newest_first(env: None) -> None:
+    """The flows table shows every flow, most recently active first, without Jaeger links."""
+    df = run("flows").dataframe[0].value
+    assert df["correlation_id"].tolist() == ["legacy-1", "legacy-2", "ord-3", "ord-2", "ord-1"] \
+        or df["correlation_id"].tolist()[2:] == ["ord-3", "ord-2", "ord-1"]
+    assert "jaeger" not in df.columns
+
+
+def test_flows_status_filter_comes_from_the_url(env: None) -> None:
+    """`?status=stuck` filters the table and sets the status box."""
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/flows.py")
+    at.query_params["status"] = "stuck"
+    at.run()
+    assert at.dataframe[0].value["correlation_id"].tolist() == ["ord-2"]
+    assert at.selectbox(key="flows:status").value == "stuck"
+
+
+def test_deep_link_opens_the_flow_detail(env: None) -> None:
+    """`/?flow=ord-1` opens the Flows page with ord-1's detail: counts, causal tree, payloads."""
+    at = run(flow="ord-1")
+    assert at.title[0].value == "Flows"
+    assert at.text_input(key="flows:flow").value == "ord-1"
+    assert [s.value for s in at.subheader] == ["Flow `ord-1`"]
+    m = metrics(at)
+    assert (m["Events"], m["Duration"], m["Anomalies"]) == ("3", "200 ms", "1")
+    tree = next(md.value for md in at.markdown if md.value.startswith("- **order.placed**"))
+    lines = tree.splitlines()
+    assert lines[0].startswith("- **order.placed** by order-service")
+    assert lines[1].startswith("    - **payment.completed** by payment-service")
+    assert lines[2].startswith("        - **order.shipped** by shipping-service")
+    assert "duplicate" in lines[3] and lines[3].startswith("    - **payment.completed**")
+    labels = [e.label for e in at.expander]
+    assert "order.placed · order-service · orders/0/0" in labels
+    assert any(json.loads(j.value) == {"order_id": "ord_1", "card": "[REDACTED]"} for j in at.json)
+
+
+def test_unknown_flow_says_so(env: None) -> None:
+    """A deep link to a flow the store does not know shows a warning, not an error."""
+    at = run("flows", flow="nope")
+    assert any("No flow with correlation id `nope`" in w.value for w in at.warning)
+
+
+def test_jaeger_links_only_with_a_jaeger_ui(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a Jaeger UI the table links each flow's trace as `{ui}/trace/{id}`."""
+    monkeypatch.setenv("CHOREOSCOPE_JAEGER_UI", "http://jaeger:16686/")
+    at = run("flows", flow="ord-1")
+    df = at.dataframe[0].value
+    row = df[df["correlation_id"] == "ord-1"].iloc[0]
+    assert row["jaeger"] == "http://jaeger:16686/trace/" + f"{1:032x}"
+    assert [b.proto.url for b in at.get("link_button")] == [
+        "http://jaeger:16686/trace/" + f"{1:032x}"]
+
+
+def test_out_of_order_explains_expected_and_observed(env: None) -> None:
+    """The late event is named and both orders are listed with both events' times."""
+    at = run("out_of_order")
+    assert "causal · order.placed `e2-placed` late at group `audit` · subject ord_2" in [
+        e.label for e in at.expander]
+    tables = [d.value for d in at.dataframe]
+    expected, observed = tables[1], tables[2]
+    assert expected["event id"].tolist() == ["e2-placed", "e2-paid"]
+    assert observed["event id"].tolist() == ["e2-paid", "e2-placed"]
+    assert observed["processed"].tolist() == ["2026-01-01 00:02:00 UTC", "2026-01-01 00:02:00 UTC"]
+    assert expected["on the bus"].tolist() == ["2026-01-01 00:02:00 UTC",
+                                               "2026-01-01 00:02:00 UTC"]
+
+
+def test_outbox_shows_sources_stuck_rows_and_unreachable(env: None) -> None:
+    """Each source's figures, its stuck rows with a flow link, and an unreachable source."""
+    at = run("outbox")
+    m = [(x.label, x.value) for x in at.metric]
+    assert m[:4] == [("Pending", "2"), ("Dead", "0"), ("Oldest pending", "30.0 s"),
+                     ("Publish lag p95", "—")]  # billing-db (sorted by name)
+    assert m[4:8] == [("Pending", "7"), ("Dead", "1"), ("Oldest pending", "12 min 34 s"),
+                      ("Publish lag p95", "230 ms")]
+    assert at.error[0].value.startswith("Unreachable: connection to "
+                                        "postgresql://billing:***@db.internal/billing refused. "
+                                        "Last good poll: 2026-01-01 00:05:00.")
+    stuck = at.dataframe[0].value
+    assert stuck["aggregate"].tolist() == ["orders/ord_7"]
+    assert stuck["flow"].tolist() == ["/flows?flow=ord-2"]
+
+
+def test_no_page_shows_a_password(env: None) -> None:
+    """Database passwords in stored errors never reach the screen."""
+    for page in PAGES:
+        assert "hunter2" not in text_of(run(page))
+
+
+def test_variants_counts_shares_and_flows(env: None) -> None:
+    """Variants are counted with their share; the flow list follows `?variant=`."""
+    at = run("variants", variant="order.placed > payment.completed")
+    v = at.dataframe[0].value
+    assert v["variant"].tolist()[0] == "PriceUpdate"
+    assert dict(zip(v["variant"], v["count"], strict=True)) == {
+        "PriceUpdate": 2, "order.placed": 1, "order.placed > payment.completed": 1,
+        "order.placed > payment.completed > order.shipped": 1}
+    assert v["share %"].tolist()[0] == pytest.approx(40.0)
+    flows = at.dataframe[1].value
+    assert flows["flow"].tolist() == ["/flows?flow=ord-2"]
+
+
+def test_event_health_problems_versions_untraced(env: None) -> None:
+    """Problems per producer and type, schema versions per type, untraced events."""
+    at = run("event_health")
+    problems = at.dataframe[0].value
+    assert problems[["source", "type", "problem", "count"]].values.tolist() == [
+        ["pricing-legacy", "PriceUpdate", "type_not_past_tense", 2],
+        ["pricing-legacy", "PriceUpdate", "missing_time", 1]]
+    versions = at.dataframe[1].value
+    assert versions.loc["PriceUpdate", "v2"] == 2 and versions.loc["order.placed", "v1"] == 3
+    untraced = at.dataframe[2].value
+    assert untraced[["source", "count"]].values.tolist() == [["pricing-legacy", 2]]
+
+
+def test_first_run_page_on_an_empty_store(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store with no events shows how to get started instead of the pages."""
+    from choreoscope.collector.store import Store
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    Store(url).create().dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    at = run()
+    assert at.title[0].value == "Welcome to Choreoscope"
+    assert "has no events yet" in at.info[0].value
+    assert any("collect --bootstrap" in c.value for c in at.code)
+
+
+def test_first_run_page_without_a_store_file(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing SQLite file is reported, not created."""
+    path = tmp_path / "none.db"
+    monkeypatch.setenv("CHOREOSCOPE_STORE", f"sqlite:///{path}")
+    at = run("flows")
+    assert at.info[0].value == f"No store yet at `{path}`. It appears when the collector first runs."
+    assert not path.exists()
+
+
+def test_pages_leave_the_store_untouched(env: None, store_url: str) -> None:
+    """Rendering every page writes nothing: the database file is byte-for-byte the same."""
+    path = store_url.removeprefix("sqlite:///")
+    before = Path(path).read_bytes()
+    for page in PAGES:
+        run(page, flow="ord-1")
+    assert Path(path).read_bytes() == before
+    assert not os.path.exists(path + "-journal")
