@@ -292,3 +292,39 @@ def test_chunked_body(store: Store, receiver: OtlpReceiver) -> None:
     conn.close()
     assert receiver.flush()
     assert len(stored(store)) == 4
+
+
+def test_instrumentation_span_attributes_fill_the_columns(store: Store,
+                                                           receiver: OtlpReceiver) -> None:
+    """Spans carrying the instrumentation's own semconv attribute sets land in the right columns."""
+    from choreoscope.instrumentation import semconv
+    from choreoscope.instrumentation.event import Event
+
+    event = Event(id="01890a5d-ac96-774b-bcce-b302099a8057", type="order.placed",
+                  source="shop", subject="ord_1", correlation_id="corr-1", causation_id="c0",
+                  schema_version="1", time="2026-01-01T00:00:00Z", sequence=3, data={},
+                  topic="orders", partition=2, offset=41, key=b"ord_1")
+    provider = TracerProvider(resource=Resource.create({"service.name": "billing"}))
+    exporter = OTLPSpanExporter(endpoint=receiver.endpoint, timeout=10)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("choreoscope")
+    with tracer.start_as_current_span(semconv.send_span_name("orders"), kind=SpanKind.PRODUCER,
+                                      attributes=semconv.send_attributes("orders", event, "ord_1")):
+        pass
+    with tracer.start_as_current_span(semconv.process_span_name("orders"),
+                                      kind=SpanKind.CONSUMER,
+                                      attributes=semconv.process_attributes(event, "billing")) as s:
+        s.set_attribute(semconv.OUT_OF_ORDER, True)
+    provider.shutdown()
+    assert receiver.flush()
+    rows = {r["kind"]: r for r in stored(store)}
+    cols = ("name", "message_id", "conversation_id", "consumer_group", "destination",
+            "partition", "offset", "out_of_order")
+    assert {k: rows["consumer"][k] for k in cols} == {
+        "name": "process orders", "message_id": event.id, "conversation_id": "corr-1",
+        "consumer_group": "billing", "destination": "orders", "partition": 2, "offset": 41,
+        "out_of_order": True}
+    assert {k: rows["producer"][k] for k in cols} == {
+        "name": "send orders", "message_id": event.id, "conversation_id": "corr-1",
+        "consumer_group": None, "destination": "orders", "partition": None, "offset": None,
+        "out_of_order": False}

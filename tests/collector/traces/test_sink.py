@@ -53,3 +53,25 @@ def test_sink_rejects_unknown_origin(tmp_path: Path) -> None:
     """The origin column only takes the two trace sources."""
     with pytest.raises(ValueError, match="expected a span origin in"):
         SpanSink(Store(f"sqlite:///{tmp_path}/s.db").create()).export([], origin="zipkin")
+
+
+@pytest.mark.postgres
+def test_hostile_values_are_stored_on_postgres(postgres_url: str) -> None:
+    """NUL characters, overlong names and out-of-range partitions are stored, not refused."""
+    from choreoscope.collector.traces.model import Span
+
+    span = Span(trace_id="ab" * 16, span_id="cd" * 8, name="process \x00" + "x" * 300,
+                service="svc\x00", kind="consumer",
+                attributes={"messaging.destination.partition.id": str(2**40),
+                            "messaging.kafka.offset": 2**70, "messaging.message.id": "e\x001"})
+    store = Store(postgres_url).create()
+    try:
+        assert SpanSink(store).export([span], origin="otlp", received_at_ms=1) == 1
+        with store.engine.connect() as conn:
+            row = conn.execute(select(spans_table)).one()._mapping
+    finally:
+        store.dispose()
+    assert (row["name"][:9], len(row["name"]), row["service"], row["message_id"]) == (
+        "process \ufffd", 255, "svc\ufffd", "e\ufffd1")
+    assert (row["partition"], row["offset"]) == (None, None)
+    assert json.loads(row["attributes"])["messaging.kafka.offset"] == 2**70

@@ -93,20 +93,20 @@ class Span:
             "trace_id": self.trace_id,
             "span_id": self.span_id,
             "parent_span_id": self.parent_span_id,
-            "name": self.name[:255],
+            "name": _clip(self.name, 255) or "",
             "kind": self.kind,
-            "service": self.service[:255] if self.service else self.service,
-            "start_us": self.start_us,
-            "duration_us": self.duration_us,
+            "service": _clip(self.service, 255),
+            "start_us": _bounded(self.start_us, _INT64) or 0,
+            "duration_us": _bounded(self.duration_us, _INT64) or 0,
             "status": self.status,
-            "status_message": self.status_message,
+            "status_message": _clip(self.status_message, 10_000),
             "error_type": _clip(self.error_type, 255),
             "message_id": _clip(self.message_id, 128),
             "conversation_id": _clip(self.conversation_id, 128),
             "consumer_group": _clip(self.consumer_group, 255),
             "destination": _clip(self.destination, 255),
-            "partition": self.partition,
-            "offset": self.offset,
+            "partition": _bounded(self.partition, _INT32),
+            "offset": _bounded(self.offset, _INT64),
             "out_of_order": self.out_of_order,
             "attributes": json.dumps(self.attributes, sort_keys=True, default=str),
             "links": json.dumps(self.links, sort_keys=True, default=str),
@@ -192,4 +192,16 @@ def _int(value: Any) -> int | None:
 
 
 def _clip(value: str | None, limit: int) -> str | None:
-    return value[:limit] if value else value
+    """Cut to the column size; NUL characters (refused by PostgreSQL) become U+FFFD."""
+    if not value:
+        return value
+    return value[:limit].replace("\x00", "\ufffd")
+
+
+_INT32 = 2**31 - 1
+_INT64 = 2**63 - 1
+
+
+def _bounded(value: int | None, limit: int) -> int | None:
+    """None for integers the column cannot hold (they stay in the attributes JSON)."""
+    return value if value is None or -limit - 1 <= value <= limit else None
