@@ -534,15 +534,12 @@ class _FlakyOnce:
         return self._producer.send(topic, value=value, key=key, headers=headers)
 
 
-@pytest.mark.postgres
 def test_two_relays_keep_seq_order_per_aggregate(
-    postgres_url: str, bootstrap: str, topic: str,
+    db_url: str, outbox: Outbox, bootstrap: str, topic: str,
 ) -> None:
     """Two relays running at once on one table deliver each aggregate in seq order, around failing rows."""
-    outbox = Outbox(postgres_url, service="s")
-    outbox.create_table()
     aggregates = ["A", "B", "C", "D"]
-    conn = psycopg.connect(postgres_url)
+    conn = dbapi_connect(db_url)
     seqs: dict[str, list[int]] = defaultdict(list)
     for n in range(6):
         for agg in aggregates:
