@@ -1,0 +1,568 @@
+"""The instrumented producer on the real embedded broker: headers, values, spans, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, MessageSizeTooLargeError
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from choreoscope.instrumentation import semconv
+from choreoscope.instrumentation.context import handling
+from choreoscope.instrumentation.errors import ChoreoscopeError, UsageError
+from choreoscope.instrumentation.event import Event
+from choreoscope.instrumentation.producer import TracedProducer, instrument_producer
+from choreoscope.instrumentation.testing import wait_for_spans
+from choreoscope.instrumentation.traceparent import format_traceparent, parse_traceparent
+
+pytestmark = pytest.mark.broker
+
+CALLER_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def producer(bootstrap: str, tracer_provider: TracerProvider) -> Iterator[TracedProducer]:
+    raw = KafkaProducer(bootstrap_servers=bootstrap)
+    traced = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
+    yield traced
+    raw.close(timeout=5)
+
+
+def read_back(bootstrap: str, topic: str, count: int) -> list[Any]:
+    """The first `count` records of `topic` (all partitions), in partition then offset order."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        records: list[Any] = []
+        deadline = time.monotonic() + 15
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
+def traceparent_of(span: Any) -> str:
+    ctx = span.get_span_context()
+    return format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
+
+
+def unique_type(stem: str) -> str:
+    return f"{stem}{uuid.uuid4().hex[:6]}.placed"
+
+
+# -- publish -------------------------------------------------------------------------------
+
+
+def test_publish_writes_exactly_the_envelope_headers(
+    producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """A keyed publish carries exactly the ce_* headers with values, then traceparent, in order."""
+    event = producer.publish(topic, "order.placed", {"total": 42}, key="ord_7821", sequence=3)
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    [span] = span_exporter.get_finished_spans()
+    assert record.headers == [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event.id.encode()),
+        ("ce_type", b"order.placed"),
+        ("ce_source", b"orders"),
+        ("ce_time", event.time.encode()),
+        ("ce_subject", b"ord_7821"),
+        ("ce_schemaversion", b"1"),
+        ("ce_correlationid", event.id.encode()),
+        ("ce_sequence", b"3"),
+        ("traceparent", traceparent_of(span).encode()),
+    ]
+    assert record.key == b"ord_7821"
+    assert record.value == b'{"total":42}'
+
+
+def test_root_publish_leaves_out_headers_without_a_value(
+    producer: TracedProducer, bootstrap: str, topic: str
+) -> None:
+    """Without key, subject, cause or sequence those headers (and content-type) are absent."""
+    producer.publish(topic, "order.placed", {"total": 1})
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    assert [name for name, _ in record.headers] == [
+        "ce_specversion",
+        "ce_id",
+        "ce_type",
+        "ce_source",
+        "ce_time",
+        "ce_schemaversion",
+        "ce_correlationid",
+        "traceparent",
+    ]
+    assert record.key is None
+
+
+def test_publish_returns_the_event_with_a_uuidv7_root_id(
+    producer: TracedProducer, topic: str
+) -> None:
+    """Outside a handler the event is a root: its own correlation id and no causation id."""
+    event = producer.publish(topic, "order.placed", {"n": 1}, subject="ord_1", schema_version="2")
+    producer.flush()
+    assert uuid.UUID(event.id).version == 7
+    assert (event.type, event.source, event.subject, event.schema_version) == (
+        "order.placed",
+        "orders",
+        "ord_1",
+        "2",
+    )
+    assert event.correlation_id == event.id
+    assert event.causation_id is None
+    assert event.data == {"n": 1}
+    assert event.time.endswith("Z") and event.time[10] == "T"
+    parse_traceparent(event.traceparent)
+
+
+def test_producer_span_name_kind_and_attributes_are_exact(
+    producer: TracedProducer, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """The span is `send {topic}`, PRODUCER, with semconv's send attributes and status UNSET."""
+    event = producer.publish(topic, "order.placed", {"n": 1}, key=b"ord_9")
+    producer.flush()
+    [span] = span_exporter.get_finished_spans()
+    assert span.name == f"send {topic}"
+    assert span.kind is SpanKind.PRODUCER
+    assert dict(span.attributes) == semconv.send_attributes(topic, event, "ord_9")
+    assert dict(span.attributes)[semconv.MESSAGING_MESSAGE_ID] == event.id
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.parent is None
+
+
+def test_publish_inside_a_handler_continues_the_chain_and_the_trace(
+    producer: TracedProducer,
+    topic: str,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """Correlation id inherited, causation id = handled id, span parent = the current span."""
+    handled = Event(
+        id="evt-handled", type="cart.checked_out", source="cart", correlation_id="flow-1"
+    )
+    tracer = tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("process cart") as consumer_span, handling(handled):
+        event = producer.publish(topic, "order.placed", {"n": 1})
+    producer.flush()
+    assert (event.correlation_id, event.causation_id) == ("flow-1", "evt-handled")
+    [send] = [s for s in span_exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]
+    assert send.parent.span_id == consumer_span.get_span_context().span_id
+    assert send.context.trace_id == consumer_span.get_span_context().trace_id
+    assert dict(send.attributes)[semconv.CAUSATION_ID] == "evt-handled"
+    assert dict(send.attributes)[semconv.MESSAGING_CONVERSATION_ID] == "flow-1"
+
+
+def test_handled_event_without_correlation_id_becomes_the_correlation(
+    producer: TracedProducer, topic: str
+) -> None:
+    """A handled event with no correlation id starts the flow: its id is the correlation id."""
+    with handling(Event(id="evt-0", type="x.happened", source="legacy")):
+        event = producer.publish(topic, "order.placed", {})
+    producer.flush()
+    assert (event.correlation_id, event.causation_id) == ("evt-0", "evt-0")
+
+
+# -- plain send ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["list", "tuple", "none", "empty"])
+def test_send_accepts_headers_as_list_tuple_or_none(
+    producer: TracedProducer, bootstrap: str, topic: str, kind: str
+) -> None:
+    """Every form of `headers` works: the caller's come first, then the envelope."""
+    given = {
+        "list": [("app", b"1")],
+        "tuple": (("app", b"1"),),
+        "none": None,
+        "empty": [],
+    }[kind]
+    producer.send(topic, value=b"{}", headers=given).get(10)
+    [record] = read_back(bootstrap, topic, 1)
+    names = [name for name, _ in record.headers]
+    expected_app = ["app"] if kind in ("list", "tuple") else []
+    assert names == [
+        *expected_app,
+        "ce_specversion",
+        "ce_id",
+        "ce_type",
+        "ce_source",
+        "ce_time",
+        "ce_schemaversion",
+        "ce_correlationid",
+        "traceparent",
+    ]
+
+
+def test_send_never_mutates_the_callers_header_list(producer: TracedProducer, topic: str) -> None:
+    """The list passed as `headers` is left exactly as it was."""
+    headers = [("app", b"1")]
+    producer.send(topic, value=b"{}", headers=headers).get(10)
+    producer.send(topic, value=b"{}", headers=headers).get(10)
+    assert headers == [("app", b"1")]
+
+
+def test_send_keeps_a_traceparent_the_caller_set(
+    producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """The caller's traceparent is the only one written; our span becomes its child."""
+    producer.send(topic, value=b"{}", headers=[("traceparent", CALLER_TRACEPARENT.encode())])
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    assert [v for n, v in record.headers if n == "traceparent"] == [CALLER_TRACEPARENT.encode()]
+    [span] = span_exporter.get_finished_spans()
+    assert span.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert span.parent.span_id == 0xB7AD6B7169203331
+
+
+def test_ce_headers_the_caller_set_win_without_duplicates(
+    producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """A caller's ce_id and ce_type replace ours, once each, and name the event on the span."""
+    caller = [("ce_id", b"my-id-1"), ("ce_type", b"invoice.issued")]
+    producer.send(topic, value=b"{}", headers=caller)
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    names = [name for name, _ in record.headers]
+    assert len(names) == len(set(names))
+    headers = dict(record.headers)
+    assert (headers["ce_id"], headers["ce_type"]) == (b"my-id-1", b"invoice.issued")
+    assert headers["ce_correlationid"] == b"my-id-1"
+    [span] = span_exporter.get_finished_spans()
+    attrs = dict(span.attributes)
+    assert (attrs[semconv.CLOUDEVENTS_EVENT_ID], attrs[semconv.CLOUDEVENTS_EVENT_TYPE]) == (
+        "my-id-1",
+        "invoice.issued",
+    )
+
+
+def test_plain_send_types_the_event_by_topic_and_subjects_it_by_key(
+    producer: TracedProducer, bootstrap: str, topic: str
+) -> None:
+    """Without a ce_type header the type is the topic name; the key is the subject."""
+    producer.send(topic, value=b"{}", key=b"ord_5").get(10)
+    [record] = read_back(bootstrap, topic, 1)
+    headers = dict(record.headers)
+    assert headers["ce_type"] == topic.encode()
+    assert headers["ce_subject"] == b"ord_5"
+    assert headers["ce_source"] == b"orders"
+
+
+def test_dict_and_list_values_go_as_compact_json(
+    producer: TracedProducer, bootstrap: str, topic: str
+) -> None:
+    """A dict or list value is JSON-encoded, and JSON declares no content-type."""
+    producer.send(topic, value={"a": 1, "b": [1, 2]}, partition=0)
+    producer.send(topic, value=[1, "x"], partition=0)
+    producer.flush()
+    records = read_back(bootstrap, topic, 2)
+    assert [r.value for r in records] == [b'{"a":1,"b":[1,2]}', b'[1,"x"]']
+    assert all("content-type" not in dict(r.headers) for r in records)
+
+
+def test_bytes_go_as_they_are(producer: TracedProducer, bootstrap: str, topic: str) -> None:
+    """Bytes are not re-encoded; non-JSON-looking bytes are declared application/octet-stream."""
+    producer.send(topic, value=b"\x00\xffraw", partition=0)
+    producer.send(topic, value=b'{"x":1}', partition=0)
+    producer.flush()
+    raw, js = read_back(bootstrap, topic, 2)
+    assert raw.value == b"\x00\xffraw"
+    assert dict(raw.headers)["content-type"] == b"application/octet-stream"
+    assert js.value == b'{"x":1}'
+    assert "content-type" not in dict(js.headers)
+
+
+def test_a_value_serializer_gets_values_untouched(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider
+) -> None:
+    """With the producer's own value_serializer, dicts reach it as dicts, not as JSON bytes."""
+    seen: list[Any] = []
+
+    def serializer(value: Any) -> bytes:
+        seen.append(value)
+        return repr(value).encode()
+
+    raw = KafkaProducer(bootstrap_servers=bootstrap, value_serializer=serializer)
+    producer = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
+    try:
+        producer.send(topic, value={"a": 1}).get(10)
+        producer.publish(topic, "order.placed", {"b": 2})
+        producer.flush()
+    finally:
+        raw.close(timeout=5)
+    assert seen == [{"a": 1}, {"b": 2}]
+
+
+def test_records_are_valid_cloudevents_for_the_reference_sdk(
+    producer: TracedProducer, bootstrap: str, topic: str
+) -> None:
+    """The CloudEvents SDK's Kafka binding reads what we write, attributes and data."""
+    from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    event = producer.publish(topic, "order.placed", {"total": 42}, key="ord_1", sequence=7)
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    message = KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+    ce = from_binary(message, JSONFormat(), CloudEvent)
+    assert (ce.get_id(), ce.get_type(), ce.get_source(), ce.get_subject()) == (
+        event.id,
+        "order.placed",
+        "orders",
+        "ord_1",
+    )
+    assert ce.get_specversion() == "1.0"
+    assert ce.get_data() == {"total": 42}
+    assert ce.get_extension("correlationid") == event.id
+    assert ce.get_extension("schemaversion") == "1"
+    assert ce.get_time() is not None
+
+
+def test_send_event_uses_a_stored_traceparent_as_parent(
+    producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """`send_event` sends the given Event, parented on a traceparent string, with extra attributes."""
+    event = Event(
+        id="row-1",
+        type="order.placed",
+        source=None,
+        correlation_id="flow-9",
+        schema_version="1",
+        time="2026-01-01T00:00:00Z",
+    )
+    future = producer.send_event(
+        topic,
+        event,
+        b'{"a":1}',
+        key=b"agg-1",
+        parent_context=CALLER_TRACEPARENT,
+        extra_attributes={semconv.OUTBOX_DELAY_MS: 12},
+    )
+    future.get(10)
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    headers = dict(record.headers)
+    assert (headers["ce_id"], headers["ce_source"], headers["ce_time"]) == (
+        b"row-1",
+        b"orders",
+        b"2026-01-01T00:00:00Z",
+    )
+    [span] = span_exporter.get_finished_spans()
+    assert span.parent.span_id == 0xB7AD6B7169203331
+    assert dict(span.attributes)[semconv.OUTBOX_DELAY_MS] == 12
+    assert headers["traceparent"] == traceparent_of(span).encode()
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_a_record_too_large_raises_and_marks_the_span_error(
+    bootstrap: str,
+    topic: str,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """MessageSizeTooLargeError still reaches the caller; the span is ERROR with error.type."""
+    raw = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=2000)
+    producer = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
+    try:
+        with pytest.raises(MessageSizeTooLargeError):
+            producer.publish(topic, "order.placed", {"blob": "x" * 5000})
+    finally:
+        raw.close(timeout=5)
+    [span] = span_exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes)[semconv.ERROR_TYPE] == "MessageSizeTooLargeError"
+    assert [e.name for e in span.events] == ["exception"]
+
+
+def test_a_failed_delivery_fails_the_future_and_marks_the_span_error(
+    topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    """When the broker is gone the future fails as it would without us, and the span is ERROR."""
+    from choreoscope.collector.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as own:
+        raw = KafkaProducer(
+            bootstrap_servers=own.bootstrap,
+            request_timeout_ms=1000,
+            delivery_timeout_ms=2000,
+            linger_ms=0,
+            retries=0,
+        )
+        producer = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
+        producer.send(topic, value=b"{}", partition=0).get(10)
+        own.stop()
+        future = producer.send(topic, value=b"{}", partition=0)
+        with pytest.raises(KafkaError):
+            future.get(20)
+    raw.close(timeout=0.5)
+    spans = wait_for_spans(span_exporter, 2)
+    assert [s.status.status_code for s in spans] == [StatusCode.UNSET, StatusCode.ERROR]
+    assert dict(spans[1].attributes)[semconv.ERROR_TYPE] == type(future.exception).__qualname__
+
+
+class _BrokenTracerProvider(TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        class Broken:
+            def start_span(self, *a: Any, **k: Any) -> Any:
+                raise RuntimeError("tracing is broken")
+
+        return Broken()
+
+
+def test_a_broken_tracer_never_breaks_a_send(
+    bootstrap: str, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If starting the span fails, the record still goes out with its ce_* headers."""
+    raw = KafkaProducer(bootstrap_servers=bootstrap)
+    producer = instrument_producer(raw, service="orders", tracer_provider=_BrokenTracerProvider())
+    try:
+        with caplog.at_level(logging.ERROR, logger="choreoscope.instrumentation"):
+            event = producer.publish(topic, "order.placed", {"a": 1})
+            producer.flush()
+    finally:
+        raw.close(timeout=5)
+    [record] = read_back(bootstrap, topic, 1)
+    assert dict(record.headers)["ce_id"] == event.id.encode()
+    assert "traceparent" not in dict(record.headers)
+    assert "could not start the producer span" in caplog.text
+
+
+# -- decorator -----------------------------------------------------------------------------
+
+
+def test_traced_producer_publishes_the_return_value(
+    producer: TracedProducer, bootstrap: str, topic: str
+) -> None:
+    """The decorated call returns the Event; key and subject callables read the returned dict."""
+    from choreoscope.instrumentation._publishing import traced_producer
+
+    @traced_producer(
+        producer, topic, "order.placed", key=lambda d: d["id"], subject=lambda d: f"ord_{d['id']}"
+    )
+    def place(n: int, *, note: str = "") -> dict[str, Any]:
+        """Place an order."""
+        return {"id": str(n), "note": note}
+
+    event = place(7, note="hi")
+    producer.flush()
+    assert isinstance(event, Event)
+    assert (event.type, event.subject, event.data) == (
+        "order.placed",
+        "ord_7",
+        {"id": "7", "note": "hi"},
+    )
+    assert place.__name__ == "place" and place.__doc__ == "Place an order."
+    [record] = read_back(bootstrap, topic, 1)
+    assert (record.key, record.value) == (b"7", b'{"id":"7","note":"hi"}')
+
+
+def test_traced_producer_wraps_async_functions(producer: TracedProducer, topic: str) -> None:
+    """An async function gives an async wrapper whose await returns the Event."""
+    from choreoscope.instrumentation._publishing import traced_producer
+
+    @traced_producer(producer, topic, "payment.captured", key="pay_1")
+    async def capture() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"amount": 5}
+
+    assert asyncio.iscoroutinefunction(capture)
+    event = asyncio.run(capture())
+    producer.flush()
+    assert (event.type, event.subject, event.data) == ("payment.captured", "pay_1", {"amount": 5})
+
+
+def test_traced_producer_rejects_misuse_loudly(producer: TracedProducer, topic: str) -> None:
+    """A raw producer, a bad key, or a non-dict return raise UsageError saying expected/got."""
+    from choreoscope.instrumentation._publishing import traced_producer
+
+    with pytest.raises(UsageError, match=r"expected a TracedProducer .*, got KafkaProducer"):
+        traced_producer(producer.wrapped, topic, "order.placed")
+    with pytest.raises(UsageError, match="expected the key as"):
+        traced_producer(producer, topic, "order.placed", key=42)  # type: ignore[arg-type]
+
+    @traced_producer(producer, topic, "order.placed")
+    def wrong() -> Any:
+        return ["not", "a", "dict"]
+
+    with pytest.raises(UsageError, match="to return a dict, got list") as info:
+        wrong()
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ChoreoscopeError)
+
+
+def test_instrument_producer_rejects_what_is_not_a_producer(bootstrap: str) -> None:
+    """Instrumenting a non-producer or an instrumented one fails at once."""
+    with pytest.raises(UsageError, match=r"expected a kafka\.KafkaProducer, got dict"):
+        instrument_producer({}, service="orders")
+    traced = instrument_producer(KafkaProducer(bootstrap_servers=bootstrap), service="orders")
+    try:
+        with pytest.raises(UsageError, match=r"got a TracedProducer \(already instrumented\)"):
+            instrument_producer(traced, service="orders")
+    finally:
+        traced.close(timeout=5)
+
+
+def test_everything_else_passes_through(producer: TracedProducer, topic: str) -> None:
+    """Attributes not defined by the wrapper come from the wrapped producer."""
+    producer.publish(topic, "order.placed", {})
+    producer.flush()
+    assert producer.partitions_for(topic) == producer.wrapped.partitions_for(topic)
+    assert producer.service == "orders"
+    assert producer.config is producer.wrapped.config
+
+
+# -- soft type validation ------------------------------------------------------------------
+
+
+def test_a_non_past_tense_type_is_published_and_warned_once(
+    producer: TracedProducer, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`order.place` goes out, with one warning however often it is used; past tense is quiet."""
+    bad = f"order{uuid.uuid4().hex[:6]}.place"
+    good = unique_type("order")
+    with caplog.at_level(logging.WARNING, logger="choreoscope.instrumentation"):
+        first = producer.publish(topic, bad, {})
+        producer.publish(topic, bad, {})
+        producer.publish(topic, good, {})
+        producer.flush()
+    warnings = [r for r in caplog.records if r.name == "choreoscope.instrumentation"]
+    assert len(warnings) == 1
+    assert bad in warnings[0].getMessage()
+    assert first.type == bad
+
+
+def test_publish_rejects_a_non_str_type(producer: TracedProducer, topic: str) -> None:
+    """An event type that is not a non-empty str is a UsageError."""
+    with pytest.raises(UsageError, match="expected the event type as a non-empty str, got 3"):
+        producer.publish(topic, 3, {})  # type: ignore[arg-type]
+
+
+def test_value_json_matches_wire_encoding(
+    producer: TracedProducer, bootstrap: str, topic: str
+) -> None:
+    """publish and send encode the same dict to the same bytes."""
+    data = {"b": 1, "a": "é"}
+    producer.publish(topic, "order.placed", data)
+    producer.send(topic, value=data)
+    producer.flush()
+    values = {r.value for r in read_back(bootstrap, topic, 2)}
+    assert values == {json.dumps(data, separators=(",", ":")).encode()}
