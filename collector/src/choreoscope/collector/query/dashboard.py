@@ -337,16 +337,18 @@ def _rank(sorted_values: list[float], pct: int) -> float:
 
 
 def edge_anomalies(store: Store) -> dict[tuple[str, str | None], int]:
-    """Anomalies per (event type, service) of the event they name; service None = any."""
+    """Anomalies per (event type, service) of the event they name; `(type, None)`: any service."""
     rows = _rows(store, "SELECT e.type AS type, a.service AS service, count(DISTINCT a.id) AS n"
                  " FROM anomalies a JOIN events e ON e.event_id = a.event_id"
                  " WHERE a.event_id IS NOT NULL AND e.type IS NOT NULL"
                  " GROUP BY e.type, a.service")
-    out: dict[tuple[str, str | None], int] = {}
+    per_service: dict[tuple[str, str | None], int] = {}
+    per_type: dict[tuple[str, str | None], int] = {}
     for r in rows:
-        out[(r["type"], r["service"])] = out.get((r["type"], r["service"]), 0) + int(r["n"])
-        out[(r["type"], None)] = out.get((r["type"], None), 0) + int(r["n"])
-    return out
+        if r["service"] is not None:
+            per_service[(r["type"], r["service"])] = int(r["n"])
+        per_type[(r["type"], None)] = per_type.get((r["type"], None), 0) + int(r["n"])
+    return per_service | per_type
 
 
 __all__ = [

@@ -1,0 +1,148 @@
+"""The dashboard's aggregate queries and read-only store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from choreoscope.collector.query import dashboard as q
+from tests.dashboard.store_rows import SECRET_URL, T0, fill
+
+
+@pytest.fixture(scope="module")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('q') / 'store.db'}"
+    fill(url).dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, sqlite_url: str) -> q.Store:
+    if request.param == "sqlite":
+        return q.open_readonly(sqlite_url)
+    url = request.getfixturevalue("postgres_url")
+    fill(url).dispose()
+    return q.open_readonly(url)
+
+
+def test_mask_url_hides_the_password() -> None:
+    """A URL's password becomes `***`; a URL without one is unchanged."""
+    assert q.mask_url(SECRET_URL) == "postgresql://billing:***@db.internal/billing"
+    assert q.mask_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_mask_secrets_in_free_text() -> None:
+    """Credentials inside an error message are masked, the rest kept."""
+    assert q.mask_secrets(f"connection to {SECRET_URL} refused; retry mysql://a:b@h/x") == (
+        "connection to postgresql://billing:***@db.internal/billing refused; "
+        "retry mysql://a:***@h/x")
+    assert q.mask_secrets(None) is None
+
+
+def test_readonly_sqlite_refuses_writes(sqlite_url: str) -> None:
+    """The dashboard's SQLite connection cannot write."""
+    store = q.open_readonly(sqlite_url)
+    with pytest.raises(sqlalchemy.exc.OperationalError, match=r"readonly|read-only|query_only"), \
+            store.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DELETE FROM flows"))
+    store.dispose()
+
+
+def test_readonly_sqlite_never_creates_a_file(tmp_path: Path) -> None:
+    """Opening a missing SQLite store fails clearly and creates nothing."""
+    with pytest.raises(FileNotFoundError, match="expected a store database at"):
+        q.open_readonly(f"sqlite:///{tmp_path / 'no.db'}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.postgres
+def test_readonly_postgres_refuses_writes(postgres_url: str) -> None:
+    """The dashboard's PostgreSQL sessions are read-only transactions."""
+    fill(postgres_url).dispose()
+    store = q.open_readonly(postgres_url)
+    with pytest.raises(sqlalchemy.exc.InternalError, match="read-only transaction"), \
+            store.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DELETE FROM flows"))
+    store.dispose()
+
+
+def test_overview_counts(store: q.Store) -> None:
+    """Totals, trace share, anomaly kinds, outbox sums and per-minute counts."""
+    o = q.overview(store, now_ms=T0 + 5 * 60_000, window_ms=5 * 60_000)
+    assert (o["events_total"], o["events_traced"]) == (9, 7)
+    assert o["anomalies_by_kind"] == {"duplicate": 1, "out_of_order": 1, "stuck_flow": 1}
+    assert (o["outbox_pending"], o["outbox_dead"], o["outbox_unreachable"]) == (9, 1, 1)
+    assert o["outbox_oldest_pending_age_s"] == 754.0
+    assert (o["consumer_lag"], o["consumer_groups"]) == (4, 1)
+    assert [m["count"] for m in o["events_per_minute"]] == [0, 4, 2, 1, 0, 0]
+    assert o["events_per_minute"][1]["minute_ms"] == T0 + 60_000
+
+
+def test_variants_with_nearest_rank_percentiles(store: q.Store) -> None:
+    """Each variant's count, share and duration percentiles, most common first."""
+    v = q.variants(store)
+    assert v["total_flows"] == 5
+    assert [(r["variant"], r["count"], r["p50_ms"], r["p95_ms"]) for r in v["variants"]] == [
+        ("PriceUpdate", 2, 0, 0),
+        ("order.placed", 1, 60, 60),
+        ("order.placed > payment.completed", 1, 60, 60),
+        ("order.placed > payment.completed > order.shipped", 1, 200, 200),
+    ]
+    assert v["variants"][0]["share"] == pytest.approx(0.4)
+
+
+def test_event_health_groups_problems(store: q.Store) -> None:
+    """Problem codes per producer and type, versions per type, untraced per producer."""
+    h = q.event_health(store)
+    assert h["events"] == 9
+    assert h["problems"] == [
+        {"source": "pricing-legacy", "type": "PriceUpdate", "problem": "type_not_past_tense",
+         "count": 2},
+        {"source": "pricing-legacy", "type": "PriceUpdate", "problem": "missing_time",
+         "count": 1}]
+    assert h["untraced"] == [{"source": "pricing-legacy", "type": "PriceUpdate", "count": 2,
+                              "total": 2}]
+    assert {(r["type"], r["schema_version"]): r["count"] for r in h["schema_versions"]} == {
+        ("PriceUpdate", "2"): 2, ("order.placed", "1"): 3, ("order.shipped", "1"): 1,
+        ("payment.completed", "1"): 3}
+    assert q.event_health(store, since_ms=T0 + 400_100)["events"] == 1
+
+
+def test_graph_window_learns_edges_from_recent_traffic(store: q.Store) -> None:
+    """Emits edges from events, consumed_by edges from CONSUMER spans, with latency."""
+    g = q.graph_window(store, since_ms=T0)
+    edges = {(e["source"], e["target"], e["kind"]): e for e in g["edges"]}
+    assert edges[("order-service", "order.placed", "emits")]["count"] == 3
+    consumed = edges[("order.placed", "payment-service", "consumed_by")]
+    assert (consumed["count"], consumed["p50_ms"], consumed["p95_ms"]) == (3, 20, 20)
+    assert edges[("payment-service", "payment.completed", "emits")]["anomaly_count"] == 2
+    assert q.graph_window(store, since_ms=T0 + 500_000) == {"nodes": [], "edges": []}
+
+
+def test_out_of_order_pages_and_groups(store: q.Store) -> None:
+    """Out-of-order rows are filtered and paged; groups are counted."""
+    page = q.out_of_order(store, group="audit")
+    assert page["total"] == 1
+    row = page["rows"][0]
+    assert (row["event_id"], row["subkind"], row["group"]) == ("e2-placed", "causal", "audit")
+    assert [r["event_id"] for r in row["extra"]["observed"]] == ["e2-paid", "e2-placed"]
+    assert q.out_of_order(store, group="other")["total"] == 0
+    assert [(g["group"], g["count"]) for g in q.out_of_order_groups(store)] == [("audit", 1)]
+
+
+def test_flow_headers_and_anomalies(store: q.Store) -> None:
+    """A flow's stored headers by bus position, and its anomalies oldest first."""
+    headers = q.flow_headers(store, "ord-1")
+    assert headers["orders/0/0"] == {"ce_id": "e1-placed", "ce_type": "order.placed",
+                                     "ce_source": "order-service"}
+    assert [a["kind"] for a in q.flow_anomalies(store, "ord-2")] == ["out_of_order",
+                                                                      "stuck_flow"]
+
+
+def test_injection_strings_are_parameters(store: q.Store) -> None:
+    """Filter values are bound, never spliced: a quote matches nothing and breaks nothing."""
+    assert q.out_of_order(store, group="x' OR '1'='1", subject="'; DROP TABLE events; --") == {
+        "total": 0, "rows": []}
+    assert q.flow_headers(store, "' OR 1=1 --") == {}
