@@ -15,8 +15,10 @@ the record is always kept.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +48,7 @@ NO_ENVELOPE = "no_envelope"
 _JSON_TYPES = ("application/json", "text/json")
 _MAX_TRACESTATE = 512
 
-RecordHeaders = Iterable[tuple[Any, Any]] | None
+RecordHeaders = Iterable[tuple[Any, Any]] | Mapping[Any, Any] | None
 
 # Hand-written envelope: our field -> accepted spellings.
 _ENVELOPE_FIELDS = {
@@ -64,7 +66,7 @@ _ENVELOPE_FIELDS = {
 
 def decode_record(
     headers: RecordHeaders,
-    value: bytes | None,
+    value: Any,
     *,
     topic: str | None = None,
     partition: int | None = None,
@@ -72,35 +74,101 @@ def decode_record(
     key: bytes | None = None,
     timestamp_ms: int | None = None,
 ) -> Event:
-    """Decode a record's headers and value into an `Event` (never raises)."""
+    """Decode a record's headers and value into an `Event` (never raises).
+
+    `headers` as kafka-python and confluent-kafka give them (a list of `(name, bytes)`
+    pairs, or None) or as a mapping; `value` is normally bytes, but a value some
+    deserializer already turned into text or JSON objects is read as well.
+    """
     problems: list[str] = []
     try:
         hdrs = _read_headers(headers, problems)
-        event = _decode(hdrs, value, problems)
-    except Exception as exc:  # a decoder bug must not lose the record
+        if wire.ID in hdrs and wire.CONTENT_TYPE not in hdrs:  # the common case: binary, JSON
+            event = _binary(hdrs, value, None, problems)
+        else:
+            event = _decode(hdrs, value, problems)
+        tp = hdrs.get(wire.TRACEPARENT) or event.traceparent
+        if (
+            tp is not None
+            and _WELL_FORMED_V00(tp) is not None
+            and tp[3:35] != _ZERO_TRACE
+            and tp[36:52] != _ZERO_SPAN
+            and wire.TRACESTATE not in hdrs
+        ):
+            event.traceparent = tp  # the common case, checked without building a TraceParent
+        else:
+            _check_trace_context(event, hdrs, problems)
+        if event.type and not is_past_tense(event.type):
+            problems.append(f"{TYPE_NOT_PAST_TENSE}: {event.type}")
+    except Exception as exc:  # noqa: BLE001  # a decoder bug must not lose the record
         problems.append(f"{UNDECODABLE_VALUE}: {type(exc).__name__}: {exc}")
         event = Event(id=None, type=None, source=None, data=_raw(value), envelope="unknown")
-        hdrs = {}
     event.topic = topic
     event.partition = partition
     event.offset = offset
     event.key = key
     event.timestamp_ms = timestamp_ms
     event.problems = problems
-    _check_trace_context(event, hdrs, problems)
-    if event.type and not is_past_tense(event.type):
-        problems.append(f"{TYPE_NOT_PAST_TENSE}: {event.type}")
     return event
+
+
+# Header names the decoder reads; the fast path below needs every name to be lower case.
+_KNOWN_HEADERS = frozenset(
+    (
+        wire.SPECVERSION,
+        wire.ID,
+        wire.TYPE,
+        wire.SOURCE,
+        wire.TIME,
+        wire.SUBJECT,
+        wire.SCHEMAVERSION,
+        wire.CORRELATIONID,
+        wire.CAUSATIONID,
+        wire.SEQUENCE,
+        wire.CONTENT_TYPE,
+        wire.TRACEPARENT,
+        wire.TRACESTATE,
+    )
+)
 
 
 def _read_headers(headers: RecordHeaders, problems: list[str]) -> dict[str, str]:
     """Header names lower-cased, values decoded as UTF-8; the first of duplicates wins."""
-    out: dict[str, str] = {}
     if not headers:
+        return {}
+    if type(headers) is not list:
+        if isinstance(headers, Mapping):
+            headers = list(headers.items())
+        elif not isinstance(headers, tuple):
+            headers = list(headers)
+    # Fast path, the common case: str names already in lower case, UTF-8 bytes values,
+    # no duplicates. Anything else takes the careful path below.
+    try:
+        out = {name: raw.decode() for name, raw in headers}
+    except Exception:  # noqa: BLE001  # None or str values, bad UTF-8, malformed pairs
+        return _read_headers_carefully(headers, problems)
+    if len(out) == len(headers) and (
+        _KNOWN_HEADERS.issuperset(out)
+        or all(isinstance(n, str) and n == n.lower() for n in out if n not in _KNOWN_HEADERS)
+    ):
         return out
-    for name, raw in headers:
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
+    return _read_headers_carefully(headers, problems)
+
+
+def _read_headers_carefully(headers: Iterable[Any], problems: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in headers:
+        try:
+            name, raw = pair
+        except (TypeError, ValueError):
+            problems.append(f"{BAD_HEADER}: expected a (name, value) pair, got {pair!r:.60}")
+            continue
+        if isinstance(name, bytes | bytearray):
+            try:
+                name = bytes(name).decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(f"{BAD_HEADER}: header name {bytes(name)!r:.60} is not valid UTF-8")
+                name = bytes(name).decode("utf-8", "replace")
         elif not isinstance(name, str):
             problems.append(f"{BAD_HEADER}: header name of type {type(name).__name__}")
             continue
@@ -109,15 +177,16 @@ def _read_headers(headers: RecordHeaders, problems: list[str]) -> dict[str, str]
             continue
         if isinstance(raw, str):
             text = raw
-        else:
+        elif isinstance(raw, bytes | bytearray | memoryview):
             try:
                 text = bytes(raw).decode("utf-8")
             except UnicodeDecodeError:
-                problems.append(f"{BAD_HEADER}: {name} is not valid UTF-8")
                 text = bytes(raw).decode("utf-8", "replace")
-            except TypeError:
-                problems.append(f"{BAD_HEADER}: {name} has a value of type {type(raw).__name__}")
-                continue
+                if name in _KNOWN_HEADERS or name.startswith("ce_"):
+                    problems.append(f"{BAD_HEADER}: {name} is not valid UTF-8")
+        else:
+            problems.append(f"{BAD_HEADER}: {name} has a value of type {type(raw).__name__}")
+            continue
         if name in out:
             if out[name] != text:
                 problems.append(f"{DUPLICATE_HEADER}: {name}")
@@ -126,12 +195,15 @@ def _read_headers(headers: RecordHeaders, problems: list[str]) -> dict[str, str]
     return out
 
 
-def _decode(hdrs: dict[str, str], value: bytes | None, problems: list[str]) -> Event:
+def _decode(hdrs: dict[str, str], value: Any, problems: list[str]) -> Event:
     content_type = hdrs.get(wire.CONTENT_TYPE)
-    if content_type and content_type.startswith("application/cloudevents"):
-        return _structured(_parse_json(value, problems), problems)
     if wire.ID in hdrs or wire.TYPE in hdrs or wire.SPECVERSION in hdrs:
-        return _binary(hdrs, value, content_type, problems)
+        if content_type is None:
+            return _binary(hdrs, value, None, problems)
+        if not content_type.lower().startswith("application/cloudevents"):
+            return _binary(hdrs, value, content_type, problems)
+    if content_type and content_type.lower().startswith("application/cloudevents"):
+        return _structured(_parse_json(value, problems), problems)
     parsed = _try_json(value)
     if isinstance(parsed, dict):
         if "specversion" in parsed and ("id" in parsed or "type" in parsed):
@@ -149,34 +221,41 @@ def _decode(hdrs: dict[str, str], value: bytes | None, problems: list[str]) -> E
 
 
 def _binary(
-    hdrs: dict[str, str], value: bytes | None, content_type: str | None, problems: list[str]
+    hdrs: dict[str, str], value: Any, content_type: str | None, problems: list[str]
 ) -> Event:
     get = hdrs.get
-    spec = get(wire.SPECVERSION)
-    if spec != "1.0":
+    if get(wire.SPECVERSION) != "1.0":
+        spec = get(wire.SPECVERSION)
         problems.append(f"{BAD_SPECVERSION}: {spec!r}" if spec else f"{BAD_SPECVERSION}: missing")
     if value is None:
         data: Any = None
     elif content_type is None or _is_json_type(content_type):
-        data = _try_json(value)
+        try:
+            data = _fast_json(value)  # the common case: UTF-8 JSON bytes
+        except Exception:  # noqa: BLE001  # not bytes, not UTF-8, not JSON: the careful way
+            data = _try_json(value)
         if data is _NOT_JSON:
             problems.append(f"{UNDECODABLE_VALUE}: not JSON")
             data = _raw(value)
     else:
         data = _raw(value)
+    # Positional, in Event's field order (cheaper than keywords on this hot path); an empty
+    # header value counts as absent.
     event = Event(
-        id=get(wire.ID) or None,
-        type=get(wire.TYPE) or None,
-        source=get(wire.SOURCE) or None,
-        subject=get(wire.SUBJECT) or None,
-        correlation_id=get(wire.CORRELATIONID) or None,
-        causation_id=get(wire.CAUSATIONID) or None,
-        schema_version=get(wire.SCHEMAVERSION) or None,
-        time=get(wire.TIME) or None,
-        data=data,
-        envelope="binary",
+        get(wire.ID) or None,
+        get(wire.TYPE) or None,
+        get(wire.SOURCE) or None,
+        get(wire.SUBJECT) or None,
+        get(wire.CORRELATIONID) or None,
+        get(wire.CAUSATIONID) or None,
+        get(wire.SCHEMAVERSION) or None,
+        get(wire.TIME) or None,
+        None,
+        data,
     )
-    event.sequence = _sequence(get(wire.SEQUENCE), problems)
+    seq = get(wire.SEQUENCE)
+    if seq:
+        event.sequence = _sequence(seq, problems)
     _check_required(event, problems)
     return event
 
@@ -191,7 +270,7 @@ def _structured(obj: Any, problems: list[str]) -> Event:
         problems.append(f"{BAD_SPECVERSION}: {spec!r}")
     data = obj.get("data")
     if data is None and "data_base64" in obj:
-        data = obj["data_base64"]
+        data = _base64(obj["data_base64"], problems)
     event = Event(
         id=_text(obj, "id", problems),
         type=_text(obj, "type", problems),
@@ -224,8 +303,16 @@ def _hand_written(obj: dict[str, Any], problems: list[str]) -> Event:
         fields["time"] = _epoch_to_rfc3339(time)
     texts = {
         name: _as_text(name, fields.get(name), problems)
-        for name in ("id", "type", "source", "time", "schema_version", "correlation_id",
-                     "causation_id", "subject")
+        for name in (
+            "id",
+            "type",
+            "source",
+            "time",
+            "schema_version",
+            "correlation_id",
+            "causation_id",
+            "subject",
+        )
     }
     event = Event(**texts, data=obj.get("data", obj.get("payload")), envelope="json_envelope")
     event.sequence = _sequence(fields.get("sequence"), problems)
@@ -234,6 +321,10 @@ def _hand_written(obj: dict[str, Any], problems: list[str]) -> Event:
 
 
 def _check_required(event: Event, problems: list[str]) -> None:
+    if event.id and event.type and event.source and event.schema_version and event.time:
+        if not valid_time(event.time):
+            problems.append(f"{BAD_TIME}: {event.time!r} is not RFC 3339")
+        return
     if not event.id:
         problems.append(MISSING_ID)
     if not event.type:
@@ -242,7 +333,7 @@ def _check_required(event: Event, problems: list[str]) -> None:
         problems.append(MISSING_SOURCE)
     if not event.time:
         problems.append(MISSING_TIME)
-    elif not _valid_time(event.time):
+    elif not valid_time(event.time):
         problems.append(f"{BAD_TIME}: {event.time!r} is not RFC 3339")
     if not event.schema_version:
         problems.append(MISSING_SCHEMA_VERSION)
@@ -252,16 +343,21 @@ def _check_trace_context(event: Event, hdrs: dict[str, str], problems: list[str]
     tp = hdrs.get(wire.TRACEPARENT) or event.traceparent
     event.traceparent = None
     if tp is not None:
-        try:
-            parse_traceparent(tp)
-        except InvalidTraceparent as exc:
-            problems.append(f"{BAD_TRACEPARENT}: {exc}")
+        if _WELL_FORMED_V00(tp) is not None and tp[3:35] != _ZERO_TRACE and tp[36:52] != _ZERO_SPAN:
+            event.traceparent = tp  # the common case, checked without building a TraceParent
         else:
-            event.traceparent = tp
+            try:
+                parse_traceparent(tp)
+            except InvalidTraceparent as exc:
+                problems.append(f"{BAD_TRACEPARENT}: {exc}")
+            else:
+                event.traceparent = tp
     ts = hdrs.get(wire.TRACESTATE)
     if ts is not None:
-        if len(ts) > _MAX_TRACESTATE or any(ord(c) < 0x20 or ord(c) > 0x7E for c in ts):
-            problems.append(f"{BAD_TRACESTATE}: not printable ASCII of at most {_MAX_TRACESTATE} chars")
+        if len(ts) > _MAX_TRACESTATE or not (ts.isascii() and ts.isprintable()):
+            problems.append(
+                f"{BAD_TRACESTATE}: not printable ASCII of at most {_MAX_TRACESTATE} chars"
+            )
         elif event.traceparent is not None:
             event.tracestate = ts
 
@@ -269,11 +365,56 @@ def _check_trace_context(event: Event, hdrs: dict[str, str], problems: list[str]
 _NOT_JSON: Any = object()
 
 
-def _try_json(value: bytes | None) -> Any:
+_json_decode = json.JSONDecoder().decode
+
+
+def _stdlib_fast_json(value: bytes) -> Any:
+    return _json_decode(value.decode())
+
+
+# orjson (an optional dependency: `choreoscope-instrumentation[fast]`, and always with the
+# collector) parses small values several times faster. Whatever it rejects (NaN, integers
+# beyond 64 bits, lone surrogates, a BOM, ...) goes on to the standard library's json, so
+# the decoded data is the same with or without it.
+# orjson turns integers beyond 64 bits into floats, so a value with a run of 20 digits
+# (rare: long numeric strings, huge integers) is left to the standard library as well.
+try:
+    from orjson import loads as _orjson_loads
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
+    if exc.name != "orjson":
+        raise
+    _fast_json = _stdlib_fast_json
+else:
+    _long_digits = re.compile(rb"[0-9]{20}").search
+
+    def _fast_json(value: bytes) -> Any:
+        if _long_digits(value) is None:
+            return _orjson_loads(value)
+        return _stdlib_fast_json(value)
+
+
+_WELL_FORMED_V00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").fullmatch
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+def _try_json(value: Any) -> Any:
+    """The parsed JSON of `value`, or `_NOT_JSON`.
+
+    Bytes are parsed as `json.loads` would (UTF-8 fast, then UTF-16/32 and a BOM); text
+    likewise; anything else is taken as already deserialized by the consumer.
+    """
     if value is None:
         return None
+    if isinstance(value, bytes):
+        try:
+            return _fast_json(value)
+        except Exception:  # noqa: BLE001  # maybe UTF-16/32, a BOM, NaN: json.loads decides
+            pass
+    elif not isinstance(value, str | bytearray | memoryview):
+        return value
     try:
-        return json.loads(value)
+        return json.loads(bytes(value) if isinstance(value, memoryview) else value)
     except (ValueError, TypeError, RecursionError):
         return _NOT_JSON
 
@@ -286,14 +427,26 @@ def _parse_json(value: bytes | None, problems: list[str]) -> Any:
     return parsed
 
 
-def _raw(value: bytes | None) -> Any:
+def _raw(value: Any) -> Any:
     """Non-JSON data: text when it is UTF-8, else the bytes."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, str):
+        return value
     try:
-        return bytes(value).decode("utf-8")
+        raw = bytes(value)
+    except TypeError:
+        return value  # already deserialized into something else: keep it as it is
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return bytes(value)
+        return raw
+
+
+def _base64(text: Any, problems: list[str]) -> Any:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        problems.append(f"{BAD_FIELD}: data_base64 is not base64")
+        return text
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -330,15 +483,54 @@ def _sequence(raw: Any, problems: list[str]) -> int | None:
     return None
 
 
-def _valid_time(value: str) -> bool:
-    # RFC 3339 requires a date, a time and an offset (or Z).
-    if len(value) < 20 or value[10] not in "Tt ":
+def valid_time(value: str) -> bool:
+    """Whether `value` is an RFC 3339 date-time: `YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM)`.
+
+    `T`/`Z` in either case (RFC 3339 5.6, and a space for `T` as its note allows), a leap
+    second `:60`; not the other ISO 8601 forms `datetime.fromisoformat` also accepts
+    (basic format, week dates, `+HHMM`, missing seconds).
+    """
+    n = len(value)
+    if (
+        n < 20
+        or value[4] != "-"
+        or value[7] != "-"
+        or value[10] not in "Tt "
+        or value[13] != ":"
+        or value[16] != ":"
+        or not value.isascii()
+    ):
         return False
+    end = value[19:]
+    if end[0] == ".":
+        digits = len(end) - len(end[1:].lstrip("0123456789")) - 1
+        if digits == 0:
+            return False
+        end = end[1 + digits :]
+    if end not in ("Z", "z") and (len(end) != 6 or end[0] not in "+-" or end[3] != ":"):
+        return False
+    # Events of one second share the date and time: remember which of those were valid.
+    stamp = value[:19] + end
+    known = _valid_stamps.get(stamp)
+    if known is None:
+        known = _valid_stamp(value[:10] + "T" + value[11:19], end)
+        if len(_valid_stamps) >= 4096:
+            _valid_stamps.clear()
+        _valid_stamps[stamp] = known
+    return known
+
+
+_valid_stamps: dict[str, bool] = {}
+
+
+def _valid_stamp(date_time: str, offset: str) -> bool:
+    if date_time.endswith("60"):
+        date_time = date_time[:17] + "59"  # a leap second: the rest must still be valid
     try:
-        parsed = datetime.fromisoformat(value)
+        datetime.fromisoformat(date_time + ("+00:00" if offset in ("Z", "z") else offset))
     except ValueError:
         return False
-    return parsed.tzinfo is not None
+    return True
 
 
 def _epoch_to_rfc3339(value: float) -> str:
