@@ -312,3 +312,25 @@ def test_rfc3339_has_nanoseconds() -> None:
 def test_every_fixture_is_covered() -> None:
     """The served list names every JSON file of the shared Jaeger fixtures."""
     assert {p.name for p in FIXTURES.glob("*.json")} == SERVED
+
+
+def test_malformed_trace_bodies_are_errors_or_skipped_spans() -> None:
+    """A v3 result that is not TracesData is a JaegerError; bad legacy spans are skipped."""
+    with FakeJaeger() as jaeger:
+        jaeger.routes["/api/v3/traces/00000000000000000000000000000001"] = Reply(
+            body=b'{"result":{"resourceSpans":{"oops":1}}}')
+        jaeger.routes["/api/v3/traces/00000000000000000000000000000002"] = Reply(
+            body=b'{"error":"nope"}')
+        client = JaegerClient(jaeger.url)
+        with pytest.raises(JaegerError, match="malformed api/v3 traces"):
+            client.get_trace("1")
+        with pytest.raises(JaegerError, match="expected an api/v3 body"):
+            client.get_trace("2")
+    legacy = json.loads(fixture("ui_01.json"))
+    legacy["spans"][2]["spanID"] = 7
+    legacy["spans"][3]["references"] = "CHILD_OF"
+    legacy["spans"][4]["logs"] = [{"timestamp": "soon"}]
+    assert [(s.span_id[-1], s.parent_span_id, s.links) for s in decode_legacy(
+        {"data": [legacy]})] == [("2", None, []), ("2", None, []), ("4", None, [])]
+    with pytest.raises(JaegerError, match="expected the legacy data to be a list"):
+        decode_legacy({"data": 5})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import random
 
 import pytest
 from google.protobuf import json_format
@@ -156,3 +158,52 @@ def test_protobuf_garbage_raises() -> None:
 def test_normalize_id(value: object, size: int, expected: str) -> None:
     """Ids become lowercase hex: bytes, short legacy hex, upper case and base64 alike."""
     assert normalize_id(value, size) == expected
+
+
+ODD_VALUES = [None, 1, -1, 2**70, "x", "", [], {}, [1], {"a": 1}, True, 1.5, "ff" * 8,
+              {"code": "x"}, [{"key": 1}], [{"key": "k", "value": {"intValue": "zz"}}],
+              [{"key": "k", "value": {"doubleValue": "abc"}}],
+              [{"key": "k", "value": {"kvlistValue": {"values": 5}}}]]
+
+
+def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    items = node.items() if isinstance(node, dict) else (
+        enumerate(node) if isinstance(node, list) else [])
+    for key, value in items:
+        out += _paths(value, (*prefix, key))
+    return out
+
+
+def mutations(document: object, count: int, seed: int) -> list[object]:
+    """Copies of `document` with one to three values replaced by odd ones (seeded)."""
+    rng = random.Random(seed)
+    paths = [p for p in _paths(document) if p]
+    out = []
+    for _ in range(count):
+        doc = copy.deepcopy(document)
+        for path in rng.sample(paths, rng.randint(1, 3)):
+            node = doc
+            try:
+                for key in path[:-1]:
+                    node = node[key]
+                node[path[-1]] = rng.choice(ODD_VALUES)
+            except (KeyError, IndexError, TypeError):
+                pass
+        out.append(doc)
+    return out
+
+
+def test_odd_shapes_are_rejected_never_crash() -> None:
+    """Two thousand mangled TracesData documents decode or raise SpanFormatError, nothing else."""
+    outcomes = {"decoded": 0, "rejected_spans": 0, "refused": 0}
+    for doc in mutations(json.loads(fixture("otel_traces_01.json")), 2000, seed=7):
+        try:
+            decoded = decode_json(doc)
+        except SpanFormatError:
+            outcomes["refused"] += 1
+            continue
+        outcomes["decoded"] += 1
+        outcomes["rejected_spans"] += decoded.rejected
+        assert len(decoded.spans) + decoded.rejected <= 4
+    assert outcomes["decoded"] > 0 and outcomes["refused"] > 0 and outcomes["rejected_spans"] > 0

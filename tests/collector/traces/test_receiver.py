@@ -328,3 +328,14 @@ def test_instrumentation_span_attributes_fill_the_columns(store: Store,
         "name": "send orders", "message_id": event.id, "conversation_id": "corr-1",
         "consumer_group": None, "destination": "orders", "partition": None, "offset": None,
         "out_of_order": False}
+
+
+def test_mangled_bodies_always_get_an_answer(receiver: OtlpReceiver) -> None:
+    """Mangled TracesData gets 200 (with rejected spans) or 400, never a dropped connection."""
+    from tests.collector.traces.test_otlp import mutations
+
+    statuses = set()
+    for doc in mutations(json.loads(fixture("otel_traces_01.json")), 60, seed=11):
+        status, _, _ = post(receiver, json.dumps(doc).encode(), "application/json")
+        statuses.add(status)
+    assert statuses == {200, 400}

@@ -70,7 +70,7 @@ class JaegerClient:
                 self.api_v3 = False
             else:
                 self.api_v3 = True
-                return decode_json(_result(body)).spans
+                return _decode_v3(body)
         try:
             body = self._get(f"/api/traces/{trace_id}")
         except _NotFound:
@@ -114,7 +114,7 @@ class JaegerClient:
                 self.api_v3 = False
             else:
                 self.api_v3 = True
-                return group_by_trace(decode_json(_result(body)).spans)
+                return group_by_trace(_decode_v3(body))
         query = urllib.parse.urlencode({"service": service, "start": start_min_ms * 1000,
                                         "end": start_max_ms * 1000, "limit": limit})
         try:
@@ -233,10 +233,17 @@ def _error_message(raw: bytes) -> str:
     return text[:500]
 
 
-def _result(body: Any) -> Any:
+def _decode_v3(body: Any) -> list[Span]:
     if not isinstance(body, dict) or not isinstance(body.get("result"), dict):
         raise JaegerError(f"expected an api/v3 body {{\"result\": {{...}}}}, got {str(body)[:80]}")
-    return body["result"]
+    try:
+        decoded = decode_json(body["result"])
+    except SpanFormatError as exc:
+        raise JaegerError(f"malformed api/v3 traces: {exc}") from None
+    if decoded.rejected:
+        log.warning("Jaeger returned %d malformed spans: %s", decoded.rejected,
+                    "; ".join(decoded.reasons[:3]))
+    return decoded.spans
 
 
 def _service_names(names: Any) -> list[str]:
@@ -275,6 +282,8 @@ def decode_legacy(body: Any) -> list[Span]:
         if codes and all(c == 404 for c in codes):
             return []
         raise JaegerError(f"Jaeger legacy API errors: {_error_message(json.dumps(body).encode())}")
+    if data is not None and not isinstance(data, list):
+        raise JaegerError(f"expected the legacy data to be a list, got {type(data).__name__}")
     spans: list[Span] = []
     for trace in data or []:
         if isinstance(trace, dict):
@@ -284,11 +293,16 @@ def decode_legacy(body: Any) -> list[Span]:
 
 def _legacy_trace(trace: dict[str, Any]) -> list[Span]:
     processes = trace.get("processes") or {}
+    raw_spans = trace.get("spans") or []
+    if not isinstance(raw_spans, list):
+        log.warning("skipping a legacy Jaeger trace whose spans are a %s",
+                    type(raw_spans).__name__)
+        return []
     spans: list[Span] = []
-    for raw in trace.get("spans") or []:
+    for raw in raw_spans:
         try:
             spans.append(_legacy_span(raw, processes))
-        except (SpanFormatError, TypeError, ValueError) as exc:
+        except (SpanFormatError, TypeError, ValueError, AttributeError, KeyError) as exc:
             log.warning("skipping a malformed legacy Jaeger span: %s", exc)
     return spans
 

@@ -53,16 +53,21 @@ def decode_json(data: Any) -> Decoded:
     for rs in resource_spans:
         if not isinstance(rs, dict):
             raise SpanFormatError(f"expected a resourceSpans object, got {type(rs).__name__}")
-        resource = rs.get("resource") or {}
-        service = _json_attrs(resource.get("attributes")).get("service.name")
-        scope_spans = rs.get("scopeSpans", rs.get("scope_spans",
-                                                  rs.get("instrumentationLibrarySpans", [])))
-        for ss in _json_list(scope_spans, "scopeSpans"):
-            for raw in _json_list(ss.get("spans"), "spans"):
-                try:
-                    out.spans.append(_json_span(raw, service))
-                except SpanFormatError as exc:
-                    out.reject(str(exc))
+        try:
+            resource = rs.get("resource") or {}
+            service = _json_attrs(resource.get("attributes")).get("service.name")
+            scope_spans = _json_list(rs.get("scopeSpans", rs.get(
+                "scope_spans", rs.get("instrumentationLibrarySpans", []))), "scopeSpans")
+            span_lists = [_json_list(ss.get("spans"), "spans") for ss in scope_spans]
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise SpanFormatError(f"expected an OTLP resourceSpans object: {exc}") from None
+        for raw in (span for spans in span_lists for span in spans):
+            try:
+                out.spans.append(_json_span(raw, service))
+            except SpanFormatError as exc:
+                out.reject(str(exc))
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                out.reject(f"malformed span: {type(exc).__name__}: {exc}")
     return out
 
 
@@ -173,7 +178,10 @@ def _json_value(value: Any) -> Any:
             raise SpanFormatError(f"expected an int64 attribute value, got {raw!r}") from None
     if "doubleValue" in value or "double_value" in value:
         raw = _get(value, "doubleValue", "double_value")
-        return float(raw) if isinstance(raw, int | float | str) and raw != "" else raw
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise SpanFormatError(f"expected a double attribute value, got {raw!r}") from None
     if "bytesValue" in value or "bytes_value" in value:
         return _get(value, "bytesValue", "bytes_value")  # base64 text, as sent
     if "arrayValue" in value or "array_value" in value:

@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from ..store import Store
 from ..store.schema import meta
-from .model import Span, SpanFormatError
+from .model import Span
 from .otlp import Decoded, decode_json, decode_protobuf
 from .sink import SpanSink
 
@@ -218,7 +218,7 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 decoded = decode_json(json.loads(body)) if is_json else decode_protobuf(body)
-            except (ValueError, SpanFormatError, RecursionError) as exc:
+            except Exception as exc:  # noqa: BLE001 - malformed input of any shape: a 400
                 self._error(400, f"malformed OTLP {'JSON' if is_json else 'protobuf'} "
                                  f"body: {exc}", is_json)
                 return
