@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import func, select
 
 from choreoscope.collector.query import (
@@ -34,10 +33,16 @@ def _sizes(store: Store) -> tuple[int, ...]:
                      for t in (events, flows, spans, anomalies))
 
 
-@pytest.mark.parametrize("attack", ATTACKS)
-def test_flow_filters_harmless(store: Store, attack: str) -> None:
-    """Every flow filter treats the string as a value: nothing matches, nothing changes."""
+def test_flow_filters_harmless(store: Store) -> None:
+    """Every filter treats each attack string as a value: nothing matches, nothing changes."""
     before = _sizes(store)
+    for attack in ATTACKS:
+        _attack_every_filter(store, attack)
+    assert _sizes(store) == before
+    assert list_flows(store) == expected.FLOWS
+
+
+def _attack_every_filter(store: Store, attack: str) -> None:
     for name in ("status", "event_type", "service", "subject", "correlation_id", "variant",
                  "anomaly_kind"):
         page = _safely(lambda name=name: search_flows(store, **{name: attack}))
@@ -49,8 +54,6 @@ def test_flow_filters_harmless(store: Store, attack: str) -> None:
     assert _safely(lambda: get_flow(store, attack)) is None
     for name in ("kind", "correlation_id", "subject", "service"):
         assert _safely(lambda name=name: list_anomalies(store, **{name: attack})) in (None, [])
-    assert _sizes(store) == before
-    assert list_flows(store) == expected.FLOWS
 
 
 def test_anomaly_counts_unchanged_after_attacks(store: Store) -> None:
