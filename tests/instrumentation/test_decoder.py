@@ -527,3 +527,55 @@ def test_never_raises(headers: Any, value: bytes | None) -> None:
     event = decode_record(headers, value, topic="t", partition=0, offset=1)
     assert event.offset == 1
     assert all(isinstance(p, str) for p in event.problems)
+
+
+# --- the fast path gives what the careful path gives ------------------------------------
+
+_variants = {
+    "ce_specversion": [b"1.0", b"0.3", b""],
+    "ce_id": [b"e-1", b""],
+    "ce_type": [b"order.placed", b"order.place", b""],
+    "ce_time": [
+        b"2026-11-26T05:35:14.123Z",
+        b"2026-11-26T05:35:14.12\xc2\xb2Z",
+        b"2026-02-30T05:35:14.123Z",
+        b"2026-11-26T05:35:14+01:00",
+        b"yesterday",
+    ],
+    "ce_sequence": [b"3", b"+4", b"x", b""],
+    "traceparent": [
+        TP.encode(),
+        TP.upper().encode(),
+        b"00-" + b"0" * 32 + b"-b7ad6b7169203331-01",
+        b"",
+    ],
+    "tracestate": [b"a=1", b"", b"a=\x01"],
+    "ce_subject": [b"ord_1", b"", b"\xff"],
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    choice=st.fixed_dictionaries(
+        {name: st.sampled_from([*values, None]) for name, values in _variants.items()}
+    ),
+    value=st.sampled_from([VALUE, None, b"x", b'{"n": 123456789012345678901}', b"[1]"]),
+    extra=st.sampled_from([[], [("ce_id", b"e-2")], [("content-type", b"text/plain")]]),
+)
+def test_fast_path_agrees_with_careful_path(
+    choice: dict[str, bytes | None], value: bytes | None, extra: list[tuple[str, bytes]]
+) -> None:
+    """For any mix of good and bad headers, the fast path and the careful path decode alike."""
+    headers = [(n, choice.get(n, v)) for n, v in BINARY]
+    headers = [(n, v) for n, v in headers if v is not None] + extra
+    fast = decode_record(headers, value, topic="t", partition=1, offset=2, key=b"k", timestamp_ms=3)
+    original = decoder._fast_binary
+    decoder._fast_binary = lambda *args: None  # type: ignore[assignment]
+    try:
+        careful = decode_record(
+            headers, value, topic="t", partition=1, offset=2, key=b"k", timestamp_ms=3
+        )
+    finally:
+        decoder._fast_binary = original
+    assert (fast, fast.problems) == (careful, careful.problems)
+    assert json.dumps(fast.data, default=repr) == json.dumps(careful.data, default=repr)
