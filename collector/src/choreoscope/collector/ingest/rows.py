@@ -38,22 +38,6 @@ def time_ms(value: str | None) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
-def header_texts(headers: Iterable[tuple[Any, Any]] | None) -> dict[str, str]:
-    """Record headers as text, first value of a repeated name kept; None values left out."""
-    out: dict[str, str] = {}
-    if not headers:
-        return out
-    for name, raw in headers:
-        if raw is None:
-            continue
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        if name in out:
-            continue
-        out[name] = raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
-    return out
-
-
 def _key_text(key: Any) -> str | None:
     if key is None:
         return None
@@ -69,12 +53,15 @@ def event_row(
     observed_at_ms: int,
     headers: Iterable[tuple[Any, Any]] | None = None,
     value_size: int | None = None,
+    raw_value: bytes | None = None,
 ) -> dict[str, Any]:
-    """The `events` row of a decoded event; `headers` are the record's raw headers."""
+    """The `events` row of a decoded event; `headers` are the record's raw headers and
+    `raw_value` its value (stored as it is when it is clean binary-mode JSON data)."""
     tp = event.traceparent  # validated by the decoder, None when absent or malformed
     trace_id = tp[3:35] if tp else None
     span_id = tp[36:52] if tp else None
-    data, truncated = redactor.data_json(event.data)
+    value = raw_value if event.envelope == "binary" else None
+    data, truncated = redactor.data_json(event.data, value)
     row = {
         "topic": event.topic,
         "partition": event.partition,
@@ -97,9 +84,9 @@ def event_row(
         "observed_at_ms": observed_at_ms,
         "envelope": event.envelope,
         "problems": _dumps(event.problems) if event.problems else None,
-        "headers": redactor.headers_json(header_texts(headers)),
+        "headers": redactor.headers_json(headers),
         "data": data,
-        "data_size": value_size,
+        "data_size": len(raw_value) if raw_value is not None else value_size,
         "data_truncated": truncated,
     }
     for name, limit in _LIMITS:
