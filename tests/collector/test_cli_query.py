@@ -55,6 +55,14 @@ def test_flow_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert flow["anomalies"] == [expected.ANOMALY_DUPLICATE]
 
 
+def test_flow_by_event_or_trace_id(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`flow` also accepts an event id or a trace id of the flow."""
+    code, out, _ = run(capsys, "--store", url, "flow", "e6", "--json")
+    assert (code, json.loads(out)["correlation_id"]) == (0, "ord-3")
+    code, out, _ = run(capsys, "--store", url, "flow", "1" * 32, "--json")
+    assert (code, json.loads(out)["correlation_id"]) == (0, "ord-1")
+
+
 def test_flow_unknown(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown flow id exits 1 with a clear message, also for an injection string."""
     assert run(capsys, "--store", url, "flow", "nope") == (

@@ -10,5 +10,5 @@ def test_exported_names() -> None:
     assert sorted(query.__all__) == [
         "FLOW_STATUSES", "causal_order", "count_anomalies_by_kind", "count_flows_by_status",
         "count_variants", "events_per_minute", "get_flow", "graph", "graph_dot",
-        "list_anomalies", "list_flows", "outbox_status", "search_flows"]
+        "list_anomalies", "list_flows", "outbox_status", "resolve_flow_id", "search_flows"]
     assert all(hasattr(query, name) for name in query.__all__)

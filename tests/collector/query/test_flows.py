@@ -9,6 +9,7 @@ from choreoscope.collector.query import (
     events_per_minute,
     get_flow,
     list_flows,
+    resolve_flow_id,
     search_flows,
 )
 from choreoscope.collector.store import Store
@@ -159,3 +160,14 @@ def test_causal_order_effects_after_causes() -> None:
     records = [_rec(0, "x", None, 50), _rec(1, "y", "x", 10), _rec(2, "z", None, 20),
                _rec(3, "w", "self", 30), _rec(4, "v", "v", 40)]
     assert [r["event_id"] for r in causal_order(records)] == ["z", "w", "v", "x", "y"]
+
+
+def test_resolve_flow_id(store: Store) -> None:
+    """A correlation id, an event id or a trace id leads to its flow; anything else to None."""
+    assert resolve_flow_id(store, "ord-2") == "ord-2"
+    assert resolve_flow_id(store, "ord-4") == "ord-4"  # stored events, no flow row yet
+    assert resolve_flow_id(store, "e6") == "ord-3"
+    assert resolve_flow_id(store, "1" * 32) == "ord-1"
+    assert resolve_flow_id(store, "nope") is None
+    assert resolve_flow_id(store, "' OR 1=1 --") is None
+    assert resolve_flow_id(store, "ord-1\x00") is None

@@ -26,3 +26,14 @@ def test_outbox_bad_stuck_json(store: Store) -> None:
         {"id": "x", "aggregatetype": None, "aggregateid": None, "type": None, "attempts": None,
          "last_error": None, "age_s": None, "correlation_id": None, "trace_id": None,
          "status": None}]
+
+
+def test_outbox_errors_never_show_passwords(store: Store) -> None:
+    """A stored error quoting a database URL is shown with its password masked."""
+    with store.engine.begin() as conn:
+        conn.execute(outbox_sources.update().where(outbox_sources.c.source == "billing").values(
+            last_error="cannot connect to postgresql://app:hunter2@db/billing",
+            stuck='[{"id": "x", "last_error": "postgres://u:pw@h/db refused"}]'))
+    billing = outbox_status(store)[0]
+    assert billing["last_error"] == "cannot connect to postgresql://app:***@db/billing"
+    assert billing["stuck"][0]["last_error"] == "postgres://u:***@h/db refused"

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run, query="flows")
 
     p = sub.add_parser("flow", help="one flow: its events, spans and anomalies")
-    p.add_argument("id", metavar="ID", help="the flow's correlation id")
+    p.add_argument("id", metavar="ID",
+                   help="the flow's correlation id (or an event id or trace id of it)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run, query="flow")
 
@@ -91,10 +92,12 @@ def _flows(store: Any, args: argparse.Namespace) -> int:
 
 
 def _flow(store: Any, args: argparse.Namespace) -> int:
-    from ..query import get_flow
+    from ..query import get_flow, resolve_flow_id
     from ..query.formatting import flow_detail
 
-    flow = get_flow(store, args.id) if _ready(store) else None
+    # the flow's correlation id, or the id of one of its events or traces
+    flow_id = resolve_flow_id(store, args.id) if _ready(store) else None
+    flow = get_flow(store, flow_id) if flow_id is not None else None
     if flow is None:
         print(f"choreoscope: no flow with correlation id {args.id!r} "
               "(`choreoscope flows` lists them)", file=sys.stderr)

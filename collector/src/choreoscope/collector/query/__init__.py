@@ -13,6 +13,7 @@ from .flows import (
     events_per_minute,
     get_flow,
     list_flows,
+    resolve_flow_id,
     search_flows,
 )
 from .graph import graph, graph_dot
@@ -31,5 +32,6 @@ __all__ = [
     "list_anomalies",
     "list_flows",
     "outbox_status",
+    "resolve_flow_id",
     "search_flows",
 ]

@@ -132,6 +132,23 @@ def get_flow(store: Store, correlation_id: str) -> dict[str, Any] | None:
     return flow
 
 
+def resolve_flow_id(store: Store, some_id: str) -> str | None:
+    """The flow a user means by `some_id`: a correlation id, else the flow of the event with
+    that event id, else of the first event of that trace id. None when nothing matches."""
+    if not some_id or has_nul(some_id):
+        return None
+    with store.engine.connect() as conn:
+        if conn.execute(select(flows.c.correlation_id)
+                        .where(flows.c.correlation_id == some_id)).first() is not None:
+            return some_id
+        for column in (events.c.flow_id, events.c.event_id, events.c.trace_id):
+            found = conn.execute(select(events.c.flow_id).where(column == some_id)
+                                 .order_by(events.c.observed_at_ms).limit(1)).scalar()
+            if found is not None:
+                return str(found)
+    return None
+
+
 def causal_order(records: Any) -> list[Any]:
     """Records with every effect after the first record of its cause, else in bus order.
 
@@ -340,5 +357,6 @@ __all__ = [
     "events_per_minute",
     "get_flow",
     "list_flows",
+    "resolve_flow_id",
     "search_flows",
 ]
