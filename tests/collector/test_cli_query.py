@@ -161,6 +161,27 @@ def test_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], create:
     assert run(capsys, "--store", u, "flow", "x")[0] == 1
 
 
+@pytest.mark.parametrize(("store_url", "message"), [
+    ("mysql://u:pw@h/db", "choreoscope: expected a sqlite:///PATH or postgresql://... store URL, "
+                          "got 'mysql://u:***@h/db'\n"),
+    ("notaurl", "choreoscope: expected a sqlite:///PATH or postgresql://... store URL, "
+                "got 'notaurl'\n"),
+])
+def test_unsupported_store_url(store_url: str, message: str,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A store URL of another database is refused with the expected form, not a traceback."""
+    assert run(capsys, "--store", store_url, "flows") == (1, "", message)
+
+
+def test_not_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store file that is not SQLite exits 1 saying so."""
+    path = tmp_path / "notes.db"
+    path.write_text("not a database at all")
+    code, out, err = run(capsys, "--store", f"sqlite:///{path}", "flows")
+    assert (code, out) == (1, "")
+    assert err.endswith("file is not a database\n")
+
+
 def test_unreachable_store_hides_password(capsys: pytest.CaptureFixture[str]) -> None:
     """A PostgreSQL store that cannot be reached exits 1 without a traceback or the password."""
     code, out, err = run(capsys, "--store", "postgresql://alice:s3cr%40t@127.0.0.1:1/x",
