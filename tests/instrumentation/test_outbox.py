@@ -142,7 +142,7 @@ def _count(url: str, table: str) -> int:
 
 
 def test_create_table_makes_the_debezium_table(db_url: str) -> None:
-    """create_table makes every column of DESIGN.md section 5 and both indexes, idempotently."""
+    """create_table makes every column of DESIGN.md section 5 and the relay's indexes, idempotently."""
     outbox = Outbox(db_url, service="order-service")
     outbox.create_table()
     outbox.create_table()
@@ -162,7 +162,7 @@ def test_create_table_makes_the_debezium_table(db_url: str) -> None:
     indexes = [r[0] for r in cur.fetchall()]
     conn.close()
     assert columns == COLUMNS
-    assert indexes == ["outbox_aggregate_seq_idx", "outbox_status_next_idx"]
+    assert indexes == ["outbox_aggregate_seq_idx", "outbox_pending_idx", "outbox_status_next_idx"]
 
 
 @pytest.mark.postgres

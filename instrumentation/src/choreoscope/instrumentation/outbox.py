@@ -99,6 +99,10 @@ create table if not exists {table} (
 _INDEXES = (
     "create index if not exists {name}_status_next_idx on {table} (status, next_attempt_at)",
     "create index if not exists {name}_aggregate_seq_idx on {table} (aggregateid, seq)",
+    # The relay's "no earlier pending row of this aggregate" probe: without it a planner
+    # lacking statistics (a young table) scans every pending row per candidate.
+    "create index if not exists {name}_pending_idx on {table} (aggregateid, seq)"
+    " where status = 'pending'",
 )
 
 

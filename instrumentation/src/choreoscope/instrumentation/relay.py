@@ -118,6 +118,15 @@ class OutboxRelay:
         provider = tracer_provider or trace.get_tracer_provider()
         self._tracer = provider.get_tracer(_TRACER_NAME)
         self._lock = threading.Lock()
+        table = outbox.table
+        self._sent_sql = (
+            f"update {table} set status = ?, attempts = ?, last_attempt_at = ?, sent_at = ?,"
+            " next_attempt_at = null, last_error = null where seq = ?"
+        )
+        self._failed_sql = (
+            f"update {table} set status = ?, attempts = ?, last_attempt_at = ?,"
+            " next_attempt_at = ?, last_error = ? where seq = ?"
+        )
         self._conn: Any = None
         self._dialect: _dbapi.Dialect | None = None
         self._busy = False
@@ -185,16 +194,18 @@ class OutboxRelay:
                        for row, pending in zip(rows, sends, strict=True)]
             if rows and not dialect.postgres:
                 self._begin(conn, cur, dialect)
-            ok = 0
-            for row, error, done_ms in results:
-                if error is None:
-                    ok += 1
-                    cur.execute(*self._sent_sql(dialect, row, done_ms))
-                else:
-                    tried.append(row.seq)
-                    cur.execute(*self._failed_sql(dialect, row, done_ms, error))
+            sent = [self._sent_params(dialect, row, done_ms)
+                    for row, error, done_ms in results if error is None]
+            failed = [self._failed_params(dialect, row, done_ms, error)
+                      for row, error, done_ms in results if error is not None]
+            tried.extend(row.seq for row, error, _ in results if error is not None)
+            # One statement per kind of mark: psycopg pipelines executemany, sqlite3 loops in C.
+            if sent:
+                cur.executemany(dialect.sql(self._sent_sql), sent)
+            if failed:
+                cur.executemany(dialect.sql(self._failed_sql), failed)
             conn.commit()
-            return len(rows), ok
+            return len(rows), len(sent)
         except BaseException:
             self._drop_connection()
             raise
@@ -203,17 +214,27 @@ class OutboxRelay:
         self, dialect: _dbapi.Dialect, now_ms: int, limit: int, tried: list[int]
     ) -> tuple[str, tuple[Any, ...]]:
         t = self.outbox.table
+        # Each aggregate's head: its lowest pending seq. Computed once per claim from the
+        # partial index on pending rows, whatever the planner's statistics say (a young
+        # table has none); then the heads are fetched and locked by primary key. A row's
+        # status only ever leaves `pending`, so a head seen here is never preceded by a
+        # pending row that this snapshot missed.
+        heads = (
+            f"select min(p.seq) from {t} p where p.status = '{STATUS_PENDING}'"
+            " group by p.aggregateid"
+        )
+        where = f"o.seq = any(array({heads}))" if dialect.postgres else f"o.seq in ({heads})"
         skip = f" and o.seq not in ({', '.join('?' * len(tried))})" if tried else ""
         lock = " for update of o skip locked" if dialect.postgres else ""
         sql = (
             f"select {', '.join('o.' + c.strip() for c in _COLUMNS.split(','))} from {t} o"
-            " where o.status = ? and (o.next_attempt_at is null or o.next_attempt_at <= ?)"
-            f" and not exists (select 1 from {t} p where p.aggregateid = o.aggregateid"
-            " and p.status = ? and p.seq < o.seq)"
+            # Statuses are literals, never parameters: a prepared statement's generic plan
+            # can then still use the partial index `... where status = 'pending'`.
+            f" where {where} and o.status = '{STATUS_PENDING}'"
+            " and (o.next_attempt_at is null or o.next_attempt_at <= ?)"
             f"{skip} order by o.seq limit ?{lock}"
         )
-        params = (STATUS_PENDING, dialect.time_param(now_ms), STATUS_PENDING, *tried, limit)
-        return dialect.sql(sql), params
+        return dialect.sql(sql), (dialect.time_param(now_ms), *tried, limit)
 
     def _lease_sql(
         self, dialect: _dbapi.Dialect, rows: list[_Row], until_ms: int
@@ -224,17 +245,13 @@ class OutboxRelay:
         )
         return dialect.sql(sql), (dialect.time_param(until_ms), *(r.seq for r in rows))
 
-    def _sent_sql(self, dialect: _dbapi.Dialect, row: _Row, now_ms: int) -> tuple[str, tuple[Any, ...]]:
-        sql = (
-            f"update {self.outbox.table} set status = ?, attempts = ?, last_attempt_at = ?,"
-            " sent_at = ?, next_attempt_at = null, last_error = null where seq = ?"
-        )
+    def _sent_params(self, dialect: _dbapi.Dialect, row: _Row, now_ms: int) -> tuple[Any, ...]:
         at = dialect.time_param(now_ms)
-        return dialect.sql(sql), (STATUS_SENT, row.attempts + 1, at, at, row.seq)
+        return (STATUS_SENT, row.attempts + 1, at, at, row.seq)
 
-    def _failed_sql(
+    def _failed_params(
         self, dialect: _dbapi.Dialect, row: _Row, now_ms: int, error: BaseException
-    ) -> tuple[str, tuple[Any, ...]]:
+    ) -> tuple[Any, ...]:
         attempts = row.attempts + 1
         message = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
         if attempts >= self.max_attempts:
@@ -244,13 +261,8 @@ class OutboxRelay:
         else:
             status = STATUS_PENDING
             next_at = now_ms + round(self._backoff(attempts) * 1000)
-        sql = (
-            f"update {self.outbox.table} set status = ?, attempts = ?, last_attempt_at = ?,"
-            " next_attempt_at = ?, last_error = ? where seq = ?"
-        )
-        params = (status, attempts, dialect.time_param(now_ms), dialect.time_param(next_at),
-                  message, row.seq)
-        return dialect.sql(sql), params
+        return (status, attempts, dialect.time_param(now_ms), dialect.time_param(next_at),
+                message, row.seq)
 
     # -- sending one row ------------------------------------------------------------------
 
