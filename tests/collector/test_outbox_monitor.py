@@ -293,3 +293,21 @@ def test_postgres_unreachable_hides_password_then_recovers(store: Store,
 def test_to_epoch_ms(value: Any, ms: int | None) -> None:
     """Stored times of every flavour become epoch ms; unknown ones None."""
     assert to_epoch_ms(value) == ms
+
+
+@pytest.mark.postgres
+def test_store_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+    """The monitor writes its rows and anomalies to a PostgreSQL store the same way."""
+    url = f"sqlite:///{tmp_path / 'service.db'}"
+    Outbox(url, service="orders").create_table()
+    insert(url, ROWS)
+    pg_store = Store(postgres_url).create()
+    monitor = OutboxMonitor(pg_store, [f"orders={url}"])
+    monitor.poll_once(now_ms=NOW)
+    monitor.poll_once(now_ms=NOW)
+    monitor.close()
+    (status,) = outbox_status(pg_store)
+    assert (status["pending"], status["dead"], status["publish_lag_p95_ms"], status["stuck"]) == (
+        3, 1, 190.0, STUCK)
+    assert len(list_anomalies(pg_store, kind="stuck_outbox")) == 3
+    pg_store.dispose()
