@@ -21,12 +21,13 @@ PAGES = (
 
 def main() -> None:
     st.set_page_config(page_title="Choreoscope", page_icon=":material/hub:", layout="wide")
-    # A deep link `/?flow=ID` opens the flow on the Flows page.
-    flow_link = "flow" in st.query_params
-    pages = [st.Page(path, title=title, icon=icon, url_path=slug,
-                     default=(slug == "flows") if flow_link else slug == "overview")
-             for path, title, icon, slug in PAGES]
-    page = st.navigation(pages)
+    pages = {slug: st.Page(path, title=title, icon=icon, url_path=slug,
+                           default=slug == "overview")
+             for path, title, icon, slug in PAGES}
+    page = st.navigation(list(pages.values()))
+    if page is pages["overview"] and "flow" in st.query_params:
+        # A deep link `/?flow=ID` opens that flow on the Flows page.
+        st.switch_page(pages["flows"], query_params=st.query_params.to_dict())
     st.sidebar.caption("Choreoscope · read-only view of the store")
     page.run()  # each page sets itself up (components/shell.py), first-run page included
 

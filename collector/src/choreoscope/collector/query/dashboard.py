@@ -98,11 +98,16 @@ def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
 def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[str, Any]:
     """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag.
 
-    `events_per_minute` covers `window_ms` before `now_ms` by store time (index range scan),
-    as `[{minute_ms, count}]`, zero minutes included.
+    `events_per_minute` covers the `window_ms` before `window_end_ms` by store time (index
+    range scans), as `[{minute_ms, count}]`, zero minutes included. The window ends at
+    `now_ms`, or at the last stored event when nothing arrived within the window.
     """
-    since = now_ms - window_ms
     with store.engine.connect() as conn:
+        last_seen = conn.execute(text("SELECT max(observed_at_ms) FROM events")).scalar_one()
+        end = now_ms if last_seen is None or last_seen >= now_ms - window_ms else int(last_seen)
+        since = end - window_ms
+        last_5 = conn.execute(text("SELECT count(*) FROM events WHERE observed_at_ms >= :t"),
+                              {"t": now_ms - 300_000}).scalar_one()
         total = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
         untraced = conn.execute(
             text("SELECT count(*) FROM events WHERE trace_id IS NULL")).scalar_one()
@@ -118,11 +123,10 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         per_minute = {int(m): int(c) for m, c in conn.execute(text(
             "SELECT observed_at_ms - observed_at_ms % 60000 AS m, count(*) FROM events"
             " WHERE observed_at_ms >= :since AND observed_at_ms <= :now GROUP BY m"),
-            {"since": since, "now": now_ms})}
-        last_seen = conn.execute(text("SELECT max(observed_at_ms) FROM events")).scalar_one()
+            {"since": since, "now": end})}
     first_minute = since - since % 60000
     minutes = [{"minute_ms": m, "count": per_minute.get(m, 0)}
-               for m in range(first_minute, now_ms + 1, 60000)]
+               for m in range(first_minute, end + 1, 60000)]
     return {
         "events_total": int(total),
         "events_traced": int(total) - int(untraced),
@@ -137,6 +141,8 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "consumer_groups": int(lag[1]),
         "lag_measured_at_ms": lag[2],
         "events_per_minute": minutes,
+        "window_end_ms": end,
+        "events_last_5_min": int(last_5),
         "last_event_ms": last_seen,
     }
 

@@ -26,7 +26,8 @@ def render(flow: dict[str, Any]) -> None:
     c[1].metric("Duration", fmt.duration(flow["duration_ms"]))
     c[2].metric("Services", len(flow["services"]))
     c[3].metric("Anomalies", len(flow["anomalies"]))
-    c[4].metric("Started", (flow["started_at"] or "—").replace("T", " ")[:19])
+    started = flow["started_at"] or ""
+    c[4].metric("Started (UTC)", started[11:19] or "—", help=started.replace("T", " "))
     jaeger.buttons(flow["trace_ids"])
     if flow["trace_ids"] and not jaeger.enabled():
         st.caption("Trace ids: " + ", ".join(f"`{t}`" for t in flow["trace_ids"])

@@ -15,6 +15,13 @@ def when(ms: int | None) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def clock(ms: int | None) -> str:
+    """`1764135314123` -> `05:35:14.123` (UTC, milliseconds): for ordering within a day."""
+    if ms is None or pd.isna(ms):
+        return "—"
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
 def duration(ms: float | None) -> str:
     """`1234` -> `1.2 s`, `95000` -> `1 min 35 s`; None (or NaN) -> `—`."""
     if ms is None or pd.isna(ms):

@@ -32,7 +32,7 @@ def buttons(trace_ids: list[str]) -> None:
     urls = [(t, u) for t, u in urls if u]
     if not urls:
         return
-    cols = st.columns(min(len(urls), 4))
-    for i, (trace_id, url) in enumerate(urls):
-        cols[i % len(cols)].link_button(f"Open in Jaeger · {trace_id[:8]}…", url,
-                                        icon=":material/open_in_new:")
+    row = st.container(horizontal=True)
+    for trace_id, url in urls:
+        row.link_button(f"Open in Jaeger · trace {trace_id[:12]}…", url,
+                        icon=":material/open_in_new:", help=trace_id)

@@ -58,7 +58,9 @@ def _body(window: str) -> None:
                        width="stretch")
         with right:
             st.altair_chart(alt.Chart(p).mark_bar(color="#dc2626").encode(
-                x=alt.X("sum(count):Q", title="events"), y=alt.Y("what:N", sort="-x", title=None),
+                x=alt.X("sum(count):Q", title="events",
+                        axis=alt.Axis(tickMinStep=1, format="d")),
+                y=alt.Y("what:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
                 tooltip=["what", "sum(count):Q"]).properties(height=200))
 
     left, right = st.columns(2)

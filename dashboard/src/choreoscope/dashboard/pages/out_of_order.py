@@ -54,14 +54,15 @@ def _body(subkind: str, group: str, subject: str) -> None:
         g["group"] = g["group"].fillna("(on the bus)")
         g["last detected"] = g["last_detected_ms"].map(fmt.when)
         st.dataframe(g[["group", "subkind", "subject", "count", "last detected"]],
-                     hide_index=True, width="stretch", height=240)
+                     hide_index=True, width="stretch")
     with right:
         st.markdown("**Over time** (per detection minute)")
         per = pd.DataFrame(result["per_minute"])
         if not per.empty:
             per["minute"] = fmt.ts(per["minute_ms"])
             st.altair_chart(alt.Chart(per).mark_bar(color="#f59e0b").encode(
-                x=alt.X("minute:T", title=None), y=alt.Y("count:Q", title="arrivals"),
+                x=alt.X("minute:T", title=None),
+                y=alt.Y("count:Q", title="arrivals", axis=alt.Axis(tickMinStep=1, format="d")),
                 tooltip=["minute:T", "count:Q"]).properties(height=220))
     total = result["total"]
     st.markdown(f"**{total:,} arrivals** match the filters")
@@ -83,9 +84,9 @@ def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:
             "type": r.get("type"),
             "event id": r.get("event_id"),
             "sequence": r.get("sequence"),
-            "event time": fmt.when(r.get("time_ms")) if r.get("time_ms") else r.get("time"),
-            "on the bus": fmt.when(r.get("broker_ts_ms")) if r.get("broker_ts_ms") else "—",
-            "processed": "—" if processed is None else fmt.when(processed // 1000),
+            "event time": fmt.clock(r.get("time_ms")) if r.get("time_ms") else r.get("time"),
+            "on the bus": fmt.clock(r.get("broker_ts_ms")),
+            "processed": "—" if processed is None else fmt.clock(processed // 1000),
             "position": (f"{r['topic']}/{r['partition']}/{r['offset']}"
                          if r.get("topic") is not None else "—"),
         })
@@ -104,11 +105,12 @@ def _explain(row: dict[str, Any]) -> None:
         st.markdown(f"{row['detail']}  \n_{EXPLAIN.get(row['subkind'] or '', '')}_")
         expected, observed = extra.get("expected"), extra.get("observed")
         if expected and observed:
-            a, b = st.columns(2)
-            a.markdown("**Expected order**")
-            a.dataframe(order_table(expected), hide_index=True, width="stretch")
-            b.markdown("**Observed order**")
-            b.dataframe(order_table(observed), hide_index=True, width="stretch")
+            day = next((fmt.when(r.get("broker_ts_ms") or r.get("time_ms"))[:10]
+                        for r in expected if r.get("broker_ts_ms") or r.get("time_ms")), "")
+            st.markdown(f"**Expected order** (times UTC, {day})")
+            st.dataframe(order_table(expected), hide_index=True, width="stretch")
+            st.markdown("**Observed order**")
+            st.dataframe(order_table(observed), hide_index=True, width="stretch")
         elif extra:
             st.json(extra, expanded=1)
         if row["correlation_id"]:

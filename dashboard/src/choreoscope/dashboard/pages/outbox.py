@@ -58,14 +58,15 @@ def _source(s: dict[str, Any]) -> None:
         df["age"] = df["age_s"].map(lambda a: fmt.duration(None if a is None else a * 1000))
         df["flow"] = df["correlation_id"].map(
             lambda c: f"/flows?flow={c}" if c else None)
-        cols = ["id", "aggregate", "type", "status", "age", "attempts", "last_error", "flow"]
+        cols = ["id", "aggregate", "type", "status", "age", "attempts", "flow"]
         config: dict[str, Any] = {"flow": st.column_config.LinkColumn(
             "flow", display_text=r"flow=(.*)$")}
         if jaeger.enabled():
             df["jaeger"] = df["trace_id"].map(jaeger.trace_url)
             cols.append("jaeger")
             config["jaeger"] = jaeger.link_column()
-        st.markdown(f"**{len(df)} stuck rows**")
+        cols.append("last_error")
+        st.markdown(f"**{len(df)} stuck row{'s' if len(df) != 1 else ''}**")
         st.dataframe(df[[c for c in cols if c in df]], hide_index=True, width="stretch",
                      column_config=config)
 

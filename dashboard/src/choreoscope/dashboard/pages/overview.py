@@ -28,15 +28,15 @@ def _body() -> None:
     o = data.overview(data.url())
     per_minute = pd.DataFrame(o["events_per_minute"])
     recent = [m["count"] for m in o["events_per_minute"]]
-    last5 = recent[-6:-1] or recent
     st.caption(f"Last event stored {fmt.when(o['last_event_ms'])} · store "
                f"`{_masked()}`")
 
     st.subheader("Traffic")
     c = st.columns(4)
-    c[0].metric("Events / min (last 5 min)", f"{sum(last5) / max(len(last5), 1):.1f}",
-                chart_data=recent[-30:], chart_type="bar", border=True,
-                help="Records stored per minute, averaged over the last five full minutes.")
+    c[0].metric("Events / min (last 5 min)", f"{o['events_last_5_min'] / 5:.1f}",
+                chart_data=recent[-30:] if any(recent) else None, chart_type="bar",
+                border=True, help="Records stored per minute, averaged over the last five "
+                                  "minutes; the bars are the last 30 minutes of traffic.")
     c[1].metric("Events stored", f"{o['events_total']:,}", border=True)
     c[2].metric("Events with a trace", fmt.share(o["traced_share"]), border=True,
                 help="Share of records carrying a W3C traceparent header.")
@@ -75,13 +75,14 @@ def _body() -> None:
 
     left, right = st.columns(2)
     with left:
-        st.markdown("**Events per minute** (last hour)")
+        st.markdown(f"**Events per minute** (the hour up to {fmt.when(o['window_end_ms'])})")
         if per_minute.empty or not per_minute["count"].any():
-            st.caption("No events in the last hour.")
+            st.caption("No events in that hour.")
         else:
             per_minute["minute"] = fmt.ts(per_minute["minute_ms"])
             st.altair_chart(alt.Chart(per_minute).mark_bar(color="#2563eb").encode(
-                x=alt.X("minute:T", title=None), y=alt.Y("count:Q", title="events"),
+                x=alt.X("minute:T", title=None),
+                y=alt.Y("count:Q", title="events", axis=alt.Axis(tickMinStep=1, format="d")),
                 tooltip=["minute:T", "count:Q"]).properties(height=200))
     with right:
         st.markdown("**Anomalies by kind**")
@@ -95,7 +96,8 @@ def _anomaly_chart(kinds: dict[str, int]) -> None:
         return
     df = pd.DataFrame([{"kind": KIND_LABELS.get(k, k), "count": n} for k, n in kinds.items()])
     st.altair_chart(alt.Chart(df).mark_bar(color="#dc2626").encode(
-        x=alt.X("count:Q", title="anomalies"), y=alt.Y("kind:N", sort="-x", title=None),
+        x=alt.X("count:Q", title="anomalies", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("kind:N", sort="-x", title=None, axis=alt.Axis(labelLimit=200)),
         tooltip=["kind", "count"]).properties(height=200))
 
 
@@ -107,7 +109,8 @@ def _anomaly_minutes(rows: list[dict[str, Any]]) -> None:
     df["kind"] = df["kind"].map(lambda k: KIND_LABELS.get(k, k))
     st.markdown("**Anomalies detected per minute** (last hour)")
     st.altair_chart(alt.Chart(df).mark_bar().encode(
-        x=alt.X("minute:T", title=None), y=alt.Y("count:Q", title="anomalies"),
+        x=alt.X("minute:T", title=None),
+        y=alt.Y("count:Q", title="anomalies", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("kind:N", title="kind"),
         tooltip=["minute:T", "kind", "count"]).properties(height=180))
 

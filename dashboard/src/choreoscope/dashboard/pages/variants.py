@@ -51,7 +51,9 @@ def _body() -> None:
         st.dataframe(f[["flow", "status", "started", "duration_ms", "event_count"]],
                      hide_index=True, width="stretch",
                      column_config={"flow": st.column_config.LinkColumn(
-                         "correlation id", display_text=r"flow=(.*)$")})
+                         "correlation id", display_text=r"flow=(.*)$"),
+                         "duration_ms": st.column_config.NumberColumn("duration (ms)"),
+                         "event_count": st.column_config.NumberColumn("events")})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""The dashboard in a real browser: `choreoscope dashboard` served headless, every page opened
+in Debian's chromium-headless-shell, screenshots saved to artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import unavailable
+from tests.dashboard.store_rows import fill
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+JAEGER_UI = "http://jaeger.example:16686"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`choreoscope dashboard` on a filled store; yields its base URL."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'store.db'}"
+    fill(url).dispose()
+    port = _free_port()
+    log = tmp_path_factory.mktemp("log") / "dashboard.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "choreoscope.collector.cli", "--store", url, "dashboard",
+             "--port", str(port), "--jaeger-ui", JAEGER_UI, "--refresh", "0"],
+            stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                if r.read() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"dashboard did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.3)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator[object]:
+    exe = shutil.which("chromium-headless-shell")
+    if exe is None:
+        unavailable("chromium-headless-shell", "not on PATH (apt-get install chromium-headless-shell)")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        p = browser.new_page(viewport={"width": 1400, "height": 1000})
+        p.set_default_timeout(30_000)
+        yield p
+        browser.close()
+
+
+def _open(page: object, server: str, path: str, shot: str, ready: str) -> None:
+    page.goto(server + path)  # type: ignore[attr-defined]
+    page.wait_for_selector(ready, state="visible")  # type: ignore[attr-defined]
+    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
+    page.wait_for_timeout(800)  # type: ignore[attr-defined]  # let charts finish drawing
+    _screenshot(page, shot)
+
+
+def _screenshot(page: object, name: str) -> None:
+    """A full-page screenshot; Streamlit scrolls inside its main block, so grow the viewport
+    to the content's height first."""
+    height = page.evaluate(  # type: ignore[attr-defined]
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
+        "[data-testid=stMainBlockContainer]')].map(e => e.scrollHeight), 1000)")
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 80, 6000)})  # type: ignore[attr-defined]
+    page.wait_for_timeout(400)  # type: ignore[attr-defined]
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    page.set_viewport_size({"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+
+
+def _text(page: object) -> str:
+    return page.inner_text("[data-testid=stMain]")  # type: ignore[attr-defined,no-any-return]
+
+
+def test_overview_in_the_browser(page: object, server: str) -> None:
+    """The overview shows its metrics and its anomalies chart."""
+    _open(page, server, "/", "overview", "[data-testid=stMetric]")
+    text = _text(page)
+    for label in ("Events stored", "Completed", "Stuck", "Out-of-order arrivals",
+                  "Outbox backlog"):
+        assert label in text
+    assert page.locator("[data-testid=stMetric]").count() == 12  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=stVegaLiteChart] canvas, "  # type: ignore[attr-defined]
+                           "[data-testid=stVegaLiteChart] svg")
+
+
+def test_flow_map_in_the_browser(page: object, server: str) -> None:
+    """The flow map draws the graph as SVG with service and event-type nodes."""
+    _open(page, server, "/flow_map", "flow_map", "[data-testid=stGraphVizChart] svg")
+    svg = page.inner_html("[data-testid=stGraphVizChart] svg")  # type: ignore[attr-defined]
+    for node in ("order-service", "order.placed", "payment-service", "shipping-service"):
+        assert node in svg
+
+
+def test_flows_deep_link_in_the_browser(page: object, server: str) -> None:
+    """`/flows?flow=ord-1` shows the table, the flow's detail, timeline and a Jaeger button."""
+    _open(page, server, "/flows?flow=ord-1", "flows", "[data-testid=stDataFrame]")
+    page.wait_for_selector("text=Flow ord-1")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=stVegaLiteChart]")  # type: ignore[attr-defined]
+    _screenshot(page, "flows")
+    text = _text(page)
+    assert "Open in Jaeger" in text
+    link = page.locator("a:has-text('Open in Jaeger')").first  # type: ignore[attr-defined]
+    assert link.get_attribute("href") == f"{JAEGER_UI}/trace/{1:032x}"
+    assert "flow=ord-1" in page.url  # type: ignore[attr-defined]
+
+
+def test_out_of_order_in_the_browser(page: object, server: str) -> None:
+    """The out-of-order page names the late event; opening it shows both orders."""
+    _open(page, server, "/out_of_order", "out_of_order", "[data-testid=stExpander]")
+    page.locator("[data-testid=stExpander] summary").first.click()  # type: ignore[attr-defined]
+    page.wait_for_selector("text=Expected order")  # type: ignore[attr-defined]
+    page.wait_for_timeout(500)  # type: ignore[attr-defined]
+    _screenshot(page, "out_of_order")
+    text = _text(page)
+    assert "e2-placed" in text and "Observed order" in text
+
+
+def test_outbox_in_the_browser(page: object, server: str) -> None:
+    """The outbox page shows both sources, the unreachable one masked."""
+    _open(page, server, "/outbox", "outbox", "[data-testid=stMetric]")
+    text = _text(page)
+    assert "orders-db" in text and "billing-db" in text
+    assert "Unreachable" in text and "hunter2" not in text
+
+
+def test_variants_in_the_browser(page: object, server: str) -> None:
+    """The variants page lists the variants table and a flow list."""
+    _open(page, server, "/variants", "variants", "[data-testid=stDataFrame]")
+    assert "5 flows" in _text(page) or "over 5 flows" in _text(page)
+
+
+def test_event_health_in_the_browser(page: object, server: str) -> None:
+    """Event health shows problems, versions and untraced events."""
+    _open(page, server, "/event_health", "event_health", "[data-testid=stMetric]")
+    text = _text(page)
+    assert "Envelope problems" in text and "Untraced events" in text
