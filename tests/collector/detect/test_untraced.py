@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from choreoscope.collector.detect import untraced
+from choreoscope.collector.reconstruct.load import raw_connection, unfound_trace_fetches
 from tests.collector.reconstruct.factory import T0, ev, fetch, load_flows, new_store, producer, put
 
 
 def _untraced(store, *, now_ms, tracing_active=True, jaeger_enabled=False, grace_s=120.0):
+    with raw_connection(store) as raw:
+        fetches = unfound_trace_fetches(raw, store.dialect)
     return [a for flow, dag in load_flows(store).values()
             for a in untraced.detect(flow, dag, tracing_active=tracing_active,
                                      jaeger_enabled=jaeger_enabled, grace_s=grace_s,
-                                     now_ms=now_ms)]
+                                     now_ms=now_ms, fetches=fetches)]
 
 
 def test_event_without_trace_context(tmp_path):
@@ -43,13 +46,16 @@ def test_trace_with_spans_is_traced(tmp_path):
 
 
 def test_with_jaeger_only_a_finished_fetch_counts(tmp_path):
-    """With Jaeger, a trace is missing only when the fetcher looked: not on error or no fetch."""
+    """With Jaeger, a trace is missing only when the fetcher found nothing: not on error, not
+    before any fetch, not when found."""
     store = new_store(tmp_path)
     e1 = ev("e1", "order.placed", flow="f1", observed=T0)
     e2 = ev("e2", "order.placed", flow="f2", offset=1, observed=T0)
     e3 = ev("e3", "order.placed", flow="f3", offset=2, observed=T0)
-    put(store, [e1, e2, e3], fetches=[fetch(e1["trace_id"], "missing"),
-                                      fetch(e2["trace_id"], "error")])
+    e4 = ev("e4", "order.placed", flow="f4", offset=3, observed=T0)
+    put(store, [e1, e2, e3, e4], fetches=[fetch(e1["trace_id"], "missing"),
+                                          fetch(e2["trace_id"], "error"),
+                                          fetch(e4["trace_id"], "found")])
     found = _untraced(store, now_ms=T0 + 10**9, jaeger_enabled=True)
     assert [a.key for a in found] == ["trace_missing:e1"]
 

@@ -12,8 +12,8 @@ from tests.collector.reconstruct.factory import T0, consumer, ev, load_flows, ne
 
 
 def _row(topic, partition, offset, ts):
-    return EventRow("f", "x", None, None, None, None, None, None, None, ts, T0, topic, partition,
-                    offset, None, None, 0, None)
+    return EventRow("f", "x", None, None, None, None, None, None, None, None, ts, T0, topic,
+                    partition, offset, None)
 
 
 def test_bus_order():

@@ -36,6 +36,7 @@ from .reconstruct.load import (
     raw_connection,
     spans_by_flow,
     stream,
+    unfound_trace_fetches,
 )
 from .reconstruct.order import processed_by_group_subject
 from .reconstruct.terminal import TerminalTypes
@@ -138,19 +139,22 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
 
     with raw_connection(store) as raw:
         tracing_active = options.jaeger_enabled or _any_span(raw, dialect)
+        fetches = unfound_trace_fetches(raw, dialect)
         for flow in flowmod.group_flows(events_by_flow(raw, dialect), spans_by_flow(raw, dialect)):
             dag = flowmod.causal_dag(flow)
             terminal.learn(dag)
             graph.add(flow, dag)
             summaries.append(flowmod.summarize(flow, dag, tracing_active=tracing_active,
-                                               untraced_grace_ms=grace_ms, now_ms=now_ms))
+                                               untraced_grace_ms=grace_ms, now_ms=now_ms,
+                                               fetches=fetches))
             sink.add(envelope.detect(flow))
             sink.add(duplicate.detect(flow, dag))
             sink.add(failed_handler.detect(flow, dag))
             sink.add(out_of_order.detect(flow, dag))
             sink.add(untraced.detect(flow, dag, tracing_active=tracing_active,
                                      jaeger_enabled=options.jaeger_enabled,
-                                     grace_s=options.untraced_grace_s, now_ms=now_ms))
+                                     grace_s=options.untraced_grace_s, now_ms=now_ms,
+                                     fetches=fetches))
         sink.add(orphan.detect(orphan.load(raw, dialect, now_ms=now_ms,
                                            horizon_s=options.orphan_horizon_s),
                                now_ms=now_ms, horizon_s=options.orphan_horizon_s))

@@ -33,7 +33,6 @@ SELECT e.flow_id, e.event_id, e.type, e.source, e.subject, e.causation_id, e.obs
 FROM events e
 WHERE e.causation_id IS NOT NULL AND e.observed_at_ms <= {cutoff}
   AND NOT EXISTS (SELECT 1 FROM events c WHERE c.event_id = e.causation_id)
-ORDER BY e.topic, e."partition", e."offset"
 """
 
 
@@ -45,9 +44,9 @@ def load(raw: Any, dialect: str, *, now_ms: int, horizon_s: float) -> Iterator[E
 
 
 def detect(effects: Iterable[Effect], *, now_ms: int, horizon_s: float) -> list[Anomaly]:
-    """One anomaly per orphaned event (duplicates of it share the key)."""
+    """One anomaly per orphaned event (duplicates of it share the key), in bus order."""
     found: list[Anomaly] = []
-    for e in effects:
+    for e in sorted(effects, key=lambda e: (e.topic, e.partition, e.offset)):
         if now_ms - e.observed_at_ms < horizon_s * 1000:
             continue
         name = e.event_id or f"{e.topic}/{e.partition}/{e.offset}"

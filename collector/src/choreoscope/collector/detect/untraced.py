@@ -2,11 +2,13 @@
 tracing is in use, events whose trace never appeared after the grace time (`trace_missing`).
 
 Never before the grace time, and not while Jaeger's answer is unknown (no fetch yet, or the
-fetch failed): a trace is missing when no span of it is stored and, with Jaeger, the fetcher
-has looked (status `found` or `missing`).
+fetch failed): a trace is missing when no span of it joined the flow and, with Jaeger, the
+fetcher looked and found nothing (trace_fetches status `missing`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from ..reconstruct.flows import Dag, Flow
 from ._describe import label
@@ -16,10 +18,17 @@ KIND = "untraced"
 
 
 def detect(flow: Flow, dag: Dag, *, tracing_active: bool, jaeger_enabled: bool,
-           grace_s: float, now_ms: int) -> list[Anomaly]:
-    """One anomaly per distinct event of the flow that is untraced."""
+           grace_s: float, now_ms: int, fetches: Mapping[str, str] | None = None
+           ) -> list[Anomaly]:
+    """One anomaly per distinct event of the flow that is untraced.
+
+    A trace is present when a span of it joined the flow; `fetches` maps trace ids to the
+    status of their Jaeger fetch when it is not `found`.
+    """
     found: list[Anomaly] = []
     grace_ms = grace_s * 1000.0
+    fetches = fetches or {}
+    present: set[str] | None = None
     for n, e in dag.nodes.items():
         if e.trace_id is None:
             found.append(Anomaly(
@@ -28,14 +37,19 @@ def detect(flow: Flow, dag: Dag, *, tracing_active: bool, jaeger_enabled: bool,
                 correlation_id=flow.flow_id, event_id=e.event_id, subject=e.subject,
                 service=e.source, extra={"type": e.type}))
             continue
-        if not tracing_active or e.traced or now_ms - e.observed_at_ms < grace_ms:
+        if not tracing_active or now_ms - e.observed_at_ms < grace_ms:
             continue
-        if jaeger_enabled and e.fetch_status not in ("found", "missing"):
+        if present is None:
+            present = flow.span_traces
+        if e.trace_id in present:
+            continue
+        status = fetches.get(e.trace_id)
+        if jaeger_enabled and status != "missing":
             continue
         found.append(Anomaly(
             kind=KIND, subkind="trace_missing", key=f"trace_missing:{n}",
             detail=f"trace {e.trace_id} of {label(e)} never appeared",
             correlation_id=flow.flow_id, event_id=e.event_id, subject=e.subject,
             service=e.source,
-            extra={"type": e.type, "trace_id": e.trace_id, "fetch_status": e.fetch_status}))
+            extra={"type": e.type, "trace_id": e.trace_id, "fetch_status": status}))
     return found

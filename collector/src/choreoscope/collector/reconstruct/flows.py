@@ -44,6 +44,11 @@ class Flow:
     events: list[EventRow]
     spans: list[SpanRow] = field(default_factory=list)
 
+    @property
+    def span_traces(self) -> set[str]:
+        """Trace ids of which a span joined this flow."""
+        return {s.trace_id for s in self.spans}
+
 
 @dataclass
 class Dag:
@@ -102,12 +107,29 @@ def causal_dag(flow: Flow) -> Dag:
             nodes[n] = e
     cause: dict[str, str] = {}
     children: dict[str, list[str]] = {}
+    by_span: dict[str, SpanRow] | None = None
     for n, e in nodes.items():
-        c = e.causation_id or e.span_cause
+        c = e.causation_id
+        if c is None and e.span_id is not None and flow.spans:
+            if by_span is None:
+                by_span = {s.span_id: s for s in flow.spans}
+            c = _cause_from_spans(by_span, e.span_id)
         if c is not None and c != n and c in nodes:
             cause[n] = c
             children.setdefault(c, []).append(n)
     return Dag(nodes, cause, children, _topological(nodes, cause, children))
+
+
+def _cause_from_spans(by_span: Mapping[str, SpanRow], span_id: str) -> str | None:
+    """The event handled by the CONSUMER span above the producer span (at most 3 levels up)."""
+    span = by_span.get(span_id)
+    for _ in range(3):
+        if span is None or span.parent_span_id is None:
+            return None
+        span = by_span.get(span.parent_span_id)
+        if span is not None and span.kind == "consumer":
+            return span.message_id
+    return None
 
 
 def _topological(nodes: Mapping[str, EventRow], cause: Mapping[str, str],
@@ -136,7 +158,7 @@ def variant(dag: Dag) -> str:
 
 
 def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: int,
-              now_ms: int) -> FlowSummary:
+              now_ms: int, fetches: Mapping[str, str] | None = None) -> FlowSummary:
     """Everything of the flows row except status and anomaly count."""
     events = flow.events
     started = min(bus_ms(e) for e in events)
@@ -175,19 +197,21 @@ def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: 
         variant=variant(dag),
         failed=failed,
         leaves=leaves,
-        trace_status=_trace_status(flow, tracing_active, untraced_grace_ms, now_ms),
+        trace_status=_trace_status(flow, tracing_active, untraced_grace_ms, now_ms,
+                                   fetches or {}),
     )
 
 
-def _trace_status(flow: Flow, tracing_active: bool, grace_ms: int, now_ms: int) -> str:
+def _trace_status(flow: Flow, tracing_active: bool, grace_ms: int, now_ms: int,
+                  fetches: Mapping[str, str]) -> str:
     traced = [e for e in flow.events if e.trace_id]
     if not traced:
         return "none"
-    if flow.spans or any(e.traced for e in traced):
+    if flow.spans:
         return "available"
     if not tracing_active:
         return "unavailable"
-    if any(e.fetch_status == "error" for e in traced):
+    if any(fetches.get(e.trace_id) == "error" for e in traced):  # type: ignore[arg-type]
         return "pending"
     first = min(e.observed_at_ms for e in traced)
     return "unavailable" if now_ms - first >= grace_ms else "pending"

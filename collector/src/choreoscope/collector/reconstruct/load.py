@@ -23,15 +23,13 @@ class EventRow(NamedTuple):
     time_ms: int | None
     sequence: int | None
     trace_id: str | None
+    span_id: str | None  # the producer span named by the traceparent
     broker_ts_ms: int | None
     observed_at_ms: int
     topic: str
     partition: int
     offset: int
     problems: str | None  # JSON list
-    span_cause: str | None  # cause found through span parents when causation_id is missing
-    traced: int  # 1 when some span of trace_id is stored
-    fetch_status: str | None  # trace_fetches.status of trace_id
 
 
 class SpanRow(NamedTuple):
@@ -40,6 +38,7 @@ class SpanRow(NamedTuple):
     flow_id: str
     trace_id: str
     span_id: str
+    parent_span_id: str | None
     kind: str
     service: str | None
     group: str | None
@@ -54,37 +53,31 @@ class SpanRow(NamedTuple):
     offset: int | None
 
 
+# An index scan in flow order: no join, no per-row lookup, no sort.
 EVENTS_SQL = """
-SELECT e.flow_id, e.event_id, e.type, e.source, e.subject, e.causation_id, e.time_ms,
-       e.sequence, e.trace_id, e.broker_ts_ms, e.observed_at_ms, e.topic, e."partition",
-       e."offset", e.problems,
-       CASE WHEN e.causation_id IS NULL AND e.span_id IS NOT NULL THEN (
-           SELECT COALESCE(CASE WHEN c.kind = 'consumer' THEN c.message_id END,
-                           CASE WHEN g.kind = 'consumer' THEN g.message_id END)
-           FROM spans p
-           LEFT JOIN spans c ON c.trace_id = p.trace_id AND c.span_id = p.parent_span_id
-           LEFT JOIN spans g ON g.trace_id = c.trace_id AND g.span_id = c.parent_span_id
-           WHERE p.trace_id = e.trace_id AND p.span_id = e.span_id) END,
-       CASE WHEN e.trace_id IS NOT NULL AND EXISTS (
-           SELECT 1 FROM spans s WHERE s.trace_id = e.trace_id) THEN 1 ELSE 0 END,
-       f.status
-FROM events e LEFT JOIN trace_fetches f ON f.trace_id = e.trace_id
-ORDER BY e.flow_id {collate}, e.topic, e."partition", e."offset"
+SELECT flow_id, event_id, type, source, subject, causation_id, time_ms, sequence, trace_id,
+       span_id, broker_ts_ms, observed_at_ms, topic, "partition", "offset", problems
+FROM events
+ORDER BY flow_id {collate}
 """
 
-SPANS_SQL = """
-SELECT * FROM (
-  SELECT COALESCE(
+# A span joins the flow of its conversation id (= correlation id); else the flow of the event
+# it names (messaging.message.id); else a flow of its trace. COALESCE stops at the first.
+_SPAN_FLOW = """COALESCE(s.conversation_id,
            (SELECT e.flow_id FROM events e WHERE e.event_id = s.message_id LIMIT 1),
-           s.conversation_id,
-           (SELECT e.flow_id FROM events e WHERE e.trace_id = s.trace_id LIMIT 1)) AS flow,
-         s.trace_id, s.span_id, s.kind, s.service, s.consumer_group, s.message_id, s.start_us,
-         s.duration_us, s.status, s.error_type, s.status_message, s.destination,
-         s."partition", s."offset"
-  FROM spans s) x
-WHERE x.flow IS NOT NULL
-ORDER BY x.flow {collate}, x.start_us, x.span_id
-"""
+           (SELECT e.flow_id FROM events e WHERE e.trace_id = s.trace_id LIMIT 1))"""
+_SPAN_COLUMNS = (
+    's.trace_id, s.span_id, s.parent_span_id, s.kind, s.service, s.consumer_group, s.message_id, '
+    's.start_us, s.duration_us, s.status, s.error_type, s.status_message, s.destination, '
+    's."partition", s."offset"')
+SPANS_SQL = {
+    # SQLite computes an ORDER BY on a result column once, in the sorter
+    "sqlite": f"SELECT {_SPAN_FLOW} AS flow, {_SPAN_COLUMNS} FROM spans s ORDER BY 1",
+    "postgresql": f"SELECT * FROM (SELECT {_SPAN_FLOW} AS flow, {_SPAN_COLUMNS} FROM spans s) x "
+                  'ORDER BY x.flow COLLATE "C"',
+}
+
+FETCHES_SQL = "SELECT trace_id, status FROM trace_fetches WHERE status <> 'found'"
 
 
 def collate(dialect: str) -> str:
@@ -123,14 +116,20 @@ def stream(raw: Any, dialect: str, sql: str, name: str, size: int = 5000) -> Ite
 
 
 def events_by_flow(raw: Any, dialect: str) -> Iterator[EventRow]:
-    """Every stored event, ordered by flow id (Python string order), then by bus position."""
+    """Every stored event, ordered by flow id (Python string order)."""
     make = EventRow._make
     for row in stream(raw, dialect, EVENTS_SQL.format(collate=collate(dialect)), "cs_events"):
         yield make(row)
 
 
 def spans_by_flow(raw: Any, dialect: str) -> Iterator[SpanRow]:
-    """Every stored span that joins a flow, ordered by flow id, then start time."""
+    """Every stored span that joins a flow, ordered by flow id (Python string order)."""
     make = SpanRow._make
-    for row in stream(raw, dialect, SPANS_SQL.format(collate=collate(dialect)), "cs_spans"):
-        yield make(row)
+    for row in stream(raw, dialect, SPANS_SQL[dialect], "cs_spans"):
+        if row[0] is not None:
+            yield make(row)
+
+
+def unfound_trace_fetches(raw: Any, dialect: str) -> dict[str, str]:
+    """trace id -> Jaeger fetch status, for traces whose fetch did not find them (yet)."""
+    return dict(stream(raw, dialect, FETCHES_SQL, "cs_fetches"))
