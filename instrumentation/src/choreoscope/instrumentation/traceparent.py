@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-_HEX = frozenset("0123456789abcdef")
-_FORMAT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+# fullmatch, not `$`: a trailing newline is not allowed either.
+_FORMAT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_V00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").fullmatch
 
 
 class InvalidTraceparent(ValueError):
@@ -35,12 +36,9 @@ def parse_traceparent(value: str) -> TraceParent:
     """Parse a `traceparent` header value, raising `InvalidTraceparent` with the reason."""
     if not isinstance(value, str):
         raise InvalidTraceparent(f"expected a string, got {type(value).__name__}")
-    # Fast path: the common, well-formed version 00.
-    if len(value) == 55 and value[2] == "-" and value[35] == "-" and value[52] == "-":
-        version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:]
-        if version == "00" and _HEX.issuperset(value[:2] + trace_id + span_id + flags):
-            return _checked(trace_id, span_id, flags)
-    match = _FORMAT.match(value)
+    if _V00(value) is not None:  # the common case: a well-formed version 00
+        return _checked(value[3:35], value[36:52], value[53:55])
+    match = _FORMAT.fullmatch(value)
     if match is None:
         raise InvalidTraceparent(_why_malformed(value))
     version, trace_id, span_id, flags, rest = match.groups()

@@ -39,13 +39,14 @@ def encode_headers(
     content_type: str | None = None,
 ) -> Headers:
     """The binary-mode headers of `event` (values UTF-8), plus the W3C trace context."""
-    headers: Headers = [
-        (SPECVERSION, _SPEC_1_0),
-        (ID, event.id.encode() if event.id else b""),
-        (TYPE, event.type.encode() if event.type else b""),
-        (SOURCE, event.source.encode() if event.source else b""),
-    ]
+    headers: Headers = [(SPECVERSION, _SPEC_1_0)]
     append = headers.append
+    if event.id:
+        append((ID, event.id.encode()))
+    if event.type:
+        append((TYPE, event.type.encode()))
+    if event.source:
+        append((SOURCE, event.source.encode()))
     if event.time:
         append((TIME, event.time.encode()))
     if event.subject:
