@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from choreoscope.instrumentation import Event, carry_context, current_event
+from choreoscope.instrumentation import Event, UsageError, carry_context, current_event
 from choreoscope.instrumentation.consumer import traced_consumer
 from tests.instrumentation._bus import PARENT_SPAN_ID, TRACE_ID, TRACEPARENT, ce_headers, round_trip
 
@@ -309,5 +309,9 @@ def test_bad_configuration_rejected() -> None:
         traced_consumer(service="s", skew=-1)
     with pytest.raises(ValueError, match="expected max_subjects >= 1, got 0"):
         traced_consumer(service="s", max_subjects=0)
-    with pytest.raises(TypeError, match="expected a handler"):
+    with pytest.raises(UsageError, match=r"expected a handler \(event\) -> Any, got int"):
         traced_consumer(service="s")(42)  # type: ignore[call-overload]
+    with pytest.raises(UsageError, match="expected the service name as a str, got int"):
+        traced_consumer(service=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected a non-empty consumer group name or None"):
+        traced_consumer(service="s", group="")

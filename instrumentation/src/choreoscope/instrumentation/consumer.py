@@ -42,6 +42,7 @@ from opentelemetry.trace import (
 from . import semconv
 from .context import _current
 from .decoder import decode_record
+from .errors import UsageError
 from .event import Event
 from .ordering import OrderTracker
 
@@ -67,10 +68,16 @@ def traced_consumer(
     before an older `ce_time` counts as out of order; `max_subjects` bounds the subjects
     remembered for that check. Sync handlers give a sync wrapper, async handlers an async one.
     """
-    if not isinstance(service, str) or not service:
-        raise ValueError(f"expected a non-empty service name, got {service!r}")
-    if group is not None and (not isinstance(group, str) or not group):
-        raise ValueError(f"expected a non-empty consumer group name or None, got {group!r}")
+    if not isinstance(service, str):
+        raise UsageError(f"expected the service name as a str, got {type(service).__name__}")
+    if not service:
+        raise ValueError("expected a non-empty service name, got ''")
+    if group is not None and not isinstance(group, str):
+        raise UsageError(
+            f"expected the consumer group as a str or None, got {type(group).__name__}"
+        )
+    if group == "":
+        raise ValueError("expected a non-empty consumer group name or None, got ''")
     tracker = OrderTracker(skew=skew, max_subjects=max_subjects)
     tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
     return _Decorator(_Processing(tracer, group, tracker))
@@ -115,7 +122,7 @@ class _Processing:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
                 span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-            except Exception:  # telemetry never takes the host down
+            except Exception:  # noqa: BLE001 - telemetry never takes the host down
                 _log.exception("choreoscope: could not record the handler's exception")
         span.end()
 
@@ -130,7 +137,7 @@ class _Processing:
                 attributes=semconv.process_attributes(event, self.group),
                 links=links,
             )
-        except Exception:  # telemetry never takes the host down
+        except Exception:  # noqa: BLE001 - telemetry never takes the host down
             _log.exception("choreoscope: could not start the consumer span")
             return trace.INVALID_SPAN
         try:
@@ -140,7 +147,7 @@ class _Processing:
             if late is not None:
                 span.set_attribute(semconv.OUT_OF_ORDER, True)
                 span.add_event(semconv.OUT_OF_ORDER_EVENT, late.attributes())
-        except Exception:
+        except Exception:  # noqa: BLE001 - never for an annotation
             _log.exception("choreoscope: could not annotate the consumer span")
         return span
 
@@ -181,7 +188,7 @@ class _Decorator:
 
     def __call__(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(handler):
-            raise TypeError(f"expected a handler (event) -> Any, got {type(handler).__name__}")
+            raise UsageError(f"expected a handler (event) -> Any, got {type(handler).__name__}")
         processing = self._processing
 
         if inspect.iscoroutinefunction(handler):

@@ -164,12 +164,12 @@ def _fast_binary(
     time, schema_version = get(wire.TIME), get(wire.SCHEMAVERSION)
     if not (id_ and type_ and source and time and schema_version):
         return None
-    # RFC 3339 as our producers write it (`...T05:35:14.123Z`), else the full check.
+    # RFC 3339 as producers mostly write it (`...T05:35:14.123456Z`), else the full check.
     if not (
-        len(time) == 24
+        len(time) > 21
         and time[19] == "."
-        and time[23] == "Z"
-        and time[20:23].isdigit()
+        and time[-1] == "Z"
+        and time[20:-1].isdigit()
         and time.isascii()
         and _valid_stamps.get(time[:19] + "Z")
     ) and not valid_time(time):
