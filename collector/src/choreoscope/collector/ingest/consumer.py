@@ -77,7 +77,7 @@ class BusIngest:
     def start(self) -> BusIngest:
         if self.consumer is None:
             self.consumer = Consumer(self.config)
-            self.consumer.subscribe([self.pattern])
+            self.consumer.subscribe([self.pattern], on_assign=_log_assign, on_revoke=_log_revoke)
             log.info("ingest: group %s subscribed to %s (options %s)", self.group, self.pattern,
                      describe_options(self.config))
         return self
@@ -234,6 +234,15 @@ def describe_options(config: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in config.items()
         if not callable(v)
     }
+
+
+def _log_assign(_consumer: Any, partitions: list[TopicPartition]) -> None:
+    log.info("ingest: assigned %d partitions: %s", len(partitions),
+             ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions[:20]))
+
+
+def _log_revoke(_consumer: Any, partitions: list[TopicPartition]) -> None:
+    log.info("ingest: revoked %d partitions", len(partitions))
 
 
 def _log_kafka_error(error: Any) -> None:
