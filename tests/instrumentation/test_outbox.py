@@ -50,7 +50,7 @@ def dbapi_connect(url: str) -> Any:
 
 def outbox_rows(outbox: Outbox) -> list[dict[str, Any]]:
     """Every row of the outbox table, JSON decoded, ids as text and times in epoch ms."""
-    conn, _ = outbox.connect()
+    conn, _ = outbox._open()
     try:
         cur = conn.cursor()
         cur.execute(f"select * from {outbox.table} order by seq")

@@ -250,6 +250,22 @@ def test_relay_works_on_an_autocommit_psycopg_connection(
     assert sorted(r.key for r in consume_all(bootstrap, topic)) == [b"ord_1", b"ord_2"]
 
 
+def test_relay_works_on_autocommit_sqlite_connections(
+    tmp_path: Path, producer: KafkaProducer, bootstrap: str, topic: str,
+) -> None:
+    """A callable returning sqlite3 connections in autocommit mode (isolation_level=None) works."""
+    path = tmp_path / "svc.db"
+    outbox = Outbox(lambda: sqlite3.connect(path, isolation_level=None), service="s")
+    outbox.create_table()
+    commit_rows(outbox, f"sqlite:///{path}", "ord_1", "ord_1", aggregatetype=topic)
+    commit_rows(outbox, f"sqlite:///{path}", "ord_2", aggregatetype=topic, topic=BAD_TOPIC)
+    relay = OutboxRelay(outbox, producer, max_attempts=1)
+    assert relay.run_once() == 2
+    relay.close()
+    assert statuses(outbox) == [("ord_1", "sent", 1), ("ord_1", "sent", 1), ("ord_2", "dead", 1)]
+    assert by_key(consume_all(bootstrap, topic)) == {"ord_1": [1, 2]}
+
+
 def test_batch_size_bounds_one_pass(
     tmp_path: Path, producer: KafkaProducer, bootstrap: str, topic: str,
 ) -> None:
@@ -633,6 +649,7 @@ def test_run_forever_survives_a_missing_table(
         ({"batch_size": "10"}, ValueError, "expected batch_size to be a positive integer, got '10'"),
         ({"backoff": -1}, ValueError, "expected backoff to be seconds (a number >= 0) or a "
                                       "callable attempts -> seconds, got -1"),
+        ({"send_timeout": 0}, ValueError, "expected send_timeout to be seconds > 0, got 0"),
         ({"topic_for": "orders"}, TypeError, "expected topic_for to be a callable, got 'orders'"),
         ({"producer": object()}, TypeError, "expected a kafka.KafkaProducer, got object"),
         ({"outbox": "sqlite:///x.db"}, TypeError, "expected an Outbox, got str"),

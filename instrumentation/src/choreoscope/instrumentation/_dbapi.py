@@ -185,11 +185,11 @@ def _url_factory(url: str) -> tuple[Callable[[], Any], Dialect]:
 
 
 def dialect_of_dbapi(conn: Any) -> Dialect | None:
-    """The dialect of a DB-API connection (sqlite3, psycopg or psycopg2), or None."""
+    """The dialect of a DB-API connection (sqlite3 or psycopg 3), or None."""
     conn = _unwrap(conn)
     if isinstance(conn, sqlite3.Connection):
         return SQLITE
-    if type(conn).__module__.split(".")[0] in ("psycopg", "psycopg2"):
+    if type(conn).__module__.split(".")[0] == "psycopg":
         return POSTGRES
     return None
 

@@ -121,8 +121,8 @@ class Outbox:
         self.service = service
         self._connect, self._dialect = _dbapi.connection_factory(db)
 
-    def connect(self) -> tuple[Any, _dbapi.Dialect]:
-        """A new DB-API connection to the outbox's database, and its dialect."""
+    def _open(self) -> tuple[Any, _dbapi.Dialect]:
+        """A new DB-API connection to the outbox's database, and its dialect (for the relay)."""
         conn = self._connect()
         dialect = self._dialect or _dbapi.dialect_of_dbapi(conn)
         if dialect is None:
@@ -136,7 +136,7 @@ class Outbox:
 
     def create_table(self) -> None:
         """Create the table and its indexes if they do not exist (idempotent)."""
-        conn, dialect = self.connect()
+        conn, dialect = self._open()
         try:
             ddl = _POSTGRES_DDL if dialect.postgres else _SQLITE_DDL
             name = self.table.rsplit(".", 1)[-1]

@@ -105,6 +105,9 @@ class OutboxRelay:
         for name, value in (("max_attempts", max_attempts), ("batch_size", batch_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+        if not isinstance(send_timeout, int | float) or isinstance(send_timeout, bool) \
+                or send_timeout <= 0:
+            raise ValueError(f"expected send_timeout to be seconds > 0, got {send_timeout!r}")
         self.outbox = outbox
         self.max_attempts = max_attempts
         self.batch_size = batch_size
@@ -325,7 +328,7 @@ class OutboxRelay:
 
     def _connection(self) -> tuple[Any, _dbapi.Dialect]:
         if self._conn is None:
-            self._conn, self._dialect = self.outbox.connect()
+            self._conn, self._dialect = self.outbox._open()
         assert self._dialect is not None
         return self._conn, self._dialect
 
