@@ -38,17 +38,24 @@ def produce(
 
 
 def consume(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Any]:
-    """Read the first `count` records of partition 0 (no group: assigned, from the beginning)."""
+    """Read `count` records of every partition (no group: assigned, from the beginning).
+
+    Records come in (partition, offset) order.
+    """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
-        consumer.assign([TopicPartition(topic, 0)])
+        deadline = time.monotonic() + timeout
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.1)
+            partitions = consumer.partitions_for_topic(topic)
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions or {0})])
         consumer.seek_to_beginning()
         records: list[Any] = []
-        deadline = time.monotonic() + timeout
         while len(records) < count and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=200).values():
                 records.extend(batch)
-        return records[:count]
+        return sorted(records, key=lambda r: (r.partition, r.offset))[:count]
     finally:
         consumer.close()
 
