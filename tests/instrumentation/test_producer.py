@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -371,6 +372,33 @@ def test_send_event_uses_a_stored_traceparent_as_parent(
     assert headers["traceparent"] == traceparent_of(span).encode()
 
 
+def test_a_parent_tracestate_travels_in_the_tracestate_header(
+    producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """The vendor trace state of the parent is written as `tracestate` after `traceparent`."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    remote = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(1),
+        trace_state=TraceState([("vendor", "opaque")]),
+    )
+    parent = trace.set_span_in_context(NonRecordingSpan(remote))
+    event = Event(id="e-ts", type="order.placed", source=None, schema_version="1")
+    producer.send_event(topic, event, b"{}", parent_context=parent)
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    [span] = span_exporter.get_finished_spans()
+    assert record.headers[-2:] == [
+        ("traceparent", traceparent_of(span).encode()),
+        ("tracestate", b"vendor=opaque"),
+    ]
+    assert (event.traceparent, event.tracestate) == (traceparent_of(span), "vendor=opaque")
+
+
 # -- failures ------------------------------------------------------------------------------
 
 
@@ -472,6 +500,7 @@ def test_traced_producer_publishes_the_return_value(
         {"id": "7", "note": "hi"},
     )
     assert place.__name__ == "place" and place.__doc__ == "Place an order."
+    assert str(inspect.signature(place)) == "(n: 'int', *, note: 'str' = '') -> 'dict[str, Any]'"
     [record] = read_back(bootstrap, topic, 1)
     assert (record.key, record.value) == (b"7", b'{"id":"7","note":"hi"}')
 

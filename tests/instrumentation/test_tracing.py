@@ -206,3 +206,32 @@ def test_set_global_installs_the_provider() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
+
+
+@pytest.mark.broker
+def test_producer_sends_into_a_slow_endpoint_lose_no_span_uncounted(
+    bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every PRODUCER span of a burst of sends is either received by the endpoint or counted."""
+    from kafka import KafkaProducer
+
+    from choreoscope.instrumentation.producer import instrument_producer
+
+    slow = OTLPReceiver(delay=0.3)
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "256")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64")
+    raw = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        provider = setup_tracing("orders", endpoint=slow.url, set_global=False)
+        processor = processor_of(provider)
+        producer = instrument_producer(raw, service="orders", tracer_provider=provider)
+        for i in range(3000):
+            producer.send(topic, value={"i": i})
+        producer.flush()
+        provider.shutdown()
+    finally:
+        raw.close(timeout=5)
+        slow.close()
+    assert processor.dropped > 0
+    assert slow.received() == processor.exported
+    assert processor.exported + processor.lost == 3000
