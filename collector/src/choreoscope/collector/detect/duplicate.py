@@ -14,9 +14,10 @@ def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
     """Publish duplicates by event id and delivery duplicates by (group, event id)."""
     found: list[Anomaly] = []
     records: dict[str, list] = {}
-    for e in flow.events:
-        if e.event_id is not None:
-            records.setdefault(e.event_id, []).append(e)
+    if len(flow.events) > len(dag.nodes):  # some event id has several records
+        for e in flow.events:
+            if e.event_id is not None:
+                records.setdefault(e.event_id, []).append(e)
     for event_id, copies in records.items():
         if len(copies) < 2:
             continue
@@ -28,9 +29,12 @@ def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
             service=first.source,
             extra={"type": first.type, "records": [record_of(e) for e in copies]}))
     processed: dict[tuple[str, str], list] = {}
-    for s in flow.spans:
-        if s.kind == "consumer" and s.group and s.message_id is not None:
-            processed.setdefault((s.group, s.message_id), []).append(s)
+    keys = [(s.group, s.message_id) for s in flow.spans
+            if s.kind == "consumer" and s.group and s.message_id is not None]
+    if len(set(keys)) < len(keys):  # some group processed some event more than once
+        for s in flow.spans:
+            if s.kind == "consumer" and s.group and s.message_id is not None:
+                processed.setdefault((s.group, s.message_id), []).append(s)
     for (group, event_id), spans in sorted(processed.items()):
         if len(spans) < 2:
             continue

@@ -27,10 +27,14 @@ def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
     """Causal out-of-order within one flow, by processing order and by bus order."""
     found: list[Anomaly] = []
     nodes = dag.nodes
-    by_group = processing_order(flow)
+    if not dag.cause:
+        return found
+    # only groups that processed at least two events of this flow can invert two of them
+    by_group = sorted((g, started) for g, started in processing_order(flow).items()
+                      if len(started) > 1)
     for effect_id, cause_id in dag.cause.items():
         cause, effect = nodes[cause_id], nodes[effect_id]
-        for group, started in sorted(by_group.items()):
+        for group, started in by_group:
             t_cause, t_effect = started.get(cause_id), started.get(effect_id)
             if t_cause is None or t_effect is None or t_effect >= t_cause:
                 continue

@@ -117,17 +117,17 @@ def stream(raw: Any, dialect: str, sql: str, name: str, size: int = 5000) -> Ite
 
 def events_by_flow(raw: Any, dialect: str) -> Iterator[EventRow]:
     """Every stored event, ordered by flow id (Python string order)."""
-    make = EventRow._make
+    new = tuple.__new__
     for row in stream(raw, dialect, EVENTS_SQL.format(collate=collate(dialect)), "cs_events"):
-        yield make(row)
+        yield new(EventRow, row)
 
 
 def spans_by_flow(raw: Any, dialect: str) -> Iterator[SpanRow]:
     """Every stored span that joins a flow, ordered by flow id (Python string order)."""
-    make = SpanRow._make
+    new = tuple.__new__
     for row in stream(raw, dialect, SPANS_SQL[dialect], "cs_spans"):
         if row[0] is not None:
-            yield make(row)
+            yield new(SpanRow, row)
 
 
 def unfound_trace_fetches(raw: Any, dialect: str) -> dict[str, str]:
