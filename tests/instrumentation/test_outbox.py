@@ -190,11 +190,11 @@ def test_schema_qualified_table(postgres_url: str) -> None:
     assert [r["aggregateid"] for r in outbox_rows(outbox)] == ["ord_1"]
 
 
-def test_create_table_with_sqlalchemy_engine(tmp_path: Path) -> None:
+def test_create_table_with_sqlalchemy_engine(db_url: str) -> None:
     """A SQLAlchemy Engine works as the outbox's database."""
     from sqlalchemy import create_engine
 
-    engine = create_engine(f"sqlite:///{tmp_path / 'svc.db'}")
+    engine = create_engine(sqlalchemy_url(db_url))
     outbox = Outbox(engine, service="s")
     outbox.create_table()
     with engine.begin() as conn:

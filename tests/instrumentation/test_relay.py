@@ -33,6 +33,7 @@ from tests.instrumentation.test_outbox import (
     commit_rows,
     dbapi_connect,
     outbox_rows,
+    sqlalchemy_url,
 )
 
 pytestmark = pytest.mark.broker
@@ -215,7 +216,7 @@ def test_topic_for_and_row_topic_route_records(
 
 
 def test_relay_accepts_a_traced_producer_and_an_engine(
-    tmp_path: Path, producer: KafkaProducer, bootstrap: str, topic: str,
+    db_url: str, producer: KafkaProducer, bootstrap: str, topic: str,
 ) -> None:
     """A wrapper exposing `.wrapped` is bypassed for the plain producer; an Engine is a valid db."""
     from sqlalchemy import create_engine
@@ -226,7 +227,7 @@ def test_relay_accepts_a_traced_producer_and_an_engine(
         def send(self, *args: Any, **kwargs: Any) -> Any:
             raise AssertionError("the relay must use the plain producer")
 
-    engine = create_engine(f"sqlite:///{tmp_path / 'svc.db'}")
+    engine = create_engine(sqlalchemy_url(db_url))
     outbox = Outbox(engine, service="s")
     outbox.create_table()
     with engine.begin() as conn:
