@@ -407,7 +407,7 @@ def test_callable_returning_something_else_is_rejected() -> None:
 
 
 def test_bad_add_arguments_are_rejected_and_write_nothing(tmp_path: Path) -> None:
-    """Wrong connection kinds, empty ids and bytes data raise and leave the table empty."""
+    """Wrong connection kinds, empty ids, bytes or NaN data raise and leave the table empty."""
     url = f"sqlite:///{tmp_path / 'svc.db'}"
     outbox = Outbox(url, service="s")
     outbox.create_table()
@@ -422,6 +422,9 @@ def test_bad_add_arguments_are_rejected_and_write_nothing(tmp_path: Path) -> Non
         add_order(outbox, conn, "ord_1", event_type=None)
     with pytest.raises(TypeError, match="expected JSON-serialisable data, got bytes"):
         add_order(outbox, conn, "ord_1", data=b"\x00")
+    with pytest.raises(ValueError, match=re.escape(
+            "expected JSON data, got a value JSON cannot hold (Out of range float values")):
+        add_order(outbox, conn, "ord_1", data={"amount": float("nan")})
     with pytest.raises(TypeError, match="expected service to be a non-empty string, got ''"):
         Outbox(url, service="")
     conn.commit()

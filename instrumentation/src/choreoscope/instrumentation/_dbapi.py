@@ -46,7 +46,10 @@ class Dialect:
         return format_time(ms)
 
     def json_param(self, value: Any) -> str:
-        return json.dumps(value, separators=(",", ":"), default=str)
+        try:
+            return json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+        except ValueError as exc:  # NaN / Infinity: not JSON, jsonb and consumers refuse it
+            raise ValueError(f"expected JSON data, got a value JSON cannot hold ({exc})") from None
 
 
 SQLITE = Dialect("sqlite", "?")
