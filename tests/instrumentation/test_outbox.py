@@ -314,6 +314,21 @@ def test_add_inside_a_handler_inherits_the_chain(tmp_path: Path) -> None:
         "corr-9", "evt-1")
 
 
+def test_add_inside_a_handler_of_an_idless_event_starts_its_own_chain(tmp_path: Path) -> None:
+    """A handled event without id or correlation id (a bad envelope) leaves a root event."""
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    conn = dbapi_connect(url)
+    with handling(Event(id=None, type=None, source=None)):
+        event = add_order(outbox, conn, "ord_1")
+    conn.commit()
+    conn.close()
+    [row] = outbox_rows(outbox)
+    assert (event.correlation_id, event.causation_id) == (event.id, None)
+    assert "ce_causationid" not in row["headers"]
+
+
 def test_add_stores_tracestate_and_no_context_without_span(tmp_path: Path) -> None:
     """A current span's tracestate is stored on its own line; with no span nothing is stored."""
     url = f"sqlite:///{tmp_path / 'svc.db'}"

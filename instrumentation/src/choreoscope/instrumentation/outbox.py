@@ -194,7 +194,7 @@ class Outbox:
         )
         handled = current_event()
         if handled is not None:
-            event.correlation_id = handled.correlation_id or handled.id
+            event.correlation_id = handled.correlation_id or handled.id or event.id
             event.causation_id = handled.id
         else:
             event.correlation_id = event.id  # a root event starts its own workflow
