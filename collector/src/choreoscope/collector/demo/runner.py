@@ -24,6 +24,9 @@ from ..broker import EmbeddedBroker, _die_with_parent, free_port
 from ..store import Store
 from ..store.schema import anomalies, events, flows
 
+# The shop's topics, created up front as an operator would (see shop/__init__.py).
+TOPICS = ("orders", "payments", "inventory", "shipments", "order-cancellations", "notifications",
+          "pricing")
 SERVICES = (
     "order_service",
     "payment_service",
@@ -66,10 +69,14 @@ class Demo:
             shutil.rmtree(o.workdir)  # the broker starts empty: so do the store and the outbox
         self.logs.mkdir(parents=True)
         self.broker.start()
+        create_topics(self.broker.bootstrap, TOPICS)
         print(f"broker        {self.broker.bootstrap} (embedded, in memory)", flush=True)
 
         collect = ["collect", "--bootstrap", self.broker.bootstrap, "--group", "choreoscope-demo",
                    "--stuck-after", str(o.stuck_after),
+                   # The embedded broker's group joins take about half the session timeout.
+                   "--kafka-option", "session.timeout.ms=6000",
+                   "--kafka-option", "heartbeat.interval.ms=1000",
                    "--outbox", f"order-service=sqlite:///{(o.workdir / 'order-service.db').resolve()}"]
         if o.jaeger:
             collect += ["--jaeger", o.jaeger, "--otlp-port", "0"]
@@ -177,6 +184,20 @@ class Demo:
             return f"progress      waiting for the collector ({type(exc).__name__})"
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "none yet"
         return f"progress      {n_events} events stored; flows: {statuses}; {n_anomalies} anomalies"
+
+
+def create_topics(bootstrap: str, names: tuple[str, ...], partitions: int = 3) -> None:
+    """Create the topics (existing ones are left as they are)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names], request_timeout=15)
+    for name, future in futures.items():
+        try:
+            future.result(15)
+        except Exception as exc:  # already there is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
 
 
 def _jaeger_otlp(jaeger_url: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
-import threading
 import time
 from typing import Any
 
@@ -144,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
             key=event.subject, subject=event.subject,
         )
 
-    threading.Thread(target=take_orders, name="orders", daemon=True).start()
-    threading.Thread(target=relay_loop, name="relay", daemon=True).start()
+    svc.spawn(take_orders, "orders")
+    svc.spawn(relay_loop, "relay")
     svc.consume(["payments", "inventory"], compensate)
     svc.wait()
 

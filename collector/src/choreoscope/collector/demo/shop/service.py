@@ -40,6 +40,7 @@ class Service:
         self.args = args
         self.chaos = Chaos(args.chaos)
         self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
         self.tracer_provider = setup_tracing(name, endpoint=args.otlp_endpoint)
         self.producer: TracedProducer = instrument_producer(
             KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=5, retries=5), service=name
@@ -79,8 +80,13 @@ class Service:
             finally:
                 consumer.close()
 
-        thread = threading.Thread(target=loop, name=f"{self.name}-{'-'.join(topics)}", daemon=True)
+        return self.spawn(loop, f"{self.name}-{'-'.join(topics)}")
+
+    def spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """Start a worker thread that runs until `stopping` is set; `wait()` joins it."""
+        thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
+        self.threads.append(thread)
         return thread
 
     def resend(self, topic: str, event: Event) -> None:
@@ -93,9 +99,11 @@ class Service:
         )
 
     def wait(self) -> None:
-        """Block until SIGTERM/SIGINT, then flush spans and records."""
+        """Block until SIGTERM/SIGINT; stop the consumer loops, then flush records and spans."""
         while not self.stopping.wait(0.5):
             pass
+        for thread in self.threads:
+            thread.join(10)
         self.producer.flush(10)
         self.producer.close(5)
         self.tracer_provider.shutdown()
