@@ -108,12 +108,16 @@ class Span:
             "partition": _bounded(self.partition, _INT32),
             "offset": _bounded(self.offset, _INT64),
             "out_of_order": self.out_of_order,
-            "attributes": json.dumps(self.attributes, sort_keys=True, default=str),
-            "links": json.dumps(self.links, sort_keys=True, default=str),
-            "events": json.dumps(self.events, sort_keys=True, default=str),
+            "attributes": _to_json(self.attributes) if self.attributes else "{}",
+            "links": _to_json(self.links) if self.links else "[]",
+            "events": _to_json(self.events) if self.events else "[]",
             "origin": origin,
             "received_at_ms": received_at_ms,
         }
+
+
+# One encoder for every row (json.dumps with options builds a new one per call).
+_to_json = json.JSONEncoder(sort_keys=True, default=str).encode
 
 
 def normalize_id(value: Any, size: int, what: str = "id") -> str:

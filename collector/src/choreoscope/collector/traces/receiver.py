@@ -190,6 +190,7 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = 30  # seconds a client may stall mid-request before its thread is freed
+        disable_nagle_algorithm = True  # headers and body go out at once, no delayed-ACK stall
         server_version = "choreoscope-otlp"
 
         def log_message(self, format: str, *args: Any) -> None:
