@@ -32,7 +32,7 @@ def produce(
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
         for value, headers in records:
-            producer.send(topic, value=value, key=key, headers=headers, partition=0).get(10)
+            producer.send(topic, value=value, key=key, headers=headers or [], partition=0).get(10)
     finally:
         producer.close()
 

@@ -117,14 +117,14 @@ class _Processing:
         span, otel_token, event_token = state
         _current.reset(event_token)
         otel_context.detach(otel_token)
-        if exc is not None and isinstance(exc, Exception) and span.is_recording():
-            try:
+        try:
+            if exc is not None and isinstance(exc, Exception) and span.is_recording():
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
                 span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-            except Exception:  # noqa: BLE001 - telemetry never takes the host down
-                _log.exception("choreoscope: could not record the handler's exception")
-        span.end()
+            span.end()
+        except Exception:  # noqa: BLE001 - telemetry never takes the host down
+            _log.exception("choreoscope: could not end the consumer span")
 
     def _start(self, event: Event) -> Span:
         try:
