@@ -195,9 +195,9 @@ def mutations(document: object, count: int, seed: int) -> list[object]:
 
 
 def test_odd_shapes_are_rejected_never_crash() -> None:
-    """Two thousand mangled TracesData documents decode or raise SpanFormatError, nothing else."""
+    """Five hundred mangled TracesData documents decode or raise SpanFormatError, nothing else."""
     outcomes = {"decoded": 0, "rejected_spans": 0, "refused": 0}
-    for doc in mutations(json.loads(fixture("otel_traces_01.json")), 2000, seed=7):
+    for doc in mutations(json.loads(fixture("otel_traces_01.json")), 500, seed=7):
         try:
             decoded = decode_json(doc)
         except SpanFormatError:
