@@ -166,3 +166,24 @@ def test_bad_options_are_rejected(field, value):
     """Negative or non-numeric thresholds raise ValueError naming what was expected."""
     with pytest.raises(ValueError, match="expected"):
         AnalysisOptions(**{field: value})
+
+
+def test_odd_rows_never_crash_and_long_keys_fit(store):
+    """Events without type, source or times and a 255-character group still give flows and
+    anomalies whose keys fit their column."""
+    from tests.collector.reconstruct.factory import consumer
+
+    group, id1, id2 = "g" * 255, "1" * 128, "2" * 128
+    e1 = ev(id1, None, flow="f1", source=None, subject="s" * 255, traced=False)
+    e1.update(time_ms=None, broker_ts_ms=None, time=None, problems="not a json list")
+    e2 = ev(id2, "x.happened", flow="f1", offset=1, cause=id1, subject="s" * 255, ts=T0 - 5)
+    put(store, [e1, e2], [consumer(e2, group, start_ms=T0 + 1), consumer(e1, group, start_ms=T0 + 2)])
+    result = analyze(store, AnalysisOptions(), now_ms=T0 + 10**6)
+    assert result.flows == 1
+    assert result.anomalies_found == {"envelope": 1, "out_of_order": 1, "untraced": 1}
+    keys = _anomaly_keys(store)
+    assert all(len(k) <= 512 for k in keys)
+    [long_key] = [k for k in keys if k.startswith("out_of_order:causal:ggg")]
+    assert len(long_key) == len("out_of_order:") + 400
+    assert _flows(store)["f1"]["variant"] == "? > x.happened"
+    assert analyze(store, AnalysisOptions(), now_ms=T0 + 10**6).anomalies_new == 0

@@ -9,11 +9,12 @@ upsert (unchanged flows are not rewritten; flows and edges that no longer exist 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import delete, func, select, tuple_
@@ -44,6 +45,7 @@ from .store import Store
 from .store.schema import anomalies, flows, graph_edges, outbox_sources
 
 _BATCH = 5000
+_MAX_KEY = 400  # anomalies.key is String(512), "kind:" included
 _FLOW_COLUMNS = ("correlation_id", "status", "started_at_ms", "last_seen_at_ms", "duration_ms",
                  "event_count", "services", "event_types", "trace_ids", "anomaly_count",
                  "variant", "trace_status")
@@ -103,6 +105,9 @@ class _Sink:
 
     def add(self, found: Iterable[Anomaly]) -> None:
         for a in found:
+            if len(a.key) > _MAX_KEY:  # long group names and ids: keep the key within its column
+                digest = hashlib.sha256(a.key.encode()).hexdigest()
+                a = replace(a, key=f"{a.key[:_MAX_KEY - 65]}~{digest}")
             self.buffer.append(a)
             self.by_kind[a.kind] += 1
             event_type = a.extra.get("type")

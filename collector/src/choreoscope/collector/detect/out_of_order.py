@@ -113,4 +113,5 @@ def _late(late: Processed, earlier: Processed, subkind: str, detail: str) -> Ano
 def _processed(p: Processed) -> dict[str, Any]:
     return {"event_id": p.event_id, "type": p.type, "source": p.source,
             "sequence": p.sequence, "time": p.time, "time_ms": p.time_ms,
-            "processed_at_us": p.start_us, "correlation_id": p.flow_id}
+            "broker_ts_ms": p.broker_ts_ms, "topic": p.topic, "partition": p.partition,
+            "offset": p.offset, "processed_at_us": p.start_us, "correlation_id": p.flow_id}

@@ -51,11 +51,16 @@ class Processed(NamedTuple):
     time_ms: int | None
     time: str | None
     flow_id: str
+    topic: str
+    partition: int
+    offset: int
+    broker_ts_ms: int | None
 
 
 PROCESSED_SQL = """
 SELECT s.consumer_group, e.subject, s.start_us, s.trace_id, s.span_id, s.service, e.event_id,
-       e.source, e.type, e.sequence, e.time_ms, e.time, e.flow_id
+       e.source, e.type, e.sequence, e.time_ms, e.time, e.flow_id, e.topic, e."partition",
+       e."offset", e.broker_ts_ms
 FROM spans s JOIN events e ON e.event_id = s.message_id
 WHERE s.kind = 'consumer' AND s.consumer_group IS NOT NULL AND e.subject IS NOT NULL
   AND (e.sequence IS NOT NULL OR e.time_ms IS NOT NULL)
