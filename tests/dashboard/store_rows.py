@@ -91,7 +91,9 @@ def rows() -> dict[Any, list[dict[str, Any]]]:
         fl.append({"correlation_id": cid, "status": status, "started_at_ms": at,
                    "last_seen_at_ms": last, "duration_ms": last - at,
                    "event_count": len(types),
-                   "services": json.dumps(sorted({"order-service", "payment-service"})),
+                   "services": json.dumps(sorted({"order-service", "payment-service"}
+                                                 | ({"shipping-service"}
+                                                    if status == "completed" else set()))),
                    "event_types": json.dumps(sorted(types)), "trace_ids": json.dumps([t]),
                    "anomaly_count": 0, "variant": " > ".join(types), "trace_status": "available",
                    "updated_at_ms": T0 + 3_600_000})

@@ -61,6 +61,14 @@ Index("ix_events_causation", events.c.causation_id)
 Index("ix_events_trace", events.c.trace_id)
 Index("ix_events_observed", events.c.observed_at_ms)
 Index("ix_events_type", events.c.type)
+# Dashboard (event health): small partial indexes over the few problem / untraced events, and
+# schema versions per type counted from the index alone.
+Index("ix_events_problems", events.c.source, events.c.type,
+      sqlite_where=events.c.problems.is_not(None),
+      postgresql_where=events.c.problems.is_not(None))
+Index("ix_events_untraced", events.c.source, events.c.type,
+      sqlite_where=events.c.trace_id.is_(None), postgresql_where=events.c.trace_id.is_(None))
+Index("ix_events_type_version", events.c.type, events.c.schema_version)
 
 # Spans from Jaeger or the OTLP receiver. Idempotent by (trace_id, span_id).
 spans = Table(
@@ -130,6 +138,7 @@ flows = Table(
 Index("ix_flows_status", flows.c.status)
 Index("ix_flows_last_seen", flows.c.last_seen_at_ms)
 Index("ix_flows_variant", flows.c.variant)
+Index("ix_flows_variant_duration", flows.c.variant, flows.c.duration_ms)  # variant percentiles
 
 # All anomalies in one table; `key` makes detection idempotent.
 anomalies = Table(

@@ -109,8 +109,9 @@ def _timeline(flow: dict[str, Any]) -> None:
     if df.empty:
         st.caption("Nothing to draw.")
         return
-    if not flow["spans"]:
-        st.caption("No spans stored for this flow: the timeline shows bus events only.")
+    st.caption("One row per service: bars are its spans (from the stored traces), ◆ marks "
+               "an event it put on the bus. Hover for details."
+               + ("" if flow["spans"] else " No spans are stored for this flow yet."))
     base = alt.Chart(df).encode(
         y=alt.Y("service:N", title=None, sort=None),
         tooltip=["what", "item", "service", alt.Tooltip("start:T", format="%H:%M:%S.%L"),

@@ -39,7 +39,7 @@ def _body(window: str) -> None:
         st.info("No events in this window.")
         return
     with_problems = sum(p["count"] for p in h["problems"])
-    untraced = sum(u["count"] for u in h["untraced"])
+    untraced = h["untraced_total"]
     c = st.columns(3)
     c[0].metric("Events", f"{h['events']:,}", border=True)
     c[1].metric("Problems found", f"{with_problems:,}", border=True,
@@ -79,10 +79,9 @@ def _body(window: str) -> None:
             st.success("Every event carries trace context.")
         else:
             u = pd.DataFrame(h["untraced"])
-            u["share"] = u["count"] / u["total"] * 100
-            st.dataframe(u[["source", "type", "count", "share"]], hide_index=True,
-                         width="stretch", column_config={"share": st.column_config.ProgressColumn(
-                             "untraced share", format="%.0f%%", min_value=0, max_value=100)})
+            st.dataframe(u[["source", "type", "count"]], hide_index=True, width="stretch",
+                         column_config={"count": st.column_config.NumberColumn(
+                             "events without trace context")})
 
 
 if __name__ == "__main__":
