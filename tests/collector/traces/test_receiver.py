@@ -7,6 +7,7 @@ import gzip
 import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -339,3 +340,27 @@ def test_mangled_bodies_always_get_an_answer(receiver: OtlpReceiver) -> None:
         status, _, _ = post(receiver, json.dumps(doc).encode(), "application/json")
         statuses.add(status)
     assert statuses == {200, 400}
+
+
+def test_concurrent_bodies_are_bounded(store: Store) -> None:
+    """With every slot held by a stalled upload, the next request gets a retryable 503."""
+    receiver = OtlpReceiver(store, port=0, max_concurrent=1, busy_timeout_s=0.2).start()
+    try:
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as stalled:
+            stalled.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            deadline = time.monotonic() + 10
+            status = None
+            while status != 503 and time.monotonic() < deadline:
+                status, _, body = post(receiver, fixture("otlp2jaeger-in.json"),
+                                       "application/json")
+            assert status == 503
+            assert json.loads(body) == {"code": 14, "message": "receiver busy: 1 requests in "
+                                                               "progress, retry later"}
+        status = None
+        deadline = time.monotonic() + 10
+        while status != 200 and time.monotonic() < deadline:
+            status = post(receiver, fixture("otlp2jaeger-in.json"), "application/json")[0]
+        assert status == 200
+    finally:
+        receiver.stop()

@@ -4,7 +4,8 @@ Accepts protobuf (`application/x-protobuf`) and JSON (`application/json`) bodies
 gzip-compressed, and answers as the OTLP/HTTP specification says: 200 with an
 ExportTraceServiceResponse in the request's encoding (with `partial_success` when spans were
 rejected or dropped), 400 with a google.rpc.Status reason for malformed bodies, 413 for bodies
-over `max_body`, 415 for other content types.
+over `max_body`, 415 for other content types, 503 (retryable) when `max_concurrent` bodies are
+already being read for longer than `busy_timeout_s`.
 
 Memory is bounded: decoded spans wait in a queue of at most `max_queue` spans for the writer
 thread, which stores them in batches. When the queue is full, spans are dropped and counted
@@ -42,6 +43,7 @@ _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
 _GRPC_INVALID_ARGUMENT = 3
 _GRPC_RESOURCE_EXHAUSTED = 8
+_GRPC_UNAVAILABLE = 14
 
 
 class OtlpReceiver:
@@ -49,10 +51,12 @@ class OtlpReceiver:
 
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 4318,
                  max_body: int = 8 * 1024 * 1024, *, max_queue: int = 100_000,
-                 batch_size: int = 2_000, flush_interval_s: float = 0.2) -> None:
-        if max_body < 1 or max_queue < 1 or batch_size < 1:
-            raise ValueError("expected max_body, max_queue and batch_size >= 1, got "
-                             f"{max_body!r}, {max_queue!r}, {batch_size!r}")
+                 batch_size: int = 2_000, flush_interval_s: float = 0.2,
+                 max_concurrent: int = 4, busy_timeout_s: float = 5.0) -> None:
+        if min(max_body, max_queue, batch_size, max_concurrent) < 1:
+            raise ValueError("expected max_body, max_queue, batch_size and max_concurrent >= 1, "
+                             f"got {max_body!r}, {max_queue!r}, {batch_size!r}, "
+                             f"{max_concurrent!r}")
         self.store = store
         self.host = host
         self._requested_port = port
@@ -60,6 +64,11 @@ class OtlpReceiver:
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
+        # At most max_concurrent bodies are read and decoded at once (memory bound); a request
+        # waiting longer than busy_timeout_s for a slot gets 503, which exporters retry.
+        self.max_concurrent = max_concurrent
+        self.busy_timeout_s = busy_timeout_s
+        self._slots = threading.BoundedSemaphore(max_concurrent)
         self.sink = SpanSink(store)
         self.spans_received = 0
         self.spans_stored = 0
@@ -209,19 +218,15 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 self._error(415, f"expected Content-Type {_PROTOBUF} or {_JSON}, got "
                                  f"{ctype or 'none'!r}", is_json, close=True)
                 return
-            try:
-                body = self._body(is_json)
-            except (TimeoutError, ConnectionError) as exc:
-                log.debug("otlp client %s went away mid-body: %s", self.client_address[0], exc)
-                self.close_connection = True
-                return
-            if body is None:
+            if not receiver._slots.acquire(timeout=receiver.busy_timeout_s):
+                self._error(503, f"receiver busy: {receiver.max_concurrent} requests in "
+                                 "progress, retry later", is_json, close=True)
                 return
             try:
-                decoded = decode_json(json.loads(body)) if is_json else decode_protobuf(body)
-            except Exception as exc:  # noqa: BLE001 - malformed input of any shape: a 400
-                self._error(400, f"malformed OTLP {'JSON' if is_json else 'protobuf'} "
-                                 f"body: {exc}", is_json)
+                decoded = self._decode(is_json)
+            finally:
+                receiver._slots.release()
+            if decoded is None:
                 return
             dropped = receiver.accept(decoded)
             rejected = decoded.rejected + dropped
@@ -230,6 +235,22 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 message = (f"{dropped} spans dropped: receiver queue full"
                            + (f"; {message}" if message else ""))
             self._ok(is_json, rejected, message)
+
+        def _decode(self, is_json: bool) -> Decoded | None:
+            try:
+                body = self._body(is_json)
+            except (TimeoutError, ConnectionError) as exc:
+                log.debug("otlp client %s went away mid-body: %s", self.client_address[0], exc)
+                self.close_connection = True
+                return None
+            if body is None:
+                return None
+            try:
+                return decode_json(json.loads(body)) if is_json else decode_protobuf(body)
+            except Exception as exc:  # noqa: BLE001 - malformed input of any shape: a 400
+                self._error(400, f"malformed OTLP {'JSON' if is_json else 'protobuf'} "
+                                 f"body: {exc}", is_json)
+                return None
 
         # --- body ----------------------------------------------------------------------------
 
@@ -310,7 +331,8 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
             self._send(200, response.SerializeToString(), _PROTOBUF)
 
         def _error(self, status: int, message: str, is_json: bool, close: bool = False) -> None:
-            code = _GRPC_RESOURCE_EXHAUSTED if status == 413 else _GRPC_INVALID_ARGUMENT
+            code = {413: _GRPC_RESOURCE_EXHAUSTED, 503: _GRPC_UNAVAILABLE}.get(
+                status, _GRPC_INVALID_ARGUMENT)
             if is_json:
                 body = json.dumps({"code": code, "message": message}).encode()
                 ctype = _JSON
