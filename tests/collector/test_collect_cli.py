@@ -109,6 +109,16 @@ def test_cli_rejects_bad_configuration_at_start_up(tmp_path) -> None:
         assert "expected" in r.stderr
 
 
+def test_once_with_the_broker_unreachable_exits_1(tmp_path) -> None:
+    """--once against a broker that does not answer says so and exits 1."""
+    r = subprocess.run(_cli("--store", f"sqlite:///{tmp_path}/d.db", "collect", "--bootstrap",
+                            "127.0.0.1:1", "--once", "--otlp-port", "0"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "cannot read the bus at 127.0.0.1:1" in r.stderr
+    assert r.stderr.count("brokers are down") <= 1
+
+
 # -- against the broker ----------------------------------------------------------------------
 
 

@@ -30,7 +30,8 @@ class LagMonitor:
         self.store = store
         self.groups = list(groups) if groups is not None else None
         self.timeout_s = timeout_s
-        config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 3,
+        config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0,
+                                  "logger": logging.getLogger("choreoscope.collector.kafka"),
                                   "error_cb": lambda err: log.debug("kafka admin: %s", err)}
         config.update(kafka_options or {})
         for consumer_only in ("group.id", "auto.offset.reset", "enable.auto.commit",

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaException
 from sqlalchemy.engine import make_url
 
 from .ingest import BusIngest, Redactor
@@ -242,7 +243,11 @@ class Collector:
         try:
             self.start()
             assert self.ingest is not None
-            read = self.ingest.run_to_end(stop)
+            try:
+                read = self.ingest.run_to_end(stop)
+            except KafkaException as exc:
+                log.error("cannot read the bus at %s: %s", self.settings.bootstrap, exc)
+                return 1
             log.info("read %d records, %d new events stored", read, self.ingest.inserted)
             self.maintenance_pass(force=True)
         finally:

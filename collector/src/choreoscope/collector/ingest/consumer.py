@@ -60,8 +60,9 @@ class BusIngest:
             "enable.auto.offset.store": False,
             "auto.offset.reset": start,
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
-            "error_cb": _log_kafka_error,
-            "log_level": 3,
+            "error_cb": kafka_error_logger(),
+            "logger": logging.getLogger("choreoscope.collector.kafka"),
+            "log_level": 0,  # librdkafka's own lines repeat what error_cb reports
         }
         self.config.update(kafka_options or {})
         self.consumer: Consumer | None = None
@@ -245,5 +246,16 @@ def _log_revoke(_consumer: Any, partitions: list[TopicPartition]) -> None:
     log.info("ingest: revoked %d partitions", len(partitions))
 
 
-def _log_kafka_error(error: Any) -> None:
-    log.warning("kafka: %s", error)
+def kafka_error_logger(every_s: float = 30.0) -> Callable[[Any], None]:
+    """An `error_cb` that logs each distinct Kafka error at most once per `every_s` seconds
+    (an unreachable broker otherwise repeats the same line many times a second)."""
+    last: dict[Any, float] = {}
+
+    def _log(error: Any) -> None:
+        code = error.code() if hasattr(error, "code") else str(error)
+        now = time.monotonic()
+        if now - last.get(code, -every_s) >= every_s:
+            last[code] = now
+            log.warning("kafka: %s", error)
+
+    return _log
