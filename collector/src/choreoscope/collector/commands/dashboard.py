@@ -1,7 +1,8 @@
 """`choreoscope dashboard`: serve the Streamlit dashboard on the store, read-only.
 
 Runs `streamlit run <choreoscope.dashboard app.py>` headless; the store URL, the Jaeger UI
-and the refresh interval reach the app through environment variables.
+and the refresh interval reach the app through the environment variables that
+`choreoscope.dashboard.settings` declares.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
-
-STORE_ENV = "CHOREOSCOPE_STORE"
-JAEGER_UI_ENV = "CHOREOSCOPE_JAEGER_UI"
-REFRESH_ENV = "CHOREOSCOPE_REFRESH_S"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,14 +51,17 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         parsed = urlparse(jaeger)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise SystemExit(f"--jaeger-ui: expected an http(s):// URL, got {jaeger!r}")
+    app = app_path()
+    from choreoscope.dashboard import settings
+
     env = dict(os.environ)
-    env[STORE_ENV] = _absolute_sqlite(args.store)
-    env[REFRESH_ENV] = f"{args.refresh:g}"
+    env[settings.STORE_ENV] = _absolute_sqlite(args.store)
+    env[settings.REFRESH_ENV] = f"{args.refresh:g}"
     if jaeger:
-        env[JAEGER_UI_ENV] = jaeger.rstrip("/")
+        env[settings.JAEGER_UI_ENV] = jaeger.rstrip("/")
     else:
-        env.pop(JAEGER_UI_ENV, None)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path()),
+        env.pop(settings.JAEGER_UI_ENV, None)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app),
            "--server.port", str(args.port), "--server.address", args.host,
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.runOnSave", "false", "--server.fileWatcherType", "none",
