@@ -232,3 +232,29 @@ def test_kafka_consumer_sees_the_committed_group_offsets(bootstrap, topic, group
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 1
     store.dispose()
+
+
+class _BrokenRedactor:
+    """A redactor with a bug: every record hits it."""
+
+    def data_json(self, data, raw=None):
+        raise RuntimeError("bug")
+
+    def headers_json(self, headers):
+        return None
+
+
+def test_a_bug_while_building_a_row_keeps_the_record(bootstrap, topic, group, tmp_path) -> None:
+    """A failure while building a row stores the record's position with an ingest_error."""
+    p = _producer(bootstrap)
+    p.produce(topic, value=b'{"a":1}', partition=0, timestamp=TS)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/b.db").create()
+    with _ingest(store, bootstrap, topic, group, redactor=_BrokenRedactor()) as ingest:
+        _until(ingest, 1)
+    [row] = _rows(store)
+    assert (row["offset"], row["envelope"], row["flow_id"], row["broker_ts_ms"]) == (
+        0, "unknown", f"{topic}/0/0", TS)
+    assert json.loads(row["problems"]) == [
+        "ingest_error: RuntimeError: only the position was kept"]
+    store.dispose()

@@ -71,11 +71,25 @@ def build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: int
             headers, value, topic=topic, partition=partition, offset=offset, key=m.key(),
             timestamp_ms=ts if ts_type else None,
         )
-        append(event_row(
-            event, redactor=redactor, observed_at_ms=observed_at_ms, headers=headers,
-            raw_value=value,
-        ))
+        try:
+            row = event_row(event, redactor=redactor, observed_at_ms=observed_at_ms,
+                            headers=headers, raw_value=value)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not lose the record
+            log.warning("row of %s/%s/%s failed: %r", topic, partition, offset, exc)
+            row = _minimal({"topic": topic, "partition": partition, "offset": offset,
+                            "broker_ts_ms": ts if ts_type else None,
+                            "observed_at_ms": observed_at_ms,
+                            "data_size": None if value is None else len(value),
+                            **dict.fromkeys(_ROW_KEYS)},
+                           f"{INGEST_ERROR}: {type(exc).__name__}: only the position was kept")
+        append(row)
     return batch
+
+
+INGEST_ERROR = "ingest_error"
+# Column names of an events row, in the order event_row builds them.
+_ROW_KEYS = tuple(c.name for c in events.columns if c.name not in (
+    "topic", "partition", "offset", "broker_ts_ms", "observed_at_ms", "data_size"))
 
 
 def store_rows(store: Store, rows: list[dict[str, Any]]) -> int:
@@ -140,14 +154,15 @@ def _sanitized(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _minimal(row: dict[str, Any]) -> dict[str, Any]:
+def _minimal(row: dict[str, Any],
+             problem: str = f"{STORE_REJECTED}: only the position was kept") -> dict[str, Any]:
     """The row with only its position and a problem: the record is at least accounted for."""
     keep = ("topic", "partition", "offset", "broker_ts_ms", "observed_at_ms", "data_size")
     out = {name: (row[name] if name in keep else None) for name in row}
     out["flow_id"] = f"{row['topic']}/{row['partition']}/{row['offset']}"
     out["envelope"] = "unknown"
     out["data_truncated"] = False
-    out["problems"] = json.dumps([f"{STORE_REJECTED}: only the position was kept"])
+    out["problems"] = json.dumps([problem])
     return out
 
 
