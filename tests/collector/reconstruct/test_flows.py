@@ -159,3 +159,11 @@ def test_flow_of_one_event_without_id():
     dag = causal_dag(Flow("t/0/4", [row]))
     assert list(dag.nodes) == ["t/0/4"]
     assert variant(dag) == "?"
+
+
+def test_json_list_matches_json_dumps():
+    """The fast JSON list writer gives exactly what json.dumps gives."""
+    from choreoscope.collector.reconstruct.flows import json_list
+
+    for items in ([], ["a"], ['q"uote', "é", "back\\slash\n", "\u2028"]):
+        assert json_list(items) == json.dumps(items)
