@@ -12,9 +12,10 @@ from choreoscope.collector.traces.jaeger import (
     JaegerClient,
     JaegerError,
     JaegerUnavailable,
-    decode_legacy,
     rfc3339,
 )
+from choreoscope.collector.traces.legacy import decode_legacy
+from choreoscope.collector.traces.model import SpanFormatError
 from tests.collector.traces.jaeger_server import (
     FIXTURES,
     NOT_FOUND_LEGACY,
@@ -332,5 +333,10 @@ def test_malformed_trace_bodies_are_errors_or_skipped_spans() -> None:
     legacy["spans"][4]["logs"] = [{"timestamp": "soon"}]
     assert [(s.span_id[-1], s.parent_span_id, s.links) for s in decode_legacy(
         {"data": [legacy]})] == [("2", None, []), ("2", None, []), ("4", None, [])]
-    with pytest.raises(JaegerError, match="expected the legacy data to be a list"):
+    with pytest.raises(SpanFormatError, match="expected the legacy data to be a list"):
         decode_legacy({"data": 5})
+    with FakeJaeger() as jaeger:
+        jaeger.routes["/api/traces/00000000000000000000000000000003"] = Reply(
+            body=b'{"data":null,"errors":[{"code":500,"msg":"storage down"}]}')
+        with pytest.raises(JaegerError, match="malformed legacy traces: Jaeger legacy API errors"):
+            JaegerClient(jaeger.url).get_trace("3")
