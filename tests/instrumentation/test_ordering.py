@@ -153,3 +153,12 @@ def test_thread_safe() -> None:
         assert tracker.observe(ev("y", subject=f"s{n}", seq=highest - 1)) == OutOfOrder(
             "sequence", f"e{highest}", previous_sequence=highest
         )
+
+
+def test_lowercase_rfc3339_time() -> None:
+    """Lowercase t and z (allowed by RFC 3339) are understood."""
+    tracker = OrderTracker()
+    tracker.observe(ev("a", time="2026-01-01t10:00:05z"))
+    assert tracker.observe(ev("b", time="2026-01-01T10:00:04Z")) == OutOfOrder(
+        "time", "a", previous_time="2026-01-01t10:00:05z"
+    )

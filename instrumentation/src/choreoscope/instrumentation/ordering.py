@@ -111,7 +111,7 @@ class OrderTracker:
 def _epoch(text: str) -> float | None:
     """Seconds since the epoch of an RFC 3339 time, or None when it has no usable form."""
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text.upper())  # RFC 3339 allows a lowercase t and z
     except ValueError:
         return None
     if parsed.tzinfo is None:
