@@ -315,3 +315,39 @@ def test_bad_configuration_rejected() -> None:
         traced_consumer(service=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="expected a non-empty consumer group name or None"):
         traced_consumer(service="s", group="")
+
+
+def test_consumer_with_deserializers(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    """Records from a consumer with key and value deserializers decode and get their span."""
+    import json
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    one_record(bootstrap, topic)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        key_deserializer=bytes.decode,
+        value_deserializer=json.loads,
+        consumer_timeout_ms=10_000,
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        record = next(consumer)
+    finally:
+        consumer.close()
+    assert (record.key, record.value) == ("ord_1", {"total": 12})
+    got: list[Event] = []
+    traced_consumer(service="billing", tracer_provider=tracer_provider)(got.append)(record)
+    (event,) = got
+    assert (event.key, event.data, event.id, event.problems) == (
+        b"ord_1",
+        {"total": 12},
+        "evt-1",
+        [],
+    )
+    (span,) = span_exporter.get_finished_spans()
+    assert (span.attributes or {})["messaging.kafka.message.key"] == "ord_1"
+    assert span.context.trace_id == TRACE_ID

@@ -95,13 +95,16 @@ class _Processing:
 
     def decode(self, record: Any) -> Event:
         get = getattr
+        key = get(record, "key", None)
+        if key is not None and type(key) is not bytes:
+            key = _key_bytes(key)  # a consumer with a key_deserializer
         return decode_record(
             get(record, "headers", None),
             get(record, "value", None),
             topic=get(record, "topic", None),
             partition=get(record, "partition", None),
             offset=get(record, "offset", None),
-            key=get(record, "key", None),
+            key=key,
             timestamp_ms=get(record, "timestamp", None),
         )
 
@@ -150,6 +153,14 @@ class _Processing:
         except Exception:  # noqa: BLE001 - never for an annotation
             _log.exception("choreoscope: could not annotate the consumer span")
         return span
+
+
+def _key_bytes(key: Any) -> bytes:
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, bytearray | memoryview):
+        return bytes(key)
+    return str(key).encode()
 
 
 def _parent_context(event: Event) -> otel_context.Context:
