@@ -12,7 +12,10 @@ exporter that discards:
   `traced_consumer`, called per record); each reading the same N enveloped records.
 
 Variants run interleaved, several rounds, best round kept (the machine is noisy). Prints
-messages/s, the ratios, and where our producer's time per message goes.
+messages per wall-clock second and per CPU-second of the process (the fair figure on a shared
+machine), the ratios, and where our producer's time per message goes. kafka-python
+checksums record batches with CRC32C in pure Python unless the `crc32c` package is installed
+(a dependency of choreoscope-instrumentation): the bench says which one it measured.
 
     .venv/bin/python bench/instrumentation_overhead.py [--messages N] [--rounds R]
 """
@@ -243,7 +246,11 @@ def main() -> None:
                 for v in variants:
                     keep("consume", v, r, consume_rate(bootstrap, topic, n, v))
 
+    from kafka.record import util as record_util
+
+    crc = "C (crc32c package)" if record_util.crc32c_c is not None else "pure Python"
     print(f"\n{n:,} messages per measurement, best of {args.rounds} interleaved rounds")
+    print(f"kafka-python CRC32C: {crc}")
     print("wall: messages per second; cpu: messages per CPU-second of the process (all its")
     print("threads; robust to other processes on a shared machine, so the one to compare)")
     print(
