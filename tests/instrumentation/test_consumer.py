@@ -351,3 +351,21 @@ def test_consumer_with_deserializers(
     (span,) = span_exporter.get_finished_spans()
     assert (span.attributes or {})["messaging.kafka.message.key"] == "ord_1"
     assert span.context.trace_id == TRACE_ID
+
+
+def test_async_callable_object(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    """An object with an async __call__ is wrapped as an async handler too."""
+    record = one_record(bootstrap, topic)
+
+    class Handler:
+        async def __call__(self, event: Event) -> str | None:
+            await asyncio.sleep(0)
+            return event.id
+
+    handle = traced_consumer(service="billing", tracer_provider=tracer_provider)(Handler())
+    assert inspect.iscoroutinefunction(handle)
+    assert asyncio.run(handle(record)) == "evt-1"
+    (span,) = span_exporter.get_finished_spans()
+    assert span.name == f"process {topic}"

@@ -202,7 +202,9 @@ class _Decorator:
             raise UsageError(f"expected a handler (event) -> Any, got {type(handler).__name__}")
         processing = self._processing
 
-        if inspect.iscoroutinefunction(handler):
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+        ):
 
             @functools.wraps(handler)
             async def async_wrapper(record: Any, /, *args: Any, **kwargs: Any) -> Any:
