@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import zlib
-from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,13 +25,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
 )
-from sqlalchemy import select
 
 from ..store import Store
-from ..store.schema import meta
-from .model import Span
 from .otlp import Decoded, decode_json, decode_protobuf
-from .sink import SpanSink
+from .writer import SpanWriter
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +56,19 @@ class OtlpReceiver:
         self.host = host
         self._requested_port = port
         self.max_body = max_body
-        self.max_queue = max_queue
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
         # At most max_concurrent bodies are read and decoded at once (memory bound); a request
         # waiting longer than busy_timeout_s for a slot gets 503, which exporters retry.
         self.max_concurrent = max_concurrent
         self.busy_timeout_s = busy_timeout_s
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        self.sink = SpanSink(store)
+        self.writer = SpanWriter(store, origin="otlp", dropped_meta_key=DROPPED_META_KEY,
+                                 max_queue=max_queue, batch_size=batch_size,
+                                 flush_interval_s=flush_interval_s)
         self.spans_received = 0
-        self.spans_stored = 0
-        self.spans_dropped = 0
         self.spans_rejected = 0
-        self._dropped_unsaved = 0
-        self._queue: deque[Span] = deque()
-        self._cond = threading.Condition()
-        self._busy = False
-        self._closing = False
+        self._count_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -96,17 +84,13 @@ class OtlpReceiver:
     def start(self) -> OtlpReceiver:
         if self._server is not None:
             raise RuntimeError("expected a stopped OtlpReceiver, got one already running")
-        self._closing = False
         self._server = ThreadingHTTPServer((self.host, self._requested_port), _handler(self))
         self._server.daemon_threads = True
-        self._threads = [
-            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                             name="choreoscope-otlp-http", daemon=True),
-            threading.Thread(target=self._write_loop, name="choreoscope-otlp-writer",
-                             daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self.writer.start()
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.2},
+                                        name="choreoscope-otlp-http", daemon=True)
+        self._thread.start()
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -115,84 +99,31 @@ class OtlpReceiver:
             return
         self._server.shutdown()
         self._server.server_close()
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        for thread in self._threads:
-            thread.join(timeout_s)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.writer.stop(timeout_s)
         self._server = None
-        self._threads = []
+        self._thread = None
+
+    @property
+    def spans_stored(self) -> int:
+        return self.writer.spans_stored
+
+    @property
+    def spans_dropped(self) -> int:
+        """Spans lost: queue full, or the store refused them."""
+        return self.writer.spans_dropped
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every queued span is stored; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            self._cond.notify_all()
-            while self._queue or self._busy or self._dropped_unsaved:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.05))
-        return True
-
-    # --- intake ----------------------------------------------------------------------------------
+        """Wait until every received span is stored; False on timeout."""
+        return self.writer.flush(timeout_s)
 
     def accept(self, decoded: Decoded) -> int:
         """Queue decoded spans; returns how many were dropped because the queue is full."""
-        spans = decoded.spans
-        with self._cond:
-            room = max(0, self.max_queue - len(self._queue))
-            taken = spans[:room]
-            dropped = len(spans) - len(taken)
-            self._queue.extend(taken)
-            self.spans_received += len(spans)
+        with self._count_lock:
+            self.spans_received += len(decoded.spans)
             self.spans_rejected += decoded.rejected
-            if dropped:
-                self.spans_dropped += dropped
-                self._dropped_unsaved += dropped
-            self._cond.notify_all()
-        return dropped
-
-    # --- writer ------------------------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._dropped_unsaved and not self._closing:
-                    self._cond.wait(self.flush_interval_s)
-                if self._closing and not self._queue and not self._dropped_unsaved:
-                    return
-                batch = [self._queue.popleft()
-                         for _ in range(min(self.batch_size, len(self._queue)))]
-                dropped, self._dropped_unsaved = self._dropped_unsaved, 0
-                self._busy = True
-            try:
-                self._write(batch, dropped)
-            except Exception:
-                log.exception("storing %d received spans failed; they are dropped", len(batch))
-                with self._cond:
-                    self.spans_dropped += len(batch)
-                    self._dropped_unsaved += len(batch) + dropped
-                    self._busy = False
-                    self._cond.notify_all()
-                    if self._closing:
-                        return
-                time.sleep(self.flush_interval_s)
-                continue
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-
-    def _write(self, batch: list[Span], dropped: int) -> None:
-        with self.store.engine.begin() as conn:
-            if batch:
-                self.spans_stored += self.sink.write(conn, batch, origin="otlp")
-            if dropped:
-                current = conn.execute(select(meta.c.value)
-                                       .where(meta.c.key == DROPPED_META_KEY)).scalar()
-                total = int(current or 0) + dropped
-                self.store.upsert(conn, meta, [{"key": DROPPED_META_KEY, "value": str(total)}],
-                                  ["key"])
+        return self.writer.offer(decoded.spans)
 
 
 def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
