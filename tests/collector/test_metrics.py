@@ -145,3 +145,20 @@ def test_bad_arguments_are_rejected(store: Store) -> None:
         metrics.update_from_store(store, CollectorRegistry())
     with pytest.raises(ValueError, match="expected a port number 0-65535, got 70000"):
         metrics.start_metrics_server(70000)
+
+
+@pytest.mark.postgres
+def test_refresh_from_postgres(postgres_url: str) -> None:
+    """The aggregate queries give the same figures on PostgreSQL."""
+    pg = Store(postgres_url).create()
+    try:
+        fill(pg)
+        snap = metrics.update_from_store(pg, metrics.new_registry())
+    finally:
+        pg.dispose()
+    assert (snap.up, snap.events_ingested, snap.spans_dropped) == (True, 3, 5)
+    assert snap.anomalies == {"duplicate": 2, "stuck_flow": 1}
+    assert snap.flows == {"completed": 1, "stuck": 2}
+    assert snap.consumer_lag == [("billing", "orders", 1, 7)]
+    assert [(o["source"], o["reachable"]) for o in snap.outbox] == [("billing-db", False),
+                                                                    ("orders-db", True)]
