@@ -153,6 +153,8 @@ def test_already_deserialized_values() -> None:
     assert decode_record(BINARY, '{"a": 1}').data == {"a": 1}
     assert decode_record(BINARY, bytearray(b"[2]")).data == [2]
     assert decode_record(BINARY, memoryview(b"[3]")).data == [3]
+    assert (decode_record(BINARY, 5).data, decode_record(BINARY, 5).problems) == (5, [])
+    assert decode_record(None, 5).data == 5
 
 
 @pytest.mark.parametrize(

@@ -94,17 +94,7 @@ def decode_record(
             event = _binary(hdrs, value, None, problems)
         else:
             event = _decode(hdrs, value, problems)
-        tp = hdrs.get(wire.TRACEPARENT) or event.traceparent
-        if (
-            tp is not None
-            and _WELL_FORMED_V00(tp) is not None
-            and tp[3:35] != _ZERO_TRACE
-            and tp[36:52] != _ZERO_SPAN
-            and wire.TRACESTATE not in hdrs
-        ):
-            event.traceparent = tp  # the common case, checked without building a TraceParent
-        else:
-            _check_trace_context(event, hdrs, problems)
+        _check_trace_context(event, hdrs, problems)
         if event.type and not is_past_tense(event.type):
             problems.append(f"{TYPE_NOT_PAST_TENSE}: {event.type}")
     except Exception as exc:  # noqa: BLE001  # a decoder bug must not lose the record
@@ -513,12 +503,9 @@ def _parse_json(value: bytes | None, problems: list[str]) -> Any:
 
 def _raw(value: Any) -> Any:
     """Non-JSON data: text when it is UTF-8, else the bytes."""
-    if value is None or isinstance(value, str):
-        return value
-    try:
-        raw = bytes(value)
-    except TypeError:
-        return value  # already deserialized into something else: keep it as it is
+    if not isinstance(value, bytes | bytearray | memoryview):
+        return value  # None, text, or already deserialized into something else
+    raw = bytes(value)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
