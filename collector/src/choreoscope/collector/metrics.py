@@ -185,7 +185,7 @@ def _counts(conn: Any, column: Any) -> dict[str, int]:
 
 # --- registries and the HTTP endpoint ------------------------------------------------------------
 
-_COLLECTORS: dict[int, StoreMetrics] = {}
+_ATTR = "_choreoscope_store_metrics"
 
 
 def new_registry() -> CollectorRegistry:
@@ -193,7 +193,7 @@ def new_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     collector = StoreMetrics()
     registry.register(collector)
-    _COLLECTORS[id(registry)] = collector
+    setattr(registry, _ATTR, collector)
     return registry
 
 
@@ -203,7 +203,7 @@ REGISTRY = new_registry()
 def update_from_store(store: Store, registry: CollectorRegistry | None = None) -> Snapshot:
     """Refresh the metrics of `registry` (default `REGISTRY`) from the store."""
     registry = REGISTRY if registry is None else registry
-    collector = _COLLECTORS.get(id(registry))
+    collector = getattr(registry, _ATTR, None)
     if collector is None:
         raise ValueError("expected a registry made by metrics.new_registry(), got another one")
     return collector.update(store)
