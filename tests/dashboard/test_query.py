@@ -104,9 +104,11 @@ def test_event_health_groups_problems(store: q.Store) -> None:
          "count": 1}]
     assert h["untraced"] == [{"source": "pricing-legacy", "type": "PriceUpdate", "count": 2}]
     assert h["untraced_total"] == 2
-    assert {(r["type"], r["schema_version"]): r["count"] for r in h["schema_versions"]} == {
-        ("PriceUpdate", "2"): 2, ("order.placed", "1"): 3, ("order.shipped", "1"): 1,
-        ("payment.completed", "1"): 3}
+    assert h["schema_versions"] == [
+        {"type": "PriceUpdate", "schema_version": "2", "count": None},
+        {"type": "order.placed", "schema_version": "1", "count": None},
+        {"type": "order.shipped", "schema_version": "1", "count": None},
+        {"type": "payment.completed", "schema_version": "1", "count": None}]
     assert q.event_health(store, since_ms=T0 + 400_100)["events"] == 1
 
 
@@ -146,3 +148,25 @@ def test_injection_strings_are_parameters(store: q.Store) -> None:
     assert q.out_of_order(store, group="x' OR '1'='1", subject="'; DROP TABLE events; --") == {
         "total": 0, "rows": []}
     assert q.flow_headers(store, "' OR 1=1 --") == {}
+
+
+def test_schema_versions_counts_only_mixed_types(tmp_path: Path) -> None:
+    """Versions per type by index skips; a type mixing versions gets counts per version."""
+    from choreoscope.collector.store import Store, schema
+    from tests.dashboard.store_rows import _event
+
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    store = Store(url).create()
+    rows = [_event("t", i, f"e{i}", etype, "svc", None, None, T0, version=version)
+            for i, (etype, version) in enumerate([
+                ("a.created", "1"), ("a.created", "2"), ("a.created", "2"),
+                ("b.created", None), (None, "1"), ("c.created", "3")])]
+    with store.engine.begin() as conn:
+        store.insert_ignore(conn, schema.events, rows)
+    store.dispose()
+    assert q.schema_versions(q.open_readonly(url)) == [
+        {"type": None, "schema_version": "1", "count": None},
+        {"type": "a.created", "schema_version": "1", "count": 1},
+        {"type": "a.created", "schema_version": "2", "count": 2},
+        {"type": "b.created", "schema_version": None, "count": None},
+        {"type": "c.created", "schema_version": "3", "count": None}]

@@ -268,13 +268,18 @@ def event_health(store: Store, *, since_ms: int | None = None) -> dict[str, Any]
         for p in json_list(r["problems"]):
             key = (r["source"], r["type"], str(p).split(":", 1)[0].strip())
             problems[key] = problems.get(key, 0) + int(r["n"])
-    versions = _rows(store, "SELECT type, schema_version, count(*) AS count FROM events"
-                     f" WHERE 1=1{where} GROUP BY type, schema_version"
-                     " ORDER BY type, schema_version", **params)
-    untraced = _rows(store, "SELECT source, type, count(*) AS count FROM events"
+    if since_ms is None:
+        versions = schema_versions(store)
+    else:
+        versions = _rows(store, "SELECT type, schema_version, count(*) AS count FROM events"
+                         f" WHERE 1=1{where} GROUP BY type, schema_version"
+                         " ORDER BY type, schema_version", **params)
+    hint = " INDEXED BY ix_events_untraced" if store.dialect == "sqlite" and _has_index(
+        store, "ix_events_untraced") else ""
+    untraced = _rows(store, f"SELECT source, type, count(*) AS count FROM events{hint}"
                      f" WHERE trace_id IS NULL{where} GROUP BY source, type", **params)
     for r in (*versions, *untraced):
-        r["count"] = int(r["count"])
+        r["count"] = None if r["count"] is None else int(r["count"])
     return {
         "events": total,
         "untraced_total": sum(r["count"] for r in untraced),
@@ -285,6 +290,53 @@ def event_health(store: Store, *, since_ms: int | None = None) -> dict[str, Any]
         "untraced": sorted(untraced, key=lambda d: (-d["count"], str(d["source"]),
                                                     str(d["type"]))),
     }
+
+
+def schema_versions(store: Store) -> list[dict[str, Any]]:
+    """Schema versions in use per event type: `[{type, schema_version, count}]`.
+
+    The distinct (type, version) pairs are found by skipping through the index
+    (`ix_events_type_version`): a few probes per pair, whatever the number of events. Events
+    are counted only for types that use more than one version (the mix is what matters);
+    `count` is None for a type's only version.
+    """
+    out: list[dict[str, Any]] = []
+    with store.engine.connect() as conn:
+        def one(sql: str, **p: Any) -> Any:
+            return conn.execute(text(sql), p).scalar()
+
+        types: list[str | None] = []
+        if one("SELECT 1 FROM events WHERE type IS NULL LIMIT 1"):
+            types.append(None)
+        t = one("SELECT min(type) FROM events")
+        while t is not None:
+            types.append(t)
+            t = one("SELECT min(type) FROM events WHERE type > :t", t=t)
+        for t in types:
+            same = "type IS NULL" if t is None else "type = :t"
+            found: list[str | None] = []
+            if one(f"SELECT 1 FROM events WHERE {same} AND schema_version IS NULL LIMIT 1",
+                   t=t):
+                found.append(None)
+            v = one(f"SELECT min(schema_version) FROM events WHERE {same}", t=t)
+            while v is not None:
+                found.append(v)
+                v = one(f"SELECT min(schema_version) FROM events WHERE {same}"
+                        " AND schema_version > :v", t=t, v=v)
+            counts: dict[Any, int] = {}
+            if len(found) > 1:
+                counts = {ver: int(n) for ver, n in conn.execute(text(
+                    f"SELECT schema_version, count(*) FROM events WHERE {same}"
+                    " GROUP BY schema_version"), {"t": t})}
+            out.extend({"type": t, "schema_version": ver, "count": counts.get(ver)}
+                       for ver in found)
+    return out
+
+
+def _has_index(store: Store, name: str) -> bool:
+    with store.engine.connect() as conn:
+        return conn.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'index'"
+                                 " AND name = :n"), {"n": name}).first() is not None
 
 
 def flow_headers(store: Store, correlation_id: str) -> dict[str, dict[str, Any]]:
@@ -367,6 +419,7 @@ __all__ = [
     "out_of_order",
     "out_of_order_groups",
     "overview",
+    "schema_versions",
     "sqlite_path",
     "variants",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -66,13 +68,7 @@ def _body(window: str) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Schema versions")
-        v = pd.DataFrame(h["schema_versions"])
-        v["schema_version"] = v["schema_version"].fillna("(none)")
-        v["type"] = v["type"].fillna("(unknown)")
-        table = v.pivot_table(index="type", columns="schema_version", values="count",
-                              aggfunc="sum", fill_value=0)
-        table.columns = [f"v{c}" if c != "(none)" else c for c in table.columns]
-        st.dataframe(table, width="stretch")
+        st.dataframe(versions_table(h["schema_versions"]), hide_index=True, width="stretch")
     with right:
         st.subheader("Untraced events")
         if not h["untraced"]:
@@ -82,6 +78,22 @@ def _body(window: str) -> None:
             st.dataframe(u[["source", "type", "count"]], hide_index=True, width="stretch",
                          column_config={"count": st.column_config.NumberColumn(
                              "events without trace context")})
+
+
+def versions_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per event type: its versions, and the events per version when it mixes them."""
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_type.setdefault(r["type"] or "(unknown type)", []).append(r)
+    out = []
+    for etype, versions in by_type.items():
+        names = [f"v{r['schema_version']}" if r["schema_version"] else "(none)"
+                 for r in versions]
+        mix = " · ".join(f"{n}: {r['count']:,}" for n, r in zip(names, versions, strict=True)
+                         if r["count"] is not None)
+        out.append({"type": etype, "versions": ", ".join(names),
+                    "events per version": mix or "one version only"})
+    return pd.DataFrame(out, columns=["type", "versions", "events per version"])
 
 
 if __name__ == "__main__":

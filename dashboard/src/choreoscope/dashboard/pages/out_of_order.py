@@ -61,11 +61,11 @@ def _body(subkind: str, group: str, subject: str) -> None:
         if not per.empty:
             per["minute"] = fmt.ts(per["minute_ms"])
             st.altair_chart(alt.Chart(per).mark_bar(color="#f59e0b").encode(
-                x=alt.X("minute:T", title=None),
+                x=alt.X("minute:T", title=None, axis=alt.Axis(format="%H:%M")),
                 y=alt.Y("count:Q", title="arrivals", axis=alt.Axis(tickMinStep=1, format="d")),
                 tooltip=["minute:T", "count:Q"]).properties(height=220))
     total = result["total"]
-    st.markdown(f"**{total:,} arrivals** match the filters")
+    st.markdown(f"**{total:,} arrival{'' if total == 1 else 's'}** match the filters")
     for row in result["rows"]:
         _explain(row)
     pages = max(1, -(-total // PAGE_SIZE))

@@ -34,7 +34,7 @@ def _body() -> None:
     st.subheader("Traffic")
     c = st.columns(4)
     c[0].metric("Events / min (last 5 min)", f"{o['events_last_5_min'] / 5:.1f}",
-                chart_data=recent[-30:] if any(recent) else None, chart_type="bar",
+                chart_data=recent[-30:] if o["events_last_5_min"] else None, chart_type="bar",
                 border=True, help="Records stored per minute, averaged over the last five "
                                   "minutes; the bars are the last 30 minutes of traffic.")
     c[1].metric("Events stored", f"{o['events_total']:,}", border=True)
@@ -81,7 +81,7 @@ def _body() -> None:
         else:
             per_minute["minute"] = fmt.ts(per_minute["minute_ms"])
             st.altair_chart(alt.Chart(per_minute).mark_bar(color="#2563eb").encode(
-                x=alt.X("minute:T", title=None),
+                x=alt.X("minute:T", title=None, axis=alt.Axis(format="%H:%M")),
                 y=alt.Y("count:Q", title="events", axis=alt.Axis(tickMinStep=1, format="d")),
                 tooltip=["minute:T", "count:Q"]).properties(height=200))
     with right:
@@ -109,7 +109,7 @@ def _anomaly_minutes(rows: list[dict[str, Any]]) -> None:
     df["kind"] = df["kind"].map(lambda k: KIND_LABELS.get(k, k))
     st.markdown("**Anomalies detected per minute** (last hour)")
     st.altair_chart(alt.Chart(df).mark_bar().encode(
-        x=alt.X("minute:T", title=None),
+        x=alt.X("minute:T", title=None, axis=alt.Axis(format="%H:%M")),
         y=alt.Y("count:Q", title="anomalies", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("kind:N", title="kind"),
         tooltip=["minute:T", "kind", "count"]).properties(height=180))
