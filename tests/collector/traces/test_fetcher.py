@@ -277,3 +277,16 @@ def test_fetch_cycle_on_postgres(postgres_url: str) -> None:
         assert (rows[T_HOTROD]["status"], rows[T_OTHER]["status"]) == ("found", "missing")
     finally:
         pg.dispose()
+
+
+def test_invalid_trace_id_is_given_up_not_retried(store: Store) -> None:
+    """A stored trace id that is not 32 hex digits is marked missing once and never blocks others."""
+    add_event(store, 0, "zz-not-a-trace", T0)
+    add_event(store, 1, T_SMALL, T0 + 1)
+    with FakeJaeger() as jaeger:
+        jaeger.routes[f"/api/v3/traces/{T_SMALL}"] = Reply(body=fixture("GetTrace.json"))
+        assert fetcher(store, jaeger.url).run_once(now_ms=T0 + 6000) == 1
+        assert jaeger.requests == [f"/api/v3/traces/{T_SMALL}"]
+    row = fetch_rows(store)["zz-not-a-trace"]
+    assert (row["status"], row["next_fetch_ms"], row["last_error"]) == (
+        "missing", NEVER_MS, "expected a 32-hex-digit trace id, got 'zz-not-a-trace'")

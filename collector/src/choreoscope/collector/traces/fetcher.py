@@ -34,7 +34,7 @@ from sqlalchemy import func, select, update
 from ..store import Store
 from ..store.schema import events, trace_fetches
 from .jaeger import JaegerClient, JaegerError, JaegerUnavailable
-from .model import Span
+from .model import Span, SpanFormatError
 from .sink import SpanSink
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,9 @@ class TraceFetcher:
             except JaegerError as exc:
                 self._failed([row], str(exc), now_ms)
                 continue
+            except SpanFormatError as exc:  # not a trace id Jaeger could know: stop asking
+                self._give_up(row["trace_id"], str(exc), now_ms)
+                continue
             stored += self._fetched(row, spans, now_ms)
         return stored
 
@@ -247,6 +250,13 @@ class TraceFetcher:
                     values["status"] = "error"
                 conn.execute(update(trace_fetches)
                              .where(trace_fetches.c.trace_id == row["trace_id"]).values(**values))
+
+    def _give_up(self, trace_id: str, error: str, now_ms: int) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(update(trace_fetches).where(trace_fetches.c.trace_id == trace_id)
+                         .values(status="missing", attempts=self.max_attempts,
+                                 next_fetch_ms=NEVER_MS, last_fetch_ms=now_ms,
+                                 last_error=error[:2000]))
 
     def _store_found(self, traces: dict[str, list[Span]], now_ms: int) -> int:
         if not traces:
