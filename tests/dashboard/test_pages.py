@@ -231,3 +231,23 @@ def test_pages_leave_the_store_untouched(env: None, store_url: str) -> None:
         run(page, flow="ord-1")
     assert Path(path).read_bytes() == before
     assert not os.path.exists(path + "-journal")
+
+
+def test_changing_a_filter_keeps_the_chosen_flow(env: None) -> None:
+    """A filter change reruns the page but keeps `?flow=` and its detail."""
+    at = run("flows", flow="ord-1")
+    at.selectbox(key="flows:status").set_value("failed").run()
+    assert not at.exception
+    assert at.dataframe[0].value["correlation_id"].tolist() == ["ord-3"]
+    assert [s.value for s in at.subheader] == ["Flow `ord-1`"]
+    assert at.query_params["flow"] == "ord-1" and at.query_params["status"] == "failed"
+
+
+def test_refresh_interval_from_the_url_and_pausable(env: None) -> None:
+    """`?refresh=10` sets the interval; pausing keeps it in the URL as `refresh=0`."""
+    at = run(refresh="10")
+    box = at.sidebar.selectbox[0]
+    assert box.label == "Auto-refresh" and box.value == 10.0
+    at.sidebar.toggle[0].set_value(True).run()
+    assert at.query_params["refresh"] == "0"
+    assert at.sidebar.selectbox[0].value == 10.0
