@@ -459,10 +459,13 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
         raise
     _fast_json = _stdlib_fast_json
 else:
-    _long_digits = re.compile(rb"[0-9]{20}").search
+    # Every digit maps to "0", everything else to "x": a run of 20 digits is then a plain
+    # substring search (several times cheaper than a regular expression).
+    _DIGITS_AS_ZERO = bytes(48 if 48 <= i <= 57 else 120 for i in range(256))
+    _TWENTY_DIGITS = b"0" * 20
 
     def _fast_json(value: bytes) -> Any:
-        if _long_digits(value) is None:
+        if _TWENTY_DIGITS not in value.translate(_DIGITS_AS_ZERO):
             return _orjson_loads(value)
         return _stdlib_fast_json(value)
 
