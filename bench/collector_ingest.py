@@ -136,8 +136,13 @@ def collector(bootstrap: str, topic: str, n: int, url: str, label: str) -> float
     ingest = BusIngest(store, bootstrap=bootstrap, topics=f"^{topic}$",
                        group=f"bench-collector-{uuid.uuid4().hex[:8]}", batch_size=BATCH)
     try:
+        def poll() -> int:  # records stored and committed by this step
+            before = ingest.records
+            ingest.step()
+            return ingest.records - before
+
         with ingest:
-            rate = _rate(label, ingest.step, n)
+            rate = _rate(label, poll, n)
         if ingest.inserted != n:
             raise RuntimeError(f"{label}: expected {n} rows stored, got {ingest.inserted}")
         return rate

@@ -41,6 +41,8 @@ class Batch:
     """Next offset to commit per (topic, partition): the highest offset seen + 1."""
     skipped: int = 0
     """Records not stored: internal topics and consumer errors."""
+    consumed: int = 0
+    """Records consumed for this batch (stored or skipped)."""
 
     def __len__(self) -> int:
         return len(self.rows)

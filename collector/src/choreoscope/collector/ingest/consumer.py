@@ -8,7 +8,9 @@ the batch is retried with backoff and no offset is committed.
 
 from __future__ import annotations
 
+import collections
 import logging
+import queue
 import re
 import threading
 import time
@@ -43,6 +45,7 @@ class BusIngest:
         batch_timeout_s: float = 0.5,
         kafka_options: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        pipelined: bool = True,
     ) -> None:
         if start not in ("earliest", "latest"):
             raise ValueError(f"expected start 'earliest' or 'latest', got {start!r}")
@@ -71,19 +74,37 @@ class BusIngest:
         self.batches = 0
         self.store_failures = 0
         self.commit_failures = 0
-        self.last_offsets: dict[tuple[str, int], int] = {}
+        self.last_offsets: dict[tuple[str, int], int] = {}  # of the last batch committed
+        self.consumed_offsets: dict[tuple[str, int], int] = {}  # next offset read, per partition
+        self.pipelined = pipelined
+        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
+        self._writer: threading.Thread | None = None
+        self._stop: threading.Event | None = None  # the caller's stop, seen by the writer
+        self._stored: collections.deque[Batch] = collections.deque()  # stored, not committed
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> BusIngest:
         if self.consumer is None:
             self.consumer = Consumer(self.config)
-            self.consumer.subscribe([self.pattern], on_assign=_log_assign, on_revoke=_log_revoke)
+            self.consumer.subscribe([self.pattern], on_assign=_log_assign,
+                                    on_revoke=self._on_revoke)
+            if self.pipelined:
+                self._writer = threading.Thread(target=self._write_loop, daemon=True,
+                                                name="choreoscope-ingest-writer")
+                self._writer.start()
             log.info("ingest: group %s subscribed to %s (options %s)", self.group, self.pattern,
                      describe_options(self.config))
         return self
 
     def close(self) -> None:
+        """Store and commit the batches in hand (unless the caller's stop gave up on an
+        unreachable store), then leave the group."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
+        self._commit_stored()
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             try:
@@ -100,11 +121,17 @@ class BusIngest:
     # -- one batch -------------------------------------------------------------------------
 
     def step(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> int:
-        """Consume one batch, store it, commit its offsets. Returns records consumed.
+        """Consume one batch and have it stored, then its offsets committed. Returns records
+        consumed. Pipelined, the batch is handed to the writer thread (at most two wait), so
+        decoding the next batch overlaps storing this one; `records` counts stored ones.
 
-        When `stop` is set while the store is unreachable, returns without committing."""
+        When `stop` is set while the store is unreachable, batches are dropped uncommitted:
+        they are read again by the next run."""
         consumer = self.start().consumer
         assert consumer is not None
+        if stop is not None:
+            self._stop = stop
+        self._commit_stored()
         messages = consumer.consume(
             num_messages=self.batch_size,
             timeout=self.batch_timeout_s if timeout_s is None else timeout_s,
@@ -112,13 +139,64 @@ class BusIngest:
         if not messages:
             return 0
         batch = build_batch(messages, self.redactor, int(self.clock() * 1000))
-        if not self._store(batch, stop):
-            return 0
-        self._commit(batch)
-        self.last_offsets = batch.offsets
-        self.records += len(messages)
-        self.batches += 1
-        return len(messages)
+        batch.consumed = len(messages)
+        self.consumed_offsets.update(batch.offsets)
+        if not self.pipelined:
+            self._write(batch)
+            self._commit_stored()
+            return len(messages)
+        while True:
+            try:
+                self._queue.put(batch, timeout=0.5)
+                return len(messages)
+            except queue.Full:
+                if stop is not None and stop.is_set():
+                    return 0  # not committed: read again next time
+
+    def drain(self) -> None:
+        """Wait until every batch handed over so far is stored (or dropped), and commit."""
+        if self._writer is not None:
+            self._queue.join()
+        self._commit_stored()
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                self._write(batch)
+            except Exception:  # never let the writer die: the batch stays uncommitted
+                log.exception("ingest: writing a batch failed")
+            finally:
+                self._queue.task_done()
+
+    def _write(self, batch: Batch) -> None:
+        """Store a batch (writer thread); its offsets wait for the main thread to commit:
+        librdkafka's synchronous commit stalls when issued beside a running consume()."""
+        if self._store(batch, self._stop):
+            self._stored.append(batch)
+
+    def _commit_stored(self) -> None:
+        """Commit the offsets of every batch stored so far (main thread)."""
+        if not self._stored:
+            return
+        merged = Batch()
+        done = []
+        while self._stored:
+            batch = self._stored.popleft()
+            merged.offsets.update(batch.offsets)
+            done.append(batch)
+        self._commit(merged)
+        self.last_offsets = merged.offsets
+        for batch in done:
+            self.records += batch.consumed
+            self.batches += 1
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Commit what was read before the partitions move to another member.
+        self.drain()
+        log.info("ingest: revoked %d partitions", len(partitions))
 
     def _store(self, batch: Batch, stop: threading.Event | None) -> bool:
         delay = 0.5
@@ -151,10 +229,11 @@ class BusIngest:
     # -- loops -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Ingest until `stop` is set; the batch in hand is stored and committed first."""
+        """Ingest until `stop` is set; the batches in hand are stored and committed first."""
         self.start()
         while not stop.is_set():
             self.step(stop)
+        self.drain()
 
     def run_to_end(self, stop: threading.Event | None = None, idle_timeout_s: float = 30.0,
                    metadata_timeout_s: float = 10.0, overrun_s: float = 10.0) -> int:
@@ -182,16 +261,19 @@ class BusIngest:
             if consumed:
                 total += consumed
                 last_progress = time.monotonic()
-                position.update(self.last_offsets)
+                for tp, offset in self.consumed_offsets.items():
+                    position[tp] = max(position.get(tp, 0), offset)
                 continue
             if not pending:
                 break  # at the end offsets and nothing more to read
             # Nothing came: another group member may hold the partitions; ask the broker.
-            position.update(self._committed(sorted(pending), metadata_timeout_s))
+            for tp, offset in self._committed(sorted(pending), metadata_timeout_s).items():
+                position[tp] = max(position.get(tp, 0), offset)
             if time.monotonic() - last_progress > idle_timeout_s:
                 log.warning("ingest: %d partitions did not reach their end offsets within %.0fs",
                             len(pending), idle_timeout_s)
                 break
+        self.drain()
         return total
 
     def _end_offsets(self, timeout_s: float) -> dict[tuple[str, int], int]:
@@ -240,10 +322,6 @@ def describe_options(config: Mapping[str, Any]) -> dict[str, Any]:
 def _log_assign(_consumer: Any, partitions: list[TopicPartition]) -> None:
     log.info("ingest: assigned %d partitions: %s", len(partitions),
              ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions[:20]))
-
-
-def _log_revoke(_consumer: Any, partitions: list[TopicPartition]) -> None:
-    log.info("ingest: revoked %d partitions", len(partitions))
 
 
 def kafka_error_logger(every_s: float = 30.0) -> Callable[[Any], None]:
