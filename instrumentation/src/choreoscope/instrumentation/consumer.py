@@ -51,6 +51,7 @@ R = TypeVar("R")
 
 _log = logging.getLogger(__name__)
 _SCOPE = "choreoscope.instrumentation"
+_MAX_CACHED_TOPICS = 4096
 
 
 def traced_consumer(
@@ -86,12 +87,14 @@ def traced_consumer(
 class _Processing:
     """What one decorated handler needs per record: decode, span, context, ordering."""
 
-    __slots__ = ("group", "tracer", "tracker")
+    __slots__ = ("group", "topics", "tracer", "tracker")
 
     def __init__(self, tracer: trace.Tracer, group: str | None, tracker: OrderTracker) -> None:
         self.tracer = tracer
         self.group = group
         self.tracker = tracker
+        # Per topic: the span name and the attributes every record of it shares.
+        self.topics: dict[str | None, tuple[str, dict[str, Any]]] = {}
 
     def decode(self, record: Any) -> Event:
         get = getattr
@@ -129,15 +132,39 @@ class _Processing:
         except Exception:  # noqa: BLE001 - telemetry never takes the host down
             _log.exception("choreoscope: could not end the consumer span")
 
+    def _topic(self, topic: str | None) -> tuple[str, dict[str, Any]]:
+        """`semconv.process_attributes` without the per-record part, computed once per topic."""
+        shared = semconv.process_attributes(
+            Event(id=None, type=None, source=None, topic=topic), self.group
+        )
+        entry = (semconv.process_span_name(topic or ""), shared)
+        if len(self.topics) < _MAX_CACHED_TOPICS:
+            self.topics[topic] = entry
+        return entry
+
     def _start(self, event: Event) -> Span:
         try:
             ambient = trace.get_current_span().get_span_context()
             links = [Link(ambient)] if ambient.is_valid else None
+            entry = self.topics.get(event.topic)
+            if entry is None:
+                entry = self._topic(event.topic)
+            name, shared = entry
+            attributes = shared.copy()
+            if event.partition is not None:
+                attributes[semconv.MESSAGING_DESTINATION_PARTITION_ID] = str(event.partition)
+            if event.offset is not None:
+                attributes[semconv.MESSAGING_KAFKA_OFFSET] = event.offset
+            if event.key is not None:
+                attributes[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = event.key.decode(
+                    "utf-8", "replace"
+                )
+            attributes.update(semconv.event_attributes(event))
             span = self.tracer.start_span(
-                semconv.process_span_name(event.topic or ""),
+                name,
                 context=_parent_context(event),
                 kind=SpanKind.CONSUMER,
-                attributes=semconv.process_attributes(event, self.group),
+                attributes=attributes,
                 links=links,
             )
         except Exception:  # noqa: BLE001 - telemetry never takes the host down
