@@ -102,7 +102,9 @@ def test_bad_values_are_rejected_with_expected_and_got() -> None:
 
 def test_cli_rejects_bad_configuration_at_start_up(tmp_path) -> None:
     """Bad options exit 2 with the reason, before connecting to anything."""
-    for bad in (["--from", "middle"], ["--outbox", "no-equals-sign"], ["--topics", "(["]):
+    for bad in (["--from", "middle"], ["--outbox", "no-equals-sign"], ["--topics", "(["],
+                ["--kafka-option", "no.such.property=1"],
+                ["--outbox", "o=sqlite:///o.db", "--outbox-stuck-after", "0"]):
         r = subprocess.run(_cli("--store", f"sqlite:///{tmp_path}/x.db", "collect", *bad),
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (bad, r.stderr)

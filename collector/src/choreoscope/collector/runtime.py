@@ -67,8 +67,11 @@ class Collector:
         self.last_analysis: Any = None
         self._maintenance: threading.Thread | None = None
         self._maintenance_stop = threading.Event()
-        # Built now so that bad configuration fails at start-up, before anything runs.
+        # Checked now so that bad configuration fails at start-up, before anything runs.
         self._outbox_sources = self._parse_outbox()
+        if self._outbox_sources and settings.outbox_stuck_after <= 0:
+            raise ValueError(f"expected --outbox-stuck-after > 0, got {settings.outbox_stuck_after}")
+        self._new_ingest(None).check_config()
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -92,11 +95,7 @@ class Collector:
         """Start the optional parts; one that cannot start is logged and left out."""
         s = self.settings
         assert self.store is not None
-        self.ingest = BusIngest(
-            self.store, bootstrap=s.bootstrap, topics=s.topics, group=s.group, start=s.start,
-            redactor=Redactor(s.redact, s.max_data_bytes), batch_size=s.batch_size,
-            batch_timeout_s=s.batch_timeout, kafka_options=s.kafka_options, clock=self.clock,
-        ).start()
+        self.ingest = self._new_ingest(self.store).start()
         log.info("ingesting %s from %s as group %s into %s", self.ingest.pattern, s.bootstrap,
                  s.group, safe_url(self.store_url))
         if s.otlp_port:
@@ -112,6 +111,14 @@ class Collector:
         if s.metrics_port is not None:
             self._guarded("metrics server start", self._start_metrics)
         self.tasks = self._plan()
+
+    def _new_ingest(self, store: Store | None) -> BusIngest:
+        s = self.settings
+        return BusIngest(
+            store, bootstrap=s.bootstrap, topics=s.topics, group=s.group, start=s.start,
+            redactor=Redactor(s.redact, s.max_data_bytes), batch_size=s.batch_size,
+            batch_timeout_s=s.batch_timeout, kafka_options=s.kafka_options, clock=self.clock,
+        )
 
     def _parse_outbox(self) -> list[Any]:
         if not self.settings.outbox:

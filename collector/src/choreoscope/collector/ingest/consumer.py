@@ -232,8 +232,22 @@ class BusIngest:
         """Ingest until `stop` is set; the batches in hand are stored and committed first."""
         self.start()
         while not stop.is_set():
-            self.step(stop)
+            try:
+                self.step(stop)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if error is not None and hasattr(error, "fatal") and error.fatal():
+                    raise
+                log.warning("ingest: %s; going on", exc)
+                stop.wait(1.0)
         self.drain()
+
+    def check_config(self) -> None:
+        """Raise ValueError when librdkafka rejects the consumer configuration."""
+        try:
+            Consumer(self.config).close()
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise ValueError(f"expected valid Kafka consumer options, got {exc}") from None
 
     def run_to_end(self, stop: threading.Event | None = None, idle_timeout_s: float = 30.0,
                    metadata_timeout_s: float = 10.0, overrun_s: float = 10.0) -> int:
