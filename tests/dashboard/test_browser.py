@@ -81,8 +81,9 @@ def page(server: str) -> Iterator[object]:
 def _open(page: object, server: str, path: str, shot: str, ready: str) -> None:
     page.goto(server + path)  # type: ignore[attr-defined]
     page.wait_for_selector(ready, state="visible")  # type: ignore[attr-defined]
-    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
-    page.wait_for_timeout(800)  # type: ignore[attr-defined]  # let charts finish drawing
+    # Streamlit shows skeletons while a script runs; wait until none is left.
+    page.wait_for_selector("[data-testid=stSkeleton]", state="detached")  # type: ignore[attr-defined]
+    page.wait_for_timeout(500)  # type: ignore[attr-defined]  # let charts finish drawing
     _screenshot(page, shot)
 
 
@@ -133,6 +134,14 @@ def test_flows_deep_link_in_the_browser(page: object, server: str) -> None:
     link = page.locator("a:has-text('Open in Jaeger')").first  # type: ignore[attr-defined]
     assert link.get_attribute("href") == f"{JAEGER_UI}/trace/{1:032x}"
     assert "flow=ord-1" in page.url  # type: ignore[attr-defined]
+
+
+def test_root_deep_link_opens_the_flows_page(page: object, server: str) -> None:
+    """A copied `/?flow=ID` URL lands on the Flows page with that flow open."""
+    page.goto(server + "/?flow=ord-2")  # type: ignore[attr-defined]
+    page.wait_for_selector("text=Flow ord-2")  # type: ignore[attr-defined]
+    assert page.url.endswith("/flows?flow=ord-2")  # type: ignore[attr-defined]
+    assert page.locator("text=Page not found").count() == 0  # type: ignore[attr-defined]
 
 
 def test_out_of_order_in_the_browser(page: object, server: str) -> None:
