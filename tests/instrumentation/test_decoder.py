@@ -374,44 +374,44 @@ def test_tombstone_without_headers() -> None:
 # --- every problem code ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("headers", "value", "expected"),
-    [
-        (binary(ce_id=None), VALUE, ["missing_id"]),
-        (binary(ce_type=None), VALUE, ["missing_type"]),
-        (binary(ce_source=None), VALUE, ["missing_source"]),
-        (binary(ce_time=None), VALUE, ["missing_time"]),
-        (binary(ce_schemaversion=None), VALUE, ["missing_schema_version"]),
-        (binary(ce_specversion=b"0.3"), VALUE, ["bad_specversion: '0.3'"]),
-        (binary(ce_specversion=None), VALUE, ["bad_specversion: missing"]),
-        (
-            binary(ce_time=b"2026-11-26 05:35"),
-            VALUE,
-            ["bad_time: '2026-11-26 05:35' is not RFC 3339"],
-        ),
-        (binary(ce_sequence=b"seven"), VALUE, ["bad_sequence: 'seven' is not an integer"]),
-        (
-            binary(traceparent=b"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"),
-            VALUE,
-            ["bad_traceparent: uppercase hex is not allowed"],
-        ),
-        (
-            binary(tracestate=b"a=1\x01"),
-            VALUE,
-            ["bad_tracestate: not printable ASCII of at most 512 chars"],
-        ),
-        (binary(ce_subject=b"ord\xff"), VALUE, ["bad_header: ce_subject is not valid UTF-8"]),
-        ([*BINARY, ("ce_id", b"another")], VALUE, ["duplicate_header: ce_id"]),
-        (binary(ce_type=b"order.place"), VALUE, ["type_not_past_tense: order.place"]),
-        (BINARY, b"{not json", ["undecodable_value: not JSON"]),
-        (
-            None,
-            json.dumps({**STRUCTURED, "id": ["x"]}).encode(),
-            ["bad_field: id is a list, expected a string", "missing_id"],
-        ),
-        (None, b"[]", ["no_envelope: no ce_* headers and no JSON envelope in the value"]),
-    ],
-)
+_PROBLEM_CASES = [
+    (binary(ce_id=None), VALUE, ["missing_id"]),
+    (binary(ce_type=None), VALUE, ["missing_type"]),
+    (binary(ce_source=None), VALUE, ["missing_source"]),
+    (binary(ce_time=None), VALUE, ["missing_time"]),
+    (binary(ce_schemaversion=None), VALUE, ["missing_schema_version"]),
+    (binary(ce_specversion=b"0.3"), VALUE, ["bad_specversion: '0.3'"]),
+    (binary(ce_specversion=None), VALUE, ["bad_specversion: missing"]),
+    (
+        binary(ce_time=b"2026-11-26 05:35"),
+        VALUE,
+        ["bad_time: '2026-11-26 05:35' is not RFC 3339"],
+    ),
+    (binary(ce_sequence=b"seven"), VALUE, ["bad_sequence: 'seven' is not an integer"]),
+    (
+        binary(traceparent=b"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"),
+        VALUE,
+        ["bad_traceparent: uppercase hex is not allowed"],
+    ),
+    (
+        binary(tracestate=b"a=1\x01"),
+        VALUE,
+        ["bad_tracestate: not printable ASCII of at most 512 chars"],
+    ),
+    (binary(ce_subject=b"ord\xff"), VALUE, ["bad_header: ce_subject is not valid UTF-8"]),
+    ([*BINARY, ("ce_id", b"another")], VALUE, ["duplicate_header: ce_id"]),
+    (binary(ce_type=b"order.place"), VALUE, ["type_not_past_tense: order.place"]),
+    (BINARY, b"{not json", ["undecodable_value: not JSON"]),
+    (
+        None,
+        json.dumps({**STRUCTURED, "id": ["x"]}).encode(),
+        ["bad_field: id is a list, expected a string", "missing_id"],
+    ),
+    (None, b"[]", ["no_envelope: no ce_* headers and no JSON envelope in the value"]),
+]
+
+
+@pytest.mark.parametrize(("headers", "value", "expected"), _PROBLEM_CASES)
 def test_problem_codes(headers: Any, value: bytes, expected: list[str]) -> None:
     """Each kind of defect is recorded with its stable code, and the rest still decodes."""
     event = decode_record(headers, value)
@@ -581,3 +581,38 @@ def test_fast_path_agrees_with_careful_path(
         decoder._fast_binary = original
     assert (fast, fast.problems) == (careful, careful.problems)
     assert json.dumps(fast.data, default=repr) == json.dumps(careful.data, default=repr)
+
+
+def test_hand_written_bad_fields() -> None:
+    """Wrongly typed fields of a hand-written envelope are bad_field problems, in field order."""
+    value = {
+        "eventId": {"x": 1},
+        "eventType": ["a"],
+        "version": 1,
+        "timestamp": True,
+        "source": "s",
+        "sequence": "3.5",
+        "data": None,
+    }
+    event = decode_record(None, json.dumps(value).encode())
+    assert (event.id, event.type, event.time, event.sequence) == (None, None, None, None)
+    assert event.problems == [
+        "bad_field: id is a dict, expected a string",
+        "bad_field: type is a list, expected a string",
+        "bad_field: time is a bool, expected a string",
+        "bad_sequence: '3.5' is not an integer",
+        "missing_id",
+        "missing_type",
+        "missing_time",
+    ]
+
+
+def test_every_problem_code_is_tested() -> None:
+    """The problem-code table above covers every code the decoder defines."""
+    codes = {
+        value
+        for name, value in vars(decoder).items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, str)
+    }
+    tested = {p.split(":", 1)[0] for params in _PROBLEM_CASES for p in params[2]}
+    assert codes == tested

@@ -366,30 +366,32 @@ def _structured(obj: Any, problems: list[str]) -> Event:
 
 
 def _hand_written(obj: dict[str, Any], problems: list[str]) -> Event:
-    fields: dict[str, Any] = {}
-    for ours, spellings in _ENVELOPE_FIELDS.items():
-        for spelling in spellings:
+    def field(ours: str) -> Any:
+        for spelling in _ENVELOPE_FIELDS[ours]:
             if spelling in obj:
-                fields[ours] = obj[spelling]
-                break
-    time = fields.get("time")
+                return obj[spelling]
+        return None
+
+    def text(ours: str, value: Any = None) -> str | None:
+        return _as_text(ours, field(ours) if value is None else value, problems)
+
+    time = field("time")
     if isinstance(time, int | float) and not isinstance(time, bool):
-        fields["time"] = _epoch_to_rfc3339(time)
-    texts = {
-        name: _as_text(name, fields.get(name), problems)
-        for name in (
-            "id",
-            "type",
-            "source",
-            "time",
-            "schema_version",
-            "correlation_id",
-            "causation_id",
-            "subject",
-        )
-    }
-    event = Event(**texts, data=obj.get("data", obj.get("payload")), envelope="json_envelope")
-    event.sequence = _sequence(fields.get("sequence"), problems)
+        time = _epoch_to_rfc3339(time)
+    # Keyword arguments are evaluated in order: problems come out id, type, source, time, ...
+    event = Event(
+        id=text("id"),
+        type=text("type"),
+        source=text("source"),
+        time=text("time", time),
+        schema_version=text("schema_version"),
+        correlation_id=text("correlation_id"),
+        causation_id=text("causation_id"),
+        subject=text("subject"),
+        data=obj.get("data", obj.get("payload")),
+        envelope="json_envelope",
+    )
+    event.sequence = _sequence(field("sequence"), problems)
     _check_required(event, problems)
     return event
 
