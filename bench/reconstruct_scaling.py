@@ -163,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
                 db.execute("DELETE FROM flows")  # every pass measured is a first pass
                 db.execute("DELETE FROM anomalies")
                 db.execute("DELETE FROM graph_edges")
+                db.execute("DELETE FROM meta WHERE key = 'analysis.state'")
         else:
             for suffix in ("", "-wal", "-shm"):
                 if os.path.exists(path + suffix):

@@ -93,15 +93,50 @@ def test_statuses_anomalies_and_graph(store):
 
 
 def test_rerunning_adds_nothing_and_rewrites_nothing(store):
-    """A second pass on the same data records no anomaly and rewrites no flow."""
+    """A second full pass on the same data records no anomaly and rewrites no flow."""
     _scenario(store)
     first = analyze(store, AnalysisOptions(), now_ms=NOW)
     before = (_anomaly_keys(store), _flows(store))
+    store.set_meta("analysis.state", "null")  # forget the last pass: no skipping
     second = analyze(store, AnalysisOptions(), now_ms=NOW)
     assert (first.anomalies_new, first.flows_written) == (2, 7)
+    assert not second.skipped
     assert (second.anomalies_new, second.flows_written, second.flows_removed) == (0, 0, 0)
     assert second.anomalies_found == {"failed_handler": 1, "stuck_flow": 1}
     assert (_anomaly_keys(store), _flows(store)) == before
+
+
+def test_unchanged_store_is_skipped_until_something_is_due(store):
+    """Without new rows the next pass is skipped, until the in-progress flow's stuck-after."""
+    _scenario(store)
+    first = analyze(store, AnalysisOptions(), now_ms=NOW)
+    activity = NOW - 10_000 + 5 + 2 + 2  # f0000006's last span ends 9,991 ms before NOW
+    assert (first.skipped, first.next_due_ms) == (False, activity + 60_000)
+    again = analyze(store, AnalysisOptions(), now_ms=activity + 59_999)
+    assert again.skipped
+    assert (again.flows, again.statuses) == (first.flows, first.statuses)
+    assert not analyze(store, AnalysisOptions(skew_s=2.0), now_ms=NOW).skipped  # other options
+    due = analyze(store, AnalysisOptions(), now_ms=activity + 60_000)
+    assert not due.skipped
+    assert due.statuses["stuck"] == 2
+
+
+def test_new_rows_or_anomalies_end_the_skipping(store):
+    """A new event, or an anomaly recorded by someone else, makes the next pass a full one."""
+    from choreoscope.collector.detect.anomaly import Anomaly, record
+
+    _scenario(store)
+    analyze(store, AnalysisOptions(), now_ms=NOW)
+    put(store, [ev("n1", "order.placed", flow="f9", offset=99)])
+    after_event = analyze(store, AnalysisOptions(), now_ms=NOW)
+    assert (after_event.skipped, after_event.flows) == (False, 8)
+    assert analyze(store, AnalysisOptions(), now_ms=NOW).skipped
+    with store.engine.begin() as conn:
+        record(store, conn, [Anomaly(kind="stuck_outbox", key="x", detail="row x is stuck",
+                                     correlation_id="f0000000")], NOW)
+    after_anomaly = analyze(store, AnalysisOptions(), now_ms=NOW)
+    assert not after_anomaly.skipped
+    assert _flows(store)["f0000000"]["anomaly_count"] == 1
 
 
 def test_time_passing_makes_a_waiting_flow_stuck(store):

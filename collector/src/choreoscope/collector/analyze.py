@@ -90,6 +90,11 @@ class AnalysisResult:
     anomalies_found: dict[str, int] = field(default_factory=dict)  # by kind, this pass
     anomalies_new: int = 0  # rows added (the rest were already recorded)
     elapsed_s: float = 0.0
+    # When nothing changed in the store since the last pass (by any collector with the same
+    # options) and no time-based change (stuck-after, grace, horizon) is due, the pass is
+    # skipped: `skipped` is True and the counts are the last pass's.
+    skipped: bool = False
+    next_due_ms: int | None = None  # the earliest time a status or anomaly can change by time
 
 
 class _Sink:
@@ -141,12 +146,21 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     dialect = store.dialect
     dead = _dead_outbox_flows(store)
     grace_ms = int(options.untraced_grace_s * 1000)
+    horizon_ms = int(options.orphan_horizon_s * 1000)
+    due = _Due()
 
     with raw_connection(store) as raw:
-        tracing_active = options.jaeger_enabled or _any_span(raw, dialect)
+        data_fp = _data_fingerprint(raw, options, dead)
+        previous = _skip(store, raw, data_fp, now_ms)
+        if previous is not None:
+            previous.elapsed_s = time.perf_counter() - started
+            return previous
+        tracing_active = options.jaeger_enabled or _one(raw, "SELECT 1 FROM spans LIMIT 1")
         fetches = unfound_trace_fetches(raw, dialect)
         for flow in flowmod.group_flows(events_by_flow(raw, dialect), spans_by_flow(raw, dialect)):
             dag = flowmod.causal_dag(flow)
+            if tracing_active:
+                _trace_due(flow, dag, now_ms, grace_ms, due)
             terminal.learn(dag)
             graph.add(flow, dag)
             summaries.append(flowmod.summarize(flow, dag, tracing_active=tracing_active,
@@ -160,9 +174,11 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
                                      jaeger_enabled=options.jaeger_enabled,
                                      grace_s=options.untraced_grace_s, now_ms=now_ms,
                                      fetches=fetches))
-        sink.add(orphan.detect(orphan.load(raw, dialect, now_ms=now_ms,
-                                           horizon_s=options.orphan_horizon_s),
-                               now_ms=now_ms, horizon_s=options.orphan_horizon_s))
+        effects = list(orphan.load(raw, dialect))
+        for e in effects:
+            if e.observed_at_ms + horizon_ms > now_ms:
+                due.at(e.observed_at_ms + horizon_ms)
+        sink.add(orphan.detect(effects, now_ms=now_ms, horizon_s=options.orphan_horizon_s))
         sink.add(out_of_order.detect_processing(processed_by_group_subject(raw, dialect),
                                                 options.skew_s))
 
@@ -174,9 +190,15 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
                             is_terminal=terminal.is_terminal)
         if st == "stuck":
             sink.add(stuck_flow.detect(summary, stuck, now_ms=now_ms))
+        elif st == "in_progress":
+            waits = [options.stuck_after_ms(leaf[1]) for leaf in summary.leaves
+                     if not terminal.is_terminal(leaf[1])]
+            due.at(summary.activity_ms + int(min(waits)))
         statuses.append(st)
     sink.flush()
 
+    with raw_connection(store) as raw:
+        anomalies_fp = _one(raw, "SELECT count(*), max(id) FROM anomalies")
     counts = _anomaly_counts(store)
     written, removed = _write_flows(store, summaries, statuses, counts, now_ms)
     edges = graph.rows(sink.by_edge)
@@ -189,12 +211,84 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     result.terminal_types = terminal.terminal
     result.anomalies_found = dict(sink.by_kind)
     result.anomalies_new = sink.new
+    result.next_due_ms = due.ms
+    store.set_meta(_STATE_KEY, json.dumps({
+        "data": data_fp, "anomalies": list(anomalies_fp or ()), "now_ms": now_ms,
+        "next_due_ms": due.ms, "flows": result.flows, "statuses": result.statuses,
+        "edges": result.edges, "terminal_types": result.terminal_types}, default=str))
     result.elapsed_s = time.perf_counter() - started
     return result
 
 
-def _any_span(raw: Any, dialect: str) -> bool:
-    return any(True for _ in stream(raw, dialect, "SELECT 1 FROM spans LIMIT 1", "cs_any"))
+_STATE_KEY = "analysis.state"
+
+
+class _Due:
+    """The earliest future time at which a status or an anomaly can change by time alone."""
+
+    def __init__(self) -> None:
+        self.ms: int | None = None
+
+    def at(self, ms: int) -> None:
+        if self.ms is None or ms < self.ms:
+            self.ms = ms
+
+
+def _trace_due(flow: flowmod.Flow, dag: flowmod.Dag, now_ms: int, grace_ms: int,
+               due: _Due) -> None:
+    """Events whose missing trace becomes `untraced` (and the flow's trace unavailable) later."""
+    present: set[str] | None = None
+    for e in dag.nodes.values():
+        if e.trace_id is None or e.observed_at_ms + grace_ms <= now_ms:
+            continue
+        if present is None:
+            present = flow.span_traces
+        if e.trace_id not in present:
+            due.at(e.observed_at_ms + grace_ms)
+
+
+def _one(raw: Any, sql: str) -> Any:
+    """The first row of a small query (a plain client-side cursor)."""
+    cur = raw.cursor()
+    try:
+        cur.execute(sql)
+        return cur.fetchone()
+    finally:
+        cur.close()
+
+
+def _data_fingerprint(raw: Any, options: AnalysisOptions, dead: set[str]) -> list[Any]:
+    """What the pass reads, summarised: row counts and latest times of every input table,
+    the dead outbox flows and the options. Taken before reading, so a change made while the
+    pass runs shows as a difference next time."""
+    return [
+        list(_one(raw, "SELECT count(*), max(observed_at_ms) FROM events")),
+        list(_one(raw, "SELECT count(*), max(received_at_ms) FROM spans")),
+        list(_one(raw, "SELECT count(*), max(last_fetch_ms), sum(attempts) FROM trace_fetches")),
+        hashlib.sha256("\n".join(sorted(dead)).encode()).hexdigest(),
+        repr(options),
+    ]
+
+
+def _skip(store: Store, raw: Any, data_fp: list[Any], now_ms: int) -> AnalysisResult | None:
+    """The last pass's result when it still holds: same inputs, same anomalies, nothing due."""
+    try:
+        state = json.loads(store.get_meta(_STATE_KEY) or "null")
+    except ValueError:
+        return None
+    if not isinstance(state, dict):
+        return None
+    anomalies_fp = list(_one(raw, "SELECT count(*), max(id) FROM anomalies") or ())
+    same = (json.loads(json.dumps(data_fp, default=str)) == state.get("data")
+            and json.loads(json.dumps(anomalies_fp, default=str)) == state.get("anomalies"))
+    last, due = state.get("now_ms"), state.get("next_due_ms")
+    if not same or not isinstance(last, int) or now_ms < last or (due is not None
+                                                                  and now_ms >= due):
+        return None
+    return AnalysisResult(now_ms=now_ms, flows=state.get("flows", 0),
+                          statuses=state.get("statuses", {}), edges=state.get("edges", 0),
+                          terminal_types=state.get("terminal_types", []), skipped=True,
+                          next_due_ms=due)
 
 
 def _dead_outbox_flows(store: Store) -> set[str]:

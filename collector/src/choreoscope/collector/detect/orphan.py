@@ -36,9 +36,10 @@ WHERE e.causation_id IS NOT NULL AND e.observed_at_ms <= {cutoff}
 """
 
 
-def load(raw: Any, dialect: str, *, now_ms: int, horizon_s: float) -> Iterator[Effect]:
-    """Effects observed at least `horizon_s` ago whose cause is still unknown."""
-    cutoff = int(now_ms - horizon_s * 1000)
+def load(raw: Any, dialect: str, *, now_ms: int | None = None,
+         horizon_s: float = 0.0) -> Iterator[Effect]:
+    """Effects whose cause is unknown; with `now_ms`, only those observed `horizon_s` ago."""
+    cutoff = 2**62 if now_ms is None else int(now_ms - horizon_s * 1000)
     for row in stream(raw, dialect, ORPHANS_SQL.format(cutoff=cutoff), "cs_orphans"):
         yield Effect._make(row)
 
