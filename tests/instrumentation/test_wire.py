@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from choreoscope.instrumentation import wire
 from choreoscope.instrumentation.decoder import decode_record
 from choreoscope.instrumentation.event import Event
@@ -105,3 +108,58 @@ def test_round_trip_through_decoder() -> None:
             "2",
         )
         assert (event.sequence, event.traceparent, event.tracestate) == (5, TP, "k=v")
+
+
+_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    id=_text,
+    source=_text,
+    subject=st.none() | _text,
+    correlation_id=st.none() | _text,
+    causation_id=st.none() | _text,
+    sequence=st.none() | st.integers(min_value=-(2**70), max_value=2**70),
+    data=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+        max_leaves=8,
+    ),
+)
+def test_any_event_round_trips(
+    id: str,
+    source: str,
+    subject: str | None,
+    correlation_id: str | None,
+    causation_id: str | None,
+    sequence: int | None,
+    data: object,
+) -> None:
+    """Any envelope and JSON data written by wire comes back unchanged from the decoder."""
+    event = Event(
+        id=id,
+        type="order.placed",
+        source=source,
+        subject=subject,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        schema_version="1",
+        time="2026-11-26T05:35:14.123456Z",
+        sequence=sequence,
+    )
+    value, content_type = wire.encode_value(data)
+    decoded = decode_record(wire.encode_headers(event, TP, None, content_type), value)
+    assert decoded.problems == []
+    assert (decoded.id, decoded.source, decoded.subject, decoded.sequence) == (
+        id,
+        source,
+        subject,
+        sequence,
+    )
+    assert (decoded.correlation_id, decoded.causation_id) == (correlation_id, causation_id)
+    assert decoded.data == data
