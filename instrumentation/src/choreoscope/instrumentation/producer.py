@@ -50,6 +50,9 @@ _PRODUCER = SpanKind.PRODUCER
 _OCTET_STREAM = "application/octet-stream"
 _JSON_OPENERS = (b"{", b"[")
 _MAX_CACHED_TOPICS = 4096
+_HEADER_SEQUENCES = (list, tuple)
+_TEXT_KEYS = (bytes, str)
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 # Caller headers that set an envelope field: header name -> Event attribute.
 _HEADER_FIELDS = {
@@ -162,32 +165,35 @@ class TracedProducer:
         `1`. Returns kafka-python's future; a failed delivery fails it and marks the span
         ERROR, a synchronous error propagates after doing the same.
         """
-        event = Event(id=None, type=None, source=self.service, schema_version="1")
-        caller_headers: list[Any] | None = None
+        # Positional: id, type, source, subject, correlation_id, causation_id, schema_version.
+        event = Event(None, None, self.service, None, None, None, "1")
         caller_traceparent: str | None = None
-        if headers is not None and type(headers) in (list, tuple):
-            if headers:
-                caller_headers = list(headers)
-                caller_traceparent = _read_caller_headers(caller_headers, event)
-            headers_out: Any = caller_headers
-        else:
-            headers_out = headers  # None, or something kafka-python rejects itself
+        headers_out: Any = headers  # None, or something kafka-python rejects itself
+        if headers and type(headers) in _HEADER_SEQUENCES:
+            headers_out = list(headers)
+            caller_traceparent = _read_caller_headers(headers_out, event)
+            if event.type is not None and event.type not in _checked_types:
+                _check_type(event.type)
+        elif type(headers) in _HEADER_SEQUENCES:
+            headers_out = None  # empty
         if event.type is None:
             event.type = topic
-        elif event.type not in _checked_types:
-            _check_type(event.type)
-        key_text = _key_text(key)
-        if event.subject is None and key_text is not None and isinstance(key, bytes | str):
-            event.subject = key_text
+        key_text = None
+        if key is not None:
+            key_text = _key_text(key)
+            if event.subject is None and isinstance(key, _TEXT_KEYS):
+                event.subject = key_text
         self._complete(event)
 
         content_type = None
         if not self._serializes_values:
-            if type(value) is dict or type(value) is list:
+            kind = type(value)
+            if kind is bytes:
+                if value[:1] not in _JSON_OPENERS:
+                    content_type = _OCTET_STREAM
+            elif kind is dict or kind is list:
                 value = json.dumps(value, separators=(",", ":"), default=str).encode()
-            elif (
-                isinstance(value, bytes | bytearray | memoryview) and value[:1] not in _JSON_OPENERS
-            ):
+            elif isinstance(value, _BYTES_LIKE) and bytes(value[:1]) not in _JSON_OPENERS:
                 content_type = _OCTET_STREAM
         parent = None
         if caller_traceparent is not None:
@@ -365,7 +371,8 @@ class TracedProducer:
         span: Span | None = None
         traceparent = tracestate = None
         try:
-            name, base = self._topic(topic)
+            entry = self._topics.get(topic)
+            name, base = entry if entry is not None else self._topic(topic)
             attrs = _span_attributes(base, event, key_text)
             if extra_attributes:
                 attrs.update(extra_attributes)
