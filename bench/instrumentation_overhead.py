@@ -18,6 +18,10 @@ checksums record batches with CRC32C in pure Python unless the `crc32c` package 
 (a dependency of choreoscope-instrumentation): the bench says which one it measured.
 
     .venv/bin/python bench/instrumentation_overhead.py [--messages N] [--rounds R]
+
+`--burst N` instead sends N records (default run: no burst) through a producer traced by
+`setup_tracing` into a local OTLP/HTTP endpoint and checks that every span was received or
+counted as lost (`dropped_spans()`).
 """
 
 from __future__ import annotations
@@ -212,13 +216,70 @@ def breakdown(number: int) -> dict[str, float]:
     return result
 
 
+# -- span accounting under a burst ------------------------------------------------------
+
+
+def burst(bootstrap: str, n: int) -> None:
+    """N sends with setup_tracing's provider: spans received + spans counted lost == N."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from choreoscope.instrumentation import dropped_spans, setup_tracing
+
+    received = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            request = ExportTraceServiceRequest.FromString(body)
+            received[0] += sum(
+                len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans
+            )
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tp = setup_tracing(
+        "bench", endpoint=f"http://127.0.0.1:{server.server_address[1]}", set_global=False
+    )
+    raw = KafkaProducer(bootstrap_servers=bootstrap)
+    producer = instrument_producer(raw, service="bench", tracer_provider=tp)
+    start = time.perf_counter()
+    for _ in range(n):
+        producer.send(f"bench.burst.{int(start)}", VALUE)
+    producer.flush()
+    elapsed = time.perf_counter() - start
+    tp.shutdown()
+    raw.close()
+    server.shutdown()
+    lost = dropped_spans()
+    print(
+        f"burst of {n:,} sends in {elapsed:.1f} s: {received[0]:,} spans received, "
+        f"{lost:,} counted lost; accounted for: {received[0] + lost == n}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=20_000, help="messages per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept")
     parser.add_argument("--no-consume", action="store_true", help="producer side only")
+    parser.add_argument("--burst", type=int, default=0, help="only the span-accounting burst")
     args = parser.parse_args()
     n = args.messages
+    if args.burst:
+        with EmbeddedBroker() as broker:
+            burst(broker.bootstrap, args.burst)
+        return
     variants = ("bare", "otel", "ours")
     best: dict[str, dict[str, list[float]]] = {
         side: {v: [0.0, 0.0] for v in variants} for side in ("produce", "consume")

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from choreoscope.instrumentation import semconv
+from choreoscope.instrumentation import semconv, traced_producer
 from choreoscope.instrumentation.context import handling
 from choreoscope.instrumentation.errors import ChoreoscopeError, UsageError
 from choreoscope.instrumentation.event import Event
@@ -482,7 +482,6 @@ def test_traced_producer_publishes_the_return_value(
     producer: TracedProducer, bootstrap: str, topic: str
 ) -> None:
     """The decorated call returns the Event; key and subject callables read the returned dict."""
-    from choreoscope.instrumentation._publishing import traced_producer
 
     @traced_producer(
         producer, topic, "order.placed", key=lambda d: d["id"], subject=lambda d: f"ord_{d['id']}"
@@ -507,7 +506,6 @@ def test_traced_producer_publishes_the_return_value(
 
 def test_traced_producer_wraps_async_functions(producer: TracedProducer, topic: str) -> None:
     """An async function gives an async wrapper whose await returns the Event."""
-    from choreoscope.instrumentation._publishing import traced_producer
 
     @traced_producer(producer, topic, "payment.captured", key="pay_1")
     async def capture() -> dict[str, Any]:
@@ -522,8 +520,6 @@ def test_traced_producer_wraps_async_functions(producer: TracedProducer, topic: 
 
 def test_traced_producer_rejects_misuse_loudly(producer: TracedProducer, topic: str) -> None:
     """A raw producer, a bad key, or a non-dict return raise UsageError saying expected/got."""
-    from choreoscope.instrumentation._publishing import traced_producer
-
     with pytest.raises(UsageError, match=r"expected a TracedProducer .*, got KafkaProducer"):
         traced_producer(producer.wrapped, topic, "order.placed")
     with pytest.raises(UsageError, match="expected the key as"):
