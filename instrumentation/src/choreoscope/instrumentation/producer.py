@@ -198,6 +198,7 @@ class TracedProducer:
         parent = None
         if caller_traceparent is not None:
             parent = _context_from_traceparent(caller_traceparent, None)
+            event.traceparent = caller_traceparent
         return self._emit(
             topic,
             event,
@@ -386,7 +387,7 @@ class TracedProducer:
                     event.traceparent = traceparent
                     event.tracestate = tracestate
         except Exception:  # noqa: BLE001 - telemetry never takes the host down
-            _log.exception("choreoscope: could not start the producer span; sending without it")
+            _log_failure_once("could not start the producer span; sending without it")
         headers = wire.encode_headers(event, traceparent, tracestate, content_type)
         if caller_headers is not None and type(caller_headers) is list:
             headers = _merge(caller_headers, headers)
@@ -402,7 +403,7 @@ class TracedProducer:
             try:
                 future.add_both(functools.partial(_finish, span))
             except Exception:  # noqa: BLE001
-                _log.exception("choreoscope: could not watch the send's future; span ended now")
+                _log_failure_once("could not watch the send's future; span ended now")
                 _finish(span, None)
         return future
 
@@ -437,7 +438,19 @@ def _finish(span: Span, outcome: Any) -> None:
             span.set_attribute(semconv.ERROR_TYPE, type(outcome).__qualname__)
         span.end()
     except Exception:  # noqa: BLE001
-        _log.exception("choreoscope: could not end the producer span")
+        _log_failure_once("could not end the producer span")
+
+
+_failures_logged: set[str] = set()
+
+
+def _log_failure_once(what: str) -> None:
+    """Log a tracing failure with its traceback the first time, at debug level after that."""
+    if what in _failures_logged:
+        _log.debug("choreoscope: %s", what, exc_info=True)
+        return
+    _failures_logged.add(what)
+    _log.exception("choreoscope: %s (logged once; later ones at debug level)", what)
 
 
 def _merge(caller: list[Any], ours: list[tuple[str, bytes]]) -> list[Any]:
