@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from choreoscope.instrumentation import Event, UsageError, carry_context, current_event
+from choreoscope.instrumentation import Event, UsageError, carry_context, current_event, semconv
 from choreoscope.instrumentation.consumer import traced_consumer
 from tests.instrumentation._bus import PARENT_SPAN_ID, TRACE_ID, TRACEPARENT, ce_headers, round_trip
 
@@ -91,6 +91,7 @@ def test_span_around_handler(
         "choreoscope.causation_id": "evt-0",
     }
     assert span.status.status_code is StatusCode.UNSET
+    assert dict(span.attributes or {}) == semconv.process_attributes(event, "billing-g")
 
 
 def test_no_group_attribute_without_group(

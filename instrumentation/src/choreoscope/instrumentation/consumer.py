@@ -159,7 +159,20 @@ class _Processing:
                 attributes[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = event.key.decode(
                     "utf-8", "replace"
                 )
-            attributes.update(semconv.event_attributes(event))
+            # semconv.event_attributes, written straight into the one dict (hot path).
+            if event.id:
+                attributes[semconv.MESSAGING_MESSAGE_ID] = event.id
+                attributes[semconv.CLOUDEVENTS_EVENT_ID] = event.id
+            if event.correlation_id:
+                attributes[semconv.MESSAGING_CONVERSATION_ID] = event.correlation_id
+            if event.type:
+                attributes[semconv.CLOUDEVENTS_EVENT_TYPE] = event.type
+            if event.source:
+                attributes[semconv.CLOUDEVENTS_EVENT_SOURCE] = event.source
+            if event.subject:
+                attributes[semconv.CLOUDEVENTS_EVENT_SUBJECT] = event.subject
+            if event.causation_id:
+                attributes[semconv.CAUSATION_ID] = event.causation_id
             span = self.tracer.start_span(
                 name,
                 context=_parent_context(event),
