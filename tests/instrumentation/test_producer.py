@@ -23,7 +23,7 @@ from choreoscope.instrumentation.context import handling
 from choreoscope.instrumentation.errors import ChoreoscopeError, UsageError
 from choreoscope.instrumentation.event import Event
 from choreoscope.instrumentation.producer import TracedProducer, instrument_producer
-from choreoscope.instrumentation.testing import wait_for_spans
+from choreoscope.instrumentation.testing import CapturedSpans, captured_spans, wait_for_spans  # noqa: F401
 from choreoscope.instrumentation.traceparent import format_traceparent, parse_traceparent
 
 pytestmark = pytest.mark.broker
@@ -596,3 +596,20 @@ def test_value_json_matches_wire_encoding(
     producer.flush()
     values = {r.value for r in read_back(bootstrap, topic, 2)}
     assert values == {json.dumps(data, separators=(",", ":")).encode()}
+
+
+def test_the_shipped_fixture_captures_producer_spans(
+    bootstrap: str,
+    topic: str,
+    captured_spans: CapturedSpans,  # noqa: F811
+) -> None:
+    """`testing.captured_spans` gives a provider whose spans land in its in-memory exporter."""
+    raw = KafkaProducer(bootstrap_servers=bootstrap)
+    producer = instrument_producer(raw, service="orders", tracer_provider=captured_spans.provider)
+    try:
+        event = producer.publish(topic, "order.placed", {})
+        producer.flush()
+    finally:
+        raw.close(timeout=5)
+    [span] = captured_spans.exporter.get_finished_spans()
+    assert dict(span.attributes)[semconv.MESSAGING_MESSAGE_ID] == event.id
