@@ -118,7 +118,8 @@ def _timeline(flow: dict[str, Any]) -> None:
                  "detail", "status"])
     spans = base.transform_filter(alt.datum.item != "event on the bus").mark_bar(
         height=14, cornerRadius=2).encode(
-        x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M:%S.%L")), x2="end:T",
+        x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M:%S.%L", tickCount=6)),
+        x2="end:T",
         color=alt.Color("item:N", title=None, scale=alt.Scale(scheme="tableau10")))
     points = base.transform_filter(alt.datum.item == "event on the bus").mark_point(
         shape="diamond", size=90, filled=True, color="#111827").encode(x="start:T")

@@ -91,9 +91,12 @@ def _table(f: dict[str, Any]) -> None:
         config["jaeger"] = jaeger.link_column()
     ids = df["correlation_id"].tolist()
     st.caption(f"{total:,} flows match · newest activity first · select a row for its detail")
+    chosen = st.session_state.get(f"{PAGE}:flow") or ""
     st.dataframe(df[cols], hide_index=True, width="stretch", column_config=config,
                  key=f"{PAGE}:table", on_select=lambda: _choose(ids),
-                 selection_mode="single-row")
+                 selection_mode="single-row",
+                 selection_default={"selection": {"rows": [ids.index(chosen)]}}
+                 if chosen in ids else None)
     if st.session_state.pop(_CHANGED, False):
         st.rerun(scope="app")  # the detail below lives outside this fragment
     pages = max(1, -(-total // PAGE_SIZE))

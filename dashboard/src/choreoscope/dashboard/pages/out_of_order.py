@@ -20,7 +20,7 @@ EXPLAIN = {
     "time": "an older `ce_time` was handled after a newer one of the same subject "
             "(beyond the allowed clock skew)",
 }
-PAGE_SIZE = 25
+PAGE_SIZE = 10
 
 
 def render() -> None:
