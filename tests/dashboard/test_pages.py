@@ -251,3 +251,14 @@ def test_refresh_interval_from_the_url_and_pausable(env: None) -> None:
     at.sidebar.toggle[0].set_value(True).run()
     assert at.query_params["refresh"] == "0"
     assert at.sidebar.selectbox[0].value == 10.0
+
+
+def test_unreachable_store_is_reported_without_its_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that refuses connections is shown as unreachable, its password masked."""
+    monkeypatch.setenv("CHOREOSCOPE_STORE", "postgresql://cs:s3cret@127.0.0.1:1/store")
+    at = run("flows")
+    assert at.title[0].value == "Welcome to Choreoscope"
+    assert at.error[0].value.startswith(
+        "The store `postgresql://cs:***@127.0.0.1:1/store` cannot be read: ")
+    assert "s3cret" not in text_of(at)

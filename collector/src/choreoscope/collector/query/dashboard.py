@@ -81,13 +81,11 @@ def open_readonly(url: str) -> Store:
 
 
 def has_tables(store: Store) -> bool:
-    """Whether the store has been created by a collector (its `events` table exists)."""
+    """Whether the store has been created by a collector (its `events` table exists).
+    Connection errors propagate: an unreachable store is not an empty one."""
     from sqlalchemy import inspect
 
-    try:
-        return bool(inspect(store.engine).has_table("events"))
-    except Exception:  # noqa: BLE001 - an unreachable store has no tables to show
-        return False
+    return bool(inspect(store.engine).has_table("events"))
 
 
 def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
