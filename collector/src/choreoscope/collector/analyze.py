@@ -10,14 +10,10 @@ upsert (unchanged flows are not rewritten; flows and edges that no longer exist 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-from sqlalchemy import delete, func, select, tuple_
 
 from .detect import (
     duplicate,
@@ -30,25 +26,21 @@ from .detect import (
 )
 from .detect.anomaly import Anomaly, record
 from .reconstruct import flows as flowmod
+from .reconstruct import skip
 from .reconstruct.graph import CONSUMED_BY, EMITS, GraphBuilder
 from .reconstruct.load import (
-    collate,
     events_by_flow,
     raw_connection,
     spans_by_flow,
-    stream,
     unfound_trace_fetches,
 )
 from .reconstruct.order import processed_by_group_subject
 from .reconstruct.terminal import TerminalTypes
+from .reconstruct.write import anomaly_counts, dead_outbox_flows, write_edges, write_flows
 from .store import Store
-from .store.schema import anomalies, flows, graph_edges, outbox_sources
 
 _BATCH = 5000
 _MAX_KEY = 400  # anomalies.key is String(512), "kind:" included
-_FLOW_COLUMNS = ("correlation_id", "status", "started_at_ms", "last_seen_at_ms", "duration_ms",
-                 "event_count", "services", "event_types", "trace_ids", "anomaly_count",
-                 "variant", "trace_status")
 
 
 @dataclass
@@ -144,23 +136,26 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     graph = GraphBuilder()
     summaries: list[flowmod.FlowSummary] = []
     dialect = store.dialect
-    dead = _dead_outbox_flows(store)
+    dead = dead_outbox_flows(store)
     grace_ms = int(options.untraced_grace_s * 1000)
     horizon_ms = int(options.orphan_horizon_s * 1000)
-    due = _Due()
+    due = skip.Due()
 
     with raw_connection(store) as raw:
-        data_fp = _data_fingerprint(raw, options, dead)
-        previous = _skip(store, raw, data_fp, now_ms)
-        if previous is not None:
-            previous.elapsed_s = time.perf_counter() - started
-            return previous
-        tracing_active = options.jaeger_enabled or _one(raw, "SELECT 1 FROM spans LIMIT 1")
+        data_fp = skip.data_fingerprint(raw, options, dead)
+        last = skip.previous(store, raw, data_fp, now_ms)
+        if last is not None:
+            return AnalysisResult(
+                now_ms=now_ms, flows=last.get("flows", 0), statuses=last.get("statuses", {}),
+                edges=last.get("edges", 0), terminal_types=last.get("terminal_types", []),
+                skipped=True, next_due_ms=last.get("next_due_ms"),
+                elapsed_s=time.perf_counter() - started)
+        tracing_active = options.jaeger_enabled or bool(skip.one(raw, "SELECT 1 FROM spans LIMIT 1"))
         fetches = unfound_trace_fetches(raw, dialect)
         for flow in flowmod.group_flows(events_by_flow(raw, dialect), spans_by_flow(raw, dialect)):
             dag = flowmod.causal_dag(flow)
             if tracing_active:
-                _trace_due(flow, dag, now_ms, grace_ms, due)
+                skip.trace_due(flow, dag, now_ms, grace_ms, due)
             terminal.learn(dag)
             graph.add(flow, dag)
             summaries.append(flowmod.summarize(flow, dag, tracing_active=tracing_active,
@@ -198,11 +193,11 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     sink.flush()
 
     with raw_connection(store) as raw:
-        anomalies_fp = _one(raw, "SELECT count(*), max(id) FROM anomalies")
-    counts = _anomaly_counts(store)
-    written, removed = _write_flows(store, summaries, statuses, counts, now_ms)
+        anomalies_fp = skip.anomalies_fingerprint(raw)
+    counts = anomaly_counts(store)
+    written, removed = write_flows(store, summaries, statuses, counts, now_ms)
     edges = graph.rows(sink.by_edge)
-    _write_edges(store, edges)
+    write_edges(store, edges)
 
     result.flows = len(summaries)
     result.statuses = dict(Counter(statuses))
@@ -212,152 +207,9 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     result.anomalies_found = dict(sink.by_kind)
     result.anomalies_new = sink.new
     result.next_due_ms = due.ms
-    store.set_meta(_STATE_KEY, json.dumps({
-        "data": data_fp, "anomalies": list(anomalies_fp or ()), "now_ms": now_ms,
-        "next_due_ms": due.ms, "flows": result.flows, "statuses": result.statuses,
-        "edges": result.edges, "terminal_types": result.terminal_types}, default=str))
+    skip.save(store, data_fp=data_fp, anomalies_fp=anomalies_fp, now_ms=now_ms,
+              next_due_ms=due.ms, summary={"flows": result.flows, "statuses": result.statuses,
+                                           "edges": result.edges,
+                                           "terminal_types": result.terminal_types})
     result.elapsed_s = time.perf_counter() - started
     return result
-
-
-_STATE_KEY = "analysis.state"
-
-
-class _Due:
-    """The earliest future time at which a status or an anomaly can change by time alone."""
-
-    def __init__(self) -> None:
-        self.ms: int | None = None
-
-    def at(self, ms: int) -> None:
-        if self.ms is None or ms < self.ms:
-            self.ms = ms
-
-
-def _trace_due(flow: flowmod.Flow, dag: flowmod.Dag, now_ms: int, grace_ms: int,
-               due: _Due) -> None:
-    """Events whose missing trace becomes `untraced` (and the flow's trace unavailable) later."""
-    present: set[str] | None = None
-    for e in dag.nodes.values():
-        if e.trace_id is None or e.observed_at_ms + grace_ms <= now_ms:
-            continue
-        if present is None:
-            present = flow.span_traces
-        if e.trace_id not in present:
-            due.at(e.observed_at_ms + grace_ms)
-
-
-def _one(raw: Any, sql: str) -> Any:
-    """The first row of a small query (a plain client-side cursor)."""
-    cur = raw.cursor()
-    try:
-        cur.execute(sql)
-        return cur.fetchone()
-    finally:
-        cur.close()
-
-
-def _data_fingerprint(raw: Any, options: AnalysisOptions, dead: set[str]) -> list[Any]:
-    """What the pass reads, summarised: row counts and latest times of every input table,
-    the dead outbox flows and the options. Taken before reading, so a change made while the
-    pass runs shows as a difference next time."""
-    return [
-        list(_one(raw, "SELECT count(*), max(observed_at_ms) FROM events")),
-        list(_one(raw, "SELECT count(*), max(received_at_ms) FROM spans")),
-        list(_one(raw, "SELECT count(*), max(last_fetch_ms), sum(attempts) FROM trace_fetches")),
-        hashlib.sha256("\n".join(sorted(dead)).encode()).hexdigest(),
-        repr(options),
-    ]
-
-
-def _skip(store: Store, raw: Any, data_fp: list[Any], now_ms: int) -> AnalysisResult | None:
-    """The last pass's result when it still holds: same inputs, same anomalies, nothing due."""
-    try:
-        state = json.loads(store.get_meta(_STATE_KEY) or "null")
-    except ValueError:
-        return None
-    if not isinstance(state, dict):
-        return None
-    anomalies_fp = list(_one(raw, "SELECT count(*), max(id) FROM anomalies") or ())
-    same = (json.loads(json.dumps(data_fp, default=str)) == state.get("data")
-            and json.loads(json.dumps(anomalies_fp, default=str)) == state.get("anomalies"))
-    last, due = state.get("now_ms"), state.get("next_due_ms")
-    if not same or not isinstance(last, int) or now_ms < last or (due is not None
-                                                                  and now_ms >= due):
-        return None
-    return AnalysisResult(now_ms=now_ms, flows=state.get("flows", 0),
-                          statuses=state.get("statuses", {}), edges=state.get("edges", 0),
-                          terminal_types=state.get("terminal_types", []), skipped=True,
-                          next_due_ms=due)
-
-
-def _dead_outbox_flows(store: Store) -> set[str]:
-    """Correlation ids of dead outbox rows, from the outbox monitor's `stuck` lists."""
-    out: set[str] = set()
-    with store.engine.connect() as conn:
-        for (text,) in conn.execute(select(outbox_sources.c.stuck)):
-            try:
-                rows = json.loads(text) if text else []
-            except ValueError:
-                continue
-            for row in rows if isinstance(rows, list) else []:
-                if isinstance(row, dict) and row.get("status") == "dead" \
-                        and row.get("correlation_id"):
-                    out.add(str(row["correlation_id"]))
-    return out
-
-
-def _anomaly_counts(store: Store) -> dict[str, int]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(anomalies.c.correlation_id, func.count())
-            .where(anomalies.c.correlation_id.is_not(None))
-            .group_by(anomalies.c.correlation_id))
-        return {cid: int(n) for cid, n in rows}
-
-
-def _write_flows(store: Store, summaries: list[flowmod.FlowSummary], statuses: list[str],
-                 counts: dict[str, int], now_ms: int) -> tuple[int, int]:
-    """Upsert flows that changed, delete flows that no longer have events."""
-    changed: list[dict[str, Any]] = []
-    gone: list[str] = []
-    sql = (f"SELECT {', '.join(_FLOW_COLUMNS)} FROM flows "
-           f"ORDER BY correlation_id {collate(store.dialect)}")
-    with raw_connection(store) as raw:
-        existing = stream(raw, store.dialect, sql, "cs_flows")
-        old = next(existing, None)
-        for summary, st in zip(summaries, statuses, strict=True):
-            fid = summary.flow_id
-            while old is not None and old[0] < fid:
-                gone.append(old[0])
-                old = next(existing, None)
-            row = flowmod.flow_row(summary, st, counts.get(fid, 0), now_ms)
-            if old is not None and old[0] == fid:
-                same = tuple(row[c] for c in _FLOW_COLUMNS) == tuple(old)
-                old = next(existing, None)
-                if same:
-                    continue
-            changed.append(row)
-        while old is not None:
-            gone.append(old[0])
-            old = next(existing, None)
-    for i in range(0, len(changed), _BATCH):
-        with store.engine.begin() as conn:
-            store.upsert(conn, flows, changed[i:i + _BATCH], ["correlation_id"])
-    for i in range(0, len(gone), _BATCH):
-        with store.engine.begin() as conn:
-            conn.execute(delete(flows).where(flows.c.correlation_id.in_(gone[i:i + _BATCH])))
-    return len(changed), len(gone)
-
-
-def _write_edges(store: Store, edges: list[dict[str, Any]]) -> None:
-    keep = {(e["source"], e["target"], e["kind"]) for e in edges}
-    with store.engine.begin() as conn:
-        store.upsert(conn, graph_edges, edges, ["source", "target", "kind"])
-        stale = [k for k in conn.execute(
-            select(graph_edges.c.source, graph_edges.c.target, graph_edges.c.kind))
-            if tuple(k) not in keep]
-        if stale:
-            conn.execute(delete(graph_edges).where(
-                tuple_(graph_edges.c.source, graph_edges.c.target, graph_edges.c.kind)
-                .in_([tuple(k) for k in stale])))

@@ -1,0 +1,93 @@
+"""Skipping a pass that would change nothing: the store's inputs are unchanged since the
+last pass (by any collector with the same options) and nothing is due by time alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..store import Store
+from .flows import Dag, Flow
+
+STATE_KEY = "analysis.state"  # meta row: the last pass's fingerprints, time and summary
+
+
+class Due:
+    """The earliest future time at which a status or an anomaly can change by time alone."""
+
+    def __init__(self) -> None:
+        self.ms: int | None = None
+
+    def at(self, ms: int) -> None:
+        if self.ms is None or ms < self.ms:
+            self.ms = ms
+
+
+def trace_due(flow: Flow, dag: Dag, now_ms: int, grace_ms: int, due: Due) -> None:
+    """Events whose missing trace becomes `untraced` (and the flow's trace unavailable) later."""
+    present: set[str] | None = None
+    for e in dag.nodes.values():
+        if e.trace_id is None or e.observed_at_ms + grace_ms <= now_ms:
+            continue
+        if present is None:
+            present = flow.span_traces
+        if e.trace_id not in present:
+            due.at(e.observed_at_ms + grace_ms)
+
+
+def one(raw: Any, sql: str) -> Any:
+    """The first row of a small query (a plain client-side cursor)."""
+    cur = raw.cursor()
+    try:
+        cur.execute(sql)
+        return cur.fetchone()
+    finally:
+        cur.close()
+
+
+def data_fingerprint(raw: Any, options: object, dead: set[str]) -> list[Any]:
+    """What the pass reads, summarised: row counts and latest times of every input table,
+    the dead outbox flows and the options. Taken before reading, so a change made while the
+    pass runs shows as a difference next time."""
+    return _plain([
+        list(one(raw, "SELECT count(*), max(observed_at_ms) FROM events")),
+        list(one(raw, "SELECT count(*), max(received_at_ms) FROM spans")),
+        list(one(raw, "SELECT count(*), max(last_fetch_ms), sum(attempts) FROM trace_fetches")),
+        hashlib.sha256("\n".join(sorted(dead)).encode()).hexdigest(),
+        repr(options),
+    ])
+
+
+def anomalies_fingerprint(raw: Any) -> list[Any]:
+    """Count and latest id of the anomalies (others record some too: `stuck_outbox`)."""
+    return _plain(list(one(raw, "SELECT count(*), max(id) FROM anomalies") or ()))
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def previous(store: Store, raw: Any, data_fp: list[Any], now_ms: int) -> dict[str, Any] | None:
+    """The last pass's saved summary when it still holds: same inputs, same anomalies, not
+    earlier than that pass, and nothing due yet."""
+    try:
+        state = json.loads(store.get_meta(STATE_KEY) or "null")
+    except ValueError:
+        return None
+    if not isinstance(state, dict):
+        return None
+    if data_fp != state.get("data") or anomalies_fingerprint(raw) != state.get("anomalies"):
+        return None
+    last, due = state.get("now_ms"), state.get("next_due_ms")
+    if not isinstance(last, int) or now_ms < last or (isinstance(due, int) and now_ms >= due):
+        return None
+    return state
+
+
+def save(store: Store, *, data_fp: list[Any], anomalies_fp: list[Any], now_ms: int,
+         next_due_ms: int | None, summary: dict[str, Any]) -> None:
+    """Remember this pass for the next one."""
+    store.set_meta(STATE_KEY, json.dumps(dict(summary, data=data_fp, anomalies=anomalies_fp,
+                                              now_ms=now_ms, next_due_ms=next_due_ms),
+                                         default=str))

@@ -1,0 +1,93 @@
+"""Writing a pass's results: flows (only those that changed), graph edges, and the reads
+of what others wrote that the pass needs (dead outbox rows, anomaly counts per flow)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import delete, func, select, tuple_
+
+from ..store import Store
+from ..store.schema import anomalies, flows, graph_edges, outbox_sources
+from .flows import FlowSummary, flow_row
+from .load import collate, raw_connection, stream
+
+_BATCH = 5000
+_FLOW_COLUMNS = ("correlation_id", "status", "started_at_ms", "last_seen_at_ms", "duration_ms",
+                 "event_count", "services", "event_types", "trace_ids", "anomaly_count",
+                 "variant", "trace_status")
+
+
+def dead_outbox_flows(store: Store) -> set[str]:
+    """Correlation ids of dead outbox rows, from the outbox monitor's `stuck` lists."""
+    out: set[str] = set()
+    with store.engine.connect() as conn:
+        for (text,) in conn.execute(select(outbox_sources.c.stuck)):
+            try:
+                rows = json.loads(text) if text else []
+            except ValueError:
+                continue
+            for row in rows if isinstance(rows, list) else []:
+                if isinstance(row, dict) and row.get("status") == "dead" \
+                        and row.get("correlation_id"):
+                    out.add(str(row["correlation_id"]))
+    return out
+
+
+def anomaly_counts(store: Store) -> dict[str, int]:
+    """Anomalies recorded per correlation id (every kind, every writer)."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(anomalies.c.correlation_id, func.count())
+            .where(anomalies.c.correlation_id.is_not(None))
+            .group_by(anomalies.c.correlation_id))
+        return {cid: int(n) for cid, n in rows}
+
+
+def write_flows(store: Store, summaries: list[FlowSummary], statuses: list[str],
+                 counts: dict[str, int], now_ms: int) -> tuple[int, int]:
+    """Upsert flows that changed, delete flows that no longer have events."""
+    changed: list[dict[str, Any]] = []
+    gone: list[str] = []
+    sql = (f"SELECT {', '.join(_FLOW_COLUMNS)} FROM flows "
+           f"ORDER BY correlation_id {collate(store.dialect)}")
+    with raw_connection(store) as raw:
+        existing = stream(raw, store.dialect, sql, "cs_flows")
+        old = next(existing, None)
+        for summary, st in zip(summaries, statuses, strict=True):
+            fid = summary.flow_id
+            while old is not None and old[0] < fid:
+                gone.append(old[0])
+                old = next(existing, None)
+            row = flow_row(summary, st, counts.get(fid, 0), now_ms)
+            if old is not None and old[0] == fid:
+                same = tuple(row[c] for c in _FLOW_COLUMNS) == tuple(old)
+                old = next(existing, None)
+                if same:
+                    continue
+            changed.append(row)
+        while old is not None:
+            gone.append(old[0])
+            old = next(existing, None)
+    for i in range(0, len(changed), _BATCH):
+        with store.engine.begin() as conn:
+            store.upsert(conn, flows, changed[i:i + _BATCH], ["correlation_id"])
+    for i in range(0, len(gone), _BATCH):
+        with store.engine.begin() as conn:
+            conn.execute(delete(flows).where(flows.c.correlation_id.in_(gone[i:i + _BATCH])))
+    return len(changed), len(gone)
+
+
+def write_edges(store: Store, edges: list[dict[str, Any]]) -> None:
+    """Upsert the edges and remove those no longer learned."""
+    keep = {(e["source"], e["target"], e["kind"]) for e in edges}
+    with store.engine.begin() as conn:
+        store.upsert(conn, graph_edges, edges, ["source", "target", "kind"])
+        stale = [k for k in conn.execute(
+            select(graph_edges.c.source, graph_edges.c.target, graph_edges.c.kind))
+            if tuple(k) not in keep]
+        if stale:
+            conn.execute(delete(graph_edges).where(
+                tuple_(graph_edges.c.source, graph_edges.c.target, graph_edges.c.kind)
+                .in_([tuple(k) for k in stale])))
