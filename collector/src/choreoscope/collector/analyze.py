@@ -150,7 +150,8 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
                 edges=last.get("edges", 0), terminal_types=last.get("terminal_types", []),
                 skipped=True, next_due_ms=last.get("next_due_ms"),
                 elapsed_s=time.perf_counter() - started)
-        tracing_active = options.jaeger_enabled or bool(skip.one(raw, "SELECT 1 FROM spans LIMIT 1"))
+        tracing_active = options.jaeger_enabled or bool(
+            skip.one(raw, "SELECT 1 FROM spans LIMIT 1"))
         fetches = unfound_trace_fetches(raw, dialect)
         for flow in flowmod.group_flows(events_by_flow(raw, dialect), spans_by_flow(raw, dialect)):
             dag = flowmod.causal_dag(flow)
