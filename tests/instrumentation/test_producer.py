@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.serializer import Serializer
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -296,11 +297,12 @@ def test_a_value_serializer_gets_values_untouched(
     """With the producer's own value_serializer, dicts reach it as dicts, not as JSON bytes."""
     seen: list[Any] = []
 
-    def serializer(value: Any) -> bytes:
-        seen.append(value)
-        return repr(value).encode()
+    class Recording(Serializer):
+        def serialize(self, topic: str, headers: Any, data: Any) -> bytes:
+            seen.append(data)
+            return repr(data).encode()
 
-    raw = KafkaProducer(bootstrap_servers=bootstrap, value_serializer=serializer)
+    raw = KafkaProducer(bootstrap_servers=bootstrap, value_serializer=Recording())
     producer = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
     try:
         producer.send(topic, value={"a": 1}).get(10)
