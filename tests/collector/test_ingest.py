@@ -259,3 +259,29 @@ def test_a_bug_while_building_a_row_keeps_the_record(bootstrap, topic, group, tm
     assert json.loads(row["problems"]) == [
         "ingest_error: RuntimeError: only the position was kept"]
     store.dispose()
+
+
+def test_nothing_is_committed_past_a_batch_given_up(bootstrap, topic, group, tmp_path) -> None:
+    """After a batch is given up on shutdown, later batches are neither stored nor committed."""
+    p = _producer(bootstrap)
+    for i in range(6):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
+    p.flush(10)
+    down = Store("postgresql://nobody@127.0.0.1:1/none")
+    good = Store(f"sqlite:///{tmp_path}/g.db").create()
+    stop = threading.Event()
+    stop.set()
+    with _ingest(down, bootstrap, topic, group, batch_size=2) as ingest:
+        deadline = time.monotonic() + 60
+        while ingest.store_failures == 0 and time.monotonic() < deadline:
+            ingest.step(stop)
+        ingest.drain()
+        ingest.store = good  # the store is back, but the batch in between is lost to this run
+        assert [ingest.step(stop) for _ in range(3)] == [0, 0, 0]
+        ingest.drain()
+        committed = ingest.consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    assert (committed[0].offset < 0, _rows(good)) == (True, [])
+    with _ingest(good, bootstrap, topic, group) as again:
+        _until(again, 6)
+    assert [r["offset"] for r in _rows(good)] == [0, 1, 2, 3, 4, 5]
+    good.dispose()

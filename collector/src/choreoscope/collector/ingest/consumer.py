@@ -81,6 +81,7 @@ class BusIngest:
         self._writer: threading.Thread | None = None
         self._stop: threading.Event | None = None  # the caller's stop, seen by the writer
         self._stored: collections.deque[Batch] = collections.deque()  # stored, not committed
+        self._dropped = False  # a batch was given up uncommitted: nothing more is committed
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -132,6 +133,8 @@ class BusIngest:
         if stop is not None:
             self._stop = stop
         self._commit_stored()
+        if self._dropped:
+            return 0  # a batch was given up: stop reading, the next run starts from it
         messages = consumer.consume(
             num_messages=self.batch_size,
             timeout=self.batch_timeout_s if timeout_s is None else timeout_s,
@@ -151,7 +154,8 @@ class BusIngest:
                 return len(messages)
             except queue.Full:
                 if stop is not None and stop.is_set():
-                    return 0  # not committed: read again next time
+                    self._dropped = True  # not committed: read again next time
+                    return 0
 
     def drain(self) -> None:
         """Wait until every batch handed over so far is stored (or dropped), and commit."""
@@ -173,9 +177,16 @@ class BusIngest:
 
     def _write(self, batch: Batch) -> None:
         """Store a batch (writer thread); its offsets wait for the main thread to commit:
-        librdkafka's synchronous commit stalls when issued beside a running consume()."""
+        librdkafka's synchronous commit stalls when issued beside a running consume().
+
+        Once a batch was given up (stopping while the store is down), no later batch is
+        stored or committed: its offsets would move the group past the lost batch."""
+        if self._dropped:
+            return
         if self._store(batch, self._stop):
             self._stored.append(batch)
+        else:
+            self._dropped = True
 
     def _commit_stored(self) -> None:
         """Commit the offsets of every batch stored so far (main thread)."""
