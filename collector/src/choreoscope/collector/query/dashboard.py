@@ -224,25 +224,38 @@ def consumer_lag(store: Store) -> list[dict[str, Any]]:
 def variants(store: Store, *, limit: int = 200) -> dict[str, Any]:
     """Distinct paths with count, share and duration percentiles, most common first.
 
-    `{total_flows, variants: [{variant, count, share, p50_ms, p95_ms, max_ms}]}`. Counts come
-    from one grouped index scan; each nearest-rank percentile is one ordered index probe
-    (`ix_flows_variant_duration`), so no flow row is read or sorted.
+    `{total_flows, variants: [{variant, count, share, p50_ms, p95_ms, max_ms}]}`, nearest-rank
+    percentiles, exact. One ordered scan of `ix_flows_variant_duration` returns each distinct
+    (variant, duration) with its count, so no flow row is read and nothing is sorted.
     """
-    counts = _rows(store, "SELECT variant, count(*) AS count, max(duration_ms) AS max_ms"
-                   " FROM flows GROUP BY variant ORDER BY count DESC, variant LIMIT :limit",
-                   limit=int(limit))
-    probe = text("SELECT duration_ms FROM flows WHERE variant = :v ORDER BY duration_ms"
-                  " LIMIT 1 OFFSET :k")
+    hist: dict[str, list[tuple[int, int]]] = {}
     with store.engine.connect() as conn:
-        total = int(conn.execute(text("SELECT count(*) FROM flows")).scalar_one())
-        for r in counts:
-            n = r["count"] = int(r["count"])
-            for pct in (50, 95):
-                rank = -(-n * pct // 100)  # nearest rank, 1-based
-                r[f"p{pct}_ms"] = conn.execute(probe, {"v": r["variant"],
-                                                       "k": rank - 1}).scalar_one()
-            r["share"] = n / total if total else 0.0
-    return {"total_flows": total, "variants": counts}
+        for variant, duration, n in conn.execute(text(
+                "SELECT variant, duration_ms, count(*) FROM flows"
+                " GROUP BY variant, duration_ms ORDER BY variant, duration_ms")):
+            hist.setdefault(variant, []).append((int(duration), int(n)))
+    total = sum(n for pairs in hist.values() for _, n in pairs)
+    rows = []
+    for variant, pairs in hist.items():
+        count = sum(n for _, n in pairs)
+        rows.append({"variant": variant, "count": count,
+                     "share": count / total if total else 0.0,
+                     "p50_ms": _nearest_rank(pairs, count, 50),
+                     "p95_ms": _nearest_rank(pairs, count, 95),
+                     "max_ms": pairs[-1][0]})
+    rows.sort(key=lambda r: (-r["count"], r["variant"]))
+    return {"total_flows": total, "variants": rows[:limit]}
+
+
+def _nearest_rank(pairs: list[tuple[int, int]], count: int, pct: int) -> int:
+    """The nearest-rank percentile of values given as sorted (value, how many) pairs."""
+    rank = -(-count * pct // 100)
+    seen = 0
+    for value, n in pairs:
+        seen += n
+        if seen >= rank:
+            return value
+    return pairs[-1][0]
 
 
 def event_health(store: Store, *, since_ms: int | None = None) -> dict[str, Any]:
