@@ -14,7 +14,6 @@ correlation id, takes its id as causation id, and the span continues the handler
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -23,24 +22,21 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
-    NonRecordingSpan,
     Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
-    TraceState,
 )
 
 from . import semconv, wire
 from ._clock import utc_now_rfc3339
+from ._send_inputs import context_from_traceparent, key_as_text, merge_headers, read_caller_headers
 from .context import current_event
 from .errors import UsageError
 from .event import Event
 from .ids import new_event_id
 from .naming import is_past_tense
-from .traceparent import InvalidTraceparent, format_traceparent, parse_traceparent
+from .traceparent import format_traceparent
 
 __all__ = ["TracedProducer", "instrument_producer"]
 
@@ -53,18 +49,6 @@ _MAX_CACHED_TOPICS = 4096
 _HEADER_SEQUENCES = (list, tuple)
 _TEXT_KEYS = (bytes, str)
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-
-# Caller headers that set an envelope field: header name -> Event attribute.
-_HEADER_FIELDS = {
-    wire.ID: "id",
-    wire.TYPE: "type",
-    wire.SOURCE: "source",
-    wire.TIME: "time",
-    wire.SUBJECT: "subject",
-    wire.SCHEMAVERSION: "schema_version",
-    wire.CORRELATIONID: "correlation_id",
-    wire.CAUSATIONID: "causation_id",
-}
 
 # Event types already checked for past tense: each bad one is logged once per process.
 _checked_types: set[str] = set()
@@ -171,7 +155,7 @@ class TracedProducer:
         headers_out: Any = headers  # None, or something kafka-python rejects itself
         if headers and type(headers) in _HEADER_SEQUENCES:
             headers_out = list(headers)
-            caller_traceparent = _read_caller_headers(headers_out, event)
+            caller_traceparent = read_caller_headers(headers_out, event)
             if event.type is not None and event.type not in _checked_types:
                 _check_type(event.type)
         elif type(headers) in _HEADER_SEQUENCES:
@@ -180,7 +164,7 @@ class TracedProducer:
             event.type = topic
         key_text = None
         if key is not None:
-            key_text = _key_text(key)
+            key_text = key_as_text(key)
             if event.subject is None and isinstance(key, _TEXT_KEYS):
                 event.subject = key_text
         self._complete(event)
@@ -197,7 +181,7 @@ class TracedProducer:
                 content_type = _OCTET_STREAM
         parent = None
         if caller_traceparent is not None:
-            parent = _context_from_traceparent(caller_traceparent, None)
+            parent = context_from_traceparent(caller_traceparent, None)
             event.traceparent = caller_traceparent
         return self._emit(
             topic,
@@ -238,7 +222,7 @@ class TracedProducer:
             _check_type(event_type)
         if sequence is not None and (type(sequence) is not int):
             raise UsageError(f"expected the sequence as an int or None, got {sequence!r}")
-        key_text = _key_text(key)
+        key_text = key_as_text(key)
         if subject is None and isinstance(key, bytes | str):
             subject = key_text
         event = Event(
@@ -301,7 +285,7 @@ class TracedProducer:
             event.correlation_id = event.id
         parent: Context | None
         if isinstance(parent_context, str):
-            parent = _context_from_traceparent(parent_context, None)
+            parent = context_from_traceparent(parent_context, None)
         else:
             parent = parent_context
         caller = list(headers) if headers else None
@@ -310,7 +294,7 @@ class TracedProducer:
             event,
             value,
             key,
-            _key_text(key),
+            key_as_text(key),
             caller,
             partition,
             timestamp_ms,
@@ -390,7 +374,7 @@ class TracedProducer:
             _log_failure_once("could not start the producer span; sending without it")
         headers = wire.encode_headers(event, traceparent, tracestate, content_type)
         if caller_headers is not None and type(caller_headers) is list:
-            headers = _merge(caller_headers, headers)
+            headers = merge_headers(caller_headers, headers)
         elif caller_headers is not None:
             headers = caller_headers  # not a list: let kafka-python reject it as it always has
         try:
@@ -453,58 +437,6 @@ def _log_failure_once(what: str) -> None:
     _log.exception("choreoscope: %s (logged once; later ones at debug level)", what)
 
 
-def _merge(caller: list[Any], ours: list[tuple[str, bytes]]) -> list[Any]:
-    """The caller's headers, then ours that the caller did not set (names case-insensitive)."""
-    taken = set()
-    for item in caller:
-        # A malformed item is skipped here: kafka-python rejects the list.
-        with contextlib.suppress(AttributeError, IndexError, TypeError):
-            taken.add(item[0].lower())
-    caller.extend(h for h in ours if h[0] not in taken)
-    return caller
-
-
-def _read_caller_headers(headers: list[Any], event: Event) -> str | None:
-    """Copy the caller's `ce_*` values into `event`; return the caller's `traceparent`, if any."""
-    traceparent = None
-    for item in headers:
-        try:
-            name, raw = item
-            name = name.lower()
-        except (AttributeError, TypeError, ValueError):
-            continue
-        if name.startswith("ce_") or name == wire.TRACEPARENT:
-            text = _text(raw)
-            if text is None:
-                continue
-            if name == wire.TRACEPARENT:
-                traceparent = text
-            elif name in _HEADER_FIELDS:
-                setattr(event, _HEADER_FIELDS[name], text)
-            elif name == wire.SEQUENCE:
-                with contextlib.suppress(ValueError):
-                    event.sequence = int(text)
-    return traceparent
-
-
-def _text(raw: Any) -> str | None:
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, bytes | bytearray | memoryview):
-        return bytes(raw).decode("utf-8", "replace")
-    return None
-
-
-def _key_text(key: Any) -> str | None:
-    if key is None:
-        return None
-    if isinstance(key, str):
-        return key
-    if isinstance(key, bytes | bytearray | memoryview):
-        return bytes(key).decode("utf-8", "replace")
-    return str(key)
-
-
 def _check_type(event_type: str) -> None:
     if len(_checked_types) < 10_000:
         _checked_types.add(event_type)
@@ -514,21 +446,3 @@ def _check_type(event_type: str) -> None:
             "published anyway",
             event_type,
         )
-
-
-def _context_from_traceparent(value: str, tracestate: str | None) -> Context | None:
-    """A context whose current span is the remote one `value` names; None (logged) if invalid."""
-    try:
-        parsed = parse_traceparent(value)
-    except InvalidTraceparent as exc:
-        _log.warning("choreoscope: ignoring an invalid traceparent %r: %s", value, exc)
-        return None
-    state = TraceState.from_header([tracestate]) if tracestate else None
-    remote = SpanContext(
-        int(parsed.trace_id, 16),
-        int(parsed.span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(parsed.flags),
-        trace_state=state,
-    )
-    return trace.set_span_in_context(NonRecordingSpan(remote))

@@ -1,0 +1,102 @@
+"""What a caller hands to `send`: its own headers, its key, a stored `traceparent`.
+
+Helpers of `producer.py`, apart so that the producer module reads as the send path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from . import wire
+from .event import Event
+from .traceparent import InvalidTraceparent, parse_traceparent
+
+_log = logging.getLogger("choreoscope.instrumentation")
+
+# Caller headers that set an envelope field: header name -> Event attribute.
+_HEADER_FIELDS = {
+    wire.ID: "id",
+    wire.TYPE: "type",
+    wire.SOURCE: "source",
+    wire.TIME: "time",
+    wire.SUBJECT: "subject",
+    wire.SCHEMAVERSION: "schema_version",
+    wire.CORRELATIONID: "correlation_id",
+    wire.CAUSATIONID: "causation_id",
+}
+
+
+def merge_headers(caller: list[Any], ours: list[tuple[str, bytes]]) -> list[Any]:
+    """The caller's headers, then ours that the caller did not set (names case-insensitive)."""
+    taken = set()
+    for item in caller:
+        # A malformed item is skipped here: kafka-python rejects the list.
+        with contextlib.suppress(AttributeError, IndexError, TypeError):
+            taken.add(item[0].lower())
+    caller.extend(h for h in ours if h[0] not in taken)
+    return caller
+
+
+def read_caller_headers(headers: list[Any], event: Event) -> str | None:
+    """Copy the caller's `ce_*` values into `event`; return the caller's `traceparent`, if any."""
+    traceparent = None
+    for item in headers:
+        try:
+            name, raw = item
+            name = name.lower()
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if name.startswith("ce_") or name == wire.TRACEPARENT:
+            text = _text(raw)
+            if text is None:
+                continue
+            if name == wire.TRACEPARENT:
+                traceparent = text
+            elif name in _HEADER_FIELDS:
+                setattr(event, _HEADER_FIELDS[name], text)
+            elif name == wire.SEQUENCE:
+                with contextlib.suppress(ValueError):
+                    event.sequence = int(text)
+    return traceparent
+
+
+def _text(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw).decode("utf-8", "replace")
+    return None
+
+
+def key_as_text(key: Any) -> str | None:
+    if key is None:
+        return None
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes | bytearray | memoryview):
+        return bytes(key).decode("utf-8", "replace")
+    return str(key)
+
+
+def context_from_traceparent(value: str, tracestate: str | None) -> Context | None:
+    """A context whose current span is the remote one `value` names; None (logged) if invalid."""
+    try:
+        parsed = parse_traceparent(value)
+    except InvalidTraceparent as exc:
+        _log.warning("choreoscope: ignoring an invalid traceparent %r: %s", value, exc)
+        return None
+    state = TraceState.from_header([tracestate]) if tracestate else None
+    remote = SpanContext(
+        int(parsed.trace_id, 16),
+        int(parsed.span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(parsed.flags),
+        trace_state=state,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(remote))
