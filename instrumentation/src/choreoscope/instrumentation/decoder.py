@@ -141,8 +141,9 @@ def _fast_binary(
     """The well-formed binary-mode record, decoded in one go; None for anything else.
 
     The collector decodes the whole bus, so the common case gets this straight path. It
-    accepts only records on which the careful path would find no problem, and gives the
-    same `Event`; whatever it is not sure of, it leaves to the careful path (tested).
+    accepts only records on which the careful path would find no problem (but a type not in
+    the past tense), and gives the same `Event`; whatever it is not sure of, it leaves to the
+    careful path (tested to agree).
     """
     hdrs = {name: raw.decode() for name, raw in headers}
     if len(hdrs) != len(headers) or not _KNOWN_HEADERS.issuperset(hdrs):
@@ -180,8 +181,8 @@ def _fast_binary(
         return None
     else:
         tp = tracestate = None
-    if not is_past_tense(type_):
-        return None
+    # Every other check passed: a type that is not past tense is the one possible problem.
+    problems = [] if is_past_tense(type_) else [f"{TYPE_NOT_PAST_TENSE}: {type_}"]
     data = None if value is None else _fast_json(value)
     return Event(
         id_,
@@ -202,7 +203,7 @@ def _fast_binary(
         tracestate,
         timestamp_ms,
         "binary",
-        [],
+        problems,
     )
 
 
