@@ -12,6 +12,11 @@ parent is the producer's span (from the record's `traceparent`), linked to the s
 current before, if any. Inside the handler `current_event()` is the event and the consumer
 span is the current span, so a publish through an instrumented producer continues the chain.
 
+Each decorated handler (one consumer group) remembers, per subject, the highest `ce_sequence`
+and newest `ce_time` it processed (`ordering.OrderTracker`, bounded); a record arriving behind
+them gets `choreoscope.out_of_order=true` and a `choreoscope.out_of_order` span event naming
+what came before, so late arrivals show in Jaeger too.
+
 A record that cannot be read properly still reaches the handler: whatever could be read, a
 fresh root trace, and the decoder's problems on `event.problems` and on the span. Only the
 handler's own exceptions propagate (recorded on the span, status ERROR, re-raised unchanged).
@@ -185,7 +190,7 @@ class _Processing:
             return trace.INVALID_SPAN
         try:
             if event.problems:
-                span.set_attribute(semconv.ENVELOPE_PROBLEMS, list(event.problems))
+                span.set_attribute(semconv.ENVELOPE_PROBLEMS, event.problems)  # SDK copies it
             late = self.tracker.observe(event)
             if late is not None:
                 span.set_attribute(semconv.OUT_OF_ORDER, True)
