@@ -170,3 +170,10 @@ def test_schema_versions_counts_only_mixed_types(tmp_path: Path) -> None:
         {"type": "a.created", "schema_version": "2", "count": 2},
         {"type": "b.created", "schema_version": None, "count": None},
         {"type": "c.created", "schema_version": "3", "count": None}]
+
+
+def test_anomalies_over_time_picks_a_bucket(store: q.Store) -> None:
+    """Detections are counted per bucket; one detection time gives one one-minute bar."""
+    assert q.anomalies_over_time(store, kind="out_of_order") == {
+        "bucket_ms": 60_000, "rows": [{"at_ms": T0 + 600_000, "count": 1}]}
+    assert q.anomalies_over_time(store, kind="orphan") == {"bucket_ms": 60_000, "rows": []}

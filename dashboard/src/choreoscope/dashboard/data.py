@@ -104,7 +104,7 @@ def out_of_order(store_url: str, **filters: Any) -> dict[str, Any]:
     s = _store(store_url)
     page = q.out_of_order(s, **{k: v for k, v in filters.items() if v not in (None, "")})
     page["groups"] = q.out_of_order_groups(s)
-    page["per_minute"] = q.anomalies_per_minute(s, kind="out_of_order")
+    page["over_time"] = q.anomalies_over_time(s, kind="out_of_order")
     return page
 
 

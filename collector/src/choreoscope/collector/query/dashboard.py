@@ -160,6 +160,25 @@ def anomalies_per_minute(store: Store, *, kind: str | None = None,
                  + " GROUP BY minute_ms, kind ORDER BY minute_ms", **params)
 
 
+BUCKETS_MS = (60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000)
+
+
+def anomalies_over_time(store: Store, *, kind: str, points: int = 120) -> dict[str, Any]:
+    """Anomalies of `kind` per time bucket, the bucket (1 min .. 1 day) chosen so the whole
+    detection range fits in about `points` bars: `{bucket_ms, rows: [{at_ms, count}]}`."""
+    with store.engine.connect() as conn:
+        low, high = conn.execute(text("SELECT min(detected_at_ms), max(detected_at_ms)"
+                                      " FROM anomalies WHERE kind = :k"), {"k": kind}).one()
+    if low is None:
+        return {"bucket_ms": BUCKETS_MS[0], "rows": []}
+    span = int(high) - int(low)
+    bucket = next((b for b in BUCKETS_MS if span / b <= points), BUCKETS_MS[-1])
+    rows = _rows(store, "SELECT detected_at_ms - detected_at_ms % :b AS at_ms, count(*) AS count"
+                 " FROM anomalies WHERE kind = :k GROUP BY at_ms ORDER BY at_ms",
+                 b=bucket, k=kind)
+    return {"bucket_ms": bucket, "rows": rows}
+
+
 def _anomaly(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -189,7 +208,7 @@ def out_of_order_groups(store: Store) -> list[dict[str, Any]]:
     return _rows(store, "SELECT group_name AS \"group\", subkind, subject, count(*) AS count,"
                  " max(detected_at_ms) AS last_detected_ms FROM anomalies"
                  " WHERE kind = 'out_of_order' GROUP BY group_name, subkind, subject"
-                 " ORDER BY count DESC, group_name, subject LIMIT :limit", limit=500)
+                 " ORDER BY count DESC, group_name, subject LIMIT :limit", limit=100)
 
 
 def out_of_order(store: Store, *, group: str | None = None, subject: str | None = None,
@@ -416,6 +435,7 @@ def edge_anomalies(store: Store) -> dict[tuple[str, str | None], int]:
 
 
 __all__ = [
+    "anomalies_over_time",
     "anomalies_per_minute",
     "consumer_lag",
     "edge_anomalies",

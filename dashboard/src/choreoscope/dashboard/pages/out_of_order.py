@@ -21,6 +21,8 @@ EXPLAIN = {
             "(beyond the allowed clock skew)",
 }
 PAGE_SIZE = 10
+BUCKET_NAMES = {60_000: "minute", 300_000: "5 minutes", 900_000: "15 minutes",
+                3_600_000: "hour", 21_600_000: "6 hours", 86_400_000: "day"}
 
 
 def render() -> None:
@@ -49,19 +51,21 @@ def _body(subkind: str, group: str, subject: str) -> None:
         return
     left, right = st.columns([3, 2])
     with left:
-        st.markdown("**By consumer group and subject**")
+        st.markdown("**By consumer group and subject** (most frequent 100)")
         g = pd.DataFrame(result["groups"])
         g["group"] = g["group"].fillna("(on the bus)")
         g["last detected"] = g["last_detected_ms"].map(fmt.when)
         st.dataframe(g[["group", "subkind", "subject", "count", "last detected"]],
                      hide_index=True, width="stretch")
     with right:
-        st.markdown("**Over time** (per detection minute)")
-        per = pd.DataFrame(result["per_minute"])
+        over = result["over_time"]
+        st.markdown(f"**Over time** (detections per {BUCKET_NAMES.get(over['bucket_ms'], '')})")
+        per = pd.DataFrame(over["rows"])
         if not per.empty:
-            per["minute"] = fmt.ts(per["minute_ms"])
+            per["minute"] = fmt.ts(per["at_ms"])
             st.altair_chart(alt.Chart(per).mark_bar(color="#f59e0b").encode(
-                x=alt.X("minute:T", title=None, axis=alt.Axis(format="%H:%M")),
+                x=alt.X("minute:T", title=None, axis=alt.Axis(
+                    format="%H:%M" if over["bucket_ms"] < 3_600_000 else "%b %d %H:%M")),
                 y=alt.Y("count:Q", title="arrivals", axis=alt.Axis(tickMinStep=1, format="d")),
                 tooltip=["minute:T", "count:Q"]).properties(height=220))
     total = result["total"]
