@@ -1,0 +1,55 @@
+"""Writing results: only changed flows are rewritten, stale flows and edges are removed."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from choreoscope.collector.reconstruct.flows import FlowSummary
+from choreoscope.collector.reconstruct.write import dead_outbox_flows, write_edges, write_flows
+from choreoscope.collector.store.schema import flows, graph_edges
+from tests.collector.reconstruct.factory import T0, dead_outbox, new_store, put
+
+
+def _summary(fid: str, variant: str = "a.happened") -> FlowSummary:
+    return FlowSummary(fid, T0, T0 + 5, T0 + 5, 1, '["svc"]', '["a.happened"]', "[]", variant,
+                       False, [("e1", "a.happened", None, "svc")], "none")
+
+
+def test_only_changed_flows_are_rewritten_and_gone_ones_removed(tmp_path):
+    """A second write with one flow changed and one gone rewrites one and removes one."""
+    store = new_store(tmp_path)
+    assert write_flows(store, [_summary("a"), _summary("b"), _summary("c")],
+                       ["completed"] * 3, {}, T0) == (3, 0)
+    assert write_flows(store, [_summary("a"), _summary("c", "a.happened > b.happened")],
+                       ["completed", "completed"], {"a": 2}, T0 + 1) == (2, 1)
+    with store.engine.connect() as conn:
+        rows = {r.correlation_id: (r.anomaly_count, r.variant, r.updated_at_ms)
+                for r in conn.execute(select(flows))}
+    assert rows == {"a": (2, "a.happened", T0 + 1),
+                    "c": (0, "a.happened > b.happened", T0 + 1)}
+    assert write_flows(store, [_summary("a"), _summary("c", "a.happened > b.happened")],
+                       ["completed", "completed"], {"a": 2}, T0 + 2) == (0, 0)
+
+
+def test_edges_no_longer_learned_are_removed(tmp_path):
+    """Edges missing from the next write disappear; the others are updated."""
+    store = new_store(tmp_path)
+
+    def edge(src, dst, count):
+        return {"source": src, "target": dst, "kind": "emits", "count": count, "p50_ms": None,
+                "p95_ms": None, "anomaly_count": 0}
+
+    write_edges(store, [edge("s", "a.happened", 1), edge("s", "b.happened", 1)])
+    write_edges(store, [edge("s", "a.happened", 7)])
+    with store.engine.connect() as conn:
+        assert [(r.target, r.count) for r in conn.execute(select(graph_edges))] == [
+            ("a.happened", 7)]
+
+
+def test_dead_outbox_rows_name_their_flows(tmp_path):
+    """Only rows with status dead and a correlation id count; bad JSON is ignored."""
+    store = new_store(tmp_path)
+    broken = dead_outbox("x", name="broken")
+    broken["stuck"] = "{not json"
+    put(store, outbox=[dead_outbox("f1"), broken])
+    assert dead_outbox_flows(store) == {"f1"}
