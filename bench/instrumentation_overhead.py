@@ -270,8 +270,8 @@ def burst(bootstrap: str, n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--messages", type=int, default=20_000, help="messages per measurement")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept")
+    parser.add_argument("--messages", type=int, default=10_000, help="messages per measurement")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds, best kept")
     parser.add_argument("--no-consume", action="store_true", help="producer side only")
     parser.add_argument("--burst", type=int, default=0, help="only the span-accounting burst")
     args = parser.parse_args()
