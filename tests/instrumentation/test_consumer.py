@@ -370,3 +370,26 @@ def test_async_callable_object(
     assert asyncio.run(handle(record)) == "evt-1"
     (span,) = span_exporter.get_finished_spans()
     assert span.name == f"process {topic}"
+
+
+def test_method_handlers(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    """A decorated method (sync or async) takes the record after self and gets the event."""
+    record = one_record(bootstrap, topic)
+
+    class Service:
+        prefix = "seen"
+
+        @traced_consumer(service="billing", tracer_provider=tracer_provider)
+        def handle(self, event: Event) -> str:
+            return f"{self.prefix}:{event.id}"
+
+        @traced_consumer(service="billing", tracer_provider=tracer_provider)
+        async def handle_async(self, event: Event) -> str:
+            return f"{self.prefix}:{event.id}"
+
+    service = Service()
+    assert service.handle(record) == "seen:evt-1"
+    assert asyncio.run(service.handle_async(record)) == "seen:evt-1"
+    assert [s.name for s in span_exporter.get_finished_spans()] == [f"process {topic}"] * 2

@@ -247,9 +247,13 @@ class _Decorator:
             raise UsageError(f"expected a handler (event) -> Any, got {type(handler).__name__}")
         processing = self._processing
 
-        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
-        ):
+        )
+        if _is_method(handler):
+            return _method_wrapper(handler, processing, is_async)
+
+        if is_async:
 
             @functools.wraps(handler)
             async def async_wrapper(record: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -278,3 +282,46 @@ class _Decorator:
             return result
 
         return wrapper
+
+
+def _is_method(handler: Callable[..., Any]) -> bool:
+    """A function defined in a class body, taking `self` or `cls` first (decorated unbound)."""
+    if not inspect.isfunction(handler) or "." not in handler.__qualname__:
+        return False
+    code = handler.__code__
+    return code.co_argcount >= 2 and code.co_varnames[0] in ("self", "cls")
+
+
+def _method_wrapper(
+    handler: Callable[..., Any], processing: _Processing, is_async: bool
+) -> Callable[..., Any]:
+    """For `def handle(self, event)`: the wrapper takes `(self, record)`."""
+    if is_async:
+
+        @functools.wraps(handler)
+        async def async_method(owner: Any, record: Any, /, *args: Any, **kwargs: Any) -> Any:
+            event = processing.decode(record)
+            state = processing.begin(event)
+            try:
+                result = await handler(owner, event, *args, **kwargs)
+            except BaseException as exc:
+                processing.end(state, exc)
+                raise
+            processing.end(state, None)
+            return result
+
+        return async_method
+
+    @functools.wraps(handler)
+    def method(owner: Any, record: Any, /, *args: Any, **kwargs: Any) -> Any:
+        event = processing.decode(record)
+        state = processing.begin(event)
+        try:
+            result = handler(owner, event, *args, **kwargs)
+        except BaseException as exc:
+            processing.end(state, exc)
+            raise
+        processing.end(state, None)
+        return result
+
+    return method
