@@ -425,9 +425,12 @@ def test_a_record_too_large_raises_and_marks_the_span_error(
 
 
 def test_a_failed_delivery_fails_the_future_and_marks_the_span_error(
-    topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+    topic: str,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """When the broker is gone the future fails as it would without us, and the span is ERROR."""
+    """Broker gone: the send's future fails as without us, a publish is logged, spans are ERROR."""
     from choreoscope.collector.broker import EmbeddedBroker
 
     with EmbeddedBroker() as own:
@@ -441,13 +444,20 @@ def test_a_failed_delivery_fails_the_future_and_marks_the_span_error(
         producer = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
         producer.send(topic, value=b"{}", partition=0).get(10)
         own.stop()
-        future = producer.send(topic, value=b"{}", partition=0)
-        with pytest.raises(KafkaError):
-            future.get(20)
+        with caplog.at_level(logging.ERROR, logger="choreoscope.instrumentation"):
+            future = producer.send(topic, value=b"{}", partition=0)
+            lost = producer.publish(topic, "order.placed", {"n": 1}, key="k")
+            with pytest.raises(KafkaError):
+                future.get(20)
+            spans = wait_for_spans(span_exporter, 3)
     raw.close(timeout=0.5)
-    spans = wait_for_spans(span_exporter, 2)
-    assert [s.status.status_code for s in spans] == [StatusCode.UNSET, StatusCode.ERROR]
+    assert [s.status.status_code for s in spans[1:]] == [StatusCode.ERROR, StatusCode.ERROR]
     assert dict(spans[1].attributes)[semconv.ERROR_TYPE] == type(future.exception).__qualname__
+    messages = [r.getMessage() for r in caplog.records if r.name == "choreoscope.instrumentation"]
+    [logged] = [m for m in messages if lost.id in m]
+    assert logged.startswith(
+        f"choreoscope: publishing order.placed {lost.id} to {topic!r} failed: "
+    )
 
 
 class _BrokenTracerProvider(TracerProvider):

@@ -213,8 +213,9 @@ class TracedProducer:
 
         A str `key` is sent UTF-8 encoded (unless the producer has a `key_serializer`) and is
         the default `subject`. A type whose last word is not past tense is published but
-        logged once as a warning. Delivery is asynchronous: its outcome is on the span; use
-        `send_event` when you need the future.
+        logged once as a warning. Delivery is asynchronous: a failure marks the span ERROR and
+        is logged as an error (logger `choreoscope.instrumentation`); use `send_event` when you
+        need the future.
         """
         if not isinstance(event_type, str) or not event_type:
             raise UsageError(f"expected the event type as a non-empty str, got {event_type!r}")
@@ -242,9 +243,11 @@ class TracedProducer:
             value, content_type = wire.encode_value(data)
         if type(key) is str and not self._serializes_keys:
             key = key.encode()
-        self._emit(
+        future = self._emit(
             topic, event, value, key, key_text, None, None, None, content_type, None, None, False
         )
+        # The caller holds no future: a failed delivery is logged (and on the span).
+        future.add_errback(_log_failed_publish, event, topic)
         return event
 
     def send_event(
@@ -423,6 +426,17 @@ def _finish(span: Span, outcome: Any) -> None:
         span.end()
     except Exception:  # noqa: BLE001
         _log_failure_once("could not end the producer span")
+
+
+def _log_failed_publish(event: Event, topic: str, exc: BaseException) -> None:
+    _log.error(
+        "choreoscope: publishing %s %s to %r failed: %s: %s",
+        event.type,
+        event.id,
+        topic,
+        type(exc).__name__,
+        exc,
+    )
 
 
 _failures_logged: set[str] = set()
