@@ -21,12 +21,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import (
-    Span,
-    SpanKind,
-    Status,
-    StatusCode,
-)
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import semconv, wire
 from ._clock import utc_now_rfc3339
@@ -74,8 +69,8 @@ class TracedProducer:
     - `send(topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None)`:
       kafka-python's call, returning its future (see `send`).
     - `publish(topic, event_type, data, ...) -> Event`: a new event with `data` as JSON.
-    - `send_event(topic, event, value, ...) -> future`: the building block both use, for
-      code that has its own `Event` (the outbox relay): the full envelope for `event`, a
+    - `send_event(topic, event, value, ...) -> future`: the same send path for code that
+      has its own `Event` (an outbox relay, a replayer): the full envelope for `event`, a
       `send {topic}` span (parent: `parent_context`, an OpenTelemetry `Context` or a
       `traceparent` string, default the current context) with `extra_attributes` added.
     """
