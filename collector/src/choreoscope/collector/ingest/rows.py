@@ -89,10 +89,13 @@ def event_row(
         "data_size": len(raw_value) if raw_value is not None else value_size,
         "data_truncated": truncated,
     }
-    for name, limit in _LIMITS:
-        text = row[name]
-        if text is not None and (len(text) > limit or "\x00" in text):
-            row[name] = _fit(name, text, limit, row)
+    texts = [t for t in map(row.__getitem__, _LIMITED) if t]
+    if texts and ("\x00" in "".join(texts) or max(map(len, texts)) > 128
+                  or len(row["schema_version"] or "") > 32 or len(row["time"] or "") > 64):
+        for name, limit in _LIMITS:
+            text = row[name]
+            if text is not None and (len(text) > limit or "\x00" in text):
+                row[name] = _fit(name, text, limit, row)
     seq = row["sequence"]
     if seq is not None and not _MIN_BIGINT <= seq <= _MAX_BIGINT:
         row["sequence"] = None
@@ -106,6 +109,8 @@ _LIMITS = (
     ("correlation_id", 128), ("causation_id", 128), ("flow_id", 128),
     ("schema_version", 32), ("time", 64), ("topic", 255), ("key", 1 << 20),
 )
+_LIMITED = tuple(name for name, _limit in _LIMITS)  # every limit is >= 128 but these two:
+assert {limit for _name, limit in _LIMITS if limit < 128} == {32, 64}
 _MIN_BIGINT, _MAX_BIGINT = -(1 << 63), (1 << 63) - 1
 FIELD_TOO_LONG = "field_too_long"
 BAD_SEQUENCE = "bad_sequence"
