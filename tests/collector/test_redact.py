@@ -73,3 +73,20 @@ def test_header_values_of_matching_names_are_redacted() -> None:
     text = Redactor().headers_json({"ce_id": "e1", "X-Auth-Token": "abc", "card": "4111"})
     assert json.loads(text) == {"ce_id": "e1", "X-Auth-Token": REDACTED, "card": REDACTED}
     assert Redactor().headers_json({}) is None
+
+
+def test_raw_headers_first_value_wins_and_none_values_are_left_out() -> None:
+    """Raw (name, bytes) pairs: repeated names keep the first value, None values are dropped."""
+    r = Redactor()
+    pairs = [("a", b"1"), ("a", b"2"), ("b", None), ("Token", b"t"), ("c", b"\xff")]
+    expected = '{"a":"1","Token":"[REDACTED]","c":"\ufffd"}'
+    assert r.headers_json(pairs) == expected
+    assert r.headers_json(iter(pairs)) == expected
+    assert r.headers_json([("ce_id", b"e1"), ("ce_type", b"x.y")]) == '{"ce_id":"e1","ce_type":"x.y"}'
+    assert r.headers_json([("b", None)]) is None
+
+
+def test_values_orjson_cannot_encode_fall_back_to_the_stdlib() -> None:
+    """Integers beyond 64 bits and NaN are stored as the standard library writes them."""
+    assert Redactor().data_json({"n": 1 << 70}) == ('{"n":1180591620717411303424}', False)
+    assert Redactor().data_json([float("nan")]) in (("[NaN]", False), ("[null]", False))
