@@ -318,6 +318,7 @@ def test_bad_configuration_rejected() -> None:
         traced_consumer(service="s", group="")
 
 
+@pytest.mark.filterwarnings("ignore:.*does not implement kafka.serializer:DeprecationWarning")
 def test_consumer_with_deserializers(
     bootstrap: str, topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
 ) -> None:
