@@ -42,6 +42,8 @@ def _body() -> None:
                 help="Share of records carrying a W3C traceparent header.")
     c[3].metric("Consumer lag", f"{o['consumer_lag']:,}", border=True,
                 help=f"Summed over {o['consumer_groups']} consumer group(s).")
+    c[0].page_link("pages/flow_map.py", label="Flow map", icon=":material/arrow_forward:")
+    c[1].page_link("pages/flows.py", label="All flows", icon=":material/arrow_forward:")
     c[2].page_link("pages/event_health.py", label="Event health", icon=":material/arrow_forward:")
     c[3].page_link("pages/outbox.py", label="Lag and outbox", icon=":material/arrow_forward:")
 
