@@ -394,3 +394,35 @@ def test_method_handlers(
     assert service.handle(record) == "seen:evt-1"
     assert asyncio.run(service.handle_async(record)) == "seen:evt-1"
     assert [s.name for s in span_exporter.get_finished_spans()] == [f"process {topic}"] * 2
+
+
+def test_event_passed_directly(
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    """An already decoded Event can be handed to the wrapper (handy in unit tests)."""
+    event = Event(id="e-9", type="order.placed", source="shop", topic="orders", partition=0)
+    seen: list[Event] = []
+    traced_consumer(service="billing", tracer_provider=tracer_provider)(seen.append)(event)
+    assert seen == [event] and seen[0] is event
+    (span,) = span_exporter.get_finished_spans()
+    assert (span.name, (span.attributes or {})["messaging.message.id"]) == ("process orders", "e-9")
+
+
+def test_not_a_record_warns_once(
+    tracer_provider: TracerProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Something that is not a record is still handled (as empty), with one warning per type."""
+
+    class NotARecord:
+        pass
+
+    seen: list[Event] = []
+    handle = traced_consumer(service="billing", tracer_provider=tracer_provider)(seen.append)
+    with caplog.at_level("WARNING", logger="choreoscope.instrumentation.consumer"):
+        handle(NotARecord())
+        handle(NotARecord())
+    assert [e.envelope for e in seen] == ["unknown", "unknown"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "choreoscope: expected a Kafka ConsumerRecord, got NotARecord; handled as an empty record"
+    ]

@@ -57,6 +57,7 @@ R = TypeVar("R")
 _log = logging.getLogger(__name__)
 _SCOPE = "choreoscope.instrumentation"
 _MAX_CACHED_TOPICS = 4096
+_warned_types: set[type] = set()  # record types already warned about, once each
 
 
 def traced_consumer(
@@ -102,7 +103,15 @@ class _Processing:
         self.topics: dict[str | None, tuple[str, dict[str, Any]]] = {}
 
     def decode(self, record: Any) -> Event:
+        if type(record) is Event:
+            return record  # an already decoded event, e.g. a handler called in a unit test
         get = getattr
+        if not hasattr(record, "value") and type(record) not in _warned_types:
+            _warned_types.add(type(record))
+            _log.warning(
+                "choreoscope: expected a Kafka ConsumerRecord, got %s; handled as an empty record",
+                type(record).__name__,
+            )
         key = get(record, "key", None)
         if key is not None and type(key) is not bytes:
             key = _key_bytes(key)  # a consumer with a key_deserializer
