@@ -38,15 +38,15 @@ def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
     for (group, event_id), spans in sorted(processed.items()):
         if len(spans) < 2:
             continue
-        e = dag.nodes.get(event_id)
-        what = label(e) if e is not None else event_id
+        handled = dag.nodes.get(event_id)
+        what = label(handled) if handled is not None else event_id
         found.append(Anomaly(
             kind=KIND, subkind="delivery", key=f"delivery:{group}:{event_id}",
             detail=f"group {group} processed {what} {len(spans)} times",
             correlation_id=flow.flow_id, event_id=event_id,
-            subject=e.subject if e is not None else None,
+            subject=handled.subject if handled is not None else None,
             service=next((s.service for s in spans if s.service), None), group=group,
-            extra={"type": e.type if e is not None else None,
+            extra={"type": handled.type if handled is not None else None,
                    "processings": [{"trace_id": s.trace_id, "span_id": s.span_id,
                                     "start_us": s.start_us, "partition": s.partition,
                                     "offset": s.offset} for s in spans]}))

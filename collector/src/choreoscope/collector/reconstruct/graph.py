@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Mapping
+from typing import Any
 
 from .flows import UNKNOWN_TYPE, Dag, Flow
 
@@ -46,12 +47,13 @@ class GraphBuilder:
         for s in flow.spans:
             if s.kind != "consumer" or s.message_id is None:
                 continue
-            e = dag.nodes.get(s.message_id)
+            handled = dag.nodes.get(s.message_id)
             service = s.service or s.group
-            if e is None or not service:
+            if handled is None or not service:
                 continue
-            k = (e.type or UNKNOWN_TYPE, service)
-            published = e.broker_ts_ms if e.broker_ts_ms is not None else e.time_ms
+            k = (handled.type or UNKNOWN_TYPE, service)
+            published = (handled.broker_ts_ms if handled.broker_ts_ms is not None
+                         else handled.time_ms)
             if published is None:
                 self.consumed_unknown[k] = self.consumed_unknown.get(k, 0) + 1
                 self.consumed.setdefault(k, array("d"))
@@ -59,9 +61,9 @@ class GraphBuilder:
             self.consumed.setdefault(k, array("d")).append(s.start_us / 1000.0 - published)
 
     def rows(self, anomaly_counts: Mapping[tuple[str, str, str], int] | None = None
-             ) -> list[dict[str, object]]:
+             ) -> list[Mapping[str, Any]]:
         counts = anomaly_counts or {}
-        out: list[dict[str, object]] = []
+        out: list[Mapping[str, Any]] = []
         for (src, typ), n in sorted(self.emits.items()):
             out.append({"source": src, "target": typ, "kind": EMITS, "count": n,
                         "p50_ms": None, "p95_ms": None,

@@ -4,6 +4,7 @@ of what others wrote that the pass needs (dead outbox rows, anomaly counts per f
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, func, select, tuple_
@@ -48,7 +49,7 @@ def anomaly_counts(store: Store) -> dict[str, int]:
 def write_flows(store: Store, summaries: list[FlowSummary], statuses: list[str],
                  counts: dict[str, int], now_ms: int) -> tuple[int, int]:
     """Upsert flows that changed, delete flows that no longer have events."""
-    changed: list[dict[str, Any]] = []
+    changed: list[Mapping[str, Any]] = []
     gone: list[str] = []
     sql = (f"SELECT {', '.join(_FLOW_COLUMNS)} FROM flows "
            f"ORDER BY correlation_id {collate(store.dialect)}")
@@ -79,7 +80,7 @@ def write_flows(store: Store, summaries: list[FlowSummary], statuses: list[str],
     return len(changed), len(gone)
 
 
-def write_edges(store: Store, edges: list[dict[str, Any]]) -> None:
+def write_edges(store: Store, edges: list[Mapping[str, Any]]) -> None:
     """Upsert the edges and remove those no longer learned."""
     keep = {(e["source"], e["target"], e["kind"]) for e in edges}
     with store.engine.begin() as conn:
