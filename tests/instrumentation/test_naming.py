@@ -29,10 +29,13 @@ from choreoscope.instrumentation.naming import is_past_tense
         "email.written",
         "Order.Cancelled",
         "ORDER.PLACED",
+        "inventory.out_of_stock",
+        "product.back_in_stock",
+        "InventoryOutOfStock",
     ],
 )
 def test_past_tense(name: str) -> None:
-    """Regular and irregular past forms, phrasal verbs and versioned names are past tense."""
+    """Past forms, phrasal verbs, states reached and versioned names read as facts."""
     assert is_past_tense(name)
 
 

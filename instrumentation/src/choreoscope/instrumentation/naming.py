@@ -2,8 +2,8 @@
 
 Events state facts that happened (`order.placed`, `PaymentFailed`), commands ask for
 something to happen (`order.place`, `SendEmail`). The check is a heuristic: regular `-ed`
-forms, a list of irregular participles, phrasal verbs (`user.signed_up`), and a trailing
-version (`order.placed.v2`) is ignored.
+forms, a list of irregular participles, phrasal verbs (`user.signed_up`), states reached
+(`inventory.out_of_stock`), and a trailing version (`order.placed.v2`) is ignored.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ _IRREGULAR = frozenset(
 # Words ending in -eed that are past forms; the others (need, feed, proceed) are not.
 _EED_PAST = frozenset("agreed freed guaranteed decreed refereed disagreed".split())
 _PARTICLES = frozenset("up out in off on down over back away through".split())
+# A state reached is a fact too: `inventory.out_of_stock`, `product.back_in_stock`.
+_STATE_PHRASES = frozenset({("out", "of"), ("back", "in")})
 _VERSION = re.compile(r"v?[0-9]+")
 _SPLIT = re.compile(r"[.\-_:/\s]|(?<=[a-z0-9])(?=[A-Z])")
 
@@ -43,6 +45,8 @@ def is_past_tense(event_type: str) -> bool:
     words = [w.lower() for w in _SPLIT.split(event_type) if w]
     while words and _VERSION.fullmatch(words[-1]):
         words.pop()
+    if len(words) >= 3 and tuple(words[-3:-1]) in _STATE_PHRASES:
+        return True
     if len(words) >= 2 and words[-1] in _PARTICLES:
         words.pop()
     return bool(words) and _past(words[-1])
