@@ -5,6 +5,8 @@ agree), streams events and spans ordered by flow, rebuilds every flow's causal D
 choreography graph and the terminal event types, runs every detector except `stuck_outbox`
 (the outbox monitor's), and writes idempotently: anomalies by key, flows and graph edges by
 upsert (unchanged flows are not rewritten; flows and edges that no longer exist are removed).
+A pass over an unchanged store is skipped until something becomes due by time alone
+(`reconstruct/skip.py`). Every pass is a full recomputation otherwise: not incremental.
 """
 
 from __future__ import annotations
