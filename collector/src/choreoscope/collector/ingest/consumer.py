@@ -256,7 +256,7 @@ class BusIngest:
     def check_config(self) -> None:
         """Raise ValueError when librdkafka rejects the consumer configuration."""
         try:
-            Consumer(self.config).close()
+            Consumer({**self.config, "error_cb": _ignore}).close()
         except (KafkaException, ValueError, TypeError) as exc:
             raise ValueError(f"expected valid Kafka consumer options, got {exc}") from None
 
@@ -347,6 +347,10 @@ def describe_options(config: Mapping[str, Any]) -> dict[str, Any]:
 def _log_assign(_consumer: Any, partitions: list[TopicPartition]) -> None:
     log.info("ingest: assigned %d partitions: %s", len(partitions),
              ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions[:20]))
+
+
+def _ignore(_error: Any) -> None:
+    pass
 
 
 def kafka_error_logger(every_s: float = 30.0) -> Callable[[Any], None]:
