@@ -80,7 +80,8 @@ class OutboxRelay:
     (its plain producer is used: the relay writes the headers and the span itself).
     `topic_for(aggregatetype) -> topic` defaults to the aggregate type itself. `backoff`
     is the first retry delay in seconds (doubling per attempt, at most 5 minutes) or a
-    callable `attempts -> seconds`.
+    callable `attempts -> seconds`. After `max_attempts` failed sends a row is `dead`, unless
+    its errors are ones Kafka marks retriable (broker away, timeouts): those rows stay pending.
     """
 
     def __init__(
@@ -257,7 +258,9 @@ class OutboxRelay:
     ) -> tuple[Any, ...]:
         attempts = row.attempts + 1
         message = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
-        if attempts >= self.max_attempts:
+        # Errors Kafka calls retriable (broker unreachable, timeouts, leader moves) are the
+        # bus's, not the row's: the row backs off and stays pending however long they last.
+        if attempts >= self.max_attempts and getattr(error, "retriable", False) is not True:
             status, next_at = STATUS_DEAD, None
             log.warning("outbox row %s (%s %s) is dead after %d attempts: %s",
                         row.seq, row.aggregatetype, row.aggregateid, attempts, message)
