@@ -1,0 +1,151 @@
+"""The broker stopped and restarted on the same port under a running collector, instrumented
+producers and the outbox relay: the collector reconnects by itself, producers surface errors to
+the caller, the relay keeps rows pending and publishes them in order once the broker is back.
+
+Tansu keeps everything in memory: after the restart the topics are gone, so what is sent after
+it goes to a new topic (auto-created) that the collector's regex subscription picks up."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from opentelemetry.trace import StatusCode
+from sqlalchemy import select
+
+from choreoscope.collector.broker import EmbeddedBroker
+from choreoscope.collector.store import Store
+from choreoscope.collector.store.schema import events
+from choreoscope.instrumentation import instrument_producer
+from choreoscope.instrumentation.outbox import Outbox
+from choreoscope.instrumentation.relay import OutboxRelay
+from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, since the test stops it."""
+    b = EmbeddedBroker().start()
+    yield b
+    b.stop()
+
+
+def _stored(url: str, topic: str) -> list[tuple]:
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                select(events.c.subject, events.c.sequence, events.c.event_id, events.c.type)
+                .where(events.c.topic == topic).order_by(events.c.partition, events.c.offset))]
+    except Exception:  # noqa: BLE001 - schema not created yet
+        return []
+    finally:
+        store.dispose()
+
+
+def _wait(what: str, check, limit_s: float = 90.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _producer(bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=bootstrap, max_block_ms=1000,
+                         request_timeout_ms=3000, delivery_timeout_ms=5000, retries=0,
+                         linger_ms=0,
+                         reconnect_backoff_max_ms=500)
+
+
+def test_broker_restart_under_collector_producers_and_relay(
+        own_broker, tmp_path: Path, tracer_provider, span_exporter) -> None:
+    """Errors reach the producer's caller, outbox rows wait, and everything arrives after."""
+    bootstrap = own_broker.bootstrap
+    before, after = "rs.before", "rs.after"
+    url = f"sqlite:///{tmp_path}/collector.db"
+    log = tmp_path / "collector.log"
+    cmd = [sys.executable, "-m", "choreoscope.collector.cli", "--store", url, "collect",
+           "--bootstrap", bootstrap, "--topics", r"^rs\..*", "--group", "g-restart",
+           "--otlp-port", "0", "--analyze-interval", "3600", "--batch-size", "50",
+           "--kafka-option", f"session.timeout.ms={SESSION_TIMEOUT_MS}",
+           "--kafka-option", f"heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}"]
+    collector = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    kafka = _producer(bootstrap)
+    traced = instrument_producer(kafka, service="shop", tracer_provider=tracer_provider)
+    box = Outbox(f"sqlite:///{tmp_path}/svc.db", service="shop")
+    box.create_table()
+    relay = OutboxRelay(box, kafka, topic_for=lambda _t: after, backoff=lambda _n: 0.05, send_timeout=3,
+                        tracer_provider=tracer_provider)
+    try:
+        for i in range(20):
+            traced.send(before, {"n": i}, key=b"k").get(timeout=30)
+        _wait("the first events", lambda: len(_stored(url, before)) == 20)
+
+        own_broker.stop()
+        with pytest.raises(KafkaError):  # synchronously or through the future
+            traced.send(before, {"n": "lost?"}, key=b"k").get(timeout=30)
+        failed = [s for s in span_exporter.get_finished_spans()
+                  if s.status.status_code == StatusCode.ERROR]
+        assert [s.name for s in failed] == [f"send {before}"]
+
+        conn = sqlite3.connect(f"{tmp_path}/svc.db")
+        for i in range(6):  # two aggregates, written while the broker is away
+            box.add(conn, aggregatetype="order", aggregateid=f"ord-{i % 2}",
+                    event_type="order.placed", data={"i": i})
+            conn.commit()
+        conn.close()
+        for _ in range(7):  # the relay keeps trying through the outage, past max_attempts
+            assert relay.run_once() == 0
+            time.sleep(0.3)
+        rows = _outbox_rows(tmp_path / "svc.db")
+        assert max(attempts for *_x, attempts in rows) > relay.max_attempts
+        assert {status for _seq, _agg, status, _attempts in rows} == {"pending"}, rows
+
+        own_broker.start()  # the same port
+        assert collector.poll() is None, log.read_text()[-2000:]
+        sent = 0
+        deadline = time.monotonic() + 90
+        while sent < 6 and time.monotonic() < deadline:
+            sent += relay.run_once()
+            time.sleep(0.2)
+        assert sent == 6
+        assert [status for *_x, status, _a in _outbox_rows(tmp_path / "svc.db")] == ["sent"] * 6
+        for i in range(10):
+            traced.send(after, {"m": i}, key=b"k").get(timeout=30)
+        _wait("events after the restart", lambda: len(_stored(url, after)) == 16, 120)
+        stored = _stored(url, after)
+        for aggregate in ("ord-0", "ord-1"):
+            seqs = [seq for subject, seq, _id, _t in stored if subject == aggregate]
+            assert seqs == sorted(seqs) and len(seqs) == 3, stored
+        assert len(_stored(url, before)) == 20  # nothing from before the outage is lost
+        assert collector.poll() is None
+    finally:
+        kafka.close(timeout=5)
+        if collector.poll() is None:
+            collector.send_signal(signal.SIGTERM)
+            try:
+                collector.wait(60)
+            except subprocess.TimeoutExpired:
+                collector.kill()
+    assert collector.returncode == 0, log.read_text()[-3000:]
+
+
+def _outbox_rows(path: Path) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("select seq, aggregateid, status, attempts from outbox order by seq"
+                            ).fetchall()
+    finally:
+        conn.close()
