@@ -138,7 +138,7 @@ def time_page(page: str) -> float:
     one-off set-up (component discovery) outside the measurement."""
     at = AppTest.from_file(str(APP_DIR / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"views/{page}.py")
     start = time.perf_counter()
     at.run()
     elapsed = time.perf_counter() - start

@@ -36,7 +36,7 @@ def run(page: str = "overview", **query: str) -> AppTest:
     at.query_params.update(query)
     at.run()
     if page != "overview":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.message for e in at.exception]
     return at
 
@@ -94,7 +94,7 @@ def test_flows_table_lists_flows_newest_first(env: None) -> None:
 def test_flows_status_filter_comes_from_the_url(env: None) -> None:
     """`?status=stuck` filters the table and sets the status box."""
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/flows.py")
+    at.switch_page("views/flows.py")
     at.query_params["status"] = "stuck"
     at.run()
     assert at.dataframe[0].value["correlation_id"].tolist() == ["ord-2"]

@@ -141,7 +141,7 @@ def _run(page: str = "overview", **query: str) -> AppTest:
     at.query_params.update(query)
     at.run()
     if page != "overview":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.message for e in at.exception]
     return at
 

@@ -120,7 +120,7 @@ GRAPH = {
 
 DOT = """\
 digraph choreography {
-  rankdir=LR;
+  rankdir=TB;
   node [fontname="Helvetica"];
   edge [fontname="Helvetica", fontsize=10];
   "type:order.placed" [label="order.placed", shape=ellipse];

@@ -1,6 +1,6 @@
 """The Choreoscope dashboard: `streamlit run app.py` (normally via `choreoscope dashboard`).
 
-A multipage app; each page is one module under `pages/`. The store is read-only, through the
+A multipage app; each page is one module under `views/`. The store is read-only, through the
 collector's query layer. An empty store shows the first-run page on every page.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 import streamlit as st
 
 PAGES = (
-    ("pages/overview.py", "Overview", ":material/dashboard:", "overview"),
-    ("pages/flow_map.py", "Flow map", ":material/account_tree:", "flow_map"),
-    ("pages/flows.py", "Flows", ":material/list_alt:", "flows"),
-    ("pages/out_of_order.py", "Out-of-order", ":material/swap_vert:", "out_of_order"),
-    ("pages/outbox.py", "Outbox", ":material/outbox:", "outbox"),
-    ("pages/variants.py", "Variants", ":material/alt_route:", "variants"),
-    ("pages/event_health.py", "Event health", ":material/health_and_safety:", "event_health"),
+    ("views/overview.py", "Overview", ":material/dashboard:", "overview"),
+    ("views/flow_map.py", "Flow map", ":material/account_tree:", "flow_map"),
+    ("views/flows.py", "Flows", ":material/list_alt:", "flows"),
+    ("views/out_of_order.py", "Out-of-order", ":material/swap_vert:", "out_of_order"),
+    ("views/outbox.py", "Outbox", ":material/outbox:", "outbox"),
+    ("views/variants.py", "Variants", ":material/alt_route:", "variants"),
+    ("views/event_health.py", "Event health", ":material/health_and_safety:", "event_health"),
 )
 
 

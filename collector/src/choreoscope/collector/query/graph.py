@@ -52,7 +52,7 @@ def graph_dot(store_or_graph: Store | dict[str, Any]) -> str:
     kind_of = {n["id"]: n["kind"] for n in g["nodes"]}
     lines = [
         "digraph choreography {",
-        "  rankdir=LR;",
+        "  rankdir=TB;",
         '  node [fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
     ]

@@ -1,7 +1,8 @@
 """What every page does first: page config, the sidebar refresh control, the first-run check.
 
-Pages call `start()` themselves rather than relying on app.py, because Streamlit may run a
-file under `pages/` directly (its older multipage mode, e.g. under AppTest.switch_page).
+Pages call `start()` themselves rather than relying on app.py, because AppTest.switch_page
+runs a page file directly. (The folder is `views/`, not `pages/`: Streamlit would take a
+`pages/` folder beside app.py for its older automatic multipage mode.)
 """
 
 from __future__ import annotations

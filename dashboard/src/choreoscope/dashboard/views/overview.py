@@ -42,10 +42,10 @@ def _body() -> None:
                 help="Share of records carrying a W3C traceparent header.")
     c[3].metric("Consumer lag", f"{o['consumer_lag']:,}", border=True,
                 help=f"Summed over {o['consumer_groups']} consumer group(s).")
-    c[0].page_link("pages/flow_map.py", label="Flow map", icon=":material/arrow_forward:")
-    c[1].page_link("pages/flows.py", label="All flows", icon=":material/arrow_forward:")
-    c[2].page_link("pages/event_health.py", label="Event health", icon=":material/arrow_forward:")
-    c[3].page_link("pages/outbox.py", label="Lag and outbox", icon=":material/arrow_forward:")
+    c[0].page_link("views/flow_map.py", label="Flow map", icon=":material/arrow_forward:")
+    c[1].page_link("views/flows.py", label="All flows", icon=":material/arrow_forward:")
+    c[2].page_link("views/event_health.py", label="Event health", icon=":material/arrow_forward:")
+    c[3].page_link("views/outbox.py", label="Lag and outbox", icon=":material/arrow_forward:")
 
     st.subheader("Flows")
     by_status = o["flows_by_status"]
@@ -53,17 +53,17 @@ def _body() -> None:
     for col, status, label in zip(c, ("in_progress", "completed", "stuck", "failed"),
                                   ("Active", "Completed", "Stuck", "Failed"), strict=True):
         col.metric(label, f"{by_status.get(status, 0):,}", border=True)
-        col.page_link("pages/flows.py", label=f"{label} flows", icon=":material/arrow_forward:",
+        col.page_link("views/flows.py", label=f"{label} flows", icon=":material/arrow_forward:",
                       query_params={"status": status})
 
     st.subheader("Anomalies and outbox")
     kinds = o["anomalies_by_kind"]
     c = st.columns(4)
     c[0].metric("Out-of-order arrivals", f"{kinds.get('out_of_order', 0):,}", border=True)
-    c[0].page_link("pages/out_of_order.py", label="Out-of-order",
+    c[0].page_link("views/out_of_order.py", label="Out-of-order",
                    icon=":material/arrow_forward:")
     c[1].metric("Duplicates", f"{kinds.get('duplicate', 0):,}", border=True)
-    c[1].page_link("pages/flows.py", label="Flows with duplicates",
+    c[1].page_link("views/flows.py", label="Flows with duplicates",
                    icon=":material/arrow_forward:", query_params={"anomaly": "duplicate"})
     c[2].metric("Outbox backlog", f"{o['outbox_pending']:,}", border=True,
                 help=f"Pending rows over {o['outbox_sources']} outbox source(s); "
@@ -71,7 +71,7 @@ def _body() -> None:
     c[3].metric("Oldest pending outbox row", fmt.duration(
         None if o["outbox_oldest_pending_age_s"] is None
         else o["outbox_oldest_pending_age_s"] * 1000), border=True)
-    c[2].page_link("pages/outbox.py", label="Outbox", icon=":material/arrow_forward:")
+    c[2].page_link("views/outbox.py", label="Outbox", icon=":material/arrow_forward:")
     if o["outbox_unreachable"]:
         c[3].error(f"{o['outbox_unreachable']} outbox source(s) unreachable")
 

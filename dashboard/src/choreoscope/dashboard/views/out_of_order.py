@@ -118,7 +118,7 @@ def _explain(row: dict[str, Any]) -> None:
         elif extra:
             st.json(extra, expanded=1)
         if row["correlation_id"]:
-            st.page_link("pages/flows.py", label=f"Flow {row['correlation_id']}",
+            st.page_link("views/flows.py", label=f"Flow {row['correlation_id']}",
                          icon=":material/arrow_forward:",
                          query_params={"flow": row["correlation_id"]})
         st.caption(f"Detected {fmt.when(row['detected_at_ms'])}")
