@@ -94,7 +94,8 @@ def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[str, Any]:
-    """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag.
+    """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag, and the
+    spans the OTLP receiver had to drop (`otlp_spans_dropped`).
 
     `events_per_minute` covers the `window_ms` before `window_end_ms` by store time (index
     range scans), as `[{minute_ms, count}]`, zero minutes included. The window ends at
@@ -122,6 +123,8 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
             "SELECT observed_at_ms - observed_at_ms % 60000 AS m, count(*) FROM events"
             " WHERE observed_at_ms >= :since AND observed_at_ms <= :now GROUP BY m"),
             {"since": since, "now": end})}
+        dropped = conn.execute(text("SELECT value FROM meta WHERE key = :k"),
+                               {"k": "otlp.spans_dropped"}).scalar()
     first_minute = since - since % 60000
     minutes = [{"minute_ms": m, "count": per_minute.get(m, 0)}
                for m in range(first_minute, end + 1, 60000)]
@@ -142,6 +145,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "window_end_ms": end,
         "events_last_5_min": int(last_5),
         "last_event_ms": last_seen,
+        "otlp_spans_dropped": int(dropped) if dropped and str(dropped).isdigit() else 0,
     }
 
 
