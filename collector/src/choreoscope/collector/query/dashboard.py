@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from ..store import Store
 from ..store.engine import normalize_url
-from ._convert import json_list, json_or
+from ._convert import has_nul, json_list, json_or
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
 
@@ -89,6 +89,8 @@ def has_tables(store: Store) -> bool:
 
 
 def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
+    if has_nul(*params.values()):  # a filter no stored text can match (PostgreSQL refuses it)
+        return []
     with store.engine.connect() as conn:
         return [dict(r) for r in conn.execute(text(sql), params).mappings()]
 
@@ -170,6 +172,8 @@ BUCKETS_MS = (60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000)
 def anomalies_over_time(store: Store, *, kind: str, points: int = 120) -> dict[str, Any]:
     """Anomalies of `kind` per time bucket, the bucket (1 min .. 1 day) chosen so the whole
     detection range fits in about `points` bars: `{bucket_ms, rows: [{at_ms, count}]}`."""
+    if has_nul(kind):
+        return {"bucket_ms": BUCKETS_MS[0], "rows": []}
     with store.engine.connect() as conn:
         low, high = conn.execute(text("SELECT min(detected_at_ms), max(detected_at_ms)"
                                       " FROM anomalies WHERE kind = :k"), {"k": kind}).one()
@@ -219,6 +223,8 @@ def out_of_order(store: Store, *, group: str | None = None, subject: str | None 
                  subkind: str | None = None, limit: int = 100,
                  offset: int = 0) -> dict[str, Any]:
     """One page of out-of-order anomalies, newest first, with `extra` parsed: `{total, rows}`."""
+    if has_nul(group, subject, subkind):
+        return {"total": 0, "rows": []}
     where, params = ["kind = 'out_of_order'"], {}
     for column, value, name in (("group_name", group, "grp"), ("subject", subject, "subj"),
                                 ("subkind", subkind, "sub")):
