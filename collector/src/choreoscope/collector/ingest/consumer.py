@@ -4,6 +4,9 @@ At-least-once into the store, exactly-once in effect: a batch is written to `eve
 transaction, THEN its offsets (+1) are committed synchronously; re-reading a record changes
 nothing because rows are keyed by (topic, partition, offset). While the store is unreachable
 the batch is retried with backoff and no offset is committed.
+
+Pipelined (the default), a writer thread stores batch N while the consuming thread decodes
+batch N+1; offsets are still committed by the consuming thread, only for stored batches.
 """
 
 from __future__ import annotations
