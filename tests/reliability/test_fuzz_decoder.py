@@ -16,6 +16,8 @@ from choreoscope.collector.ingest.rows import event_row
 from choreoscope.collector.store import Store
 from choreoscope.instrumentation.decoder import decode_record
 
+# Derandomized (same examples every run, for CI) and without the shrink phase: shrinking
+# megabyte inputs can take minutes; a failure is reported with its unshrunk example.
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                 phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -170,7 +172,9 @@ def test_huge_header_and_value(size) -> None:
 
 def test_every_fuzzed_row_is_stored(tmp_path) -> None:
     """The rows built from fuzzed records all go into a real store (none rejected outright)."""
-    assert _ROWS, "run with the fuzz tests before it"
+    if not _ROWS:  # run alone: a few odd records of its own
+        for i, value in enumerate([b'"\\ud800"', b"\xff", None, b"[" * 5000, b'{"a":1}']):
+            _kept([("ce_id", b"\xff"), ("ce_id", b"x"), ("traceparent", b"00-zz")], value, i)
     store = Store(f"sqlite:///{tmp_path}/fuzz.db").create()
     rows = [dict(r, offset=i) for i, r in enumerate(_ROWS)]
     assert store_rows(store, rows) == len(rows)
