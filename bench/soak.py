@@ -12,6 +12,7 @@ Printed at the end: events produced vs stored (must be equal), the collector's p
 the time the collector built its row, observed_at_ms; both from this machine's clock).
 
     .venv/bin/python bench/soak.py [--minutes 30] [--rate 2000] [--store URL]
+        [--analyze-interval SECONDS]
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--rate", type=int, default=2000, help="events/s on the bus in all")
     ap.add_argument("--store", default=None, help="store URL (default: a fresh SQLite file)")
+    ap.add_argument("--analyze-interval", type=float, default=10.0,
+                    help="the collector's analysis interval, seconds")
     args = ap.parse_args(argv)
     if args.minutes <= 0 or args.rate < 2:
         ap.error(f"expected --minutes > 0 and --rate >= 2, got {args.minutes} and {args.rate}")
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     collector = subprocess.Popen(
         [sys.executable, "-m", "choreoscope.collector.cli", "--store", url, "collect",
          "--bootstrap", bootstrap, "--topics", r"^soak\..*", "--group", "soak-collector",
-         "--otlp-port", "0", "--analyze-interval", "10", "--stuck-after", "3600",
+         "--otlp-port", "0", "--analyze-interval", f"{args.analyze_interval:g}",
+         "--stuck-after", "3600",
          "--kafka-option", "session.timeout.ms=6000",
          "--kafka-option", "heartbeat.interval.ms=1000"],
         stdout=subprocess.DEVNULL, stderr=log)
