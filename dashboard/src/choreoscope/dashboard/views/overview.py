@@ -74,6 +74,9 @@ def _body() -> None:
     c[2].page_link("views/outbox.py", label="Outbox", icon=":material/arrow_forward:")
     if o["outbox_unreachable"]:
         c[3].error(f"{o['outbox_unreachable']} outbox source(s) unreachable")
+    if o.get("otlp_spans_dropped"):
+        st.warning(f"{o['otlp_spans_dropped']:,} spans dropped by the OTLP receiver (its queue "
+                   "was full): some flows may miss spans.")
 
     left, right = st.columns(2)
     with left:
