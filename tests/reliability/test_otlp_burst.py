@@ -25,7 +25,7 @@ from choreoscope.collector import metrics
 from choreoscope.collector.broker import free_port
 from choreoscope.collector.query import dashboard as dq
 from choreoscope.collector.store import Store
-from choreoscope.collector.store.schema import meta, spans
+from choreoscope.collector.store.schema import events, meta, spans
 from choreoscope.collector.traces.receiver import DROPPED_META_KEY, OtlpReceiver
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 
@@ -139,9 +139,10 @@ def test_burst_into_a_collector_process(bootstrap, topic, group, tmp_path) -> No
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 
-def test_drops_beyond_the_queue_are_counted_everywhere(tmp_path) -> None:
-    """With a small queue the burst is partly dropped; the count is in meta, metrics, overview."""
-    store = Store(f"sqlite:///{tmp_path}/small.db").create()
+def test_drops_beyond_the_queue_are_counted_everywhere(tmp_path, monkeypatch) -> None:
+    """With a small queue the burst is partly dropped; the count is in meta, metrics, dashboard."""
+    url = f"sqlite:///{tmp_path}/small.db"
+    store = Store(url).create()
     receiver = OtlpReceiver(store, port=0, max_queue=2_000, batch_size=500,
                             flush_interval_s=0.5).start()
     try:
@@ -157,3 +158,19 @@ def test_drops_beyond_the_queue_are_counted_everywhere(tmp_path) -> None:
     assert registry.get_sample_value("choreoscope_spans_dropped_total") == dropped
     assert dq.overview(store, now_ms=int(time.time() * 1000))["otlp_spans_dropped"] == dropped
     store.dispose()
+    from streamlit.testing.v1 import AppTest
+
+    from tests.dashboard.test_pages import APP
+
+    store = Store(url)
+    with store.engine.begin() as conn:  # past the dashboard's first-run page: one event
+        conn.execute(events.insert().values(
+            topic="orders", partition=0, offset=0, event_id="e0", flow_id="e0",
+            observed_at_ms=int(time.time() * 1000), envelope="binary", data_truncated=False))
+    store.dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any(f"{dropped:,} spans dropped" in w.value for w in at.warning), \
+        [str(e.value)[:200] for e in (*at.warning, *at.error, *at.info, *at.markdown)]
