@@ -83,6 +83,17 @@ def causal_tree_markdown(events: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or "_No events stored for this flow._"
 
 
+# Timeline bar colours; a failed span is red whatever its kind.
+SPAN_COLORS = {
+    "span · consumer": "#4c78a8",
+    "span · producer": "#f58518",
+    "span · server": "#72b7b2",
+    "span · client": "#54a24b",
+    "span · internal": "#9d9d9d",
+    "span · failed": "#e45756",
+}
+
+
 def timeline_frame(flow: dict[str, Any]) -> pd.DataFrame:
     """Bars for spans and points for bus events, one row per service."""
     rows: list[dict[str, Any]] = []
@@ -90,7 +101,8 @@ def timeline_frame(flow: dict[str, Any]) -> pd.DataFrame:
         start = pd.Timestamp(int(s["start_us"]), unit="us", tz="UTC")
         end = start + pd.Timedelta(microseconds=max(int(s["duration_ms"] * 1000), 1))
         rows.append({"service": s["service"] or "?", "start": start, "end": end,
-                     "what": s["name"], "item": f"span · {s['kind']}",
+                     "what": s["name"],
+                     "item": "span · failed" if s["status"] == "error" else f"span · {s['kind']}",
                      "status": s["status"], "detail": f"{s['duration_ms']:.1f} ms"})
     for e in flow["events"]:
         at = e.get("broker_time") or e.get("observed_at")
@@ -120,7 +132,8 @@ def _timeline(flow: dict[str, Any]) -> None:
         height=14, cornerRadius=2).encode(
         x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M:%S.%L", tickCount=6)),
         x2="end:T",
-        color=alt.Color("item:N", title=None, scale=alt.Scale(scheme="tableau10")))
+        color=alt.Color("item:N", title=None,
+                        scale=alt.Scale(domain=list(SPAN_COLORS), range=list(SPAN_COLORS.values()))))
     points = base.transform_filter(alt.datum.item == "event on the bus").mark_point(
         shape="diamond", size=90, filled=True, color="#111827").encode(x="start:T")
     height = 40 * max(df["service"].nunique(), 2) + 40
