@@ -9,13 +9,12 @@ import contextlib
 import logging
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from . import wire
 from .event import Event
-from .traceparent import InvalidTraceparent, parse_traceparent
+from .traceparent import InvalidTraceparent, parse_traceparent, remote_context
 
 _log = logging.getLogger("choreoscope.instrumentation")
 
@@ -91,12 +90,4 @@ def context_from_traceparent(value: str, tracestate: str | None) -> Context | No
     except InvalidTraceparent as exc:
         _log.warning("choreoscope: ignoring an invalid traceparent %r: %s", value, exc)
         return None
-    state = TraceState.from_header([tracestate]) if tracestate else None
-    remote = SpanContext(
-        int(parsed.trace_id, 16),
-        int(parsed.span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(parsed.flags),
-        trace_state=state,
-    )
-    return trace.set_span_in_context(NonRecordingSpan(remote))
+    return remote_context(parsed, tracestate, otel_context.get_current())

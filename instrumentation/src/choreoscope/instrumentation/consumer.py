@@ -34,14 +34,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
     Link,
-    NonRecordingSpan,
     Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
-    TraceState,
 )
 
 from . import semconv
@@ -50,6 +46,7 @@ from .decoder import decode_record
 from .errors import UsageError
 from .event import Event
 from .ordering import OrderTracker
+from .traceparent import TraceParent, remote_context
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -173,20 +170,7 @@ class _Processing:
                 attributes[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = event.key.decode(
                     "utf-8", "replace"
                 )
-            # semconv.event_attributes, written straight into the one dict (hot path).
-            if event.id:
-                attributes[semconv.MESSAGING_MESSAGE_ID] = event.id
-                attributes[semconv.CLOUDEVENTS_EVENT_ID] = event.id
-            if event.correlation_id:
-                attributes[semconv.MESSAGING_CONVERSATION_ID] = event.correlation_id
-            if event.type:
-                attributes[semconv.CLOUDEVENTS_EVENT_TYPE] = event.type
-            if event.source:
-                attributes[semconv.CLOUDEVENTS_EVENT_SOURCE] = event.source
-            if event.subject:
-                attributes[semconv.CLOUDEVENTS_EVENT_SUBJECT] = event.subject
-            if event.causation_id:
-                attributes[semconv.CAUSATION_ID] = event.causation_id
+            semconv.event_attributes(event, attributes)
             span = self.tracer.start_span(
                 name,
                 context=_parent_context(event),
@@ -222,15 +206,8 @@ def _parent_context(event: Event) -> otel_context.Context:
     tp = event.traceparent
     if tp is None:  # the decoder keeps only a valid one: version-trace-parent-flags[-...]
         return otel_context.Context()
-    state = TraceState.from_header([event.tracestate]) if event.tracestate else None
-    remote = SpanContext(
-        trace_id=int(tp[3:35], 16),
-        span_id=int(tp[36:52], 16),
-        is_remote=True,
-        trace_flags=TraceFlags(int(tp[53:55], 16)),
-        trace_state=state,
-    )
-    return trace.set_span_in_context(NonRecordingSpan(remote), otel_context.Context())
+    parent = TraceParent(tp[3:35], tp[36:52], int(tp[53:55], 16))
+    return remote_context(parent, event.tracestate)
 
 
 class _Decorator:

@@ -395,19 +395,7 @@ def _span_attributes(base: dict[str, str], event: Event, key_text: str | None) -
     attrs: dict[str, Any] = base.copy()
     if key_text is not None:
         attrs[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key_text
-    if event.id:
-        attrs[semconv.MESSAGING_MESSAGE_ID] = event.id
-        attrs[semconv.CLOUDEVENTS_EVENT_ID] = event.id
-    if event.correlation_id:
-        attrs[semconv.MESSAGING_CONVERSATION_ID] = event.correlation_id
-    if event.type:
-        attrs[semconv.CLOUDEVENTS_EVENT_TYPE] = event.type
-    if event.source:
-        attrs[semconv.CLOUDEVENTS_EVENT_SOURCE] = event.source
-    if event.subject:
-        attrs[semconv.CLOUDEVENTS_EVENT_SUBJECT] = event.subject
-    if event.causation_id:
-        attrs[semconv.CAUSATION_ID] = event.causation_id
+    semconv.event_attributes(event, attrs)
     return attrs
 
 

@@ -41,20 +41,16 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
-    NonRecordingSpan,
     Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
-    TraceState,
 )
 
 from . import _dbapi, semconv, wire
 from .event import Event
 from .outbox import STATUS_DEAD, STATUS_PENDING, STATUS_SENT, Outbox
-from .traceparent import InvalidTraceparent, format_traceparent, parse_traceparent
+from .traceparent import InvalidTraceparent, format_traceparent, parse_traceparent, remote_context
 
 log = logging.getLogger(__name__)
 
@@ -412,18 +408,7 @@ def _stored_context(text: str | None) -> tuple[Context, str | None]:
         log.debug("ignoring a stored trace context: %s", exc)
         return root, None
     tracestate = fields.get("tracestate") or None
-    try:
-        state = TraceState.from_header([tracestate]) if tracestate else TraceState()
-    except Exception:  # noqa: BLE001 - a bad tracestate is dropped, the parent kept
-        state, tracestate = TraceState(), None
-    parent = SpanContext(
-        trace_id=int(parsed.trace_id, 16),
-        span_id=int(parsed.span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(parsed.flags & 0xFF),
-        trace_state=state,
-    )
-    return trace.set_span_in_context(NonRecordingSpan(parent), root), tracestate
+    return remote_context(parsed, tracestate, root), tracestate
 
 
 def _extra_headers(stored: Any) -> list[tuple[str, bytes]]:

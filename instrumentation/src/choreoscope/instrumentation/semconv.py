@@ -6,6 +6,8 @@ write exactly the same keys.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .event import Event
 
 # OpenTelemetry messaging semantic conventions (current names).
@@ -45,9 +47,10 @@ def process_span_name(topic: str) -> str:
     return f"process {topic}"
 
 
-def event_attributes(event: Event) -> dict[str, str]:
-    """The attributes every span about `event` carries (values that are None are left out)."""
-    attrs: dict[str, str] = {}
+def event_attributes(event: Event, into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The attributes every span about `event` carries (values that are None are left out),
+    added to `into` when given (the hot paths fill one dict) and returned."""
+    attrs: dict[str, Any] = {} if into is None else into
     if event.id:
         attrs[MESSAGING_MESSAGE_ID] = event.id
         attrs[CLOUDEVENTS_EVENT_ID] = event.id
@@ -74,7 +77,7 @@ def send_attributes(topic: str, event: Event, key: str | None) -> dict[str, str]
     }
     if key is not None:
         attrs[MESSAGING_KAFKA_MESSAGE_KEY] = key
-    attrs.update(event_attributes(event))
+    event_attributes(event, attrs)
     return attrs
 
 
@@ -94,5 +97,5 @@ def process_attributes(event: Event, group: str | None) -> dict[str, str | int]:
         attrs[MESSAGING_KAFKA_OFFSET] = event.offset
     if event.key is not None:
         attrs[MESSAGING_KAFKA_MESSAGE_KEY] = event.key.decode("utf-8", "replace")
-    attrs.update(event_attributes(event))
+    event_attributes(event, attrs)
     return attrs

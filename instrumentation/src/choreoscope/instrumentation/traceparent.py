@@ -11,6 +11,10 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
 # fullmatch, not `$`: a trailing newline is not allowed either.
 _FORMAT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _V00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").fullmatch
@@ -74,3 +78,24 @@ def _why_malformed(value: str) -> str:
 def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
     """The version-00 `traceparent` for integer ids (as OpenTelemetry's SpanContext holds them)."""
     return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+
+
+def remote_context(
+    parent: TraceParent, tracestate: str | None = None, base: Context | None = None
+) -> Context:
+    """A context (`base`, default empty) whose current span is the remote `parent`.
+
+    A `tracestate` OpenTelemetry cannot read is dropped; the parent is kept.
+    """
+    try:
+        state = TraceState.from_header([tracestate]) if tracestate else None
+    except Exception:  # noqa: BLE001 - a bad tracestate never costs the parent
+        state = None
+    remote = SpanContext(
+        trace_id=int(parent.trace_id, 16),
+        span_id=int(parent.span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(parent.flags & 0xFF),
+        trace_state=state,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(remote), base if base is not None else Context())
