@@ -22,7 +22,7 @@ def list_anomalies(store: Store, *, kind: str | None = None, correlation_id: str
     if limit is not None:
         stmt = stmt.limit(max(0, int(limit)))
     with store.engine.connect() as conn:
-        return [_anomaly(row) for row in conn.execute(stmt).mappings()]
+        return [anomaly_json(row) for row in conn.execute(stmt).mappings()]
 
 
 def count_anomalies_by_kind(store: Store, *, since_ms: int | None = None) -> dict[str, int]:
@@ -54,7 +54,8 @@ def _conditions(kind: str | None, correlation_id: str | None, subject: str | Non
     return where
 
 
-def _anomaly(row: Any) -> dict[str, Any]:
+def anomaly_json(row: Any) -> dict[str, Any]:
+    """One `anomalies` row in the JSON shape of DESIGN.md section 6 (plus `extra`)."""
     return {
         "kind": row["kind"],
         "subkind": row["subkind"],

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from ..store import Store
 from ..store.engine import normalize_url
 from ._convert import has_nul, json_list, json_or
+from .anomalies import anomaly_json
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
 
@@ -188,19 +189,8 @@ def anomalies_over_time(store: Store, *, kind: str, points: int = 120) -> dict[s
 
 
 def _anomaly(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "kind": row["kind"],
-        "subkind": row["subkind"],
-        "correlation_id": row["correlation_id"],
-        "event_id": row["event_id"],
-        "subject": row["subject"],
-        "service": row["service"],
-        "group": row["group_name"],
-        "detail": row["detail"],
-        "extra": json_or(row["extra"], {}),
-        "detected_at_ms": row["detected_at_ms"],
-    }
+    """`anomaly_json` plus the row id and the raw detection time, for charts and paging."""
+    return {**anomaly_json(row), "id": row["id"], "detected_at_ms": row["detected_at_ms"]}
 
 
 def flow_anomalies(store: Store, correlation_id: str) -> list[dict[str, Any]]:
