@@ -60,7 +60,7 @@ Index("ix_events_event_id", events.c.event_id)
 Index("ix_events_causation", events.c.causation_id)
 Index("ix_events_trace", events.c.trace_id)
 Index("ix_events_observed", events.c.observed_at_ms)
-Index("ix_events_type", events.c.type)
+# No index on type alone: ix_events_type_version (type, schema_version) serves type lookups.
 # Dashboard (event health): small partial indexes over the few problem / untraced events, and
 # schema versions per type counted from the index alone.
 Index("ix_events_problems", events.c.source, events.c.type,
