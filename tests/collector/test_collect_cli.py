@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from choreoscope.collector.broker import free_port
 from choreoscope.collector.settings import CollectSettings, SettingsError, lookup
@@ -61,6 +62,14 @@ def _count(store_url: str, table=events) -> int:
             return int(conn.execute(select(func.count()).select_from(table)).scalar())
     finally:
         store.dispose()
+
+
+def _stored_so_far(store_url: str) -> int:
+    """Events stored yet; 0 while the collector has not created its store (file or tables)."""
+    try:
+        return _count(store_url)
+    except OperationalError:
+        return 0
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int:
@@ -179,8 +188,7 @@ def test_sigterm_stores_commits_and_exits_zero(bootstrap, topic, group, tmp_path
     try:
         n = _produce_flows(bootstrap, topic, 50)
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (not (tmp_path / "term.db").exists()
-                                               or _count(url) < n):
+        while time.monotonic() < deadline and _stored_so_far(url) < n:
             time.sleep(0.3)
         body = ""
         while time.monotonic() < deadline and "choreoscope_events_ingested_total 150" not in body:
