@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from choreoscope.collector.broker import free_port
 from choreoscope.instrumentation import (
@@ -21,6 +21,7 @@ from choreoscope.instrumentation import (
     traced_consumer,
 )
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.instrumentation._bus import consume
 
 pytestmark = pytest.mark.broker
 
@@ -37,23 +38,9 @@ def _cli(url: str, *args: str) -> Any:
 
 def _records(bootstrap: str, topic: str, count: int) -> list[Any]:
     """Every record of `topic` (all partitions from the start), in per-partition order."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        deadline = time.monotonic() + 60
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions and time.monotonic() < deadline:
-            time.sleep(0.2)
-            partitions = consumer.partitions_for_topic(topic)
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions or [])])
-        consumer.seek_to_beginning()
-        out: list[Any] = []
-        while len(out) < count and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                out.extend(batch)
-        assert len(out) == count
-        return out
-    finally:
-        consumer.close()
+    records = consume(bootstrap, topic, count, timeout=60)
+    assert len(records) == count
+    return records
 
 
 def test_instrumented_services_show_up_as_flows_graph_and_anomalies(bootstrap, tmp_path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
@@ -28,6 +28,7 @@ from choreoscope.instrumentation import (
     traced_consumer,
 )
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.instrumentation._bus import consume
 
 pytestmark = pytest.mark.broker
 
@@ -37,24 +38,10 @@ FAILING = 2  # the shipping handler fails for this order
 
 
 def _records(bootstrap: str, topic: str, count: int) -> list[Any]:
-    """Every record of `topic` from the start (assigned partitions: no group join)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        deadline = time.monotonic() + 60
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions and time.monotonic() < deadline:
-            time.sleep(0.2)
-            partitions = consumer.partitions_for_topic(topic)
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions or [])])
-        consumer.seek_to_beginning()
-        out: list[Any] = []
-        while len(out) < count and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                out.extend(batch)
-        assert len(out) == count
-        return sorted(out, key=lambda r: r.value)
-    finally:
-        consumer.close()
+    """Every record of `topic` from the start (assigned partitions: no group join), by value."""
+    records = consume(bootstrap, topic, count, timeout=60)
+    assert len(records) == count
+    return sorted(records, key=lambda r: r.value)
 
 
 @pytest.fixture(scope="module")
