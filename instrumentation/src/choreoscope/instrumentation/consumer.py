@@ -41,6 +41,7 @@ from opentelemetry.trace import (
 )
 
 from . import semconv
+from ._fastspan import SpanStarter
 from .context import _current
 from .decoder import decode_record
 from .errors import UsageError
@@ -54,6 +55,7 @@ R = TypeVar("R")
 _log = logging.getLogger(__name__)
 _SCOPE = "choreoscope.instrumentation"
 _MAX_CACHED_TOPICS = 4096
+_CONSUMER = SpanKind.CONSUMER
 _warned_types: set[type] = set()  # record types already warned about, once each
 
 
@@ -90,10 +92,11 @@ def traced_consumer(
 class _Processing:
     """What one decorated handler needs per record: decode, span, context, ordering."""
 
-    __slots__ = ("group", "topics", "tracer", "tracker")
+    __slots__ = ("group", "start_span", "topics", "tracer", "tracker")
 
     def __init__(self, tracer: trace.Tracer, group: str | None, tracker: OrderTracker) -> None:
         self.tracer = tracer
+        self.start_span = SpanStarter(tracer)
         self.group = group
         self.tracker = tracker
         # Per topic: the span name and the attributes every record of it shares.
@@ -171,13 +174,7 @@ class _Processing:
                     "utf-8", "replace"
                 )
             semconv.event_attributes(event, attributes)
-            span = self.tracer.start_span(
-                name,
-                context=_parent_context(event),
-                kind=SpanKind.CONSUMER,
-                attributes=attributes,
-                links=links,
-            )
+            span = self.start_span(name, _parent_context(event), _CONSUMER, attributes, links)
         except Exception:  # noqa: BLE001 - telemetry never takes the host down
             _log.exception("choreoscope: could not start the consumer span")
             return trace.INVALID_SPAN

@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import semconv, wire
 from ._clock import utc_now_rfc3339
+from ._fastspan import SpanStarter
 from ._send_inputs import context_from_traceparent, key_as_text, merge_headers, read_caller_headers
 from .context import current_event
 from .errors import UsageError
@@ -78,6 +79,7 @@ class TracedProducer:
     __slots__ = (
         "_serializes_keys",
         "_serializes_values",
+        "_start_span",
         "_topics",
         "_tracer",
         "service",
@@ -104,6 +106,7 @@ class TracedProducer:
         self.wrapped = producer
         self.service = service
         self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+        self._start_span = SpanStarter(self._tracer)
         config = getattr(producer, "config", None)
         config = config if isinstance(config, dict) else {}
         self._serializes_values = config.get("value_serializer") is not None
@@ -359,7 +362,7 @@ class TracedProducer:
             attrs = _span_attributes(base, event, key_text)
             if extra_attributes:
                 attrs.update(extra_attributes)
-            span = self._tracer.start_span(name, parent, _PRODUCER, attrs)
+            span = self._start_span(name, parent, _PRODUCER, attrs)
             if not keep_caller_traceparent:
                 sc = span.get_span_context()
                 if sc.is_valid:
@@ -383,7 +386,9 @@ class TracedProducer:
             raise
         if span is not None:
             try:
-                future.add_both(functools.partial(_finish, span))
+                finish = functools.partial(_finish, span)
+                future.add_callback(finish)
+                future.add_errback(finish)
             except Exception:  # noqa: BLE001
                 _log_failure_once("could not watch the send's future; span ended now")
                 _finish(span, None)

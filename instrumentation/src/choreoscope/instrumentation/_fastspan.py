@@ -1,0 +1,131 @@
+"""Start a span whose attributes we built ourselves without the SDK re-checking each one.
+
+The SDK's `Tracer.start_span(..., attributes=...)` copies the attributes into a
+`BoundedAttributes`, running `_clean_attribute_value` on every value: about a third of the
+cost of a send or process span with a dozen attributes. Our attribute values are str, int or
+bool, which that cleaning returns unchanged, so when nothing can tell the difference
+`SpanStarter` starts the span without attributes and puts them into its mapping in one step.
+Nothing can tell the difference when
+
+- the tracer is the SDK's `Tracer` (directly, or behind the API's `ProxyTracer` once a
+  provider is installed);
+- its sampler is one of the SDK's static ones (`ALWAYS_ON`, `ALWAYS_OFF`), alone or as the
+  delegates of a `ParentBased` (the default, `ParentBased(ALWAYS_ON)`): they never look at
+  the attributes, any other sampler is given them as before;
+- every span processor's `on_start` is the SDK's no-op (`BatchSpanProcessor`,
+  `SimpleSpanProcessor` and processors that do not override it), since `on_start` runs
+  before the attributes are in;
+- the new span is the SDK's, its attribute mapping a `BoundedAttributes` with no value length
+  limit and room for all the attributes (the defaults: 128 attributes, no length limit).
+
+In any other case the attributes go through the public API, the SDK's limits and cleaning
+included. The result is checked by tests/instrumentation/test_fastspan.py: the same exported
+spans both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind
+
+try:
+    from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
+    from opentelemetry.sdk.trace import Tracer as SdkTracer
+    from opentelemetry.sdk.trace import _Span as SdkSpan
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler
+except ImportError:  # an SDK without what we rely on: always the public path
+    SdkTracer = None  # type: ignore[assignment,misc]
+    _NOOP_ON_START: frozenset[Any] = frozenset()
+else:
+    _NOOP_ON_START = frozenset(
+        (SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start)
+    )
+
+_PARENT_BASED_DELEGATES = (
+    "_root",
+    "_remote_parent_sampled",
+    "_remote_parent_not_sampled",
+    "_local_parent_sampled",
+    "_local_parent_not_sampled",
+)
+
+
+class SpanStarter:
+    """`starter(name, parent, kind, attributes, links)`: `tracer.start_span` with `attributes`.
+
+    `attributes` must hold only str, int or bool values (not checked: the callers build them);
+    the dict is not kept.
+    """
+
+    __slots__ = ("_checked", "_fast", "_tracer")
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+        # What the last check looked at (tracer, sampler, processors) and what it found.
+        self._checked: tuple[Any, Any, Any] | None = None
+        self._fast = False
+
+    def __call__(
+        self,
+        name: str,
+        parent: Context | None,
+        kind: SpanKind,
+        attributes: Mapping[str, Any],
+        links: Sequence[Link] | None = None,
+    ) -> Span:
+        tracer: Any = self._tracer
+        if type(tracer) is trace.ProxyTracer:
+            tracer = getattr(tracer, "_real_tracer", None) or tracer
+        if type(tracer) is not SdkTracer or not self._is_fast(tracer):
+            return tracer.start_span(name, parent, kind, attributes, links)
+        span = tracer.start_span(name, parent, kind, None, links)
+        if type(span) is SdkSpan:
+            bounded = span._attributes
+            if (
+                type(bounded) is BoundedAttributes
+                and bounded.max_value_len is None
+                and (bounded.maxlen is None or len(attributes) <= bounded.maxlen)
+                and not bounded._dict
+            ):
+                bounded._dict.update(attributes)
+            else:  # limits set (or unknown internals): the SDK applies them
+                span.set_attributes(attributes)
+        return span  # else not recording: attributes would be dropped anyway
+
+    def _is_fast(self, tracer: Any) -> bool:
+        processor = tracer.span_processor
+        processors = getattr(processor, "_span_processors", None)
+        seen = (tracer, tracer.sampler, processors)
+        checked = self._checked
+        if (
+            checked is not None
+            and checked[0] is seen[0]
+            and checked[1] is seen[1]
+            and checked[2] is seen[2]
+        ):
+            return self._fast
+        self._fast = (
+            _ignores_attributes(tracer.sampler)
+            and type(processor) is SynchronousMultiSpanProcessor
+            and isinstance(processors, tuple)
+            and all(getattr(type(p), "on_start", None) in _NOOP_ON_START for p in processors)
+        )
+        self._checked = seen
+        return self._fast
+
+
+def _ignores_attributes(sampler: Any) -> bool:
+    """The SDK's static samplers, alone or as every delegate of a `ParentBased`."""
+    if type(sampler) is StaticSampler:
+        return True
+    if type(sampler) is not ParentBased:
+        return False
+    return all(
+        type(getattr(sampler, name, None)) is StaticSampler for name in _PARENT_BASED_DELEGATES
+    )
