@@ -1,4 +1,10 @@
-"""Event ids: UUIDv7 strings (time-ordered, RFC 9562)."""
+"""Event ids: UUIDv7 strings (time-ordered, RFC 9562).
+
+Layout: 48 bits of Unix milliseconds, version `7`, a 12-bit counter (ids made in the same
+millisecond stay in creation order), the RFC variant and 62 random bits. The text is put
+together from hex pieces: the millisecond part once per millisecond, the random part
+sliced from a pool of random hex digits.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,21 @@ import time
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
-# Random bits come from one os.urandom call per 512 ids: the call releases the GIL, and on a
-# busy producer thread every release can cost a whole thread switch interval.
-_POOL_SIZE = 4096
-_pool = b""
-_pool_at = _POOL_SIZE
+_prefix = ""  # "xxxxxxxx-xxxx-" for _last_ms
+# Random hex digits come from one os.urandom call per 512 ids: the call releases the GIL, and
+# on a busy producer thread every release can cost a whole thread switch interval.
+_POOL_DIGITS = 8192
+_ID_DIGITS = 16  # 1 for the variant (2 random bits) + 15 random digits (60 bits)
+_pool = ""
+_pool_at = _POOL_DIGITS
+# First digit of the fourth group: the variant bits `10` then two random bits.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"}
 
 
 def _forget_pool() -> None:
     """A forked child must not reuse the parent's random bits."""
     global _pool, _pool_at
-    _pool, _pool_at = b"", _POOL_SIZE
+    _pool, _pool_at = "", _POOL_DIGITS
 
 
 if hasattr(os, "register_at_fork"):
@@ -28,7 +38,7 @@ if hasattr(os, "register_at_fork"):
 
 def new_event_id() -> str:
     """A fresh UUIDv7 string; ids made in one process sort in creation order."""
-    global _last_ms, _counter, _pool, _pool_at
+    global _last_ms, _counter, _prefix, _pool, _pool_at
     ms = time.time_ns() // 1_000_000
     with _lock:
         if ms <= _last_ms:
@@ -40,18 +50,13 @@ def new_event_id() -> str:
                 _counter = 0
         else:
             _counter = 0
-        _last_ms = ms
-        counter = _counter
-        if _pool_at >= _POOL_SIZE:
-            _pool, _pool_at = os.urandom(_POOL_SIZE), 0
-        rand = int.from_bytes(_pool[_pool_at : _pool_at + 8], "big")
-        _pool_at += 8
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | counter << 64
-        | 0b10 << 62
-        | rand & 0x3FFF_FFFF_FFFF_FFFF
-    )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        if ms != _last_ms or not _prefix:
+            digits = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+            _prefix = f"{digits[:8]}-{digits[8:]}-"
+            _last_ms = ms
+        counter, prefix = _counter, _prefix
+        if _pool_at >= _POOL_DIGITS:
+            _pool, _pool_at = os.urandom(_POOL_DIGITS // 2).hex(), 0
+        rand = _pool[_pool_at : _pool_at + _ID_DIGITS]
+        _pool_at += _ID_DIGITS
+    return f"{prefix}7{counter:03x}-{_VARIANT[rand[0]]}{rand[1:4]}-{rand[4:]}"
