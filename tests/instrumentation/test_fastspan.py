@@ -131,6 +131,27 @@ def test_a_count_limit_with_room_keeps_the_fast_path() -> None:
     assert span.dropped_attributes == 0
 
 
+LATER: dict[str, Any] = {
+    "choreoscope.envelope.problems": ("missing_id", "bad_time"),
+    "choreoscope.out_of_order": True,
+}
+
+
+@pytest.mark.parametrize("limits", [None, SpanLimits(max_span_attribute_length=4)])
+def test_later_attributes_are_set_after_the_start_both_ways(limits: SpanLimits | None) -> None:
+    """`later` attributes end up on the span as `set_attributes` puts them, fast or not."""
+    tp, exporter = provider(span_limits=limits)
+    tracer = tp.get_tracer("test")
+    SpanStarter(tracer)("process orders", PARENT, SpanKind.CONSUMER, ATTRIBUTES, None, LATER).end()
+    span = tracer.start_span("process orders", PARENT, SpanKind.CONSUMER, ATTRIBUTES)
+    span.set_attributes(LATER)
+    span.end()
+    fast, public = exporter.get_finished_spans()
+    assert shape(fast) == shape(public)
+    if limits is None:
+        assert dict(fast.attributes or {}) == {**ATTRIBUTES, **LATER}
+
+
 class RecordingSampler(Sampler):
     """Samples everything except spans marked `drop`; remembers the attributes it was given."""
 
@@ -166,8 +187,11 @@ def test_a_custom_sampler_still_sees_the_attributes(wrap: bool) -> None:
     starter = both_ways(tp, exporter)
     assert starter._fast is False
     assert sampler.seen == [ATTRIBUTES, ATTRIBUTES]
-    dropped = starter("x", PARENT, SpanKind.CONSUMER, {**ATTRIBUTES, "drop": True})
+    dropped = starter("x", PARENT, SpanKind.CONSUMER, {**ATTRIBUTES, "drop": True}, None, LATER)
     assert not dropped.is_recording()
+    starter("x", PARENT, SpanKind.CONSUMER, ATTRIBUTES, None, LATER).end()
+    assert sampler.seen[-1] == ATTRIBUTES  # the later ones are not shown to the sampler
+    assert dict(exporter.get_finished_spans()[-1].attributes or {}) == {**ATTRIBUTES, **LATER}
 
 
 def test_the_ratio_sampler_is_given_the_attributes() -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from opentelemetry import trace
 
 from choreoscope.instrumentation.traceparent import (
     InvalidTraceparent,
     TraceParent,
     format_traceparent,
     parse_traceparent,
+    remote_context,
+    remote_context_of,
 )
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -84,3 +87,18 @@ def test_format_round_trip() -> None:
     assert text == f"00-{'0' * 31}1-{'0' * 15}2-01"
     assert parse_traceparent(text) == TraceParent("0" * 31 + "1", "0" * 15 + "2", 1)
     assert format_traceparent(int(TRACE, 16), int(SPAN, 16), 0) == f"00-{TRACE}-{SPAN}-00"
+
+
+def test_remote_context_of_a_checked_value_matches_remote_context() -> None:
+    """remote_context_of reads a valid value's fields in place: the same remote parent."""
+    for value, state in ((VALID, None), (f"01-{TRACE}-{SPAN}-00-future", "k=v")):
+        fast = trace.get_current_span(remote_context_of(value, state)).get_span_context()
+        slow = trace.get_current_span(
+            remote_context(parse_traceparent(value), state)
+        ).get_span_context()
+        assert fast == slow
+        assert (fast.trace_id, fast.span_id, fast.is_remote) == (
+            int(TRACE, 16),
+            int(SPAN, 16),
+            True,
+        )

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.trace import Link, Span, SpanKind
 
 try:
@@ -57,10 +57,11 @@ _PARENT_BASED_DELEGATES = (
 
 
 class SpanStarter:
-    """`starter(name, parent, kind, attributes, links)`: `tracer.start_span` with `attributes`.
+    """`starter(name, parent, kind, attributes, links, later)`: `tracer.start_span`, attributes.
 
-    `attributes` must hold only str, int or bool values (not checked: the callers build them);
-    the dict is not kept.
+    `attributes` are given to `start_span`; `later` ones, if any, are set on the started span
+    (the sampler does not see them). Values must be str, int, bool or tuples of str (not
+    checked: the callers build them); the dicts are not kept.
     """
 
     __slots__ = ("_checked", "_fast", "_tracer")
@@ -78,25 +79,37 @@ class SpanStarter:
         kind: SpanKind,
         attributes: Mapping[str, Any],
         links: Sequence[Link] | None = None,
+        later: Mapping[str, Any] | None = None,
     ) -> Span:
         tracer: Any = self._tracer
         if type(tracer) is trace.ProxyTracer:
             tracer = getattr(tracer, "_real_tracer", None) or tracer
         if type(tracer) is not SdkTracer or not self._is_fast(tracer):
-            return tracer.start_span(name, parent, kind, attributes, links)
+            span: Any = tracer.start_span(name, parent, kind, attributes, links)
+            if later and span.is_recording():
+                span.set_attributes(later)
+            return span
+        if parent is None:  # looked up once here rather than three times in the SDK
+            parent = get_current()
         span = tracer.start_span(name, parent, kind, None, links)
         if type(span) is SdkSpan:
             bounded = span._attributes
+            count = len(attributes) + (len(later) if later else 0)
             if (
                 type(bounded) is BoundedAttributes
                 and bounded.max_value_len is None
-                and (bounded.maxlen is None or len(attributes) <= bounded.maxlen)
+                and (bounded.maxlen is None or count <= bounded.maxlen)
                 and not bounded._dict
             ):
-                bounded._dict.update(attributes)
+                into = bounded._dict
+                into.update(attributes)
+                if later:
+                    into.update(later)
             else:  # limits set (or unknown internals): the SDK applies them
                 span.set_attributes(attributes)
-        return span  # else not recording: attributes would be dropped anyway
+                if later:
+                    span.set_attributes(later)
+        return span  # else not recording: nothing to set
 
     def _is_fast(self, tracer: Any) -> bool:
         processor = tracer.span_processor

@@ -47,7 +47,7 @@ from .decoder import decode_record
 from .errors import UsageError
 from .event import Event
 from .ordering import OrderTracker
-from .traceparent import TraceParent, remote_context
+from .traceparent import remote_context_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -157,6 +157,11 @@ class _Processing:
         return entry
 
     def _start(self, event: Event) -> Span:
+        late = None
+        try:
+            late = self.tracker.observe(event)
+        except Exception:  # noqa: BLE001 - never for an annotation
+            _log.exception("choreoscope: could not check the event's order")
         try:
             ambient = trace.get_current_span().get_span_context()
             links = [Link(ambient)] if ambient.is_valid else None
@@ -174,19 +179,25 @@ class _Processing:
                     "utf-8", "replace"
                 )
             semconv.event_attributes(event, attributes)
-            span = self.start_span(name, _parent_context(event), _CONSUMER, attributes, links)
+            # Set once the span has started (a sampler is not shown them).
+            later: dict[str, Any] | None = None
+            if event.problems or late is not None:
+                later = {}
+                if event.problems:
+                    later[semconv.ENVELOPE_PROBLEMS] = tuple(event.problems)
+                if late is not None:
+                    later[semconv.OUT_OF_ORDER] = True
+            span = self.start_span(
+                name, _parent_context(event), _CONSUMER, attributes, links, later
+            )
         except Exception:  # noqa: BLE001 - telemetry never takes the host down
             _log.exception("choreoscope: could not start the consumer span")
             return trace.INVALID_SPAN
-        try:
-            if event.problems:
-                span.set_attribute(semconv.ENVELOPE_PROBLEMS, event.problems)  # SDK copies it
-            late = self.tracker.observe(event)
-            if late is not None:
-                span.set_attribute(semconv.OUT_OF_ORDER, True)
+        if late is not None:
+            try:
                 span.add_event(semconv.OUT_OF_ORDER_EVENT, late.attributes())
-        except Exception:  # noqa: BLE001 - never for an annotation
-            _log.exception("choreoscope: could not annotate the consumer span")
+            except Exception:  # noqa: BLE001 - never for an annotation
+                _log.exception("choreoscope: could not annotate the consumer span")
         return span
 
 
@@ -203,8 +214,7 @@ def _parent_context(event: Event) -> otel_context.Context:
     tp = event.traceparent
     if tp is None:  # the decoder keeps only a valid one: version-trace-parent-flags[-...]
         return otel_context.Context()
-    parent = TraceParent(tp[3:35], tp[36:52], int(tp[53:55], 16))
-    return remote_context(parent, event.tracestate)
+    return remote_context_of(tp, event.tracestate)
 
 
 class _Decorator:

@@ -87,15 +87,28 @@ def remote_context(
 
     A `tracestate` OpenTelemetry cannot read is dropped; the parent is kept.
     """
+    return _remote(
+        int(parent.trace_id, 16), int(parent.span_id, 16), parent.flags, tracestate, base
+    )
+
+
+def remote_context_of(value: str, tracestate: str | None = None) -> Context:
+    """`remote_context` for a `traceparent` already checked valid (the decoder keeps no other).
+
+    The ids are read at their fixed places (`version-trace-parent-flags[-...]`), in a new
+    empty context.
+    """
+    return _remote(int(value[3:35], 16), int(value[36:52], 16), int(value[53:55], 16), tracestate)
+
+
+def _remote(
+    trace_id: int, span_id: int, flags: int, tracestate: str | None, base: Context | None = None
+) -> Context:
     try:
         state = TraceState.from_header([tracestate]) if tracestate else None
     except Exception:  # noqa: BLE001 - a bad tracestate never costs the parent
         state = None
-    remote = SpanContext(
-        trace_id=int(parent.trace_id, 16),
-        span_id=int(parent.span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(parent.flags & 0xFF),
-        trace_state=state,
+    remote = SpanContext(trace_id, span_id, True, TraceFlags(flags & 0xFF), state)
+    return trace.set_span_in_context(
+        NonRecordingSpan(remote), base if base is not None else Context()
     )
-    return trace.set_span_in_context(NonRecordingSpan(remote), base if base is not None else Context())
