@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from choreoscope.collector.ingest.redact import REDACTED, Redactor
 
 
@@ -90,3 +93,27 @@ def test_values_orjson_cannot_encode_fall_back_to_the_stdlib() -> None:
     """Integers beyond 64 bits and NaN are stored as the standard library writes them."""
     assert Redactor().data_json({"n": 1 << 70}) == ('{"n":1180591620717411303424}', False)
     assert Redactor().data_json([float("nan")]) in (("[NaN]", False), ("[null]", False))
+
+
+def test_a_key_spelled_with_escapes_is_redacted() -> None:
+    """`"em\\u0061il"` is the key `email`: found although the raw text does not spell it."""
+    raw = b'{"em\\u0061il":"a@b.c","n":1}'
+    text, _ = Redactor().data_json(json.loads(raw), raw)
+    assert json.loads(text) == {"email": REDACTED, "n": 1}
+
+
+_KEYS = st.sampled_from(["a", "Email", "x_token", "cardNumber", "name", "PHONE", "t", "secret"])
+_SCALARS = (st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(alphabet="aEm il:\"{}[],\\é", max_size=8))
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(_KEYS, inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.dictionaries(_KEYS, _JSON, max_size=4) | st.lists(_JSON, max_size=3), spacing=st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]))
+def test_stored_text_of_raw_json_is_the_redacted_data(data, spacing) -> None:
+    """Whatever the raw JSON looks like, the stored text parses to the redacted data."""
+    r = Redactor(max_bytes=1 << 20)
+    raw = json.dumps(data, separators=spacing, ensure_ascii=False).encode()
+    text, _ = r.data_json(json.loads(raw), raw)
+    assert json.loads(text) == json.loads(json.dumps(r.redact(data)))

@@ -102,12 +102,14 @@ class Redactor:
         text = None
         if type(data) is dict or type(data) is list:
             if raw is not None and self._bwords is not None and not raw.startswith(_BOM):
-                low = raw.lower()
-                hit = False
-                for word in self._bwords:
-                    if word in low:
-                        hit = True
-                        break
+                # A backslash may escape a key's letters (`"em\\u0061il"`): walk then.
+                hit = b"\\" in raw
+                if not hit:
+                    low = raw.lower()
+                    for word in self._bwords:
+                        if word in low:
+                            hit = True
+                            break
                 if hit:
                     text = _dumps(self.redact(data))
                 else:
@@ -141,6 +143,14 @@ class Redactor:
             return text, False
         marker = {"_truncated": True, "size": size, "preview": text[:PREVIEW_CHARS]}
         return _dumps(marker), True
+
+    def text_headers_json(self, headers: dict[str, str]) -> str | None:
+        """`headers_json` of headers already decoded to text (names distinct)."""
+        if not headers:
+            return None
+        if headers.keys() <= self._clean_names:
+            return _dumps(headers)
+        return self.headers_json(list(headers.items()))
 
     def headers_json(self, headers: Any) -> str | None:
         """The JSON text of record headers (a dict of text, or raw (name, bytes) pairs; the
