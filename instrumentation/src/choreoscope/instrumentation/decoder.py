@@ -80,13 +80,33 @@ def decode_record(
     pairs, or None) or as a mapping; `value` is normally bytes, but a value some
     deserializer already turned into text or JSON objects is read as well.
     """
+    return decode_with_headers(headers, value, topic=topic, partition=partition, offset=offset,
+                               key=key, timestamp_ms=timestamp_ms)[0]
+
+
+def decode_with_headers(
+    headers: RecordHeaders,
+    value: Any,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    key: bytes | None = None,
+    timestamp_ms: int | None = None,
+) -> tuple[Event, dict[str, str] | None]:
+    """`decode_record`, and the record's headers as text when they were all well-formed
+    (distinct lower-case names, UTF-8 values, as the decoder found them); None otherwise.
+
+    The collector stores the headers too: this spares it decoding them a second time."""
     if type(headers) is list:
         try:
-            event = _fast_binary(headers, value, topic, partition, offset, key, timestamp_ms)
+            hdrs = {name: raw.decode() for name, raw in headers}
+            if len(hdrs) == len(headers):
+                event = _fast_binary(hdrs, value, topic, partition, offset, key, timestamp_ms)
+                if event is not None:
+                    return event, hdrs
         except Exception:  # noqa: BLE001  # anything unusual: the careful path decides
-            event = None
-        if event is not None:
-            return event
+            pass
     problems: list[str] = []
     try:
         hdrs = _read_headers(headers, problems)
@@ -106,7 +126,7 @@ def decode_record(
     event.key = key
     event.timestamp_ms = timestamp_ms
     event.problems = problems
-    return event
+    return event, None
 
 
 # Header names the decoder reads; the fast path below needs every name to be lower case.
@@ -130,7 +150,7 @@ _KNOWN_HEADERS = frozenset(
 
 
 def _fast_binary(
-    headers: list[Any],
+    hdrs: dict[str, str],
     value: Any,
     topic: str | None,
     partition: int | None,
@@ -145,8 +165,7 @@ def _fast_binary(
     the past tense), and gives the same `Event`; whatever it is not sure of, it leaves to the
     careful path (tested to agree).
     """
-    hdrs = {name: raw.decode() for name, raw in headers}
-    if len(hdrs) != len(headers) or not _KNOWN_HEADERS.issuperset(hdrs):
+    if not _KNOWN_HEADERS.issuperset(hdrs):
         return None
     get = hdrs.get
     if get(wire.SPECVERSION) != "1.0" or wire.CONTENT_TYPE in hdrs:

@@ -29,6 +29,17 @@ def time_ms(value: str | None) -> int | None:
     """Milliseconds since the epoch of an RFC 3339 time, None when missing or unparseable."""
     if not value:
         return None
+    # The common form `YYYY-MM-DDTHH:MM:SS.fffZ`: events of one second share the parsed
+    # second, and the fraction is read as digits (no float rounding).
+    if len(value) > 21 and value[19] == "." and value[-1] == "Z" and value[20:-1].isdigit():
+        second = _seconds.get(value[:19])
+        if second is None:
+            second = _second_ms(value[:19])
+            if len(_seconds) >= 4096:
+                _seconds.clear()
+            _seconds[value[:19]] = second
+        if second is not None:
+            return second + int(value[20:-1][:3].ljust(3, "0"))
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -36,6 +47,17 @@ def time_ms(value: str | None) -> int | None:
     if parsed.tzinfo is None:
         return None
     return int(parsed.timestamp() * 1000)
+
+
+_seconds: dict[str, int | None] = {}
+
+
+def _second_ms(date_time: str) -> int | None:
+    try:
+        parsed = datetime.fromisoformat(date_time + "+00:00")
+    except ValueError:
+        return None
+    return int(parsed.timestamp()) * 1000
 
 
 def _key_text(key: Any) -> str | None:
@@ -54,9 +76,11 @@ def event_row(
     headers: Iterable[tuple[Any, Any]] | None = None,
     value_size: int | None = None,
     raw_value: bytes | None = None,
+    text_headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The `events` row of a decoded event; `headers` are the record's raw headers and
-    `raw_value` its value (stored as it is when it is clean binary-mode JSON data)."""
+    """The `events` row of a decoded event; `headers` are the record's raw headers, or
+    `text_headers` the same already decoded by the decoder, and `raw_value` its value
+    (stored as it is when it is clean binary-mode JSON data)."""
     tp = event.traceparent  # validated by the decoder, None when absent or malformed
     trace_id = tp[3:35] if tp else None
     span_id = tp[36:52] if tp else None
@@ -84,7 +108,8 @@ def event_row(
         "observed_at_ms": observed_at_ms,
         "envelope": event.envelope,
         "problems": _dumps(event.problems) if event.problems else None,
-        "headers": redactor.headers_json(headers),
+        "headers": (redactor.headers_json(headers) if text_headers is None
+                    else redactor.text_headers_json(text_headers)),
         "data": data,
         "data_size": len(raw_value) if raw_value is not None else value_size,
         "data_truncated": truncated,
