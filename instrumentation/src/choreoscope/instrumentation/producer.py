@@ -21,7 +21,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import DEFAULT_TRACE_STATE, Span, SpanKind, Status, StatusCode
 
 from . import semconv, wire
 from ._clock import utc_now_rfc3339
@@ -39,6 +39,7 @@ __all__ = ["TracedProducer", "instrument_producer"]
 _log = logging.getLogger("choreoscope.instrumentation")
 _SCOPE = "choreoscope.instrumentation"
 _PRODUCER = SpanKind.PRODUCER
+_NO_TRACE_STATE = DEFAULT_TRACE_STATE
 _OCTET_STREAM = "application/octet-stream"
 _JSON_OPENERS = (b"{", b"[")
 _MAX_CACHED_TOPICS = 4096
@@ -367,8 +368,9 @@ class TracedProducer:
                 sc = span.get_span_context()
                 if sc.is_valid:
                     traceparent = format_traceparent(sc.trace_id, sc.span_id, sc.trace_flags)
-                    if sc.trace_state:
-                        tracestate = sc.trace_state.to_header()
+                    state = sc.trace_state  # a root span's is the shared empty one
+                    if state is not _NO_TRACE_STATE and state:
+                        tracestate = state.to_header()
                     event.traceparent = traceparent
                     event.tracestate = tracestate
         except Exception:  # noqa: BLE001 - telemetry never takes the host down

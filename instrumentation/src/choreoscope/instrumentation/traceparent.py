@@ -77,7 +77,16 @@ def _why_malformed(value: str) -> str:
 
 def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
     """The version-00 `traceparent` for integer ids (as OpenTelemetry's SpanContext holds them)."""
-    return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+    try:  # bytes to hex is about twice as fast as formatting a 128-bit int
+        return (
+            f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}"
+            f"-{_FLAGS[flags]}"
+        )
+    except (AttributeError, KeyError, OverflowError, TypeError):  # out of range: as it is
+        return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+
+
+_FLAGS = {flags: f"{flags:02x}" for flags in range(256)}
 
 
 def remote_context(
