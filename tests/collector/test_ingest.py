@@ -97,12 +97,14 @@ def _check_mixed(rows: list[dict], topic: str) -> None:
     assert {(r["broker_ts_ms"], r["observed_at_ms"]) for r in rows} == {(TS, 1_800_000_000_000)}
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
 def test_mixed_records_become_exact_rows_and_offsets_are_committed(
-        bootstrap: str, topic: str, group: str, tmp_path) -> None:
-    """Binary, structured, hand-written, garbage, tombstone and 1 MB records all land, once."""
+        bootstrap: str, topic: str, group: str, tmp_path, writer: str) -> None:
+    """Binary, structured, hand-written, garbage, tombstone and 1 MB records all land, once,
+    whether a child process or a thread of the collector writes them."""
     _produce_mixed(bootstrap, topic)
     store = Store(f"sqlite:///{tmp_path}/c.db").create()
-    with _ingest(store, bootstrap, topic, group) as ingest:
+    with _ingest(store, bootstrap, topic, group, writer=writer) as ingest:
         _until(ingest, 6)
         assert ingest.inserted == 6
         committed = ingest.consumer.committed([TopicPartition(topic, 0)], timeout=10)

@@ -7,6 +7,8 @@ the batch is retried with backoff and no offset is committed.
 
 Pipelined (the default), a writer thread stores batch N while the consuming thread decodes
 batch N+1; offsets are still committed by the consuming thread, only for stored batches.
+The writer thread hands the rows to a child process that owns its own connection to the
+store (ingest/writer.py), so decoding and the database work use both cores.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from .batch import Batch, StoreUnavailable, build_batch, store_rows
+from .batch import Batch, StoreUnavailable, build_batch
 from .redact import Redactor
+from .writer import writer_for
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class BusIngest:
         kafka_options: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         pipelined: bool = True,
+        writer: str = "auto",
     ) -> None:
         if start not in ("earliest", "latest"):
             raise ValueError(f"expected start 'earliest' or 'latest', got {start!r}")
@@ -80,8 +84,9 @@ class BusIngest:
         self.last_offsets: dict[tuple[str, int], int] = {}  # of the last batch committed
         self.consumed_offsets: dict[tuple[str, int], int] = {}  # next offset read, per partition
         self.pipelined = pipelined
+        self.writer = writer_for(store, writer)  # validates `writer` before anything starts
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
-        self._writer: threading.Thread | None = None
+        self._write_thread: threading.Thread | None = None
         self._stop: threading.Event | None = None  # the caller's stop, seen by the writer
         self._stored: collections.deque[Batch] = collections.deque()  # stored, not committed
         self._dropped = False  # a batch was given up uncommitted: nothing more is committed
@@ -90,13 +95,14 @@ class BusIngest:
 
     def start(self) -> BusIngest:
         if self.consumer is None:
+            self.writer.start()
             self.consumer = Consumer(self.config)
             self.consumer.subscribe([self.pattern], on_assign=_log_assign,
                                     on_revoke=self._on_revoke)
             if self.pipelined:
-                self._writer = threading.Thread(target=self._write_loop, daemon=True,
-                                                name="choreoscope-ingest-writer")
-                self._writer.start()
+                self._write_thread = threading.Thread(target=self._write_loop, daemon=True,
+                                                      name="choreoscope-ingest-writer")
+                self._write_thread.start()
             log.info("ingest: group %s subscribed to %s (options %s)", self.group, self.pattern,
                      describe_options(self.config))
         return self
@@ -104,11 +110,12 @@ class BusIngest:
     def close(self) -> None:
         """Store and commit the batches in hand (unless the caller's stop gave up on an
         unreachable store), then leave the group."""
-        if self._writer is not None:
+        if self._write_thread is not None:
             self._queue.put(None)
-            self._writer.join()
-            self._writer = None
+            self._write_thread.join()
+            self._write_thread = None
         self._commit_stored()
+        self.writer.close()
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             try:
@@ -162,7 +169,7 @@ class BusIngest:
 
     def drain(self) -> None:
         """Wait until every batch handed over so far is stored (or dropped), and commit."""
-        if self._writer is not None:
+        if self._write_thread is not None:
             self._queue.join()
         self._commit_stored()
 
@@ -216,7 +223,7 @@ class BusIngest:
         delay = 0.5
         while True:
             try:
-                self.inserted += store_rows(self.store, batch.rows)
+                self.inserted += self.writer.write(batch.rows)
                 return True
             except StoreUnavailable as exc:
                 self.store_failures += 1

@@ -1,0 +1,171 @@
+"""Where ingest batches are written: by the calling thread, or by a child process.
+
+The database work of a batch (binding every value, SQLite's B-tree inserts into the table
+and its indexes) costs about as much as decoding it. In a thread of the ingest process it
+competes with decoding for the interpreter lock, and SQLite, which lets the lock go for
+each row, gets it back only after a switch interval: the two ran one after the other. A
+child process owning its own connection writes while the parent decodes the next batch.
+
+Either writer raises `StoreUnavailable` when the batch did not reach the store, so the
+caller retries it and commits nothing meanwhile. A child that dies (killed, out of memory)
+is started again for the next attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import multiprocessing
+import signal
+import sys
+from multiprocessing.connection import Connection
+from operator import itemgetter
+from typing import Any, Protocol
+
+from .batch import StoreUnavailable, store_rows, store_tuples
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class BatchWriter(Protocol):
+    def start(self) -> BatchWriter: ...
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        """Store rows in one transaction; the number inserted. Raises StoreUnavailable."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ThreadWriter:
+    """Writes in the calling thread, through the ingest's own `Store`."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def start(self) -> ThreadWriter:
+        return self
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        return store_rows(self.store, rows)
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessWriter:
+    """Writes in a child process with its own connection to the store at `url`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self.restarts = 0
+
+    def start(self) -> ProcessWriter:
+        if self._process is None:
+            ctx = multiprocessing.get_context("spawn")  # never fork librdkafka's threads
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_serve, args=(child, self.url), daemon=True,
+                                  name="choreoscope-ingest-writer")
+            process.start()
+            child.close()
+            self._process, self._conn = process, parent
+        return self
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        columns = tuple(rows[0])
+        tuples = list(map(itemgetter(*columns), rows))
+        conn = self.start()._conn
+        assert conn is not None
+        try:
+            conn.send((columns, tuples))
+            status, value = conn.recv()
+        except (EOFError, OSError) as exc:
+            code = self._reap()
+            raise StoreUnavailable(f"the store writer process stopped ({exc or type(exc).__name__}"
+                                   f", exit code {code}); it is started again") from None
+        if status == "ok":
+            return int(value)
+        if status == "unavailable":
+            raise StoreUnavailable(value)
+        raise RuntimeError(f"the store writer process failed: {value}")
+
+    def close(self) -> None:
+        process, conn = self._process, self._conn
+        if process is None or conn is None:
+            return
+        with contextlib.suppress(OSError):
+            conn.send(None)
+        process.join(10)
+        self._reap()
+
+    def _reap(self) -> int | None:
+        """Stop and forget the child (a later write starts a new one); its exit code."""
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if conn is not None:
+            conn.close()
+        if process is None:
+            return None
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+        self.restarts += 1
+        return process.exitcode
+
+
+def _serve(conn: Connection, url: str) -> None:  # pragma: no cover - runs in the child
+    """The child: store each (columns, rows) batch received; answer (status, value)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from ..store import Store
+
+    store = Store(url)
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return  # the parent is gone
+            if message is None:
+                return
+            columns, rows = message
+            gc.disable()  # tens of thousands of acyclic objects per batch: see build_batch
+            try:
+                answer: tuple[str, Any] = ("ok", store_tuples(store, columns, rows))
+            except StoreUnavailable as exc:
+                answer = ("unavailable", str(exc))
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, who logs it
+                answer = ("error", f"{type(exc).__name__}: {exc}")
+            finally:
+                del rows, message
+                gc.enable()
+            try:
+                conn.send(answer)
+            except OSError:
+                return
+    finally:
+        store.dispose()
+
+
+def writer_for(store: Any, kind: str = "auto") -> BatchWriter:
+    """The writer of `kind` (`process`, `thread`, or `auto`: a process unless the store
+    lives in this process's memory)."""
+    if kind not in ("auto", "process", "thread"):
+        raise ValueError(f"expected writer 'auto', 'process' or 'thread', got {kind!r}")
+    url = str(getattr(store, "url", ""))
+    in_memory = url.startswith("sqlite") and (url.endswith(":memory:") or url.rstrip("/") in (
+        "sqlite:", "sqlite+pysqlite:"))
+    if kind == "thread" or (kind == "auto" and (in_memory or not url)):
+        return ThreadWriter(store)
+    return ProcessWriter(url)

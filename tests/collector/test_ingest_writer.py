@@ -1,0 +1,120 @@
+"""The batch writers: in the calling thread, or in a child process owning its connection."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from sqlalchemy import func, select
+
+from choreoscope.collector.ingest import StoreUnavailable
+from choreoscope.collector.ingest.writer import ProcessWriter, ThreadWriter, writer_for
+from choreoscope.collector.store import Store
+from choreoscope.collector.store.schema import events
+
+
+def _row(offset: int, **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "topic": "orders", "partition": 0, "offset": offset, "event_id": f"e{offset}",
+        "type": "order.placed", "flow_id": f"c{offset // 2}", "observed_at_ms": 1000 + offset,
+        "envelope": "binary", "data_truncated": False, "time_ms": None, "problems": None,
+    }
+    row.update(extra)
+    return row
+
+
+def _count(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+def test_the_child_process_stores_batches_idempotently(tmp_path) -> None:
+    """Rows written by the child are in the store; a batch written again inserts nothing."""
+    store = Store(f"sqlite:///{tmp_path}/w.db").create()
+    writer = ProcessWriter(store.url).start()
+    try:
+        rows = [_row(i) for i in range(5)]
+        assert (writer.write(rows), writer.write(rows), writer.write([])) == (5, 0, 0)
+        with store.engine.connect() as conn:
+            stored = conn.execute(select(events.c.offset, events.c.event_id, events.c.flow_id)
+                                  .order_by(events.c.offset)).all()
+        assert [tuple(r) for r in stored] == [(i, f"e{i}", f"c{i // 2}") for i in range(5)]
+    finally:
+        writer.close()
+        store.dispose()
+
+
+def test_a_killed_child_is_reported_unavailable_then_started_again(tmp_path) -> None:
+    """SIGKILL of the child: the write in flight raises StoreUnavailable (nothing committed
+    by the caller), the next write starts a new child and stores the batch."""
+    store = Store(f"sqlite:///{tmp_path}/k.db").create()
+    writer = ProcessWriter(store.url).start()
+    try:
+        assert writer.write([_row(0)]) == 1
+        first = writer._process
+        assert first is not None and first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        first.join(10)
+        with pytest.raises(StoreUnavailable, match="exit code -9"):
+            writer.write([_row(1)])
+        assert first.is_alive() is False
+        assert (writer.write([_row(1), _row(2)]), writer.restarts, _count(store)) == (2, 1, 3)
+    finally:
+        writer.close()
+        store.dispose()
+
+
+def test_an_unreachable_store_is_unavailable_from_the_child_too() -> None:
+    """A database that cannot be reached raises StoreUnavailable in the parent; the child
+    stays up for the retry."""
+    writer = ProcessWriter("postgresql+psycopg://nobody@127.0.0.1:1/none").start()
+    try:
+        with pytest.raises(StoreUnavailable, match="OperationalError"):
+            writer.write([_row(0)])
+        assert writer._process is not None and writer._process.is_alive()
+    finally:
+        writer.close()
+
+
+def test_close_leaves_no_process(tmp_path) -> None:
+    """After close the child has exited; a writer never started closes quietly."""
+    store = Store(f"sqlite:///{tmp_path}/c.db").create()
+    writer = ProcessWriter(store.url).start()
+    process = writer._process
+    assert process is not None
+    writer.write([_row(0)])
+    writer.close()
+    assert (process.is_alive(), process.exitcode, writer._process) == (False, 0, None)
+    ProcessWriter(store.url).close()
+    store.dispose()
+
+
+def test_rows_the_database_rejects_are_stored_one_by_one_in_the_child(tmp_path) -> None:
+    """The child keeps the row-by-row fallback: a row the driver cannot bind keeps only its
+    position, its neighbours are stored as they are."""
+    store = Store(f"sqlite:///{tmp_path}/r.db").create()
+    writer = ProcessWriter(store.url).start()
+    try:
+        rows = [_row(0), _row(1, time_ms=1 << 70), _row(2)]  # beyond SQLite's 64 bits
+        assert writer.write(rows) == 3
+        with store.engine.connect() as conn:
+            flows = conn.execute(select(events.c.flow_id).order_by(events.c.offset)).scalars()
+            assert list(flows) == ["c0", "orders/0/1", "c1"]
+    finally:
+        writer.close()
+        store.dispose()
+
+
+def test_writer_for_picks_a_thread_for_stores_in_memory(tmp_path) -> None:
+    """`auto` writes in a process unless the store lives in this process's memory."""
+    memory = Store("sqlite://")
+    on_disk = Store(f"sqlite:///{tmp_path}/a.db")
+    assert isinstance(writer_for(memory), ThreadWriter)
+    assert isinstance(writer_for(Store("sqlite:///:memory:")), ThreadWriter)
+    assert isinstance(writer_for(on_disk), ProcessWriter)
+    assert isinstance(writer_for(on_disk, "thread"), ThreadWriter)
+    with pytest.raises(ValueError, match="expected writer 'auto', 'process' or 'thread'"):
+        writer_for(on_disk, "fork")
+    memory.dispose()
+    on_disk.dispose()
