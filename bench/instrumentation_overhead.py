@@ -65,9 +65,15 @@ class DiscardingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+# `--max-queue-size`: the span processor's queue (None: the SDK's default, 2048 spans).
+max_queue_size: int | None = None
+
+
 def provider(exporter: DiscardingExporter | None = None) -> TracerProvider:
     tp = TracerProvider()
-    tp.add_span_processor(BatchSpanProcessor(exporter or DiscardingExporter()))
+    tp.add_span_processor(
+        BatchSpanProcessor(exporter or DiscardingExporter(), max_queue_size=max_queue_size)
+    )
     return tp
 
 
@@ -299,7 +305,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds, best kept")
     parser.add_argument("--no-consume", action="store_true", help="producer side only")
     parser.add_argument("--burst", type=int, default=0, help="only the span-accounting burst")
+    parser.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=None,
+        help="span processor queue (default: the SDK's, 2048); a larger one keeps every span",
+    )
     args = parser.parse_args()
+    global max_queue_size
+    max_queue_size = args.max_queue_size
     n = args.messages
     if args.burst:
         with EmbeddedBroker() as broker:
@@ -336,6 +350,8 @@ def main() -> None:
 
     crc = "C (crc32c package)" if record_util.crc32c_c is not None else "pure Python"
     print(f"\n{n:,} messages per measurement, best of {args.rounds} interleaved rounds")
+    queue = "the SDK's default" if max_queue_size is None else f"{max_queue_size:,} spans"
+    print(f"span processor queue: {queue}")
     print(f"kafka-python CRC32C: {crc}")
     print("wall: messages per second; cpu: messages per CPU-second of the process (all its")
     print("threads; robust to other processes on a shared machine, so the one to compare)")
