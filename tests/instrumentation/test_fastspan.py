@@ -87,7 +87,7 @@ def test_default_sdk_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> Non
     starter = SpanStarter(tracer)
     monkeypatch.setattr(otel_attributes, "_clean_attribute_value", spy)
     starter("send orders", None, SpanKind.PRODUCER, ATTRIBUTES).end()
-    assert starter._fast is True
+    assert starter.fast is True
     assert cleaned == []
     tracer.start_span("send orders", None, SpanKind.PRODUCER, ATTRIBUTES).end()
     assert cleaned  # the public path cleans
@@ -185,7 +185,7 @@ def test_a_custom_sampler_still_sees_the_attributes(wrap: bool) -> None:
         sampler=ParentBased(sampler, remote_parent_sampled=sampler) if wrap else sampler
     )
     starter = both_ways(tp, exporter)
-    assert starter._fast is False
+    assert starter.fast is False
     assert sampler.seen == [ATTRIBUTES, ATTRIBUTES]
     dropped = starter("x", PARENT, SpanKind.CONSUMER, {**ATTRIBUTES, "drop": True}, None, LATER)
     assert not dropped.is_recording()
@@ -197,7 +197,7 @@ def test_a_custom_sampler_still_sees_the_attributes(wrap: bool) -> None:
 def test_the_ratio_sampler_is_given_the_attributes() -> None:
     """Only the static samplers are taken as ignoring attributes."""
     tp, exporter = provider(sampler=TraceIdRatioBased(1.0))
-    assert both_ways(tp, exporter)._fast is False
+    assert both_ways(tp, exporter).fast is False
 
 
 def test_an_always_off_sampler_gives_non_recording_spans() -> None:
@@ -208,7 +208,7 @@ def test_an_always_off_sampler_gives_non_recording_spans() -> None:
     starter = SpanStarter(tp.get_tracer("test"))
     span = starter("send orders", None, SpanKind.PRODUCER, ATTRIBUTES)
     span.end()
-    assert starter._fast is True
+    assert starter.fast is True
     assert not span.is_recording()
     assert exporter.get_finished_spans() == ()
 
@@ -228,11 +228,11 @@ def test_a_processor_watching_span_starts_sees_the_attributes() -> None:
     tp, _ = provider()
     starter = SpanStarter(tp.get_tracer("test"))
     starter("send orders", None, SpanKind.PRODUCER, ATTRIBUTES).end()
-    assert starter._fast is True
+    assert starter.fast is True
     watcher = StartWatcher()
     tp.add_span_processor(watcher)
     starter("send orders", None, SpanKind.PRODUCER, ATTRIBUTES).end()
-    assert starter._fast is False
+    assert starter.fast is False
     assert watcher.at_start == [ATTRIBUTES]
 
 
@@ -240,7 +240,7 @@ def test_batch_processors_keep_the_fast_path() -> None:
     """The SDK's BatchSpanProcessor does nothing at span start."""
     tp, exporter = provider()
     tp.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
-    assert both_ways(tp, exporter)._fast is True
+    assert both_ways(tp, exporter).fast is True
     tp.shutdown()
 
 
@@ -258,7 +258,7 @@ def test_a_proxy_tracer_resolved_to_the_sdk_takes_the_fast_path(monkeypatch: Any
     starter = SpanStarter(proxy)
     starter("send x", None, SpanKind.PRODUCER, ATTRIBUTES).end()  # resolves the proxy
     starter("send x", None, SpanKind.PRODUCER, ATTRIBUTES).end()
-    assert starter._fast is True
+    assert starter.fast is True
     assert [dict(s.attributes or {}) for s in exporter.get_finished_spans()] == [ATTRIBUTES] * 2
 
 

@@ -64,13 +64,18 @@ class SpanStarter:
     checked: the callers build them); the dicts are not kept.
     """
 
-    __slots__ = ("_checked", "_fast", "_tracer")
+    __slots__ = ("_checked", "_tracer")
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
-        # What the last check looked at (tracer, sampler, processors) and what it found.
-        self._checked: tuple[Any, Any, Any] | None = None
-        self._fast = False
+        # What the last check looked at (tracer, sampler, processors) and what it found, in
+        # one tuple so that threads never see the parts of two different checks.
+        self._checked: tuple[Any, Any, Any, bool] | None = None
+
+    @property
+    def fast(self) -> bool:
+        """The last check's answer: spans skip the per-value cleaning (False before the first)."""
+        return self._checked is not None and self._checked[3]
 
     def __call__(
         self,
@@ -114,23 +119,23 @@ class SpanStarter:
     def _is_fast(self, tracer: Any) -> bool:
         processor = tracer.span_processor
         processors = getattr(processor, "_span_processors", None)
-        seen = (tracer, tracer.sampler, processors)
+        sampler = tracer.sampler
         checked = self._checked
         if (
             checked is not None
-            and checked[0] is seen[0]
-            and checked[1] is seen[1]
-            and checked[2] is seen[2]
+            and checked[0] is tracer
+            and checked[1] is sampler
+            and checked[2] is processors
         ):
-            return self._fast
-        self._fast = (
-            _ignores_attributes(tracer.sampler)
+            return checked[3]
+        fast = (
+            _ignores_attributes(sampler)
             and type(processor) is SynchronousMultiSpanProcessor
             and isinstance(processors, tuple)
             and all(getattr(type(p), "on_start", None) in _NOOP_ON_START for p in processors)
         )
-        self._checked = seen
-        return self._fast
+        self._checked = (tracer, sampler, processors, fast)
+        return fast
 
 
 def _ignores_attributes(sampler: Any) -> bool:
