@@ -14,6 +14,7 @@ store (ingest/writer.py), so decoding and the database work use both cores.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import re
@@ -31,6 +32,7 @@ from .writer import writer_for
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "choreoscope-collector"
+WRITE_WINDOW = 2  # batches handed to the batch writer before waiting for the oldest
 METADATA_REFRESH_MS = 5000
 _SECRET_OPTION = re.compile(r"password|secret|token|jaas|key$", re.IGNORECASE)
 
@@ -71,6 +73,7 @@ class BusIngest:
             "auto.offset.reset": start,
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
             "error_cb": kafka_error_logger(),
+            "on_commit": self._on_commit,
             "logger": logging.getLogger("choreoscope.collector.kafka"),
             "log_level": 0,  # librdkafka's own lines repeat what error_cb reports
         }
@@ -142,7 +145,7 @@ class BusIngest:
         assert consumer is not None
         if stop is not None:
             self._stop = stop
-        self._commit_stored()
+        self._commit_stored(asynchronous=True)
         if self._dropped:
             return 0  # a batch was given up: stop reading, the next run starts from it
         messages = consumer.consume(
@@ -156,7 +159,7 @@ class BusIngest:
         self.consumed_offsets.update(batch.offsets)
         if not self.pipelined:
             self._write(batch)
-            self._commit_stored()
+            self._commit_stored(asynchronous=True)
             return len(messages)
         while True:
             try:
@@ -174,32 +177,87 @@ class BusIngest:
         self._commit_stored()
 
     def _write_loop(self) -> None:
+        """Hand batches to the batch writer, up to WRITE_WINDOW at a time, and record each
+        as stored in the order read: the writer stores batch N while batch N+1 is already
+        on its way to it."""
+        sent: collections.deque[Batch] = collections.deque()
         while True:
-            batch = self._queue.get()
+            if sent:
+                try:
+                    batch = self._queue.get(timeout=0.005)
+                except queue.Empty:
+                    if self.writer.ready(0.005):
+                        self._settle(sent)
+                    continue
+            else:
+                batch = self._queue.get()
+            if batch is None:
+                while sent:
+                    self._settle(sent)
+                self._queue.task_done()
+                return
+            if self._dropped:
+                self._queue.task_done()
+                continue
             try:
-                if batch is None:
-                    return
-                self._write(batch)
-            except Exception:  # never let the writer die: the batch stays uncommitted
-                log.exception("ingest: writing a batch failed")
+                self.writer.send(batch.rows)
+            except StoreUnavailable as exc:
+                self._recover(batch, sent, exc)
+                continue
+            sent.append(batch)
+            if len(sent) >= WRITE_WINDOW:
+                self._settle(sent)
+
+    def _settle(self, sent: collections.deque[Batch]) -> None:
+        """Read the writer's answer for the oldest batch sent."""
+        batch = sent.popleft()
+        try:
+            inserted = self.writer.receive()
+        except StoreUnavailable as exc:
+            self._recover(batch, sent, exc)
+            return
+        except Exception as exc:  # never let the writer thread die; later batches wait
+            log.exception("ingest: writing a batch failed")
+            self._recover(batch, sent, StoreUnavailable(f"{type(exc).__name__}: {exc}"))
+            return
+        self.inserted += inserted
+        self._stored.append(batch)
+        self._queue.task_done()
+
+    def _recover(self, failed: Batch, sent: collections.deque[Batch],
+                 failure: StoreUnavailable) -> None:
+        """Store `failed` and every batch sent after it again, one at a time and in order,
+        retrying with backoff; answers still due for the later ones are read and dropped
+        (storing twice changes nothing)."""
+        later = list(sent)
+        sent.clear()
+        for _ in later:
+            with contextlib.suppress(Exception):
+                self.writer.receive()
+        for batch in (failed, *later):
+            try:
+                self._write(batch, failure if batch is failed else None)
             finally:
                 self._queue.task_done()
 
-    def _write(self, batch: Batch) -> None:
-        """Store a batch (writer thread); its offsets wait for the main thread to commit:
-        librdkafka's synchronous commit stalls when issued beside a running consume().
+    def _write(self, batch: Batch, failure: StoreUnavailable | None = None) -> None:
+        """Store a batch, retrying while the store is unreachable; its offsets wait for the
+        main thread to commit: librdkafka's synchronous commit stalls when issued beside a
+        running consume().
 
         Once a batch was given up (stopping while the store is down), no later batch is
         stored or committed: its offsets would move the group past the lost batch."""
         if self._dropped:
             return
-        if self._store(batch, self._stop):
+        if self._store(batch, self._stop, failure):
             self._stored.append(batch)
         else:
             self._dropped = True
 
-    def _commit_stored(self) -> None:
-        """Commit the offsets of every batch stored so far (main thread)."""
+    def _commit_stored(self, asynchronous: bool = False) -> None:
+        """Commit the offsets of every batch stored so far (main thread). While ingesting the
+        commit is asynchronous (a synchronous one held up the next consume for a broker
+        round trip per batch); draining, closing and handing partitions over wait for it."""
         if not self._stored:
             return
         merged = Batch()
@@ -208,7 +266,7 @@ class BusIngest:
             batch = self._stored.popleft()
             merged.offsets.update(batch.offsets)
             done.append(batch)
-        self._commit(merged)
+        self._commit(merged, asynchronous)
         self.last_offsets = merged.offsets
         for batch in done:
             self.records += batch.consumed
@@ -219,16 +277,22 @@ class BusIngest:
         self.drain()
         log.info("ingest: revoked %d partitions", len(partitions))
 
-    def _store(self, batch: Batch, stop: threading.Event | None) -> bool:
+    def _store(self, batch: Batch, stop: threading.Event | None,
+               failure: StoreUnavailable | None = None) -> bool:
+        """Store `batch`, retrying with backoff while the store is unreachable; `failure`
+        is an attempt already made. False when `stop` was set meanwhile."""
         delay = 0.5
         while True:
-            try:
-                self.inserted += self.writer.write(batch.rows)
-                return True
-            except StoreUnavailable as exc:
-                self.store_failures += 1
-                log.warning("ingest: store unavailable (%s); retrying in %.1fs, offsets not "
-                            "committed", exc, delay)
+            if failure is None:
+                try:
+                    self.inserted += self.writer.write(batch.rows)
+                    return True
+                except StoreUnavailable as exc:
+                    failure = exc
+            self.store_failures += 1
+            log.warning("ingest: store unavailable (%s); retrying in %.1fs, offsets not "
+                        "committed", failure, delay)
+            failure = None
             if stop is not None:
                 if stop.wait(delay):
                     return False
@@ -236,16 +300,25 @@ class BusIngest:
                 time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, batch: Batch, asynchronous: bool = False) -> None:
         if not batch.offsets or self.consumer is None:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:
-            # The rows are stored; records read again after a rebalance are ignored by key.
-            self.commit_failures += 1
-            log.warning("ingest: offset commit failed (%s); records may be read again", exc)
+            self._commit_failed(exc)
+
+    def _on_commit(self, error: Any, _partitions: list[TopicPartition]) -> None:
+        """librdkafka's report of an asynchronous commit (served by consume; synchronous
+        commits raise instead)."""
+        if error is not None:
+            self._commit_failed(error)
+
+    def _commit_failed(self, error: Any) -> None:
+        # The rows are stored; records read again after a rebalance are ignored by key.
+        self.commit_failures += 1
+        log.warning("ingest: offset commit failed (%s); records may be read again", error)
 
     # -- loops -----------------------------------------------------------------------------
 

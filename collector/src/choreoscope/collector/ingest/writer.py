@@ -6,20 +6,25 @@ competes with decoding for the interpreter lock, and SQLite, which lets the lock
 each row, gets it back only after a switch interval: the two ran one after the other. A
 child process owning its own connection writes while the parent decodes the next batch.
 
-Either writer raises `StoreUnavailable` when the batch did not reach the store, so the
-caller retries it and commits nothing meanwhile. A child that dies (killed, out of memory)
-is started again for the next attempt.
+The ingest sends a batch before reading the answer for the previous one, so the child
+always has the next batch at hand; answers come back in the order sent. Either writer
+reports `StoreUnavailable` when a batch did not reach the store, so the caller stores it
+again and commits nothing meanwhile. A child that dies (killed, out of memory) is started
+again for the next attempt.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import gc
 import logging
 import multiprocessing
+import queue
 import signal
 import sys
+import threading
 from multiprocessing.connection import Connection
 from operator import itemgetter
 from typing import Any, Protocol
@@ -32,10 +37,24 @@ _PR_SET_PDEATHSIG = 1
 
 
 class BatchWriter(Protocol):
+    """Stores batches of rows, each in one transaction, answering in the order sent."""
+
     def start(self) -> BatchWriter: ...
 
+    def send(self, rows: list[dict[str, Any]]) -> None:
+        """Hand a batch over (raises StoreUnavailable when it cannot be)."""
+
+    def ready(self, timeout_s: float) -> bool:
+        """Whether the answer for the oldest batch sent is in, waiting up to `timeout_s`."""
+        ...
+
+    def receive(self) -> int:
+        """The rows inserted by the oldest batch sent; raises StoreUnavailable when it did
+        not reach the store."""
+        ...
+
     def write(self, rows: list[dict[str, Any]]) -> int:
-        """Store rows in one transaction; the number inserted. Raises StoreUnavailable."""
+        """Send and receive one batch."""
         ...
 
     def close(self) -> None: ...
@@ -46,19 +65,37 @@ class ThreadWriter:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self._answers: collections.deque[int | StoreUnavailable] = collections.deque()
 
     def start(self) -> ThreadWriter:
         return self
+
+    def send(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self._answers.append(store_rows(self.store, rows))
+        except StoreUnavailable as exc:
+            self._answers.append(exc)
+
+    def ready(self, timeout_s: float) -> bool:
+        return True
+
+    def receive(self) -> int:
+        answer = self._answers.popleft()
+        if isinstance(answer, StoreUnavailable):
+            raise answer
+        return answer
 
     def write(self, rows: list[dict[str, Any]]) -> int:
         return store_rows(self.store, rows)
 
     def close(self) -> None:
-        pass
+        self._answers.clear()
 
 
 class ProcessWriter:
-    """Writes in a child process with its own connection to the store at `url`."""
+    """Writes in a child process with its own connection to the store at `url`. Batches
+    sent before the answer to the previous one is read wait in the child, which reads
+    its input in a thread of its own: it never idles while the parent serializes."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -77,25 +114,40 @@ class ProcessWriter:
             self._process, self._conn = process, parent
         return self
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
-        if not rows:
-            return 0
-        columns = tuple(rows[0])
-        tuples = list(map(itemgetter(*columns), rows))
+    def send(self, rows: list[dict[str, Any]]) -> None:
+        columns = tuple(rows[0]) if rows else ()
+        tuples = list(map(itemgetter(*columns), rows)) if rows else []
         conn = self.start()._conn
         assert conn is not None
         try:
             conn.send((columns, tuples))
+        except OSError as exc:
+            raise self._stopped(exc) from None
+
+    def ready(self, timeout_s: float) -> bool:
+        conn = self._conn
+        try:
+            return conn is None or conn.poll(timeout_s)
+        except OSError:
+            return True  # receive() reports it
+
+    def receive(self) -> int:
+        conn = self._conn
+        if conn is None:
+            raise StoreUnavailable("the store writer process stopped; it is started again")
+        try:
             status, value = conn.recv()
         except (EOFError, OSError) as exc:
-            code = self._reap()
-            raise StoreUnavailable(f"the store writer process stopped ({exc or type(exc).__name__}"
-                                   f", exit code {code}); it is started again") from None
+            raise self._stopped(exc) from None
         if status == "ok":
             return int(value)
-        if status == "unavailable":
-            raise StoreUnavailable(value)
-        raise RuntimeError(f"the store writer process failed: {value}")
+        # "unavailable", or "error": a failure the child did not expect. The batch is kept
+        # uncommitted and retried either way (ingest stalls loudly rather than skip it).
+        raise StoreUnavailable(value)
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        self.send(rows)
+        return self.receive()
 
     def close(self) -> None:
         process, conn = self._process, self._conn
@@ -106,8 +158,13 @@ class ProcessWriter:
         process.join(10)
         self._reap()
 
+    def _stopped(self, exc: BaseException) -> StoreUnavailable:
+        code = self._reap()
+        return StoreUnavailable(f"the store writer process stopped ({exc or type(exc).__name__}, "
+                                f"exit code {code}); it is started again")
+
     def _reap(self) -> int | None:
-        """Stop and forget the child (a later write starts a new one); its exit code."""
+        """Stop and forget the child (a later send starts a new one); its exit code."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
         if conn is not None:
@@ -130,13 +187,23 @@ def _serve(conn: Connection, url: str) -> None:  # pragma: no cover - runs in th
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from ..store import Store
 
-    store = Store(url)
-    try:
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+    def read() -> None:  # the next batch is read (and unpickled) while this one is stored
         while True:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
-                return  # the parent is gone
+                message = None  # the parent is gone
+            inbox.put(message)
+            if message is None:
+                return
+
+    threading.Thread(target=read, daemon=True, name="choreoscope-writer-input").start()
+    store = Store(url)
+    try:
+        while True:
+            message = inbox.get()
             if message is None:
                 return
             columns, rows = message
