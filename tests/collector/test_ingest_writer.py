@@ -9,19 +9,24 @@ import pytest
 from sqlalchemy import func, select
 
 from choreoscope.collector.ingest import StoreUnavailable
+from choreoscope.collector.ingest.rows import COLUMNS
 from choreoscope.collector.ingest.writer import ProcessWriter, ThreadWriter, writer_for
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import events
 
 
-def _row(offset: int, **extra: object) -> dict[str, object]:
+def _row(offset: int, **extra: object) -> tuple[object, ...]:
     row: dict[str, object] = {
-        "topic": "orders", "partition": 0, "offset": offset, "event_id": f"e{offset}",
-        "type": "order.placed", "flow_id": f"c{offset // 2}", "observed_at_ms": 1000 + offset,
-        "envelope": "binary", "data_truncated": False, "time_ms": None, "problems": None,
+        **dict.fromkeys(COLUMNS), "topic": "orders", "partition": 0, "offset": offset,
+        "event_id": f"e{offset}", "type": "order.placed", "flow_id": f"c{offset // 2}",
+        "observed_at_ms": 1000 + offset, "envelope": "binary", "data_truncated": False,
     }
     row.update(extra)
-    return row
+    return tuple(row[name] for name in COLUMNS)
+
+
+def _write(writer: ProcessWriter, rows: list[tuple[object, ...]]) -> int:
+    return writer.write(COLUMNS, rows)
 
 
 def _count(store: Store) -> int:
@@ -35,7 +40,7 @@ def test_the_child_process_stores_batches_idempotently(tmp_path) -> None:
     writer = ProcessWriter(store.url).start()
     try:
         rows = [_row(i) for i in range(5)]
-        assert (writer.write(rows), writer.write(rows), writer.write([])) == (5, 0, 0)
+        assert (_write(writer, rows), _write(writer, rows), _write(writer, [])) == (5, 0, 0)
         with store.engine.connect() as conn:
             stored = conn.execute(select(events.c.offset, events.c.event_id, events.c.flow_id)
                                   .order_by(events.c.offset)).all()
@@ -51,15 +56,15 @@ def test_a_killed_child_is_reported_unavailable_then_started_again(tmp_path) -> 
     store = Store(f"sqlite:///{tmp_path}/k.db").create()
     writer = ProcessWriter(store.url).start()
     try:
-        assert writer.write([_row(0)]) == 1
+        assert _write(writer, [_row(0)]) == 1
         first = writer._process
         assert first is not None and first.pid is not None
         os.kill(first.pid, signal.SIGKILL)
         first.join(10)
         with pytest.raises(StoreUnavailable, match="exit code -9"):
-            writer.write([_row(1)])
+            _write(writer, [_row(1)])
         assert first.is_alive() is False
-        assert (writer.write([_row(1), _row(2)]), writer.restarts, _count(store)) == (2, 1, 3)
+        assert (_write(writer, [_row(1), _row(2)]), writer.restarts, _count(store)) == (2, 1, 3)
     finally:
         writer.close()
         store.dispose()
@@ -71,7 +76,7 @@ def test_an_unreachable_store_is_unavailable_from_the_child_too() -> None:
     writer = ProcessWriter("postgresql+psycopg://nobody@127.0.0.1:1/none").start()
     try:
         with pytest.raises(StoreUnavailable, match="OperationalError"):
-            writer.write([_row(0)])
+            _write(writer, [_row(0)])
         assert writer._process is not None and writer._process.is_alive()
     finally:
         writer.close()
@@ -83,7 +88,7 @@ def test_close_leaves_no_process(tmp_path) -> None:
     writer = ProcessWriter(store.url).start()
     process = writer._process
     assert process is not None
-    writer.write([_row(0)])
+    _write(writer, [_row(0)])
     writer.close()
     assert (process.is_alive(), process.exitcode, writer._process) == (False, 0, None)
     ProcessWriter(store.url).close()
@@ -97,7 +102,7 @@ def test_rows_the_database_rejects_are_stored_one_by_one_in_the_child(tmp_path) 
     writer = ProcessWriter(store.url).start()
     try:
         rows = [_row(0), _row(1, time_ms=1 << 70), _row(2)]  # beyond SQLite's 64 bits
-        assert writer.write(rows) == 3
+        assert _write(writer, rows) == 3
         with store.engine.connect() as conn:
             flows = conn.execute(select(events.c.flow_id).order_by(events.c.offset)).scalars()
             assert list(flows) == ["c0", "orders/0/1", "c1"]

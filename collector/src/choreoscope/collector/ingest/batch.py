@@ -24,7 +24,7 @@ from choreoscope.instrumentation.decoder import decode_with_headers
 from ..store import Store
 from ..store.schema import events
 from .redact import Redactor
-from .rows import event_row
+from .rows import COLUMNS, event_values
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class StoreUnavailable(RuntimeError):
 
 @dataclass
 class Batch:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """`events` rows, values in `COLUMNS` order."""
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """Next offset to commit per (topic, partition): the highest offset seen + 1."""
     skipped: int = 0
@@ -89,24 +90,23 @@ def _build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: in
             timestamp_ms=ts if ts_type else None,
         )
         try:
-            row = event_row(event, redactor=redactor, observed_at_ms=observed_at_ms,
-                            headers=headers, raw_value=value, text_headers=text_headers)
+            row = event_values(event, redactor, observed_at_ms, headers, None, value,
+                               text_headers)
         except Exception as exc:  # noqa: BLE001 - a bug here must not lose the record
             log.warning("row of %s/%s/%s failed: %r", topic, partition, offset, exc)
-            row = _minimal({"topic": topic, "partition": partition, "offset": offset,
-                            "broker_ts_ms": ts if ts_type else None,
-                            "observed_at_ms": observed_at_ms,
-                            "data_size": None if value is None else len(value),
-                            **dict.fromkeys(_ROW_KEYS)},
-                           f"{INGEST_ERROR}: {type(exc).__name__}: only the position was kept")
+            kept = _minimal({**dict.fromkeys(COLUMNS),
+                             "topic": topic, "partition": partition, "offset": offset,
+                             "broker_ts_ms": ts if ts_type else None,
+                             "observed_at_ms": observed_at_ms,
+                             "data_size": None if value is None else len(value)},
+                            f"{INGEST_ERROR}: {type(exc).__name__}: only the position was kept")
+            row = tuple(kept[name] for name in COLUMNS)
         append(row)
     return batch
 
 
 INGEST_ERROR = "ingest_error"
-# Column names of an events row, in the order event_row builds them.
-_ROW_KEYS = tuple(c.name for c in events.columns if c.name not in (
-    "topic", "partition", "offset", "broker_ts_ms", "observed_at_ms", "data_size"))
+assert set(COLUMNS) == {c.name for c in events.columns}
 
 
 def store_rows(store: Store, rows: list[dict[str, Any]]) -> int:

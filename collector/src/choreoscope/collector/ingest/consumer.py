@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .batch import Batch, StoreUnavailable, build_batch
 from .redact import Redactor
+from .rows import COLUMNS
 from .writer import writer_for
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class BusIngest:
                 self._queue.task_done()
                 continue
             try:
-                self.writer.send(batch.rows)
+                self.writer.send(COLUMNS, batch.rows)
             except StoreUnavailable as exc:
                 self._recover(batch, sent, exc)
                 continue
@@ -285,7 +286,7 @@ class BusIngest:
         while True:
             if failure is None:
                 try:
-                    self.inserted += self.writer.write(batch.rows)
+                    self.inserted += self.writer.write(COLUMNS, batch.rows)
                     return True
                 except StoreUnavailable as exc:
                     failure = exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from choreoscope.instrumentation.event import Event
@@ -68,6 +69,15 @@ def _key_text(key: Any) -> str | None:
     return bytes(key).decode("utf-8", "backslashreplace")
 
 
+# The columns of an `events` row, in the order `event_values` gives them.
+COLUMNS = (
+    "topic", "partition", "offset", "event_id", "type", "source", "subject", "correlation_id",
+    "causation_id", "flow_id", "schema_version", "time", "time_ms", "sequence", "key",
+    "trace_id", "span_id", "broker_ts_ms", "observed_at_ms", "envelope", "problems", "headers",
+    "data", "data_size", "data_truncated",
+)
+
+
 def event_row(
     event: Event,
     *,
@@ -78,54 +88,59 @@ def event_row(
     raw_value: bytes | None = None,
     text_headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The `events` row of a decoded event; `headers` are the record's raw headers, or
-    `text_headers` the same already decoded by the decoder, and `raw_value` its value
-    (stored as it is when it is clean binary-mode JSON data)."""
+    """The `events` row of a decoded event, as a dict (see `event_values`)."""
+    return dict(zip(COLUMNS, event_values(
+        event, redactor, observed_at_ms, headers, value_size, raw_value, text_headers),
+        strict=True))
+
+
+def event_values(
+    event: Event,
+    redactor: Redactor,
+    observed_at_ms: int,
+    headers: Iterable[tuple[Any, Any]] | None = None,
+    value_size: int | None = None,
+    raw_value: bytes | None = None,
+    text_headers: dict[str, str] | None = None,
+) -> tuple[Any, ...]:
+    """The `events` row of a decoded event, values in `COLUMNS` order; `headers` are the
+    record's raw headers, or `text_headers` the same already decoded by the decoder, and
+    `raw_value` its value (stored as it is when it is clean binary-mode JSON data)."""
     tp = event.traceparent  # validated by the decoder, None when absent or malformed
     trace_id = tp[3:35] if tp else None
-    span_id = tp[36:52] if tp else None
-    value = raw_value if event.envelope == "binary" else None
-    data, truncated = redactor.data_json(event.data, value)
-    row = {
-        "topic": event.topic,
-        "partition": event.partition,
-        "offset": event.offset,
-        "event_id": event.id,
-        "type": event.type,
-        "source": event.source,
-        "subject": event.subject,
-        "correlation_id": event.correlation_id,
-        "causation_id": event.causation_id,
-        "flow_id": flow_id(event, trace_id),
-        "schema_version": event.schema_version,
-        "time": event.time,
-        "time_ms": time_ms(event.time),
-        "sequence": event.sequence,
-        "key": _key_text(event.key),
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "broker_ts_ms": event.timestamp_ms,
-        "observed_at_ms": observed_at_ms,
-        "envelope": event.envelope,
-        "problems": _dumps(event.problems) if event.problems else None,
-        "headers": (redactor.headers_json(headers) if text_headers is None
-                    else redactor.text_headers_json(text_headers)),
-        "data": data,
-        "data_size": len(raw_value) if raw_value is not None else value_size,
-        "data_truncated": truncated,
-    }
-    texts = [t for t in map(row.__getitem__, _LIMITED) if t]
-    if texts and ("\x00" in "".join(texts) or max(map(len, texts)) > 128
-                  or len(row["schema_version"] or "") > 32 or len(row["time"] or "") > 64):
-        for name, limit in _LIMITS:
-            text = row[name]
-            if text is not None and (len(text) > limit or "\x00" in text):
-                row[name] = _fit(name, text, limit, row)
+    data, truncated = redactor.data_json(
+        event.data, raw_value if event.envelope == "binary" else None)
+    row = (
+        event.topic, event.partition, event.offset, event.id, event.type, event.source,
+        event.subject, event.correlation_id, event.causation_id, flow_id(event, trace_id),
+        event.schema_version, event.time, time_ms(event.time), event.sequence,
+        _key_text(event.key), trace_id, tp[36:52] if tp else None, event.timestamp_ms,
+        observed_at_ms, event.envelope, _dumps(event.problems) if event.problems else None,
+        (redactor.headers_json(headers) if text_headers is None
+         else redactor.text_headers_json(text_headers)),
+        data, len(raw_value) if raw_value is not None else value_size, truncated,
+    )
+    texts = [t for t in _limited(row) if t]
+    seq = event.sequence
+    if (texts and ("\x00" in "".join(texts) or max(map(len, texts)) > 128
+                   or len(event.schema_version or "") > 32 or len(event.time or "") > 64)) or (
+            seq is not None and not _MIN_BIGINT <= seq <= _MAX_BIGINT):
+        return _fitted(dict(zip(COLUMNS, row, strict=True)))
+    return row
+
+
+def _fitted(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The row with over-long or NUL-laden texts and a sequence beyond 64 bits made to fit
+    the store, each change recorded as a problem."""
+    for name, limit in _LIMITS:
+        text = row[name]
+        if text is not None and (len(text) > limit or "\x00" in text):
+            row[name] = _fit(name, text, limit, row)
     seq = row["sequence"]
     if seq is not None and not _MIN_BIGINT <= seq <= _MAX_BIGINT:
         row["sequence"] = None
         _add_problem(row, f"{BAD_SEQUENCE}: {seq} does not fit 64 bits")
-    return row
+    return tuple(row[name] for name in COLUMNS)
 
 
 # Text columns with a length limit (store/schema.py); longer values are cut, with a problem.
@@ -134,8 +149,9 @@ _LIMITS = (
     ("correlation_id", 128), ("causation_id", 128), ("flow_id", 128),
     ("schema_version", 32), ("time", 64), ("topic", 255), ("key", 1 << 20),
 )
-_LIMITED = tuple(name for name, _limit in _LIMITS)  # every limit is >= 128 but these two:
+# every limit is >= 128 but these two:
 assert {limit for _name, limit in _LIMITS if limit < 128} == {32, 64}
+_limited = itemgetter(*(COLUMNS.index(name) for name, _limit in _LIMITS))
 _MIN_BIGINT, _MAX_BIGINT = -(1 << 63), (1 << 63) - 1
 FIELD_TOO_LONG = "field_too_long"
 BAD_SEQUENCE = "bad_sequence"

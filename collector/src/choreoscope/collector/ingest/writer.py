@@ -26,10 +26,9 @@ import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
-from operator import itemgetter
 from typing import Any, Protocol
 
-from .batch import StoreUnavailable, store_rows, store_tuples
+from .batch import StoreUnavailable, store_tuples
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,9 @@ class BatchWriter(Protocol):
 
     def start(self) -> BatchWriter: ...
 
-    def send(self, rows: list[dict[str, Any]]) -> None:
-        """Hand a batch over (raises StoreUnavailable when it cannot be)."""
+    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Hand a batch of rows (tuples of `columns`) over; raises StoreUnavailable when it
+        cannot be."""
 
     def ready(self, timeout_s: float) -> bool:
         """Whether the answer for the oldest batch sent is in, waiting up to `timeout_s`."""
@@ -53,7 +53,7 @@ class BatchWriter(Protocol):
         not reach the store."""
         ...
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
+    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
         """Send and receive one batch."""
         ...
 
@@ -70,9 +70,9 @@ class ThreadWriter:
     def start(self) -> ThreadWriter:
         return self
 
-    def send(self, rows: list[dict[str, Any]]) -> None:
+    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
         try:
-            self._answers.append(store_rows(self.store, rows))
+            self._answers.append(store_tuples(self.store, columns, rows))
         except StoreUnavailable as exc:
             self._answers.append(exc)
 
@@ -85,8 +85,8 @@ class ThreadWriter:
             raise answer
         return answer
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
-        return store_rows(self.store, rows)
+    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
+        return store_tuples(self.store, columns, rows)
 
     def close(self) -> None:
         self._answers.clear()
@@ -114,13 +114,11 @@ class ProcessWriter:
             self._process, self._conn = process, parent
         return self
 
-    def send(self, rows: list[dict[str, Any]]) -> None:
-        columns = tuple(rows[0]) if rows else ()
-        tuples = list(map(itemgetter(*columns), rows)) if rows else []
+    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
         conn = self.start()._conn
         assert conn is not None
         try:
-            conn.send((columns, tuples))
+            conn.send((columns, rows))
         except OSError as exc:
             raise self._stopped(exc) from None
 
@@ -145,8 +143,8 @@ class ProcessWriter:
         # uncommitted and retried either way (ingest stalls loudly rather than skip it).
         raise StoreUnavailable(value)
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
-        self.send(rows)
+    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
+        self.send(columns, rows)
         return self.receive()
 
     def close(self) -> None:
