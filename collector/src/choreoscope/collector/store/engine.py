@@ -33,9 +33,12 @@ class Store:
         self.dialect = self.engine.dialect.name  # "sqlite" | "postgresql"
 
     def create(self) -> Store:
-        """Create missing tables and record the schema version (idempotent)."""
+        """Create missing tables, drop retired indexes and record the schema version
+        (idempotent)."""
         schema.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
+            for name in schema.RETIRED_INDEXES:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
             self._upsert(conn, schema.meta, [{"key": "schema_version",
                                               "value": str(schema.SCHEMA_VERSION)}], ["key"])
         return self
