@@ -244,8 +244,9 @@ class TracedProducer:
         future = self._emit(
             topic, event, value, key, key_text, None, None, None, content_type, None, None, False
         )
-        # The caller holds no future: a failed delivery is logged (and on the span).
-        future.add_errback(_log_failed_publish, event, topic)
+        # The caller holds no future: a failed delivery is logged (and on the span). The
+        # errback keeps only strings: the event and its data are not held until the ack.
+        future.add_errback(_log_failed_publish, event.type, event.id, topic)
         return event
 
     def send_event(
@@ -431,11 +432,13 @@ class _Finisher:
             _log_failure_once("could not end the producer span")
 
 
-def _log_failed_publish(event: Event, topic: str, exc: BaseException) -> None:
+def _log_failed_publish(
+    event_type: str | None, event_id: str | None, topic: str, exc: BaseException
+) -> None:
     _log.error(
         "choreoscope: publishing %s %s to %r failed: %s: %s",
-        event.type,
-        event.id,
+        event_type,
+        event_id,
         topic,
         type(exc).__name__,
         exc,
