@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -36,10 +37,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from choreoscope.collector.ingest import BusIngest, Redactor, build_batch, store_rows
-from choreoscope.collector.ingest.rows import event_row
+from choreoscope.collector.ingest import BusIngest, Redactor, build_batch
+from choreoscope.collector.ingest.batch import store_tuples
+from choreoscope.collector.ingest.rows import COLUMNS, event_values
 from choreoscope.collector.store import Store
-from choreoscope.instrumentation.decoder import decode_record
+from choreoscope.instrumentation.decoder import decode_with_headers
 from choreoscope.instrumentation.event import Event
 from choreoscope.instrumentation.ids import new_event_id
 from choreoscope.instrumentation.wire import encode_headers
@@ -135,6 +137,12 @@ def raw_confluent(bootstrap: str, topic: str, n: int, keep: list[Any]) -> float:
         c.close()
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def collector(bootstrap: str, topic: str, n: int, url: str, label: str) -> float:
     store = Store(url).create()
     ingest = BusIngest(store, bootstrap=bootstrap, topics=f"^{topic}$",
@@ -146,7 +154,14 @@ def collector(bootstrap: str, topic: str, n: int, url: str, label: str) -> float
             return ingest.records - before
 
         with ingest:
+            cpu0 = time.process_time()
             rate = _rate(label, poll, n)
+            cpu = time.process_time() - cpu0
+            child = getattr(ingest.writer, "_process", None)
+            if child is not None and child.pid is not None:
+                print(f"    CPU per record: collector process {cpu / n * 1e6:.1f} us, writer "
+                      f"process {_cpu_s(child.pid) / n * 1e6:.1f} us (its whole life)",
+                      flush=True)
         if ingest.inserted != n:
             raise RuntimeError(f"{label}: expected {n} rows stored, got {ingest.inserted}")
         return rate
@@ -155,21 +170,31 @@ def collector(bootstrap: str, topic: str, n: int, url: str, label: str) -> float
 
 
 def breakdown(messages: list[Any], url: str) -> dict[str, float]:
-    """Microseconds per record of each ingest step, on records already in memory."""
+    """Microseconds per record of each ingest step, on records already in memory (with the
+    cyclic GC paused, as build_batch and the writer process do)."""
+    gc.disable()
+    try:
+        return _breakdown(messages, url)
+    finally:
+        gc.enable()
+
+
+def _breakdown(messages: list[Any], url: str) -> dict[str, float]:
     messages = [m for m in messages if m.error() is None]
     redactor = Redactor()
     n = len(messages)
     t0 = time.perf_counter()
-    decoded = [decode_record(m.headers(), m.value(), topic=m.topic(), partition=m.partition(),
-                             offset=m.offset(), key=m.key(), timestamp_ms=m.timestamp()[1])
+    decoded = [decode_with_headers(m.headers(), m.value(), topic=m.topic(),
+                                   partition=m.partition(), offset=m.offset(), key=m.key(),
+                                   timestamp_ms=m.timestamp()[1])
                for m in messages]
     t1 = time.perf_counter()
-    rows = [event_row(e, redactor=redactor, observed_at_ms=0, headers=m.headers(),
-                      value_size=len(m.value())) for e, m in zip(decoded, messages, strict=True)]
+    rows = [event_values(e, redactor, 0, m.headers(), None, m.value(), text)
+            for (e, text), m in zip(decoded, messages, strict=True)]
     t2 = time.perf_counter()
     store = Store(url).create()
     for i in range(0, n, BATCH):
-        store_rows(store, rows[i:i + BATCH])
+        store_tuples(store, COLUMNS, rows[i:i + BATCH])
     t3 = time.perf_counter()
     store.dispose()
     t4 = time.perf_counter()
