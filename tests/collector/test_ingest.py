@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 import uuid
@@ -287,3 +289,27 @@ def test_nothing_is_committed_past_a_batch_given_up(bootstrap, topic, group, tmp
         _until(again, 6)
     assert [r["offset"] for r in _rows(good)] == [0, 1, 2, 3, 4, 5]
     good.dispose()
+
+
+def test_killing_the_writer_process_loses_nothing(bootstrap, topic, group, tmp_path) -> None:
+    """SIGKILL of the writer process while batches are in flight: they are stored again in
+    order by a new writer, every record lands once, and the committed offsets reach the end."""
+    p = _producer(bootstrap)
+    for i in range(600):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/w.db").create()
+    with _ingest(store, bootstrap, topic, group, batch_size=50, writer="process") as ingest:
+        deadline = time.monotonic() + 60
+        while ingest.consumed_offsets.get((topic, 0), 0) < 150 and time.monotonic() < deadline:
+            ingest.step()
+        child = ingest.writer._process
+        assert child is not None and child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        _until(ingest, 600)
+        ingest.drain()
+        committed = ingest.consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        assert ingest.writer.restarts >= 1
+    assert committed[0].offset == 600
+    assert [r["offset"] for r in _rows(store)] == list(range(600))
+    store.dispose()
