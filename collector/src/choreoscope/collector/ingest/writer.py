@@ -121,6 +121,9 @@ class ProcessWriter:
             conn.send((columns, rows))
         except OSError as exc:
             raise self._stopped(exc) from None
+        except Exception as exc:  # noqa: BLE001 - a row that cannot be serialized: retried
+            raise StoreUnavailable(f"could not hand the batch over: {type(exc).__name__}: "
+                                   f"{exc}") from None
 
     def ready(self, timeout_s: float) -> bool:
         conn = self._conn
