@@ -54,8 +54,9 @@ def build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: int
     """Decode confluent-kafka `Message`s into rows (never raises on a bad record).
 
     The cyclic garbage collector is paused meanwhile: a batch allocates tens of thousands of
-    acyclic objects (header texts, parsed data, rows), each allocation burst triggering a
-    collection that scans all of them again, and decoding got about twice as slow for it."""
+    acyclic objects (header texts, parsed data, rows), and every few hundred allocations
+    set off a collection scanning those still alive (measured: 16.5 -> 15.0 µs per record
+    for batches of 5,000)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
