@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from choreoscope.collector.broker import free_port
 from choreoscope.collector.cli import build_parser
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.reliability._process import stop
 
 pytestmark = pytest.mark.broker
 MIB = 1024 * 1024
@@ -52,15 +52,6 @@ def _collector(bootstrap: str, topic: str, group: str, tmp_path: Path, *extra: s
     return proc, otlp, prom, log
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def _post(port: int, body: bytes | None, length: int) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -88,7 +79,7 @@ def test_defaults_bind_loopback_and_limit_bodies(bootstrap, topic, group, tmp_pa
         assert _post(otlp, b"\xff" * (8 * MIB), 8 * MIB) == 400  # at the limit: read, malformed
         assert proc.poll() is None
     finally:
-        _stop(proc)
+        stop(proc)
     assert proc.returncode == 0, log.read_text()[-2000:]
 
 
@@ -99,13 +90,13 @@ def test_other_addresses_only_when_asked(bootstrap, topic, group, tmp_path) -> N
     try:
         assert (_listening(otlp), _listening(prom)) == ({"0.0.0.0"}, {"0.0.0.0"})
     finally:
-        _stop(proc)
+        stop(proc)
     env = {**os.environ, "CHOREOSCOPE_OTLP_HOST": "0.0.0.0"}
     proc, otlp, prom, _log = _collector(bootstrap, topic, group, tmp_path, env=env)
     try:
         assert (_listening(otlp), _listening(prom)) == ({"0.0.0.0"}, {"127.0.0.1"})
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_dashboard_listens_on_loopback_by_default() -> None:

@@ -7,7 +7,6 @@ it goes to a new topic (auto-created) that the collector's regex subscription pi
 
 from __future__ import annotations
 
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from choreoscope.instrumentation import instrument_producer
 from choreoscope.instrumentation.outbox import Outbox
 from choreoscope.instrumentation.relay import OutboxRelay
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.reliability._process import stop
 
 pytestmark = pytest.mark.broker
 
@@ -133,12 +133,7 @@ def test_broker_restart_under_collector_producers_and_relay(
         assert collector.poll() is None
     finally:
         kafka.close(timeout=5)
-        if collector.poll() is None:
-            collector.send_signal(signal.SIGTERM)
-            try:
-                collector.wait(60)
-            except subprocess.TimeoutExpired:
-                collector.kill()
+        stop(collector)
     assert collector.returncode == 0, log.read_text()[-3000:]
 
 

@@ -7,7 +7,6 @@ and small settle/grace/backoff settings; the ingest part runs a real collector p
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from choreoscope.collector.store.schema import anomalies, events, spans, trace_f
 from choreoscope.collector.traces.fetcher import TraceFetcher
 from tests.collector.traces.jaeger_server import FakeJaeger, Reply, fixture
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.reliability._process import stop
 
 T_FOUND = "0" * 31 + "1"  # the trace of the GetTrace.json fixture (1 span)
 T0 = 1_700_000_000_000
@@ -173,12 +173,7 @@ def test_ingest_goes_on_while_jaeger_hangs(bootstrap, topic, group, tmp_path: Pa
             assert _untraced(store) == []
         finally:
             store.dispose()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(proc)
         assert proc.returncode == 0, log.read_text()[-3000:]
 
 

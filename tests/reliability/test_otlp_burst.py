@@ -5,7 +5,6 @@ overview query."""
 from __future__ import annotations
 
 import http.client
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import events, meta, spans
 from choreoscope.collector.traces.receiver import DROPPED_META_KEY, OtlpReceiver
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.reliability._process import stop
 
 SPANS = 50_000
 PER_BODY = 500
@@ -130,12 +130,7 @@ def test_burst_into_a_collector_process(bootstrap, topic, group, tmp_path) -> No
         assert proc.poll() is None
         store.dispose()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 

@@ -6,7 +6,6 @@ database that never existed, a missing table and a refusing server at the monito
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from choreoscope.collector.broker import free_port
 from choreoscope.collector.query import dashboard as dq
 from choreoscope.instrumentation.outbox import Outbox
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.reliability._process import stop
 from tests.reliability._proxy import TcpProxy
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -99,12 +99,7 @@ def test_cut_outbox_is_unreachable_then_recovers(bootstrap, topic, group, postgr
         reader.dispose()
         assert proc.poll() is None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
         proxy.close()
     assert proc.returncode == 0, log.read_text()[-3000:]
     assert "outbox-s3cret" not in log.read_text()

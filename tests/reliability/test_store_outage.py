@@ -4,7 +4,6 @@ retries, and once the store is back stores everything, each record once."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from sqlalchemy.engine import make_url
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import events
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.reliability._process import stop
 from tests.reliability._proxy import TcpProxy
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -97,12 +97,7 @@ def test_store_outage_stops_commits_and_loses_nothing(bootstrap, topic, postgres
         _wait("the commits to catch up", lambda: _committed(bootstrap, group, topic) == 300)
         assert proc.poll() is None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
         proxy.close()
     assert proc.returncode == 0, log.read_text()[-3000:]
     assert "offsets not committed" in log.read_text()
