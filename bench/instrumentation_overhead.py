@@ -43,6 +43,7 @@ from choreoscope.collector.broker import EmbeddedBroker
 from choreoscope.instrumentation import wire
 from choreoscope.instrumentation._clock import utc_now_rfc3339
 from choreoscope.instrumentation._fastspan import SpanStarter
+from choreoscope.instrumentation._wakeups import WakeupCoalescer
 from choreoscope.instrumentation.event import Event
 from choreoscope.instrumentation.ids import new_event_id
 from choreoscope.instrumentation.producer import _span_attributes, instrument_producer
@@ -83,6 +84,8 @@ def provider(exporter: DiscardingExporter | None = None) -> TracerProvider:
 # Best (lowest) CPU microseconds per message of the sending thread alone, per variant: the
 # rest of the process's CPU time is kafka-python's network thread and the span processor's.
 main_thread_us: dict[str, float] = {}
+# Our producer's network-thread wake-ups in the last round: (written, skipped), see _wakeups.
+wakeups: dict[str, tuple[int, int]] = {}
 
 
 def produce_rate(bootstrap: str, topic: str, n: int, variant: str) -> tuple[float, float]:
@@ -110,6 +113,9 @@ def produce_rate(bootstrap: str, topic: str, n: int, variant: str) -> tuple[floa
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         own = (time.thread_time() - own) / n * 1e6
         main_thread_us[variant] = min(main_thread_us.get(variant, own), own)
+        coalescer = getattr(getattr(raw._sender, "wakeup", None), "__self__", None)
+        if isinstance(coalescer, WakeupCoalescer):
+            wakeups[variant] = (coalescer.written, coalescer.skipped)
         raw.close()
     finally:
         if variant == "otel":
@@ -379,6 +385,10 @@ def main() -> None:
     )
     for v, label in (("bare", "bare"), ("otel", "otel"), ("ours", "our")):
         print(f"  {label + ' send, sending thread only':50s} {main_thread_us[v]:7.2f}")
+    if "ours" in wakeups:
+        written, skipped = wakeups["ours"]
+        print(f"  network-thread wake-ups written by our producer (last round): {written:,}, "
+              f"skipped as already pending: {skipped:,}")
     print("  each part timed alone:")
     for part, us in breakdown(20_000).items():
         print(f"  {part:50s} {us:7.2f}")

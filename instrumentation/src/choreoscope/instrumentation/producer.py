@@ -26,6 +26,7 @@ from . import semconv, wire
 from ._clock import utc_now_rfc3339
 from ._fastspan import SpanStarter
 from ._send_inputs import context_from_traceparent, key_as_text, merge_headers, read_caller_headers
+from ._wakeups import coalesce_wakeups as _coalesce_wakeups
 from .context import current_event
 from .errors import UsageError
 from .event import Event
@@ -51,14 +52,26 @@ _checked_types: set[str] = set()
 
 
 def instrument_producer(
-    producer: Any, *, service: str, tracer_provider: trace.TracerProvider | None = None
+    producer: Any,
+    *,
+    service: str,
+    tracer_provider: trace.TracerProvider | None = None,
+    coalesce_wakeups: bool = True,
 ) -> TracedProducer:
     """Wrap an existing `kafka.KafkaProducer`; `service` becomes every event's `ce_source`.
 
     `tracer_provider` defaults to the global one (looked up when spans start, so a provider
-    installed later is used).
+    installed later is used). `coalesce_wakeups` (default on) stops the producer's network
+    thread being woken again while a wake-up is still pending (see `_wakeups`): under a
+    burst, kafka-python otherwise wakes it on every send once two batches wait, which the
+    envelope's larger records reach several times sooner.
     """
-    return TracedProducer(producer, service=service, tracer_provider=tracer_provider)
+    return TracedProducer(
+        producer,
+        service=service,
+        tracer_provider=tracer_provider,
+        coalesce_wakeups=coalesce_wakeups,
+    )
 
 
 class TracedProducer:
@@ -92,6 +105,7 @@ class TracedProducer:
         *,
         service: str,
         tracer_provider: trace.TracerProvider | None = None,
+        coalesce_wakeups: bool = True,
     ) -> None:
         if isinstance(producer, TracedProducer):
             raise UsageError(
@@ -113,6 +127,8 @@ class TracedProducer:
         self._serializes_keys = config.get("key_serializer") is not None
         # Per topic: the span name and the attributes every send to it shares.
         self._topics: dict[str, tuple[str, dict[str, str]]] = {}
+        if coalesce_wakeups:
+            _coalesce_wakeups(producer)
 
     def __getattr__(self, name: str) -> Any:
         if name == "wrapped":  # not set yet: never recurse
