@@ -107,8 +107,9 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
         inner = getattr(self, "_batch_processor", None)
         self._inner = inner
         self._queue = getattr(inner, "_queue", None)
-        self._max_queue = getattr(inner, "_max_queue_size", None)
-        if self._queue is None or not isinstance(self._max_queue, int):
+        max_queue = getattr(inner, "_max_queue_size", None)
+        self._max_queue: int = max_queue if isinstance(max_queue, int) else 0
+        if self._queue is None or not isinstance(max_queue, int):
             _log.warning("choreoscope: unknown BatchSpanProcessor internals; drops not counted")
             self._queue = None
 
