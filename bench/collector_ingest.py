@@ -305,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name, us in parts.items():
         print(f"  {name:<30} {us:7.2f}")
     results["breakdown_us"] = parts
+    # Rows of one SQLite store are written by one connection at a time: its insert alone,
+    # with nothing decoded, bounds what any ingest into that store can reach.
+    ceiling = 1e6 / parts["store (SQLite)"]
+    results["sqlite_insert_ceiling"] = ceiling
+    print(f"  ceiling: the SQLite insert alone stores at most {ceiling:,.0f} records/s here, "
+          f"{ceiling / kp:.2f}x kafka-python raw")
 
     scaling = Path(__file__).with_name("reconstruct_scaling.py")
     if not args.no_reconstruct and scaling.exists():

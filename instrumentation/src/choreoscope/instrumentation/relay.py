@@ -48,6 +48,7 @@ from opentelemetry.trace import (
 )
 
 from . import _dbapi, semconv, wire
+from ._fastspan import SpanStarter
 from .event import Event
 from .outbox import STATUS_DEAD, STATUS_PENDING, STATUS_SENT, Outbox
 from .traceparent import InvalidTraceparent, format_traceparent, parse_traceparent, remote_context
@@ -117,6 +118,7 @@ class OutboxRelay:
         self._lease_ms = round((send_timeout + 90.0) * 1000)
         provider = tracer_provider or trace.get_tracer_provider()
         self._tracer = provider.get_tracer(_TRACER_NAME)
+        self._start_span = SpanStarter(self._tracer)
         self._lock = threading.Lock()
         table = outbox.table
         self._sent_sql = (
@@ -283,10 +285,8 @@ class OutboxRelay:
         created_ms = _dbapi.time_ms(row.created_at)
         if created_ms is not None:
             attributes[semconv.OUTBOX_DELAY_MS] = max(0, _now_ms() - created_ms)
-        span = self._tracer.start_span(
-            semconv.send_span_name(topic), context=parent, kind=SpanKind.PRODUCER,
-            attributes=attributes,
-        )
+        span = self._start_span(semconv.send_span_name(topic), parent, SpanKind.PRODUCER,
+                                attributes)
         try:
             ctx = span.get_span_context()
             traceparent = None
