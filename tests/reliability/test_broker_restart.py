@@ -28,6 +28,7 @@ from choreoscope.instrumentation.outbox import Outbox
 from choreoscope.instrumentation.relay import OutboxRelay
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from tests.reliability._process import stop
+from tests.reliability._wait import wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -51,15 +52,6 @@ def _stored(url: str, topic: str) -> list[tuple]:
         return []
     finally:
         store.dispose()
-
-
-def _wait(what: str, check, limit_s: float = 90.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _producer(bootstrap: str) -> KafkaProducer:
@@ -91,7 +83,7 @@ def test_broker_restart_under_collector_producers_and_relay(
     try:
         for i in range(20):
             traced.send(before, {"n": i}, key=b"k").get(timeout=30)
-        _wait("the first events", lambda: len(_stored(url, before)) == 20)
+        wait_for("the first events", lambda: len(_stored(url, before)) == 20)
 
         own_broker.stop()
         with pytest.raises(KafkaError):  # synchronously or through the future
@@ -124,7 +116,7 @@ def test_broker_restart_under_collector_producers_and_relay(
         assert [status for *_x, status, _a in _outbox_rows(tmp_path / "svc.db")] == ["sent"] * 6
         for i in range(10):
             traced.send(after, {"m": i}, key=b"k").get(timeout=30)
-        _wait("events after the restart", lambda: len(_stored(url, after)) == 16, 120)
+        wait_for("events after the restart", lambda: len(_stored(url, after)) == 16, 120)
         stored = _stored(url, after)
         for aggregate in ("ord-0", "ord-1"):
             seqs = [seq for subject, seq, _id, _t in stored if subject == aggregate]

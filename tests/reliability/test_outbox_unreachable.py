@@ -21,6 +21,7 @@ from choreoscope.instrumentation.outbox import Outbox
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from tests.reliability._process import stop
 from tests.reliability._proxy import TcpProxy
+from tests.reliability._wait import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 
@@ -32,16 +33,8 @@ def _outbox(url: str) -> list[dict]:
     return json.loads(r.stdout)
 
 
-def _wait(what: str, check, limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - store or endpoint not ready yet
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(what: str, check) -> None:  # the store and the metrics endpoint may not answer yet
+    wait_for(what, check, 60, ignoring=(Exception,))
 
 
 def _metric(port: int, name: str) -> str:

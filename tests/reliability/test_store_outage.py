@@ -19,6 +19,7 @@ from choreoscope.collector.store.schema import events
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from tests.reliability._process import stop
 from tests.reliability._proxy import TcpProxy
+from tests.reliability._wait import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 
@@ -56,15 +57,6 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
         c.close()
 
 
-def _wait(what: str, check, limit_s: float = 90.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_store_outage_stops_commits_and_loses_nothing(bootstrap, topic, postgres_url,
                                                       tmp_path) -> None:
     """While the store is cut no offset is committed; after it is back all 300 are stored once."""
@@ -83,18 +75,18 @@ def test_store_outage_stops_commits_and_loses_nothing(bootstrap, topic, postgres
          "--kafka-option", f"heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}"],
         stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
-        _wait("the first 100", lambda: _stored(postgres_url) == (100, 100))
-        _wait("their commit", lambda: _committed(bootstrap, group, topic) == 100)
+        wait_for("the first 100", lambda: _stored(postgres_url) == (100, 100))
+        wait_for("their commit", lambda: _committed(bootstrap, group, topic) == 100)
         proxy.cut()
         _produce(bootstrap, topic, 100, 300)
-        _wait("the collector to notice", lambda: "store unavailable" in log.read_text(), 60)
+        wait_for("the collector to notice", lambda: "store unavailable" in log.read_text(), 60)
         time.sleep(3)  # retries go on; nothing may be committed meanwhile
         assert _committed(bootstrap, group, topic) == 100
         assert _stored(postgres_url) == (100, 100)
         assert proc.poll() is None, log.read_text()[-2000:]
         proxy.restore()
-        _wait("everything after the outage", lambda: _stored(postgres_url) == (300, 300), 120)
-        _wait("the commits to catch up", lambda: _committed(bootstrap, group, topic) == 300)
+        wait_for("everything after the outage", lambda: _stored(postgres_url) == (300, 300), 120)
+        wait_for("the commits to catch up", lambda: _committed(bootstrap, group, topic) == 300)
         assert proc.poll() is None
     finally:
         stop(proc)
