@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from kafka import KafkaProducer
 from opentelemetry.sdk.trace import TracerProvider
 
 from choreoscope.instrumentation._wakeups import WakeupCoalescer, coalesce_wakeups
-from choreoscope.instrumentation.producer import instrument_producer
+from choreoscope.instrumentation.producer import TracedProducer, instrument_producer
 
 from .test_producer import read_back
 
@@ -128,21 +129,23 @@ def test_instrument_producer_coalesces_unless_told_not_to(
         off.close(timeout=5)
 
 
+@pytest.fixture
+def tiny_batches(bootstrap: str, tracer_provider: TracerProvider) -> Iterator[TracedProducer]:
+    """An instrumented producer with 1 KiB batches: about two enveloped records each, so
+    batches queue up at once and kafka-python asks for a wake-up on nearly every send."""
+    raw = KafkaProducer(bootstrap_servers=bootstrap, batch_size=1024)
+    yield instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
+    raw.close(timeout=5)
+
+
 @pytest.mark.broker
 def test_a_burst_into_tiny_batches_skips_wakeups_and_delivers_every_record(
-    bootstrap: str, topic: str, tracer_provider: TracerProvider
+    bootstrap: str, topic: str, tiny_batches: TracedProducer
 ) -> None:
-    # About two enveloped records per batch: batches queue up at once, and kafka-python asks
-    # for a wake-up on nearly every send.
-    raw = KafkaProducer(bootstrap_servers=bootstrap, batch_size=1024)
-    producer = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
-    coalescer = raw._sender.wakeup.__self__
-    try:
-        futures = [producer.send(topic, {"n": n}, partition=0) for n in range(3000)]
-        raw.flush(timeout=60)
-        offsets = [f.get(timeout=1).offset for f in futures]
-    finally:
-        raw.close(timeout=5)
+    coalescer = tiny_batches.wrapped._sender.wakeup.__self__
+    futures = [tiny_batches.send(topic, {"n": n}, partition=0) for n in range(3000)]
+    tiny_batches.flush(timeout=60)
+    offsets = [f.get(timeout=1).offset for f in futures]
     assert offsets == list(range(offsets[0], offsets[0] + 3000))
     assert coalescer.skipped > 0
     assert coalescer.written + coalescer.skipped >= 1500  # asked for about once per batch
@@ -153,28 +156,23 @@ def test_a_burst_into_tiny_batches_skips_wakeups_and_delivers_every_record(
 
 @pytest.mark.broker
 def test_sends_from_several_threads_all_arrive(
-    bootstrap: str, topic: str, tracer_provider: TracerProvider
+    bootstrap: str, topic: str, tiny_batches: TracedProducer
 ) -> None:
-    raw = KafkaProducer(bootstrap_servers=bootstrap, batch_size=1024)
-    producer = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
     futures: list[Any] = []
     lock = threading.Lock()
 
     def send(thread: int) -> None:
-        mine = [producer.send(topic, {"thread": thread, "n": n}) for n in range(500)]
+        mine = [tiny_batches.send(topic, {"thread": thread, "n": n}) for n in range(500)]
         with lock:
             futures.extend(mine)
 
     threads = [threading.Thread(target=send, args=(t,)) for t in range(4)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        for f in futures:
-            f.get(timeout=30)
-    finally:
-        raw.close(timeout=5)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for f in futures:
+        f.get(timeout=30)
     assert len(futures) == 2000
     values = {r.value for r in read_back(bootstrap, topic, 2000)}
     assert values == {b'{"thread":%d,"n":%d}' % (t, n) for t in range(4) for n in range(500)}
@@ -182,23 +180,18 @@ def test_sends_from_several_threads_all_arrive(
 
 @pytest.mark.broker
 def test_a_lone_send_after_a_burst_is_not_held_back(
-    bootstrap: str, topic: str, tracer_provider: TracerProvider
+    topic: str, tiny_batches: TracedProducer
 ) -> None:
     # A skipped wake-up that nothing covered would leave the record waiting for the network
     # thread's next timeout (many seconds when idle); each lone send must be acknowledged
     # about as fast as the broker answers.
-    raw = KafkaProducer(bootstrap_servers=bootstrap, batch_size=1024)
-    producer = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
-    try:
-        for n in range(2000):
-            producer.send(topic, {"burst": n})
-        raw.flush(timeout=60)
-        waits = []
-        for n in range(20):
-            time.sleep(0.05)  # the network thread goes back to waiting
-            started = time.monotonic()
-            producer.send(topic, {"lone": n, "id": uuid.uuid4().hex}).get(timeout=30)
-            waits.append(time.monotonic() - started)
-    finally:
-        raw.close(timeout=5)
+    for n in range(2000):
+        tiny_batches.send(topic, {"burst": n})
+    tiny_batches.flush(timeout=60)
+    waits = []
+    for n in range(20):
+        time.sleep(0.05)  # the network thread goes back to waiting
+        started = time.monotonic()
+        tiny_batches.send(topic, {"lone": n, "id": uuid.uuid4().hex}).get(timeout=30)
+        waits.append(time.monotonic() - started)
     assert max(waits) < 2.0, waits
