@@ -98,8 +98,15 @@ class SenderWithoutLoop:
         pass
 
 
+class SenderRefusingAttributes(LoopingSender):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "wakeup":
+            raise AttributeError("read-only")
+        super().__setattr__(name, value)
+
+
 @pytest.mark.parametrize("producer", [ProducerLike(SenderWithoutLoop()), ProducerLike(None),
-                                      object()])
+                                      object(), ProducerLike(SenderRefusingAttributes())])
 def test_a_producer_of_another_shape_is_left_as_it_is(producer: Any) -> None:
     sender = getattr(producer, "_sender", None)
     before = dict(vars(sender)) if sender is not None else None

@@ -71,8 +71,12 @@ def coalesce_wakeups(producer: Any) -> WakeupCoalescer | None:
     if not _loops_on_run_once(sender):
         return None
     coalescer = WakeupCoalescer(sender)
-    sender.run_once = coalescer.run_once
-    sender.wakeup = coalescer.wakeup
+    try:
+        sender.run_once = coalescer.run_once
+        sender.wakeup = coalescer.wakeup
+    except (AttributeError, TypeError):  # attributes it will not take: leave it as it was
+        vars(sender).pop("run_once", None)
+        return None
     return coalescer
 
 
