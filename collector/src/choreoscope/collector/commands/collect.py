@@ -4,17 +4,22 @@ Runs until SIGINT or SIGTERM, then stores and commits the batch in hand and exit
 `--once` ingests what is on the topics now, runs one pass of everything else and exits.
 `--otlp-port 0` disables the OTLP receiver. Every option also reads `CHOREOSCOPE_<NAME>`
 (settings.py); options win over the environment.
+
+Without `--once` the collector runs in a worker process that is started again if a native
+crash kills it (supervise.py); `CHOREOSCOPE_COLLECT_WORKER=1` runs it in this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 
 from ..settings import SETTINGS, CollectSettings, SettingsError
+from ..supervise import WORKER_ENV, supervise, worker_command
 
 # option -> setting name; every option's help is the setting's own doc
 _OPTIONS = {
@@ -72,10 +77,18 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    try:
+        settings = CollectSettings.resolve(**{name: getattr(args, name) for name in _OPTIONS.values()})
+    except (SettingsError, ValueError) as exc:
+        print(f"choreoscope collect: {exc}", file=sys.stderr)
+        return 2
+    argv = getattr(args, "argv", None)
+    if not args.once and argv is not None and os.environ.get(WORKER_ENV) != "1":
+        return supervise(worker_command(argv, sys.executable),
+                         env={**os.environ, WORKER_ENV: "1"})
     from ..runtime import Collector
 
     try:
-        settings = CollectSettings.resolve(**{name: getattr(args, name) for name in _OPTIONS.values()})
         collector = Collector(args.store, settings)
     except (SettingsError, ValueError) as exc:
         print(f"choreoscope collect: {exc}", file=sys.stderr)

@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import gc
 import logging
 import multiprocessing
 import queue
 import signal
-import sys
 import threading
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+from .._lifetime import die_with_parent
 from .batch import StoreUnavailable, store_tuples
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
 
 class BatchWriter(Protocol):
     """Stores batches of rows, each in one transaction, answering in the order sent."""
@@ -182,9 +178,7 @@ class ProcessWriter:
 def _serve(conn: Connection, url: str) -> None:  # pragma: no cover - runs in the child
     """The child: store each (columns, rows) batch received; answer (status, value)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from ..store import Store
 
