@@ -26,6 +26,7 @@ from . import wire
 from .event import Event
 from .naming import is_past_tense
 from .traceparent import InvalidTraceparent, parse_traceparent
+from .tracestate import tracestate_problem
 
 # Problem codes (the part before ": "), stable: the collector turns them into anomalies.
 MISSING_ID = "missing_id"
@@ -46,7 +47,6 @@ BAD_FIELD = "bad_field"
 NO_ENVELOPE = "no_envelope"
 
 _JSON_TYPES = ("application/json", "text/json")
-_MAX_TRACESTATE = 512
 
 RecordHeaders = Iterable[tuple[Any, Any]] | Mapping[Any, Any] | None
 
@@ -191,9 +191,7 @@ def _fast_binary(
         if _WELL_FORMED_V00(tp) is None or tp[3:35] == _ZERO_TRACE or tp[36:52] == _ZERO_SPAN:
             return None
         ts = get(wire.TRACESTATE)
-        if ts is not None and not (
-            len(ts) <= _MAX_TRACESTATE and ts.isascii() and ts.isprintable()
-        ):
+        if ts is not None and tracestate_problem(ts) is not None:
             return None
         tracestate = ts
     elif wire.TRACESTATE in hdrs:
@@ -450,10 +448,9 @@ def _check_trace_context(event: Event, hdrs: dict[str, str], problems: list[str]
                 event.traceparent = tp
     ts = hdrs.get(wire.TRACESTATE)
     if ts is not None:
-        if len(ts) > _MAX_TRACESTATE or not (ts.isascii() and ts.isprintable()):
-            problems.append(
-                f"{BAD_TRACESTATE}: not printable ASCII of at most {_MAX_TRACESTATE} chars"
-            )
+        problem = tracestate_problem(ts)
+        if problem is not None:
+            problems.append(f"{BAD_TRACESTATE}: {problem}")
         elif event.traceparent is not None:
             event.tracestate = ts
 
