@@ -70,6 +70,25 @@ def test_a_killed_child_is_reported_unavailable_then_started_again(tmp_path) -> 
         store.dispose()
 
 
+def test_the_child_leaves_sigint_and_sigterm_to_its_parent(tmp_path) -> None:
+    """Ctrl-C or a SIGTERM to the collector's process group reaches the child too; it keeps
+    storing the batches in hand, and stops when the parent closes it."""
+    store = Store(f"sqlite:///{tmp_path}/t.db").create()
+    writer = ProcessWriter(store.url).start()
+    try:
+        assert _write(writer, [_row(0)]) == 1
+        child = writer._process
+        assert child is not None and child.pid is not None
+        os.kill(child.pid, signal.SIGTERM)
+        os.kill(child.pid, signal.SIGINT)
+        assert (_write(writer, [_row(1)]), writer.restarts, child.is_alive()) == (1, 0, True)
+        writer.close()
+        assert (child.exitcode, _count(store)) == (0, 2)
+    finally:
+        writer.close()
+        store.dispose()
+
+
 def test_an_unreachable_store_is_unavailable_from_the_child_too() -> None:
     """A database that cannot be reached raises StoreUnavailable in the parent; the child
     stays up for the retry."""

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -167,6 +168,13 @@ def _produce(bootstrap: str, topic: str, first: int, count: int) -> None:
     assert p.flush(60) == 0
 
 
+def _produce_until(bootstrap: str, topic: str, done: threading.Event) -> None:
+    first = 100
+    while not done.is_set():
+        _produce(bootstrap, topic, first, 20)
+        first += 20
+
+
 def _stored(url: str) -> tuple[int, int]:
     """(rows, distinct event ids) in `events`; zeros before the schema exists."""
     store = Store(url)
@@ -209,6 +217,37 @@ def test_collect_replaces_a_worker_that_segfaults_and_stores_every_event_once(
     text = log.read_text()
     assert f"collector worker (pid {first}) died by SIGSEGV" in text
     assert text.count("collector worker started") == 2
+
+
+@pytest.mark.broker
+def test_sigterm_to_the_process_group_stops_collect_cleanly(
+        bootstrap, topic, group, tmp_path) -> None:
+    """What `choreoscope demo` and a terminal do: the signal reaches the supervisor, the worker
+    and the store writer at once; the batch in hand is still stored through the same writer."""
+    url = f"sqlite:///{tmp_path}/g.db"
+    _produce(bootstrap, topic, 0, 100)
+    log = tmp_path / "collect.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(_collect(url, bootstrap, f"^{topic}$", group), stderr=err,
+                                start_new_session=True)
+    producing = threading.Event()
+    producer = threading.Thread(target=_produce_until, args=(bootstrap, topic, producing))
+    try:
+        wait_for("the first events stored", lambda: _stored(url) == (100, 100))
+        producer.start()  # batches are in hand when the signal comes
+        wait_for("events produced meanwhile stored", lambda: _stored(url)[0] > 200)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        producing.set()
+        if producer.is_alive():
+            producer.join(30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "SIGTERM received" in text
+    assert "store unavailable" not in text
+    assert "died by" not in text
 
 
 @pytest.mark.broker

@@ -177,8 +177,12 @@ class ProcessWriter:
 
 def _serve(conn: Connection, url: str) -> None:  # pragma: no cover - runs in the child
     """The child: store each (columns, rows) batch received; answer (status, value)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
-    die_with_parent(signal.SIGTERM)
+    # Ctrl-C, or a SIGTERM to the collector's process group, is for the parent: it stores the
+    # batches in hand through us and then closes the pipe, which ends this loop. A parent
+    # that dies takes us with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from ..store import Store
 
