@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import OffsetSpec
 from sqlalchemy import delete
 
+from .admin import admin_client
 from .store import Store
 from .store.schema import consumer_lag
 
@@ -30,14 +31,7 @@ class LagMonitor:
         self.store = store
         self.groups = list(groups) if groups is not None else None
         self.timeout_s = timeout_s
-        config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0,
-                                  "logger": logging.getLogger("choreoscope.collector.kafka"),
-                                  "error_cb": lambda err: log.debug("kafka admin: %s", err)}
-        config.update(kafka_options or {})
-        for consumer_only in ("group.id", "auto.offset.reset", "enable.auto.commit",
-                              "session.timeout.ms", "heartbeat.interval.ms"):
-            config.pop(consumer_only, None)
-        self.admin = AdminClient(config)
+        self.admin = admin_client(bootstrap, kafka_options)
 
     def measure(self, now_ms: int | None = None) -> list[dict[str, Any]]:
         """`consumer_lag` rows of every group's committed partitions."""

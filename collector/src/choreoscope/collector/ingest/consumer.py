@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from ..admin import admin_client
 from .batch import Batch, StoreUnavailable, build_batch
 from .redact import Redactor
 from .rows import COLUMNS
+from .topics import TopicGenerations
 from .writer import writer_for
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class BusIngest:
         self.consumed_offsets: dict[tuple[str, int], int] = {}  # next offset read, per partition
         self.pipelined = pipelined
         self.writer = writer_for(store, writer)  # validates `writer` before anything starts
+        self.generations = TopicGenerations(
+            store, lambda: admin_client(bootstrap, kafka_options), clock=clock)
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self._write_thread: threading.Thread | None = None
         self._stop: threading.Event | None = None  # the caller's stop, seen by the writer
@@ -101,7 +105,7 @@ class BusIngest:
         if self.consumer is None:
             self.writer.start()
             self.consumer = Consumer(self.config)
-            self.consumer.subscribe([self.pattern], on_assign=_log_assign,
+            self.consumer.subscribe([self.pattern], on_assign=self._on_assign,
                                     on_revoke=self._on_revoke)
             if self.pipelined:
                 self._write_thread = threading.Thread(target=self._write_loop, daemon=True,
@@ -272,6 +276,21 @@ class BusIngest:
         for batch in done:
             self.records += batch.consumed
             self.batches += 1
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """A topic created again under an old name (ingest/topics.py): its old events were
+        renamed; read the new topic from its start, not from offsets committed for the old."""
+        _log_assign(consumer, partitions)
+        try:
+            recreated = self.generations.recreated(tp.topic for tp in partitions)
+        except Exception:  # the assignment itself must go through
+            log.exception("ingest: checking the assigned topics failed")
+            return
+        if recreated:
+            for tp in partitions:
+                if tp.topic in recreated:
+                    tp.offset = OFFSET_BEGINNING
+            consumer.assign(partitions)
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # Commit what was read before the partitions move to another member.

@@ -206,6 +206,16 @@ consumer_lag = Table(
     Column("measured_at_ms", BigInteger, nullable=False),
 )
 
+# The id the broker gave each topic, as last seen by the ingest: a topic deleted and created
+# again under its name gets a new id and restarts its offsets (ingest/topics.py).
+topic_ids = Table(
+    "topic_ids",
+    metadata,
+    Column("topic", String(255), primary_key=True),
+    Column("topic_id", String(64), nullable=False),
+    Column("seen_at_ms", BigInteger, nullable=False),
+)
+
 # Small key/value facts: schema version, collector counters (dropped spans, ...).
 meta = Table(
     "meta",
