@@ -62,6 +62,8 @@ def test_collector_reads_kafka_jaeger_and_the_outbox(compose: dict[str, Any]) ->
     assert "@postgres:5432/" in collector["environment"]["CHOREOSCOPE_STORE"]
     for dep in ("kafka", "jaeger", "postgres"):
         assert collector["depends_on"][dep]["condition"] == "service_healthy"
+    # `collect` supervises a worker process: an init process reaps what a crashed one leaves
+    assert collector["init"] is True
 
 
 def test_dashboard_links_to_jaeger(compose: dict[str, Any]) -> None:
