@@ -31,6 +31,7 @@ from .batch import StoreUnavailable, store_tuples
 
 log = logging.getLogger(__name__)
 
+
 class BatchWriter(Protocol):
     """Stores batches of rows, each in one transaction, answering in the order sent."""
 
