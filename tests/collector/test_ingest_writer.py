@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -50,43 +52,42 @@ def test_the_child_process_stores_batches_idempotently(tmp_path) -> None:
         store.dispose()
 
 
-def test_a_killed_child_is_reported_unavailable_then_started_again(tmp_path) -> None:
-    """SIGKILL of the child: the write in flight raises StoreUnavailable (nothing committed
-    by the caller), the next write starts a new child and stores the batch."""
-    store = Store(f"sqlite:///{tmp_path}/k.db").create()
-    writer = ProcessWriter(store.url).start()
-    try:
-        assert _write(writer, [_row(0)]) == 1
-        first = writer._process
-        assert first is not None and first.pid is not None
-        os.kill(first.pid, signal.SIGKILL)
-        first.join(10)
-        with pytest.raises(StoreUnavailable, match="exit code -9"):
-            _write(writer, [_row(1)])
-        assert first.is_alive() is False
-        assert (_write(writer, [_row(1), _row(2)]), writer.restarts, _count(store)) == (2, 1, 3)
-    finally:
-        writer.close()
-        store.dispose()
-
-
-def test_the_child_leaves_sigint_and_sigterm_to_its_parent(tmp_path) -> None:
-    """Ctrl-C or a SIGTERM to the collector's process group reaches the child too; it keeps
-    storing the batches in hand, and stops when the parent closes it."""
-    store = Store(f"sqlite:///{tmp_path}/t.db").create()
+@pytest.fixture
+def running(tmp_path) -> Iterator[tuple[Store, ProcessWriter, Any]]:
+    """A store, a process writer that stored one row, and its child process."""
+    store = Store(f"sqlite:///{tmp_path}/r.db").create()
     writer = ProcessWriter(store.url).start()
     try:
         assert _write(writer, [_row(0)]) == 1
         child = writer._process
         assert child is not None and child.pid is not None
-        os.kill(child.pid, signal.SIGTERM)
-        os.kill(child.pid, signal.SIGINT)
-        assert (_write(writer, [_row(1)]), writer.restarts, child.is_alive()) == (1, 0, True)
-        writer.close()
-        assert (child.exitcode, _count(store)) == (0, 2)
+        yield store, writer, child
     finally:
         writer.close()
         store.dispose()
+
+
+def test_a_killed_child_is_reported_unavailable_then_started_again(running) -> None:
+    """SIGKILL of the child: the write in flight raises StoreUnavailable (nothing committed
+    by the caller), the next write starts a new child and stores the batch."""
+    store, writer, first = running
+    os.kill(first.pid, signal.SIGKILL)
+    first.join(10)
+    with pytest.raises(StoreUnavailable, match="exit code -9"):
+        _write(writer, [_row(1)])
+    assert first.is_alive() is False
+    assert (_write(writer, [_row(1), _row(2)]), writer.restarts, _count(store)) == (2, 1, 3)
+
+
+def test_the_child_leaves_sigint_and_sigterm_to_its_parent(running) -> None:
+    """Ctrl-C or a SIGTERM to the collector's process group reaches the child too; it keeps
+    storing the batches in hand, and stops when the parent closes it."""
+    store, writer, child = running
+    os.kill(child.pid, signal.SIGTERM)
+    os.kill(child.pid, signal.SIGINT)
+    assert (_write(writer, [_row(1)]), writer.restarts, child.is_alive()) == (1, 0, True)
+    writer.close()
+    assert (child.exitcode, _count(store)) == (0, 2)
 
 
 def test_an_unreachable_store_is_unavailable_from_the_child_too() -> None:
