@@ -44,23 +44,23 @@ def supervise(
     to `backoff_s` once a worker ran `stable_s`). Returns the exit status (a signal N as
     128 + N). Call it from the main thread: it installs the SIGINT and SIGTERM handlers."""
     stop = threading.Event()
-    worker: list[subprocess.Popen[bytes]] = []
+    worker: subprocess.Popen[bytes] | None = None  # the one running, read by `forward`
 
     def forward(signum: int, _frame: object) -> None:
         stop.set()
-        if worker and worker[-1].poll() is None:
-            worker[-1].send_signal(signum)
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         delay = backoff_s
         while True:
             started = time.monotonic()
-            worker.append(_start(cmd, env))
+            worker = _start(cmd, env)
             if stop.is_set():  # a signal came while the worker was starting
-                worker[-1].send_signal(signal.SIGTERM)
-            code = worker[-1].wait()
-            pid = worker.pop().pid
+                worker.send_signal(signal.SIGTERM)
+            code = worker.wait()
+            pid = worker.pid
             if code >= 0 or stop.is_set():
                 return code if code >= 0 else 128 - code
             if time.monotonic() - started >= stable_s:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import TopicCollection
@@ -66,8 +66,8 @@ def record_topic_id(store: Store, topic: str, topic_id: str, now_ms: int) -> str
 class TopicGenerations:
     """Checks the topics of an assignment against the ids stored (`recreated`)."""
 
-    def __init__(self, store: Store, admin_factory: Any, timeout_s: float = 10.0,
-                 clock: Any = time.time) -> None:
+    def __init__(self, store: Store | None, admin_factory: Callable[[], Any],
+                 timeout_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._admin_factory = admin_factory
         self._admin: Any = None
