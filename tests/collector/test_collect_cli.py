@@ -99,22 +99,6 @@ def test_lookup_order_is_argument_then_env_then_default() -> None:
     assert CollectSettings.resolve(env={}, topics="orders\\..*").topic_pattern == "^orders\\..*"
 
 
-def test_a_failing_periodic_task_does_not_stop_the_others(tmp_path) -> None:
-    """One maintenance task raising is logged and counted; the next task still runs."""
-    from choreoscope.collector.runtime import Collector, _Task
-
-    collector = Collector(f"sqlite:///{tmp_path}/m.db", CollectSettings.resolve(env={}))
-    ran: list[str] = []
-
-    def boom() -> None:
-        raise RuntimeError("analysis bug")
-
-    collector.tasks = [_Task("boom", 60, boom), _Task("ok", 60, lambda: ran.append("ok"))]
-    collector.maintenance_pass(force=True)
-    collector.maintenance_pass()  # nothing is due yet
-    assert ([t.failures for t in collector.tasks], ran) == ([1, 0], ["ok"])
-
-
 def test_stuck_after_per_type_reaches_the_settings() -> None:
     """--stuck-after-type TYPE=SECONDS values are parsed into (type, seconds) pairs."""
     settings = CollectSettings.resolve(env={}, stuck_after_type=["order.placed=5", "a.b=c=1.5"])

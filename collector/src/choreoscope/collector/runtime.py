@@ -38,6 +38,13 @@ def safe_url(url: str) -> str:
         return url.split(":", 1)[0] + ":..."
 
 
+# Analysis passes recompute every flow of the store, so a pass over a large store takes long
+# (about a minute of CPU for a million events) and competes with ingest in this process: a
+# pass that took D seconds is followed by at least 3 D seconds without one, so that analysis
+# never takes more than a quarter of the time, however short --analyze-interval is.
+ANALYSIS_MAX_SHARE = 0.25
+
+
 @dataclass
 class _Task:
     name: str
@@ -45,6 +52,18 @@ class _Task:
     run: Callable[[], Any]
     next_at: float = 0.0
     failures: int = 0
+    # The largest share of the time the task may run (None: no bound beyond its interval).
+    max_share: float | None = None
+    last_duration_s: float = 0.0
+
+    def schedule(self, started: float, ended: float) -> float:
+        """Set `next_at` after a run from `started` to `ended` (monotonic); returns the rest."""
+        self.last_duration_s = max(0.0, ended - started)
+        rest = self.interval_s
+        if self.max_share is not None:
+            rest = max(rest, self.last_duration_s * (1.0 / self.max_share - 1.0))
+        self.next_at = ended + rest
+        return rest
 
 
 class Collector:
@@ -165,7 +184,8 @@ class Collector:
             tasks.append(_Task("trace fetch", s.analyze_interval, self.fetcher.run_once))
         if self.receiver is not None:
             tasks.append(_Task("otlp flush", s.analyze_interval, self.receiver.flush))
-        tasks.append(_Task("analysis", s.analyze_interval, self.analyze))
+        tasks.append(_Task("analysis", s.analyze_interval, self.analyze,
+                           max_share=ANALYSIS_MAX_SHARE))
         if self.lag is not None:
             tasks.append(_Task("consumer lag", s.poll_interval, self.lag.poll_once))
         if s.retention > 0:
@@ -206,9 +226,14 @@ class Collector:
             if self._maintenance_stop.is_set() and not force:
                 return
             if force or now >= task.next_at:
+                started = time.monotonic()
                 ok = self._guarded(task.name, task.run)
                 task.failures = 0 if ok else task.failures + 1
-                task.next_at = time.monotonic() + task.interval_s
+                rest = task.schedule(started, time.monotonic())
+                if rest > task.interval_s:
+                    log.info("%s took %.1fs; the next in %.0fs (at most %.0f%% of the time)",
+                             task.name, task.last_duration_s, rest,
+                             (task.max_share or 1.0) * 100)
 
     def _guarded(self, name: str, fn: Callable[[], Any]) -> bool:
         try:

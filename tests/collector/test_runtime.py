@@ -1,0 +1,77 @@
+"""The collector's maintenance thread: guarded periodic tasks, analysis paced by its duration."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import pytest
+
+from choreoscope.collector.runtime import ANALYSIS_MAX_SHARE, Collector, _Task
+from choreoscope.collector.settings import CollectSettings
+
+
+@pytest.fixture
+def collector(tmp_path) -> Collector:
+    return Collector(f"sqlite:///{tmp_path}/m.db", CollectSettings.resolve(env={}))
+
+
+def test_a_failing_periodic_task_does_not_stop_the_others(collector: Collector) -> None:
+    """One maintenance task raising is logged and counted; the next task still runs."""
+    ran: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("analysis bug")
+
+    collector.tasks = [_Task("boom", 60, boom), _Task("ok", 60, lambda: ran.append("ok"))]
+    collector.maintenance_pass(force=True)
+    collector.maintenance_pass()  # nothing is due yet
+    assert ([t.failures for t in collector.tasks], ran) == ([1, 0], ["ok"])
+
+
+def test_a_bounded_task_rests_three_times_its_run_at_a_quarter() -> None:
+    """The rest after a run is the interval, or run * (1/share - 1) when that is longer."""
+    task = _Task("analysis", 5.0, lambda: None, max_share=0.25)
+    assert task.schedule(100.0, 100.5) == 5.0
+    assert task.next_at == 105.5
+    assert task.schedule(200.0, 260.0) == 180.0  # a one-minute pass: three minutes of rest
+    assert (task.next_at, task.last_duration_s) == (440.0, 60.0)
+    unbounded = _Task("lag", 5.0, lambda: None)
+    assert unbounded.schedule(0.0, 60.0) == 5.0
+
+
+def test_the_analysis_task_is_paced(collector: Collector) -> None:
+    """The collector's analysis pass is the task with the bound."""
+    collector.store = object()  # type: ignore[assignment]  # _plan only reads settings
+    tasks = {t.name: t for t in collector._plan()}
+    assert tasks["analysis"].max_share == ANALYSIS_MAX_SHARE == 0.25
+    assert tasks["analysis"].interval_s == 5.0
+    assert all(t.max_share is None for name, t in tasks.items() if name != "analysis")
+
+
+def test_a_slow_pass_waits_before_the_next_and_says_so(
+    collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pass longer than its interval is not followed at once by another."""
+    runs: list[float] = []
+
+    def slow() -> None:
+        runs.append(time.monotonic())
+        time.sleep(0.3)
+
+    task = _Task("analysis", 0.05, slow, max_share=0.25)
+    collector.tasks = [task]
+    with caplog.at_level(logging.INFO, logger="choreoscope.collector"):
+        collector.maintenance_pass()
+    assert len(runs) == 1
+    rest = task.next_at - time.monotonic()
+    assert 0.6 < rest <= 3 * task.last_duration_s
+    collector.maintenance_pass()  # due by the interval, not by the pacing: not run
+    assert len(runs) == 1
+    [message] = [r.getMessage() for r in caplog.records if "analysis took" in r.getMessage()]
+    assert re.fullmatch(r"analysis took \d\.\ds; the next in \d+s \(at most 25% of the time\)",
+                        message), message
+    task.next_at = time.monotonic()
+    collector.maintenance_pass()
+    assert len(runs) == 2
