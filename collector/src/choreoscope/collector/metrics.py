@@ -232,7 +232,9 @@ def start_metrics_server(registry: CollectorRegistry | int | None = None, port: 
 
     Also accepts `start_metrics_server(port, host)`.
     """
-    if isinstance(registry, int) and not isinstance(registry, bool):
+    if isinstance(registry, bool):
+        raise TypeError(f"expected a CollectorRegistry or a port number, got {registry!r}")
+    if isinstance(registry, int):
         if isinstance(port, str):
             host = port
         registry, port = None, registry

@@ -178,7 +178,7 @@ class OutboxMonitor:
                 select(c.created_at, c.sent_at)
                 .where(c.status == "sent", c.sent_at.is_not(None))
                 .order_by(c.seq.desc()).limit(self.lag_sample)).all()
-            candidates = []
+            candidates: list[Any] = []
             for where in ((c.status == "dead",),
                           (c.status == "pending", c.attempts >= self.max_attempts),
                           (c.status == "pending",)):
@@ -329,7 +329,7 @@ def _first(headers: dict[str, Any], keys: tuple[str, ...]) -> str | None:
 def _trace_id(tracingspancontext: Any, headers: dict[str, Any]) -> str | None:
     from choreoscope.instrumentation.traceparent import InvalidTraceparent, parse_traceparent
 
-    candidates = []
+    candidates: list[Any] = []  # whatever the row holds: only a valid str is taken
     if isinstance(tracingspancontext, bytes):
         tracingspancontext = tracingspancontext.decode("utf-8", "replace")
     if isinstance(tracingspancontext, str):

@@ -110,11 +110,17 @@ class Collector:
                 return None
             delay = min(delay * 2, _STORE_RETRY_MAX_S)
 
+    @property
+    def opened(self) -> Store:
+        """The store `open_store` opened (the periodic tasks run only after it)."""
+        if self.store is None:
+            raise RuntimeError("the store is not open yet: call open_store() first")
+        return self.store
+
     def start(self) -> None:
         """Start the optional parts; one that cannot start is logged and left out."""
         s = self.settings
-        assert self.store is not None
-        self.ingest = self._new_ingest(self.store).start()
+        self.ingest = self._new_ingest(self.opened).start()
         log.info("ingesting %s from %s as group %s into %s", self.ingest.pattern, s.bootstrap,
                  s.group, safe_url(self.store_url))
         if s.otlp_port:
@@ -124,7 +130,7 @@ class Collector:
         if self._outbox_sources:
             from .outbox_monitor import OutboxMonitor
 
-            self.outbox = OutboxMonitor(self.store, self._outbox_sources,
+            self.outbox = OutboxMonitor(self.opened, self._outbox_sources,
                                         stuck_after_s=s.outbox_stuck_after)
         self._guarded("lag monitor start", self._start_lag)
         if s.metrics_port is not None:
@@ -149,20 +155,23 @@ class Collector:
     def _start_receiver(self) -> None:
         from .traces.receiver import OtlpReceiver
 
-        self.receiver = OtlpReceiver(self.store, host=self.settings.otlp_host,
+        self.receiver = OtlpReceiver(self.opened, host=self.settings.otlp_host,
                                      port=self.settings.otlp_port).start()
         log.info("OTLP/HTTP receiver on %s", self.receiver.endpoint)
 
     def _start_fetcher(self) -> None:
         from .traces.fetcher import TraceFetcher
 
-        self.fetcher = TraceFetcher(self.store, self.settings.jaeger)
+        jaeger = self.settings.jaeger
+        if not jaeger:  # started only when --jaeger is set
+            raise ValueError("expected a Jaeger URL (--jaeger), got none")
+        self.fetcher = TraceFetcher(self.opened, jaeger)
         log.info("fetching traces from Jaeger at %s", self.settings.jaeger)
 
     def _start_lag(self) -> None:
         from .lag import LagMonitor
 
-        self.lag = LagMonitor(self.store, self.settings.bootstrap,
+        self.lag = LagMonitor(self.opened, self.settings.bootstrap,
                               kafka_options=self.settings.kafka_options)
 
     def _start_metrics(self) -> None:
@@ -203,13 +212,13 @@ class Collector:
         options = AnalysisOptions(stuck_after_s=s.stuck_after, skew_s=s.skew,
                                   stuck_after_by_type=dict(s.stuck_after_type),
                                   jaeger_enabled=bool(s.jaeger))
-        self.last_analysis = analyze(self.store, options, now_ms=int(self.clock() * 1000))
+        self.last_analysis = analyze(self.opened, options, now_ms=int(self.clock() * 1000))
         return self.last_analysis
 
     def prune(self) -> dict[str, int]:
         from .retention import prune
 
-        deleted = prune(self.store, self.settings.retention, now_ms=int(self.clock() * 1000))
+        deleted = prune(self.opened, self.settings.retention, now_ms=int(self.clock() * 1000))
         if any(deleted.values()):
             log.info("retention: pruned %s", deleted)
         return deleted
@@ -217,7 +226,7 @@ class Collector:
     def update_metrics(self) -> Any:
         from . import metrics
 
-        return metrics.update_from_store(self.store, self.metrics_registry)
+        return metrics.update_from_store(self.opened, self.metrics_registry)
 
     def maintenance_pass(self, force: bool = False) -> None:
         """Run every task that is due (all of them with `force`), each guarded."""

@@ -176,7 +176,7 @@ class Demo:
             store = Store(self.store_url, readonly=True)
             with store.engine.connect() as conn:
                 n_events = conn.execute(select(func.count()).select_from(events)).scalar_one()
-                by_status = dict(conn.execute(
+                by_status: dict[str, int] = dict(conn.execute(
                     select(flows.c.status, func.count()).group_by(flows.c.status)).all())
                 n_anomalies = conn.execute(select(func.count()).select_from(anomalies)).scalar_one()
             store.dispose()

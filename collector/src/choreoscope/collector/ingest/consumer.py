@@ -325,7 +325,10 @@ class BusIngest:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             self._commit_failed(exc)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 DEFAULT_PATTERN = r"email|phone|card|password|token|secret"
@@ -22,6 +23,8 @@ PREVIEW_CHARS = 1024
 _WORD = re.compile(r"[a-z0-9_-]+")
 _BOM = b"\xef\xbb\xbf"
 _std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+_dumps: Callable[[Any], str]
 
 try:
     from orjson import dumps as _orjson_dumps
@@ -120,8 +123,8 @@ class Redactor:
             if text is None:
                 if self._words is not None:
                     text = _dumps(data)
-                    low = text.lower()
-                    if any(w in low for w in self._words):
+                    lowered = text.lower()
+                    if any(w in lowered for w in self._words):
                         text = _dumps(self.redact(data))
                 else:
                     text = _dumps(self.redact(data))
@@ -157,6 +160,7 @@ class Redactor:
         first of repeated names wins), values of matching header names redacted."""
         if not headers:
             return None
+        items: Sequence[Any]
         if isinstance(headers, dict):
             items = list(headers.items())
         else:

@@ -27,14 +27,18 @@ def mask_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a URL: still never show a password
-        return mask_secrets(url)
+        return _CREDENTIALS.sub(_masked, url)
 
 
 def mask_secrets(message: str | None) -> str | None:
     """Text with every `scheme://user:password@` credential reduced to `scheme://user:***@`."""
     if message is None:
         return None
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", message)
+    return _CREDENTIALS.sub(_masked, message)
+
+
+def _masked(credential: re.Match[str]) -> str:
+    return f"{credential['scheme']}{credential['user']}:***@"
 
 
 def sqlite_path(url: str) -> str | None:
@@ -155,7 +159,8 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
 def anomalies_per_minute(store: Store, *, kind: str | None = None,
                          since_ms: int | None = None) -> list[dict[str, Any]]:
     """Anomalies per detection minute and kind: `[{minute_ms, kind, count}]`."""
-    where, params = ["1=1"], {}
+    where: list[str] = ["1=1"]
+    params: dict[str, Any] = {}
     if kind:
         where.append("kind = :kind")
         params["kind"] = kind
@@ -254,7 +259,7 @@ def variants(store: Store, *, limit: int = 200) -> dict[str, Any]:
                 " GROUP BY variant, duration_ms ORDER BY variant, duration_ms")):
             hist.setdefault(variant, []).append((int(duration), int(n)))
     total = sum(n for pairs in hist.values() for _, n in pairs)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant, pairs in hist.items():
         count = sum(n for _, n in pairs)
         rows.append({"variant": variant, "count": count,

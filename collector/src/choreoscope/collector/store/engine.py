@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, select
@@ -43,7 +43,7 @@ class Store:
                                               "value": str(schema.SCHEMA_VERSION)}], ["key"])
         return self
 
-    def insert_ignore(self, conn: Any, table: Table, rows: list[Mapping[str, Any]]) -> int:
+    def insert_ignore(self, conn: Any, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert rows, skipping those whose primary/unique key exists. Returns rows inserted."""
         if not rows:
             return 0

@@ -68,7 +68,9 @@ def _legacy_span(raw: dict[str, Any], processes: dict[str, Any]) -> Span:
     if str(code).upper() == "ERROR" or attrs.get("error") in (True, "true"):
         status = "error"
     parent, links = _legacy_references(raw.get("references"), trace_id)
-    process = processes.get(raw.get("processID")) or raw.get("process") or {}
+    process_id = raw.get("processID")
+    process = ((processes.get(process_id) if isinstance(process_id, str) else None)
+               or raw.get("process") or {})
     start_us = int(raw.get("startTime") or 0)
     return Span(
         trace_id=trace_id,

@@ -123,6 +123,7 @@ class SpanWriter:
             if dropped:
                 current = conn.execute(select(meta.c.value)
                                        .where(meta.c.key == self.dropped_meta_key)).scalar()
-                total = int(current) + dropped if str(current or "").isdigit() else dropped
+                text = str(current or "")
+                total = int(text) + dropped if text.isdigit() else dropped
                 self.store.upsert(conn, meta, [{"key": self.dropped_meta_key,
                                                 "value": str(total)}], ["key"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import streamlit as st
@@ -21,15 +22,14 @@ def enabled() -> bool:
     return settings.load().jaeger_ui is not None
 
 
-def link_column(label: str = "Jaeger") -> st.column_config.LinkColumn:
+def link_column(label: str = "Jaeger") -> Any:  # st.column_config.LinkColumn: a function
     """A dataframe column config showing trace URLs as "Open in Jaeger"."""
     return st.column_config.LinkColumn(label, display_text="Open in Jaeger", width="small")
 
 
 def buttons(trace_ids: list[str]) -> None:
     """One "Open in Jaeger" button per trace id (nothing without a Jaeger UI)."""
-    urls = [(t, trace_url(t)) for t in trace_ids]
-    urls = [(t, u) for t, u in urls if u]
+    urls = [(t, u) for t in trace_ids if (u := trace_url(t))]
     if not urls:
         return
     row = st.container(horizontal=True)
