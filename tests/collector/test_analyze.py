@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from choreoscope.collector.analyze import AnalysisOptions, AnalysisResult, analyze
+from choreoscope.collector.reconstruct import skip
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import anomalies, events, flows, graph_edges
 from tests.collector.reconstruct.factory import (
@@ -119,6 +120,25 @@ def test_unchanged_store_is_skipped_until_something_is_due(store):
     due = analyze(store, AnalysisOptions(), now_ms=activity + 60_000)
     assert not due.skipped
     assert due.statuses["stuck"] == 2
+
+
+def test_the_last_full_pass_is_remembered_with_its_duration(store):
+    """The store says when flows were last analysed and how long it took; skipped passes
+    leave that as it was (nothing changed since)."""
+    assert skip.last_pass(store.get_meta(skip.STATE_KEY)) is None
+    _scenario(store)
+    first = analyze(store, AnalysisOptions(), now_ms=NOW)
+    assert skip.last_pass(store.get_meta(skip.STATE_KEY)) == (NOW, round(first.elapsed_s, 3))
+    assert 0 < first.elapsed_s < 60
+    assert analyze(store, AnalysisOptions(), now_ms=NOW + 1).skipped
+    assert skip.last_pass(store.get_meta(skip.STATE_KEY)) == (NOW, round(first.elapsed_s, 3))
+
+
+@pytest.mark.parametrize("text", [None, "", "null", "[1]", "{not json", '{"now_ms": "soon"}'])
+def test_no_last_pass_is_read_from_a_missing_or_odd_state(text):
+    """Before any pass, or from a row another version wrote differently: None, not an error."""
+    assert skip.last_pass(text) is None
+    assert skip.last_pass('{"now_ms": 5}') == (5, None)
 
 
 def test_new_rows_or_anomalies_end_the_skipping(store):

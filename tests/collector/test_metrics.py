@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreoscope.collector import metrics
+from choreoscope.collector.analyze import AnalysisOptions, analyze
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import (
     anomalies,
@@ -103,6 +104,22 @@ def test_scrape_shows_the_store(store: Store) -> None:
     assert {k: samples.get(k) for k in expected} == expected
     assert ("choreoscope_outbox_pending", (("source", "billing-db"),)) not in samples
     assert len([k for k in samples if k[0] == "choreoscope_anomalies"]) == 8
+
+
+def test_the_last_analysis_pass_is_served_once_there_is_one(store: Store) -> None:
+    """When flows were last analysed and how long it took; absent before the first pass."""
+    fill(store)
+    registry = metrics.new_registry()
+    metrics.update_from_store(store, registry)
+    names = {m.name for m in registry.collect()}
+    assert "choreoscope_analysis_last_pass_timestamp_seconds" not in names
+    result = analyze(store, AnalysisOptions(), now_ms=1_795_000_000_123)
+    snap = metrics.update_from_store(store, registry)
+    assert (snap.analysed_at_ms, snap.analysis_s) == (1_795_000_000_123,
+                                                      round(result.elapsed_s, 3))
+    values = {s.name: s.value for m in registry.collect() for s in m.samples}
+    assert values["choreoscope_analysis_last_pass_timestamp_seconds"] == 1_795_000_000.123
+    assert values["choreoscope_analysis_last_pass_duration_seconds"] == round(result.elapsed_s, 3)
 
 
 def test_refresh_replaces_old_labels_and_survives_a_broken_store(store: Store,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import choreoscope.dashboard
@@ -71,6 +72,21 @@ def test_overview_numbers(env: None) -> None:
     assert m["Outbox backlog"] == "9"
     assert m["Oldest pending outbox row"] == "12 min 34 s"
     assert m["Consumer lag"] == "4"
+
+
+def test_overview_says_when_flows_were_analysed(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caption under the title: not yet, then the last pass's time and duration."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = fill(url)
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
+    assert "· flows not analysed yet ·" in run().caption[0].value
+    store.set_meta("analysis.state", '{"now_ms": 1795000000123, "elapsed_s": 75.2}')
+    store.dispose()
+    st.cache_data.clear()  # the page's queries are cached for a few seconds
+    caption = run().caption[0].value
+    assert "· flows analysed 2026-11-18 11:06:40 UTC (the pass took 1 min 15 s) ·" in caption
 
 
 def test_flow_map_draws_the_collectors_dot(env: None) -> None:

@@ -78,6 +78,17 @@ def test_overview_counts(store: q.Store) -> None:
     assert (o["consumer_lag"], o["consumer_groups"]) == (4, 1)
     assert [m["count"] for m in o["events_per_minute"]] == [0, 4, 2, 1, 0, 0]
     assert o["events_per_minute"][1]["minute_ms"] == T0 + 60_000
+    assert (o["analysed_at_ms"], o["analysis_s"]) == (None, None)  # filled without analysis
+
+
+def test_overview_says_when_flows_were_analysed(tmp_path: Path) -> None:
+    """The last full pass's time and duration, from the collector's analysis state."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    writable = fill(url)
+    writable.set_meta("analysis.state", '{"now_ms": 1795000000123, "elapsed_s": 2.5}')
+    writable.dispose()
+    o = q.overview(q.open_readonly(url), now_ms=T0)
+    assert (o["analysed_at_ms"], o["analysis_s"]) == (1_795_000_000_123, 2.5)
 
 
 def test_variants_with_nearest_rank_percentiles(store: q.Store) -> None:

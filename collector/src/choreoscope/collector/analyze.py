@@ -210,9 +210,10 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     result.anomalies_found = dict(sink.by_kind)
     result.anomalies_new = sink.new
     result.next_due_ms = due.ms
+    result.elapsed_s = time.perf_counter() - started
     skip.save(store, data_fp=data_fp, anomalies_fp=anomalies_fp, now_ms=now_ms,
               next_due_ms=due.ms, summary={"flows": result.flows, "statuses": result.statuses,
                                            "edges": result.edges,
-                                           "terminal_types": result.terminal_types})
-    result.elapsed_s = time.perf_counter() - started
+                                           "terminal_types": result.terminal_types,
+                                           "elapsed_s": round(result.elapsed_s, 3)})
     return result

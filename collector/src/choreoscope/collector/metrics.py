@@ -16,6 +16,8 @@ the last snapshot (never touching the database). Metrics live in their own regis
     choreoscope_outbox_reachable{source}                   1 when the last poll succeeded
     choreoscope_consumer_lag{group,topic,partition}        consumer lag in records
     choreoscope_store_up                                   1 when the last refresh succeeded
+    choreoscope_analysis_last_pass_timestamp_seconds       when flows were last analysed
+    choreoscope_analysis_last_pass_duration_seconds        how long that pass took
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .detect.anomaly import KINDS as ANOMALY_KINDS
+from .reconstruct import skip
 from .store import Store
 from .store.schema import (
     anomalies,
@@ -66,6 +69,8 @@ class Snapshot:
     trace_fetches: dict[str, int] = field(default_factory=dict)
     outbox: list[dict[str, Any]] = field(default_factory=list)
     consumer_lag: list[tuple[str, str, int, int]] = field(default_factory=list)
+    analysed_at_ms: int | None = None
+    analysis_s: float | None = None
 
 
 class StoreMetrics(Collector):
@@ -151,6 +156,16 @@ class StoreMetrics(Collector):
         for group, topic, partition, value in snap.consumer_lag:
             lag.add_metric([group, topic, str(partition)], value)
         yield lag
+        # Absent until a first pass: a 0 would read as "analysed in 1970".
+        if snap.analysed_at_ms is not None:
+            yield GaugeMetricFamily(
+                "choreoscope_analysis_last_pass_timestamp_seconds",
+                "When the flows and anomalies were last analysed (Unix time); passes over an "
+                "unchanged store are skipped", value=snap.analysed_at_ms / 1000)
+        if snap.analysis_s is not None:
+            yield GaugeMetricFamily("choreoscope_analysis_last_pass_duration_seconds",
+                                    "How long the last analysis pass took",
+                                    value=snap.analysis_s)
 
 
 def _read(store: Store) -> Snapshot:
@@ -165,6 +180,10 @@ def _read(store: Store) -> Snapshot:
         dropped = conn.execute(select(meta.c.value)
                                .where(meta.c.key == SPANS_DROPPED_META_KEY)).scalar()
         snap.spans_dropped = int(dropped) if dropped and str(dropped).isdigit() else 0
+        analysed = skip.last_pass(conn.execute(select(meta.c.value)
+                                               .where(meta.c.key == skip.STATE_KEY)).scalar())
+        if analysed is not None:
+            snap.analysed_at_ms, snap.analysis_s = analysed
         snap.outbox = [dict(r._mapping) for r in conn.execute(
             select(outbox_sources.c.source, outbox_sources.c.reachable,
                    outbox_sources.c.pending, outbox_sources.c.dead,

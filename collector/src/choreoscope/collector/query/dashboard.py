@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from ..reconstruct import skip
 from ..store import Store
 from ..store.engine import normalize_url
 from ._convert import has_nul, json_list, json_or
@@ -101,8 +102,9 @@ def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[str, Any]:
-    """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag, and the
-    spans the OTLP receiver had to drop (`otlp_spans_dropped`).
+    """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag, the
+    spans the OTLP receiver had to drop (`otlp_spans_dropped`), and when the flows were last
+    analysed and how long that pass took (`analysed_at_ms`, `analysis_s`; None before).
 
     `events_per_minute` covers the `window_ms` before `window_end_ms` by store time (index
     range scans), as `[{minute_ms, count}]`, zero minutes included. The window ends at
@@ -132,6 +134,8 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
             {"since": since, "now": end})}
         dropped = conn.execute(text("SELECT value FROM meta WHERE key = :k"),
                                {"k": "otlp.spans_dropped"}).scalar()
+        analysed = skip.last_pass(conn.execute(text("SELECT value FROM meta WHERE key = :k"),
+                                               {"k": skip.STATE_KEY}).scalar())
     first_minute = since - since % 60000
     minutes = [{"minute_ms": m, "count": per_minute.get(m, 0)}
                for m in range(first_minute, end + 1, 60000)]
@@ -153,6 +157,8 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "events_last_5_min": int(last_5),
         "last_event_ms": last_seen,
         "otlp_spans_dropped": int(dropped) if dropped and str(dropped).isdigit() else 0,
+        "analysed_at_ms": analysed[0] if analysed else None,
+        "analysis_s": analysed[1] if analysed else None,
     }
 
 

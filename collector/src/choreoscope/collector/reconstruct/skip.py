@@ -85,6 +85,19 @@ def previous(store: Store, raw: Any, data_fp: list[Any], now_ms: int) -> dict[st
     return state
 
 
+def last_pass(text: str | None) -> tuple[int, float | None] | None:
+    """(epoch ms, seconds it took) of the last full pass, from the text of its meta row;
+    None before the first pass (or for a row this version cannot read)."""
+    try:
+        state = json.loads(text or "null")
+    except ValueError:
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("now_ms"), int):
+        return None
+    took = state.get("elapsed_s")
+    return state["now_ms"], float(took) if isinstance(took, int | float) else None
+
+
 def save(store: Store, *, data_fp: list[Any], anomalies_fp: list[Any], now_ms: int,
          next_due_ms: int | None, summary: dict[str, Any]) -> None:
     """Remember this pass for the next one."""

@@ -28,7 +28,7 @@ def _body() -> None:
     o = data.overview(data.url())
     per_minute = pd.DataFrame(o["events_per_minute"])
     recent = [m["count"] for m in o["events_per_minute"]]
-    st.caption(f"Last event stored {fmt.when(o['last_event_ms'])} · store "
+    st.caption(f"Last event stored {fmt.when(o['last_event_ms'])} · {_analysed(o)} · store "
                f"`{_masked()}`")
 
     st.subheader("Traffic")
@@ -118,6 +118,16 @@ def _anomaly_minutes(rows: list[dict[str, Any]]) -> None:
         y=alt.Y("count:Q", title="anomalies", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("kind:N", title="kind"),
         tooltip=["minute:T", "kind", "count"]).properties(height=180))
+
+
+def _analysed(o: dict[str, Any]) -> str:
+    """When the flows and anomalies shown were computed: the collector analyses the store in
+    passes, further apart on a large store (each rests three times its duration)."""
+    if o["analysed_at_ms"] is None:
+        return "flows not analysed yet"
+    took = o["analysis_s"]
+    spent = "" if took is None else f" (the pass took {fmt.duration(took * 1000)})"
+    return f"flows analysed {fmt.when(o['analysed_at_ms'])}{spent}"
 
 
 def _masked() -> str:
