@@ -13,7 +13,10 @@ exporter that discards:
 
 Variants run interleaved, several rounds, best round kept (the machine is noisy). Prints
 messages per wall-clock second and per CPU-second of the process (the fair figure on a shared
-machine), the ratios, and where our producer's time per message goes. kafka-python
+machine), the ratios, and where our producer's time per message goes. Because the best rounds
+of two variants may come from different moments of the machine, it also prints ours /
+OpenTelemetry's per CPU-second within each round (the two measured back to back) and their
+median. kafka-python
 checksums record batches with CRC32C in pure Python unless the `crc32c` package is installed
 (a dependency of choreoscope-instrumentation): the bench says which one it measured.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 import timeit
 from collections.abc import Callable, Sequence
@@ -329,10 +333,15 @@ def main() -> None:
     best: dict[str, dict[str, list[float]]] = {
         side: {v: [0.0, 0.0] for v in variants} for side in ("produce", "consume")
     }
+    # Messages per CPU-second of every round, per side and variant, in round order.
+    per_round: dict[str, dict[str, list[float]]] = {
+        side: {v: [] for v in variants} for side in ("produce", "consume")
+    }
 
     def keep(side: str, variant: str, r: int, rates: tuple[float, float]) -> None:
         slot = best[side][variant]
         slot[0], slot[1] = max(slot[0], rates[0]), max(slot[1], rates[1])
+        per_round[side][variant].append(rates[1])
         print(
             f"  {side} round {r + 1} {variant:5s} {rates[0]:9,.0f} msg/s wall "
             f"{rates[1]:9,.0f} msg/CPU-s",
@@ -373,6 +382,15 @@ def main() -> None:
                 f"{side + ' ' + unit:14s} {b:10,.0f} {o:10,.0f} {u:10,.0f} "
                 f"{o / b:10.2f} {u / b:10.2f} {u / o:10.2f}"
             )
+    print("ours / otel by CPU within each round (measured back to back), and the median:")
+    for side in sides:
+        ratios = [
+            u / o for u, o in zip(per_round[side]["ours"], per_round[side]["otel"], strict=True)
+        ]
+        print(
+            f"  {side:8s} {' '.join(f'{x:.2f}' for x in ratios)}   "
+            f"median {statistics.median(ratios):.2f}"
+        )
     print("\nour producer, CPU microseconds per message:")
     print(
         f"  {'bare send, whole path (from the run above)':50s} {1e6 / best['produce']['bare'][1]:7.2f}"
@@ -387,8 +405,10 @@ def main() -> None:
         print(f"  {label + ' send, sending thread only':50s} {main_thread_us[v]:7.2f}")
     if "ours" in wakeups:
         written, skipped = wakeups["ours"]
-        print(f"  network-thread wake-ups written by our producer (last round): {written:,}, "
-              f"skipped as already pending: {skipped:,}")
+        print(
+            f"  network-thread wake-ups written by our producer (last round): {written:,}, "
+            f"skipped as already pending: {skipped:,}"
+        )
     print("  each part timed alone:")
     for part, us in breakdown(20_000).items():
         print(f"  {part:50s} {us:7.2f}")
