@@ -39,7 +39,7 @@ def safe_url(url: str) -> str:
 
 
 # Analysis passes recompute every flow of the store, so a pass over a large store takes long
-# (about a minute of CPU for a million events) and competes with ingest in this process: a
+# (half a minute to a minute of CPU for a million events here) and competes with ingest: a
 # pass that took D seconds is followed by at least 3 D seconds without one, so that analysis
 # never takes more than a quarter of the time, however short --analyze-interval is.
 ANALYSIS_MAX_SHARE = 0.25
