@@ -162,6 +162,8 @@ def test_bad_arguments_are_rejected(store: Store) -> None:
         metrics.update_from_store(store, CollectorRegistry())
     with pytest.raises(ValueError, match="expected a port number 0-65535, got 70000"):
         metrics.start_metrics_server(70000)
+    with pytest.raises(TypeError, match="expected a CollectorRegistry or a port number, got True"):
+        metrics.start_metrics_server(True)
 
 
 @pytest.mark.postgres
