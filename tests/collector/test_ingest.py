@@ -185,6 +185,24 @@ def test_run_to_end_stops_at_the_end_offsets(bootstrap: str, topic: str, group: 
     store.dispose()
 
 
+def test_run_to_end_waits_out_a_group_join(bootstrap: str, topic: str, group: str,
+                                           tmp_path) -> None:
+    """The broker answers the committed-offsets request only once a join in progress is done
+    (here about 3 s, half the session timeout; 22 s with librdkafka's default of 45 s): a
+    shorter request timeout is waited out, not an error, on the first run and on a rerun."""
+    p = _producer(bootstrap)
+    for i in range(20):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=i % 3)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/j.db").create()
+    for expected in (20, 0):
+        with _ingest(store, bootstrap, topic, group) as ingest:
+            time.sleep(1.0)  # the join has begun
+            assert ingest.run_to_end(metadata_timeout_s=0.5) == expected
+    assert len(_rows(store)) == 20
+    store.dispose()
+
+
 def test_unreachable_store_commits_nothing_and_loses_nothing(
         bootstrap: str, topic: str, group: str, tmp_path) -> None:
     """While the store is down no offset is committed; a later run stores every record."""

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from ..admin import admin_client
 from .batch import Batch, StoreUnavailable, build_batch
@@ -373,7 +373,9 @@ class BusIngest:
 
         Once the end offsets are reached, reading goes on until a batch comes back empty (at
         most `overrun_s` more): some brokers (Tansu) report a high watermark below the last
-        record of a produced batch. Gives up after `idle_timeout_s` without progress."""
+        record of a produced batch. Gives up after `idle_timeout_s` without progress. The
+        group's committed offsets are asked for with `metadata_timeout_s`; a broker that holds
+        that request while the group joins only delays them (they are asked for again)."""
         consumer = self.start().consumer
         assert consumer is not None
         targets = self._end_offsets(metadata_timeout_s)
@@ -429,8 +431,17 @@ class BusIngest:
         if not tps:
             return {}
         out: dict[tuple[str, int], int] = {}
-        committed = self.consumer.committed([TopicPartition(t, p) for t, p in tps],
-                                            timeout=timeout_s)
+        try:
+            committed = self.consumer.committed([TopicPartition(t, p) for t, p in tps],
+                                                timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._TIMED_OUT:
+                raise
+            # The broker holds the request while the group joins (Tansu: about half the
+            # session timeout). Unknown for now: reading goes on, the caller asks again.
+            log.info("ingest: no committed offsets within %.0fs (the group is still "
+                     "joining?); asking again later", timeout_s)
+            return {}
         for tp in committed:
             if tp.offset >= 0:
                 out[(tp.topic, tp.partition)] = tp.offset
