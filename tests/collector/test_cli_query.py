@@ -158,7 +158,18 @@ def test_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], create:
     assert (code, out) == (0, "no flows in the store yet: run `choreoscope collect --bootstrap "
                               "HOST:PORT` to fill it, or point --store / CHOREOSCOPE_STORE at "
                               "the collector's store\n")
+    assert run(capsys, "--store", u, "outbox") == (
+        0, "no outbox sources polled yet (`choreoscope collect --outbox NAME=DB_URL[#table]` "
+           "monitors one)\n", "")
     assert run(capsys, "--store", u, "flow", "x")[0] == 1
+
+
+def test_nothing_found_in_a_filled_store(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty answer from a store the collector filled does not ask to run the collector."""
+    assert run(capsys, "--store", url, "anomalies", "--kind", "orphan") == (
+        0, "no anomalies of kind orphan in the events stored so far\n", "")
+    assert run(capsys, "--store", url, "flows", "--status", "in_progress") == (
+        0, "no flows with status in_progress in the events stored so far\n", "")
 
 
 @pytest.mark.parametrize(("store_url", "message"), [
@@ -198,6 +209,16 @@ def test_store_from_environment(url: str, capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("CHOREOSCOPE_STORE", url)
     code, out, _ = run(capsys, "anomalies", "--kind", "duplicate", "--json")
     assert (code, json.loads(out)) == (0, [expected.ANOMALY_DUPLICATE])
+
+
+def test_store_after_the_command(url: str, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`--store` works after the command name too, and there it wins over one given before."""
+    code, out, _ = run(capsys, "anomalies", "--kind", "duplicate", "--store", url, "--json")
+    assert (code, json.loads(out)) == (0, [expected.ANOMALY_DUPLICATE])
+    missing = f"sqlite:///{tmp_path / 'missing.db'}"
+    code, out, _ = run(capsys, "--store", missing, "graph", "--store", url, "--json")
+    assert (code, json.loads(out)) == (0, expected.GRAPH)
 
 
 @pytest.mark.postgres

@@ -108,3 +108,18 @@ def test_demo_logs_are_kept(demo_run: dict[str, object]) -> None:
     logs = Path(str(demo_run["workdir"])) / "logs"
     names = {p.stem for p in logs.glob("*.log")}
     assert {"collector", "order-service", "payment-service", "notification-service"} <= names
+
+
+@pytest.mark.parametrize(("argv", "store"), [
+    (["demo"], None),
+    (["demo", "--store", "sqlite:///after.db"], "sqlite:///after.db"),
+    (["--store", "sqlite:///before.db", "demo"], "sqlite:///before.db"),
+])
+def test_demo_store_option_either_side(argv: list[str], store: str | None,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo keeps a fresh SQLite file unless `--store` is given, before or after `demo`."""
+    from choreoscope.collector.cli import build_parser
+    from choreoscope.collector.commands.demo import _store
+
+    monkeypatch.setenv("CHOREOSCOPE_STORE", "sqlite:///from-env.db")
+    assert _store(build_parser().parse_args(argv)) == store

@@ -8,10 +8,12 @@ pays for what `choreoscope collect` imports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .store.engine import DEFAULT_URL
 
@@ -19,6 +21,16 @@ from .store.engine import DEFAULT_URL
 COMMAND_MODULES = ("demo", "broker", "collect", "dashboard", "query")
 
 STORE_ENV = "CHOREOSCOPE_STORE"
+STORE_HELP = f"store database URL (env {STORE_ENV}; default {DEFAULT_URL})"
+
+
+class _GivenStore(argparse.Action):
+    """`--store URL`, remembering that it was given (the demo's own default differs)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        namespace.store = values
+        namespace.store_given = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="See your choreographed, Kafka-driven workflows.",
     )
     parser.add_argument(
-        "--store",
-        default=os.environ.get(STORE_ENV, DEFAULT_URL),
-        help=f"store database URL (env {STORE_ENV}; default {DEFAULT_URL})",
+        "--store", action=_GivenStore, default=os.environ.get(STORE_ENV, DEFAULT_URL),
+        help=STORE_HELP,
     )
+    parser.set_defaults(store_given=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -40,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # not built yet
         module.register(sub)
+    # `choreoscope flows --store URL` as well as `choreoscope --store URL flows`
+    for command in sub.choices.values():
+        with contextlib.suppress(argparse.ArgumentError):  # demo has its own --store
+            command.add_argument("--store", action=_GivenStore, default=argparse.SUPPRESS,
+                                 help=STORE_HELP)
     return parser
 
 

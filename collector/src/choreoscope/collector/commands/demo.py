@@ -36,8 +36,15 @@ def run(args: argparse.Namespace) -> int:
 
     demo = Demo(DemoOptions(
         rate=args.rate, duration=args.duration, chaos=args.chaos, dashboard=not args.no_dashboard,
-        dashboard_port=args.port, store=args.demo_store, workdir=args.workdir, jaeger=args.jaeger,
+        dashboard_port=args.port, store=_store(args), workdir=args.workdir, jaeger=args.jaeger,
         jaeger_ui=args.jaeger_ui or (args.jaeger if args.jaeger else None),
         jaeger_otlp=args.jaeger_otlp, stuck_after=args.stuck_after,
     ))
     return demo.run()
+
+
+def _store(args: argparse.Namespace) -> str | None:
+    """`demo --store URL` or `--store URL demo`; None: a fresh SQLite file in the work directory."""
+    if args.demo_store is not None:
+        return str(args.demo_store)
+    return str(args.store) if getattr(args, "store_given", False) else None

@@ -92,8 +92,8 @@ def _flows(store: Any, args: argparse.Namespace) -> int:
     from ..query.formatting import flows_table
 
     flows = list_flows(store, status=args.status, limit=args.limit) if _ready(store) else []
-    return _emit(args, flows, flows_table, "no flows" + (f" with status {args.status}"
-                                                          if args.status else ""))
+    return _emit(args, flows, flows_table, lambda: _nothing(store, "no flows" + (
+        f" with status {args.status}" if args.status else "")))
 
 
 def _flow(store: Any, args: argparse.Namespace) -> int:
@@ -107,7 +107,7 @@ def _flow(store: Any, args: argparse.Namespace) -> int:
         print(f"choreoscope: no flow with correlation id {args.id!r} "
               "(`choreoscope flows` lists them)", file=sys.stderr)
         return 1
-    return _emit(args, flow, flow_detail, "")
+    return _emit(args, flow, flow_detail)
 
 
 def _anomalies(store: Any, args: argparse.Namespace) -> int:
@@ -115,8 +115,8 @@ def _anomalies(store: Any, args: argparse.Namespace) -> int:
     from ..query.formatting import anomalies_table
 
     found = list_anomalies(store, kind=args.kind) if _ready(store) else []
-    return _emit(args, found, anomalies_table,
-                 "no anomalies" + (f" of kind {args.kind}" if args.kind else ""))
+    return _emit(args, found, anomalies_table, lambda: _nothing(store, "no anomalies" + (
+        f" of kind {args.kind}" if args.kind else "")))
 
 
 def _outbox(store: Any, args: argparse.Namespace) -> int:
@@ -124,7 +124,7 @@ def _outbox(store: Any, args: argparse.Namespace) -> int:
     from ..query.formatting import outbox_table
 
     sources = outbox_status(store) if _ready(store) else []
-    return _emit(args, sources, outbox_table, "no outbox sources polled yet "
+    return _emit(args, sources, outbox_table, lambda: "no outbox sources polled yet "
                  "(`choreoscope collect --outbox NAME=DB_URL[#table]` monitors one)")
 
 
@@ -136,7 +136,7 @@ def _graph(store: Any, args: argparse.Namespace) -> int:
     if args.dot:
         sys.stdout.write(graph_dot(g))
         return 0
-    return _emit(args, g, graph_table, "no graph edges")
+    return _emit(args, g, graph_table, lambda: _nothing(store, "no graph edges"))
 
 
 _COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
@@ -144,14 +144,29 @@ _COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
 }
 
 
-def _emit(args: argparse.Namespace, value: Any, render: Callable[[Any], str], empty: str) -> int:
+def _emit(args: argparse.Namespace, value: Any, render: Callable[[Any], str],
+          empty: Callable[[], str] | None = None) -> int:
+    """JSON, the table, or when a table would be empty what `empty` says."""
     if args.json:
         print(json.dumps(value, indent=2, ensure_ascii=False))
-    elif empty and not (value["edges"] if isinstance(value, dict) else value):
-        print(f"{empty} in the store yet: {_HINT}")
+    elif empty is not None and not (value["edges"] if isinstance(value, dict) else value):
+        print(empty())
     else:
         print(render(value))
     return 0
+
+
+def _nothing(store: Any, what: str) -> str:
+    """What an empty table says: a store the collector has not filled gets the hint."""
+    from sqlalchemy import select
+
+    from ..store.schema import events
+
+    if _ready(store):
+        with store.engine.connect() as conn:
+            if conn.execute(select(events.c.offset).limit(1)).first() is not None:
+                return f"{what} in the events stored so far"
+    return f"{what} in the store yet: {_HINT}"
 
 
 def _ready(store: Any) -> bool:
