@@ -34,3 +34,34 @@ def test_edges_count_distinct_events_and_processings(tmp_path):
         {"source": "order.placed", "target": "payments", "kind": "consumed_by", "count": 4,
          "p50_ms": 25.0, "p95_ms": 38.5, "anomaly_count": 2},
     ]
+
+
+def test_flows_without_traces_show_consumers_through_causation(tmp_path):
+    """Without CONSUMER spans, the service that emitted an effect consumed its cause: counted
+    once per (cause, service), no latency. A traced flow adds only what its spans show."""
+    store = new_store(tmp_path)
+    rows = [
+        # f0, no spans: payments emitted two effects of e0 (counted once), shipping one of p0
+        ev("e0", "order.placed", flow="f0", offset=0, traced=False),
+        ev("p0", "payment.authorized", flow="f0", topic="payments", source="payments",
+           cause="e0", traced=False),
+        ev("p0b", "payment.audited", flow="f0", topic="payments", offset=1, source="payments",
+           cause="e0", traced=False),
+        ev("s0", "shipment.scheduled", flow="f0", topic="shipping", source="shipping",
+           cause="p0", traced=False),
+        ev("x0", "thing.happened", flow="f0", topic="shipping", offset=1, source=None,
+           cause="s0", traced=False),  # no source: nobody to credit
+        # f1, traced: the span says "payments" processed e1; the effect's source says nothing more
+        ev("e1", "order.placed", flow="f1", offset=1),
+        ev("p1", "payment.authorized", flow="f1", topic="payments", offset=2, source="pay-svc",
+           cause="e1"),
+    ]
+    put(store, rows, [consumer(rows[5], "payments", start_ms=T0 + 30)])
+    graph = GraphBuilder()
+    for flow, dag in load_flows(store).values():
+        graph.add(flow, dag)
+    assert [(r["source"], r["target"], r["count"], r["p50_ms"])
+            for r in graph.rows() if r["kind"] == "consumed_by"] == [
+        ("order.placed", "payments", 2, 30.0),
+        ("payment.authorized", "shipping", 1, None),
+    ]

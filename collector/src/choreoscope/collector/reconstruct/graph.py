@@ -3,7 +3,10 @@
 Learned from traffic, aggregated over flows. `emits` edges count distinct events (a duplicate
 publish does not add one). `consumed_by` edges count CONSUMER spans (each processing) and carry
 the latency from publish (broker timestamp, else ce_time) to processing start, as p50 and p95
-(linear interpolation between closest ranks).
+(linear interpolation between closest ranks). A flow without any CONSUMER span (no traces:
+Jaeger not configured or down, spans lost) still shows who consumed what through its causation
+ids: a service that emitted an effect of event X processed X. Those processings count once per
+(cause, service) and carry no latency.
 """
 
 from __future__ import annotations
@@ -44,9 +47,11 @@ class GraphBuilder:
             if e.source:
                 k = (e.source, e.type or UNKNOWN_TYPE)
                 emits[k] = emits.get(k, 0) + 1
+        traced = False
         for s in flow.spans:
             if s.kind != "consumer" or s.message_id is None:
                 continue
+            traced = True
             handled = dag.nodes.get(s.message_id)
             service = s.service or s.group
             if handled is None or not service:
@@ -59,6 +64,20 @@ class GraphBuilder:
                 self.consumed.setdefault(k, array("d"))
                 continue
             self.consumed.setdefault(k, array("d")).append(s.start_us / 1000.0 - published)
+        if not traced:
+            self._add_from_causation(dag)
+
+    def _add_from_causation(self, dag: Dag) -> None:
+        """`consumed_by` without spans: the emitting service of each effect processed its cause."""
+        seen: set[tuple[str, str]] = set()
+        for effect, cause in dag.cause.items():
+            service = dag.nodes[effect].source
+            if not service or (cause, service) in seen:
+                continue
+            seen.add((cause, service))
+            k = (dag.nodes[cause].type or UNKNOWN_TYPE, service)
+            self.consumed_unknown[k] = self.consumed_unknown.get(k, 0) + 1
+            self.consumed.setdefault(k, array("d"))
 
     def rows(self, anomaly_counts: Mapping[tuple[str, str, str], int] | None = None
              ) -> list[Mapping[str, Any]]:
