@@ -121,6 +121,12 @@ def test_flow_map_in_the_browser(page: object, server: str) -> None:
     svg = page.inner_html("[data-testid=stGraphVizChart] svg")  # type: ignore[attr-defined]
     for node in ("order-service", "order.placed", "payment-service", "shipping-service"):
         assert node in svg
+    # a map this small is drawn at its natural size, not stretched over the page
+    widths = page.evaluate(  # type: ignore[attr-defined]
+        "() => [document.querySelector('[data-testid=stGraphVizChart] svg')"
+        ".getBoundingClientRect().width, document.querySelector("
+        "'[data-testid=stMainBlockContainer]').getBoundingClientRect().width]")
+    assert widths[0] < widths[1] / 2
 
 
 def test_flows_deep_link_in_the_browser(page: object, server: str) -> None:

@@ -9,6 +9,7 @@ from choreoscope.dashboard import data
 from choreoscope.dashboard.components import fmt, params, refresh, shell, windows
 
 PAGE = "flow_map"
+SMALL_MAP = 8  # nodes
 
 
 def render() -> None:
@@ -29,7 +30,8 @@ def _body(window: str) -> None:
         st.info("No choreography learned yet for this window: the collector draws the map "
                 "once it has read events (and, for consumers, their spans).")
         return
-    st.graphviz_chart(dot, width="stretch")
+    # A small map at its natural size: stretched to the page its boxes and text grow huge.
+    st.graphviz_chart(dot, width="stretch" if len(graph["nodes"]) > SMALL_MAP else "content")
     edges = pd.DataFrame(graph["edges"])
     edges["p50"] = edges["p50_ms"].map(fmt.duration)
     edges["p95"] = edges["p95_ms"].map(fmt.duration)
