@@ -95,6 +95,11 @@ def test_demo_fills_the_store_with_every_kind_of_trouble(
     kinds = {a["kind"] for a in anomalies}
     assert {"out_of_order", "duplicate", "stuck_outbox", "failed_handler", "stuck_flow",
             "envelope"} <= kinds, sorted(kinds)
+    # the designed out-of-order case: notification-service's orders records lag behind, so it
+    # handles a payment.failed before the order.placed that caused it
+    assert any(a["kind"] == "out_of_order" and a["subkind"] == "causal"
+               and a["group"] == "notification-service" and "payment.failed" in a["detail"]
+               for a in anomalies), sorted({(a["kind"], a["group"]) for a in anomalies})
     envelope = [a for a in anomalies if a["kind"] == "envelope"]
     assert any(a["service"] == "pricing-legacy" for a in envelope)
     outbox = _json(store, "outbox", capsys=capsys)
