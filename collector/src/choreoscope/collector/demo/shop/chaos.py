@@ -14,6 +14,7 @@ LEVELS: dict[str, dict[str, float]] = {
         "swallow": 0.04,
         "shipping_fails": 0.04,
         "poison_outbox": 0.02,
+        "slow_mail": 0.15,
     },
     "heavy": {
         "payment_fails": 0.25,
@@ -22,9 +23,10 @@ LEVELS: dict[str, dict[str, float]] = {
         "swallow": 0.10,
         "shipping_fails": 0.10,
         "poison_outbox": 0.05,
+        "slow_mail": 0.35,
     },
 }
-# seconds notification-service lags behind on the orders topic
+# seconds notification-service lags behind on an order hit by slow_mail
 LAG_S = {"none": 0.0, "mild": 1.5, "heavy": 3.0}
 
 

@@ -1,7 +1,8 @@
 """notification-service: tells the customer about their order, from several topics.
 
-With chaos on, its `orders` records lag behind, so a `payment.failed` can be processed here
-before the `order.placed` that caused it: a real out-of-order arrival.
+With chaos on, the `orders` records of some orders lag behind, so the `payment.failed` (or
+`payment.authorized`) of such an order is processed here before the `order.placed` that caused
+it: a real out-of-order arrival.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
             key=event.subject, subject=event.subject,
         )
 
-    # One consumer (one group member) for every topic: with chaos on, the `orders` records
-    # wait for a slow mail server, each handled lag_s after it was published, while the other
-    # topics' records are handled at once.
+    # One consumer (one group member) for every topic: with chaos on, the `orders` records of
+    # some orders wait for a slow mail server, each handled lag_s after it was published, while
+    # everything else is handled at once.
     slow: queue.Queue[Any] = queue.Queue()
 
     def mail_server() -> None:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                 log.warning("handler failed on %s@%s: %s", record.topic, record.offset, exc)
 
     def route(record: Any) -> None:
-        if svc.chaos.lag_s and record.topic == "orders":
+        if record.topic == "orders" and svc.chaos.hits("slow_mail", _text(record.key)):
             slow.put(record)
         else:
             notify(record)
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         svc.spawn(mail_server, f"{NAME}-mail-server")
     svc.consume(["orders", "payments", "order-cancellations", "shipments"], route)
     svc.wait()
+
+
+def _text(key: bytes | None) -> str | None:
+    return key.decode("utf-8", "replace") if key is not None else None
 
 
 if __name__ == "__main__":
