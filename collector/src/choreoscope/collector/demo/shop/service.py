@@ -54,9 +54,8 @@ class Service:
         handler: Callable[[Any], Any],
         *,
         group: str | None = None,
-        before: Callable[[Any], None] | None = None,
     ) -> threading.Thread:
-        """Run a consumer loop for `topics` in a thread; `before(record)` runs ahead of the handler."""
+        """Run a consumer loop for `topics` in a thread, calling `handler` on every record."""
 
         def loop() -> None:
             consumer = KafkaConsumer(
@@ -71,8 +70,6 @@ class Service:
                 while not self.stopping.is_set():
                     for records in consumer.poll(timeout_ms=500).values():
                         for record in records:
-                            if before is not None:
-                                before(record)
                             try:
                                 handler(record)
                             except Exception as exc:  # noqa: BLE001 - logged, the loop goes on
