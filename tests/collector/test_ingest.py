@@ -203,6 +203,31 @@ def test_run_to_end_waits_out_a_group_join(bootstrap: str, topic: str, group: st
     store.dispose()
 
 
+def test_run_to_end_reads_past_a_high_watermark_below_the_committed_offset(
+        bootstrap: str, topic: str, group: str, tmp_path) -> None:
+    """Tansu's high watermark can lag behind the last records, below the group's committed
+    offset: --once must still read what follows that offset once the group has assigned it
+    its partitions, not stop at the first empty batch before the join."""
+    p = _producer(bootstrap)
+    for i in range(30):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
+    p.flush(10)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    c.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
+    c.close()
+
+    class LaggingWatermark(BusIngest):
+        def _end_offsets(self, timeout_s: float) -> dict[tuple[str, int], int]:
+            return {(topic, 0): 5}  # what Tansu may report
+
+    store = Store(f"sqlite:///{tmp_path}/w.db").create()
+    with LaggingWatermark(store, bootstrap=bootstrap, topics=topic, group=group,
+                          kafka_options=FAST, clock=lambda: OBSERVED_S) as ingest:
+        assert ingest.run_to_end() == 20
+    assert [r["offset"] for r in _rows(store)] == list(range(10, 30))
+    store.dispose()
+
+
 def test_unreachable_store_commits_nothing_and_loses_nothing(
         bootstrap: str, topic: str, group: str, tmp_path) -> None:
     """While the store is down no offset is committed; a later run stores every record."""

@@ -89,6 +89,7 @@ class BusIngest:
         self.commit_failures = 0
         self.last_offsets: dict[tuple[str, int], int] = {}  # of the last batch committed
         self.consumed_offsets: dict[tuple[str, int], int] = {}  # next offset read, per partition
+        self.assignments = 0  # rebalances that gave this member its partitions (maybe none)
         self.pipelined = pipelined
         self.writer = writer_for(store, writer)  # validates `writer` before anything starts
         self.generations = TopicGenerations(
@@ -280,6 +281,7 @@ class BusIngest:
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """A topic created again under an old name (ingest/topics.py): its old events were
         renamed; read the new topic from its start, not from offsets committed for the old."""
+        self.assignments += 1
         _log_assign(consumer, partitions)
         try:
             recreated = self.generations.recreated(tp.topic for tp in partitions)
@@ -385,8 +387,12 @@ class BusIngest:
         reached_at: float | None = None
         while stop is None or not stop.is_set():
             pending = {tp for tp, end in targets.items() if position.get(tp, 0) < end}
+            # Before the group has assigned this member its partitions an empty batch says
+            # nothing: the committed offsets may pass the high watermarks (Tansu's can lag
+            # behind the last records), and not one of those records has been read yet.
+            at_end = not pending and self.assignments > 0
             now = time.monotonic()
-            if not pending:
+            if at_end:
                 reached_at = now if reached_at is None else reached_at
                 if now - reached_at > overrun_s:
                     break
@@ -397,14 +403,19 @@ class BusIngest:
                 for tp, offset in self.consumed_offsets.items():
                     position[tp] = max(position.get(tp, 0), offset)
                 continue
-            if not pending:
+            if at_end:
                 break  # at the end offsets and nothing more to read
-            # Nothing came: another group member may hold the partitions; ask the broker.
-            for tp, offset in self._committed(sorted(pending), metadata_timeout_s).items():
-                position[tp] = max(position.get(tp, 0), offset)
+            if pending:
+                # Nothing came: another group member may hold the partitions; ask the broker.
+                for tp, offset in self._committed(sorted(pending), metadata_timeout_s).items():
+                    position[tp] = max(position.get(tp, 0), offset)
             if time.monotonic() - last_progress > idle_timeout_s:
-                log.warning("ingest: %d partitions did not reach their end offsets within %.0fs",
-                            len(pending), idle_timeout_s)
+                if pending:
+                    log.warning("ingest: %d partitions did not reach their end offsets within "
+                                "%.0fs", len(pending), idle_timeout_s)
+                else:
+                    log.warning("ingest: the group assigned no partitions within %.0fs",
+                                idle_timeout_s)
                 break
         self.drain()
         return total
