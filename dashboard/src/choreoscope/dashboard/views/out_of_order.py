@@ -10,6 +10,7 @@ import streamlit as st
 
 from choreoscope.dashboard import data
 from choreoscope.dashboard.components import fmt, params, refresh, shell
+from choreoscope.dashboard.components.time_axis import time_axis
 
 PAGE = "out_of_order"
 SUBKINDS = ["", "causal", "sequence", "time"]
@@ -64,8 +65,9 @@ def _body(subkind: str, group: str, subject: str) -> None:
         if not per.empty:
             per["minute"] = fmt.ts(per["at_ms"])
             st.altair_chart(alt.Chart(per).mark_bar(color="#f59e0b").encode(
-                x=alt.X("minute:T", title=None, axis=alt.Axis(
-                    format="%H:%M" if over["bucket_ms"] < 3_600_000 else "%b %d %H:%M")),
+                x=alt.X("minute:T", title=None, axis=time_axis(
+                    per["at_ms"], over["bucket_ms"],
+                    "%H:%M" if over["bucket_ms"] < 3_600_000 else "%b %d %H:%M")),
                 y=alt.Y("count:Q", title="arrivals", axis=alt.Axis(tickMinStep=1, format="d")),
                 tooltip=["minute:T", "count:Q"]).properties(height=220))
     total = result["total"]

@@ -10,6 +10,7 @@ import streamlit as st
 
 from choreoscope.dashboard import data
 from choreoscope.dashboard.components import fmt, refresh, shell
+from choreoscope.dashboard.components.time_axis import MINUTE_MS, time_axis
 
 KIND_LABELS = {
     "out_of_order": "Out-of-order", "duplicate": "Duplicates", "orphan": "Orphans",
@@ -86,7 +87,8 @@ def _body() -> None:
         else:
             per_minute["minute"] = fmt.ts(per_minute["minute_ms"])
             st.altair_chart(alt.Chart(per_minute).mark_bar(color="#2563eb").encode(
-                x=alt.X("minute:T", title=None, axis=alt.Axis(format="%H:%M")),
+                x=alt.X("minute:T", title=None,
+                        axis=time_axis(per_minute["minute_ms"], MINUTE_MS, "%H:%M")),
                 y=alt.Y("count:Q", title="events", axis=alt.Axis(tickMinStep=1, format="d")),
                 tooltip=["minute:T", "count:Q"]).properties(height=200))
     with right:
@@ -102,8 +104,10 @@ def _anomaly_chart(kinds: dict[str, int]) -> None:
     df = pd.DataFrame([{"kind": KIND_LABELS.get(k, k), "count": n} for k, n in kinds.items()])
     st.altair_chart(alt.Chart(df).mark_bar(color="#dc2626").encode(
         x=alt.X("count:Q", title="anomalies", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("kind:N", sort="-x", title=None, axis=alt.Axis(labelLimit=200)),
-        tooltip=["kind", "count"]).properties(height=200))
+        # every kind labelled: Vega hides every other label of a crowded band axis
+        y=alt.Y("kind:N", sort="-x", title=None, axis=alt.Axis(labelLimit=200,
+                                                               labelOverlap=False)),
+        tooltip=["kind", "count"]).properties(height=max(200, 30 * len(df))))
 
 
 def _anomaly_minutes(rows: list[dict[str, Any]]) -> None:
@@ -114,7 +118,7 @@ def _anomaly_minutes(rows: list[dict[str, Any]]) -> None:
     df["kind"] = df["kind"].map(lambda k: KIND_LABELS.get(k, k))
     st.markdown("**Anomalies detected per minute** (last hour)")
     st.altair_chart(alt.Chart(df).mark_bar().encode(
-        x=alt.X("minute:T", title=None, axis=alt.Axis(format="%H:%M")),
+        x=alt.X("minute:T", title=None, axis=time_axis(df["minute_ms"], MINUTE_MS, "%H:%M")),
         y=alt.Y("count:Q", title="anomalies", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("kind:N", title="kind"),
         tooltip=["minute:T", "kind", "count"]).properties(height=180))
