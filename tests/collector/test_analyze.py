@@ -122,6 +122,21 @@ def test_unchanged_store_is_skipped_until_something_is_due(store):
     assert due.statuses["stuck"] == 2
 
 
+def test_another_collector_version_analyses_again(store, monkeypatch):
+    """An upgraded collector recomputes the flows of an unchanged store instead of skipping."""
+    from importlib import metadata
+
+    from choreoscope.collector.reconstruct import skip
+
+    _scenario(store)
+    assert metadata.version("choreoscope-collector") == skip.VERSION
+    assert not analyze(store, AnalysisOptions(), now_ms=NOW).skipped
+    assert analyze(store, AnalysisOptions(), now_ms=NOW).skipped
+    monkeypatch.setattr(skip, "VERSION", "0.2.0")
+    assert not analyze(store, AnalysisOptions(), now_ms=NOW).skipped
+    assert analyze(store, AnalysisOptions(), now_ms=NOW).skipped
+
+
 def test_the_last_full_pass_is_remembered_with_its_duration(store):
     """The store says when flows were last analysed and how long it took; skipped passes
     leave that as it was (nothing changed since)."""

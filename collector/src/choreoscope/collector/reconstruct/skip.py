@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 from typing import Any
 
 from ..store import Store
 from .flows import Dag, Flow
 
 STATE_KEY = "analysis.state"  # meta row: the last pass's fingerprints, time and summary
+
+
+def _collector_version() -> str:
+    try:
+        return metadata.version("choreoscope-collector")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+# Part of the fingerprint: a collector of another version may analyse differently, so an
+# upgrade recomputes the flows instead of skipping until new data arrives.
+VERSION = _collector_version()
 
 
 class Due:
@@ -48,7 +61,7 @@ def one(raw: Any, sql: str) -> Any:
 
 def data_fingerprint(raw: Any, options: object, dead: set[str]) -> list[Any]:
     """What the pass reads, summarised: row counts and latest times of every input table,
-    the dead outbox flows and the options. Taken before reading, so a change made while the
+    the dead outbox flows, the options and the collector's version. Taken before reading, so a change made while the
     pass runs shows as a difference next time."""
     return _plain([
         list(one(raw, "SELECT count(*), max(observed_at_ms) FROM events")),
@@ -56,6 +69,7 @@ def data_fingerprint(raw: Any, options: object, dead: set[str]) -> list[Any]:
         list(one(raw, "SELECT count(*), max(last_fetch_ms), sum(attempts) FROM trace_fetches")),
         hashlib.sha256("\n".join(sorted(dead)).encode()).hexdigest(),
         repr(options),
+        VERSION,
     ])
 
 
