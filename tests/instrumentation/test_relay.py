@@ -239,6 +239,30 @@ def test_relay_accepts_a_traced_producer_and_an_engine(
     assert [r.key for r in consume_all(bootstrap, topic)] == [b"ord_1"]
 
 
+def test_relay_hands_data_and_key_to_the_producers_serializers(
+    tmp_path: Path, bootstrap: str, topic: str,
+) -> None:
+    """A producer with its own serializers gets the row's data and key as objects, as publish
+    gives them: not our JSON bytes (which a JSON serializer cannot encode again)."""
+    import json
+
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    commit_rows(outbox, url, "ord_1", aggregatetype=topic)
+    raw = KafkaProducer(bootstrap_servers=bootstrap,
+                        value_serializer=lambda v: json.dumps(v, sort_keys=True).encode(),
+                        key_serializer=lambda k: k.upper().encode())
+    try:
+        assert OutboxRelay(outbox, raw, max_attempts=1).run_once() == 1
+    finally:
+        raw.close(timeout=5)
+    [record] = consume_all(bootstrap, topic)
+    assert (record.key, record.value) == (b"ORD_1", b'{"amount": 12.5, "order_id": "ord_1"}')
+    assert "content-type" not in dict(record.headers)
+    assert statuses(outbox) == [("ord_1", "sent", 1)]
+
+
 @pytest.mark.postgres
 def test_relay_works_on_an_autocommit_psycopg_connection(
     postgres_url: str, producer: KafkaProducer, bootstrap: str, topic: str,

@@ -73,6 +73,17 @@ def _text(raw: Any) -> str | None:
     return None
 
 
+def serializers(producer: Any) -> tuple[bool, bool]:
+    """Whether kafka-python `producer` has a value serializer, and a key serializer.
+
+    Values and keys for such a producer go to it as the caller's objects, never as our bytes.
+    """
+    config = getattr(producer, "config", None)
+    if not isinstance(config, dict):
+        return False, False
+    return config.get("value_serializer") is not None, config.get("key_serializer") is not None
+
+
 def key_as_text(key: Any) -> str | None:
     if key is None:
         return None

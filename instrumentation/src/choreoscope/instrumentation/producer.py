@@ -25,7 +25,13 @@ from opentelemetry.trace import DEFAULT_TRACE_STATE, Span, SpanKind, Status, Sta
 from . import semconv, wire
 from ._clock import utc_now_rfc3339
 from ._fastspan import SpanStarter
-from ._send_inputs import context_from_traceparent, key_as_text, merge_headers, read_caller_headers
+from ._send_inputs import (
+    context_from_traceparent,
+    key_as_text,
+    merge_headers,
+    read_caller_headers,
+    serializers,
+)
 from ._wakeups import coalesce_wakeups as _coalesce_wakeups
 from .context import current_event
 from .errors import UsageError
@@ -121,10 +127,7 @@ class TracedProducer:
         self.service = service
         self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         self._start_span = SpanStarter(self._tracer)
-        config = getattr(producer, "config", None)
-        config = config if isinstance(config, dict) else {}
-        self._serializes_values = config.get("value_serializer") is not None
-        self._serializes_keys = config.get("key_serializer") is not None
+        self._serializes_values, self._serializes_keys = serializers(producer)
         # Per topic: the span name and the attributes every send to it shares.
         self._topics: dict[str, tuple[str, dict[str, str]]] = {}
         if coalesce_wakeups:

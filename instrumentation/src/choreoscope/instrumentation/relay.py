@@ -49,6 +49,7 @@ from opentelemetry.trace import (
 
 from . import _dbapi, semconv, wire
 from ._fastspan import SpanStarter
+from ._send_inputs import serializers
 from .event import Event
 from .outbox import STATUS_DEAD, STATUS_PENDING, STATUS_SENT, Outbox
 from .traceparent import InvalidTraceparent, format_traceparent, parse_traceparent, remote_context
@@ -74,7 +75,9 @@ class OutboxRelay:
     """Publishes an `Outbox`'s pending rows through a kafka-python producer.
 
     `producer` is a `kafka.KafkaProducer` or the `TracedProducer` of `instrument_producer`
-    (its plain producer is used: the relay writes the headers and the span itself).
+    (its plain producer is used: the relay writes the headers and the span itself). A
+    producer with its own `value_serializer` / `key_serializer` gets the row's data and
+    `aggregateid` as objects, as `publish` gives them; otherwise they go as JSON and UTF-8.
     `topic_for(aggregatetype) -> topic` defaults to the aggregate type itself. `backoff`
     is the first retry delay in seconds (doubling per attempt, at most 5 minutes) or a
     callable `attempts -> seconds`. After `max_attempts` failed sends a row is `dead`, unless
@@ -110,6 +113,7 @@ class OutboxRelay:
         self.max_attempts = max_attempts
         self.batch_size = batch_size
         self._producer = plain
+        self._serializes_values, self._serializes_keys = serializers(plain)
         self._topic_for = topic_for or (lambda aggregatetype: aggregatetype)
         self._backoff = _backoff_function(backoff)
         self._send_timeout = send_timeout
@@ -275,7 +279,11 @@ class OutboxRelay:
         try:
             topic = self._topic_for(row.aggregatetype) if row.topic is None else row.topic
             event = self._event(row)
-            value, content_type = wire.encode_value(_dbapi.json_value(row.payload))
+            data = _dbapi.json_value(row.payload)
+            if self._serializes_values:  # the producer's serializer gets the data, as publish does
+                value, content_type = data, None
+            else:
+                value, content_type = wire.encode_value(data)
             extra = _extra_headers(row.headers)
         except Exception as exc:  # noqa: BLE001 - a bad row is the row's failure, not the relay's
             return _Pending(None, None, exc)
@@ -294,7 +302,9 @@ class OutboxRelay:
                 traceparent = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
                 tracestate = ctx.trace_state.to_header() or tracestate
             headers = wire.encode_headers(event, traceparent, tracestate, content_type) + extra
-            future = self._producer.send(topic, value=value, key=key.encode(), headers=headers)
+            future = self._producer.send(
+                topic, value=value, key=key if self._serializes_keys else key.encode(),
+                headers=headers)
         except Exception as exc:  # noqa: BLE001 - recorded on the row and the span
             return _Pending(span, None, exc)
         except BaseException:
