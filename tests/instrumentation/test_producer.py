@@ -598,6 +598,29 @@ def test_publish_rejects_a_non_str_type(producer: TracedProducer, topic: str) ->
         producer.publish(topic, 3, {})  # type: ignore[arg-type]
 
 
+def test_publish_rejects_what_it_cannot_send(
+    producer: TracedProducer, bootstrap: str, topic: str
+) -> None:
+    """A non-str subject, data JSON cannot hold, or no data and no key (a tombstone needs a
+    key) are UsageErrors raised before anything is sent; send() refuses such a dict too."""
+    with pytest.raises(UsageError, match="expected the subject as a str or None, got 5"):
+        producer.publish(topic, "order.placed", {}, subject=5)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="cannot send a object as JSON event data"):
+        producer.publish(topic, "order.placed", {"x": object()})
+    with pytest.raises(UsageError, match="cannot send a object as JSON event data"):
+        producer.send(topic, value={"x": object()})
+    with pytest.raises(UsageError, match="tombstone .* only with a key"):
+        producer.publish(topic, "order.deleted", None)
+    producer.publish(topic, "order.deleted", None, key="ord_1")
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    assert (record.key, record.value) == (b"ord_1", None)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    assert sum(consumer.end_offsets(parts).values()) == 1  # nothing else went out
+    consumer.close()
+
+
 def test_value_json_matches_wire_encoding(
     producer: TracedProducer, bootstrap: str, topic: str
 ) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import uuid
+from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from choreoscope.instrumentation import wire
 from choreoscope.instrumentation.decoder import decode_record
+from choreoscope.instrumentation.errors import UsageError
 from choreoscope.instrumentation.event import Event
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -84,7 +89,31 @@ def test_encode_value() -> None:
     assert wire.encode_value("héllo") == ("héllo".encode(), "text/plain; charset=utf-8")
     assert wire.encode_value(None) == (None, None)
     when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
-    assert wire.encode_value({"at": when}) == (b'{"at":"2026-01-02 00:00:00+00:00"}', None)
+    assert wire.encode_value({"at": when}) == (b'{"at":"2026-01-02T00:00:00+00:00"}', None)
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+def test_values_json_has_no_type_for() -> None:
+    """Times and dates as ISO 8601, UUIDs and Decimals as text, enums by value, sets as lists;
+    anything else is refused rather than sent as its str()."""
+    data = {
+        "day": dt.date(2026, 1, 2),
+        "at": dt.time(3, 4, 5),
+        "id": uuid.UUID("019ac1e4-5f3a-7c21-9b2e-6f1d3c4b5a69"),
+        "price": Decimal("12.50"),
+        "colour": Colour.RED,
+        "tags": {"a"},
+    }
+    assert wire.encode_value(data) == (
+        b'{"day":"2026-01-02","at":"03:04:05","id":"019ac1e4-5f3a-7c21-9b2e-6f1d3c4b5a69",'
+        b'"price":"12.50","colour":"red","tags":["a"]}',
+        None,
+    )
+    with pytest.raises(UsageError, match="cannot send a object as JSON event data"):
+        wire.encode_value({"x": object()})
 
 
 def test_round_trip_through_decoder() -> None:

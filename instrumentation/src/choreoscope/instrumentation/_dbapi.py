@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .wire import json_default
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _POSTGRES_INSTALL = "pip install 'choreoscope-instrumentation[postgres]'"
 
@@ -47,7 +49,7 @@ class Dialect:
 
     def json_param(self, value: Any) -> str:
         try:
-            return json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+            return json.dumps(value, separators=(",", ":"), default=json_default, allow_nan=False)
         except ValueError as exc:  # NaN / Infinity: not JSON, jsonb and consumers refuse it
             raise ValueError(f"expected JSON data, got a value JSON cannot hold ({exc})") from None
 

@@ -193,7 +193,7 @@ class TracedProducer:
                 if value[:1] not in _JSON_OPENERS:
                     content_type = _OCTET_STREAM
             elif kind is dict or kind is list:
-                value = json.dumps(value, separators=(",", ":"), default=str).encode()
+                value = json.dumps(value, separators=(",", ":"), default=wire.json_default).encode()
             elif isinstance(value, _BYTES_LIKE) and bytes(value[:1]) not in _JSON_OPENERS:
                 content_type = _OCTET_STREAM
         parent = None
@@ -228,7 +228,9 @@ class TracedProducer:
     ) -> Event:
         """Publish a new event of `event_type` with `data` (sent as JSON) and return it.
 
-        A str `key` is sent UTF-8 encoded (unless the producer has a `key_serializer`) and is
+        `data` goes as compact JSON (see `wire.json_default` for datetimes, UUIDs and the
+        like; other values JSON has no type for raise `UsageError`); None is a tombstone and
+        needs a key. A str `key` is sent UTF-8 encoded (unless the producer has a `key_serializer`) and is
         the default `subject`. A type whose last word is not past tense is published but
         logged once as a warning. Delivery is asynchronous: a failure marks the span ERROR and
         is logged as an error (logger `choreoscope.instrumentation`); use `send_event` when you
@@ -240,6 +242,13 @@ class TracedProducer:
             _check_type(event_type)
         if sequence is not None and (type(sequence) is not int):
             raise UsageError(f"expected the sequence as an int or None, got {sequence!r}")
+        if subject is not None and not isinstance(subject, str):
+            raise UsageError(f"expected the subject as a str or None, got {subject!r}")
+        if data is None and key is None and not self._serializes_values:
+            raise UsageError(
+                "data None is sent as a tombstone (a null record value), which Kafka accepts "
+                "only with a key: give key=..., or data such as {}"
+            )
         key_text = key_as_text(key)
         if subject is None and isinstance(key, bytes | str):
             subject = key_text

@@ -7,9 +7,14 @@ encoding is a large share of the cost of a send.
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
 import json
+import uuid
+from decimal import Decimal
 from typing import Any
 
+from .errors import UsageError
 from .event import Event
 
 SPECVERSION = "ce_specversion"
@@ -80,4 +85,25 @@ def encode_value(data: Any) -> tuple[bytes | None, str | None]:
         return bytes(data), "application/octet-stream"
     if isinstance(data, str):
         return data.encode(), "text/plain; charset=utf-8"
-    return json.dumps(data, separators=(",", ":"), default=str).encode(), None
+    return json.dumps(data, separators=(",", ":"), default=json_default).encode(), None
+
+
+def json_default(value: Any) -> Any:
+    """`json.dumps(default=...)` for event data: the values JSON has no type for.
+
+    Times and dates as ISO 8601 text (`2026-01-02T03:04:05+00:00`), UUIDs and Decimals as
+    text (no precision lost), enums as their value, sets as lists. Anything else raises
+    `UsageError`: its `str()` (`<object object at 0x...>`) is no data for a consumer.
+    """
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise UsageError(
+        f"cannot send a {type(value).__name__} as JSON event data: give str, int, float, "
+        "bool, None, dict, list, or a datetime, date, UUID, Decimal, enum or set"
+    )
