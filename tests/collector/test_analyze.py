@@ -14,6 +14,7 @@ from choreoscope.collector.store.schema import anomalies, events, flows, graph_e
 from tests.collector.reconstruct.factory import (
     T0,
     clean_flow,
+    consumer,
     clean_store,
     dead_outbox,
     ev,
@@ -105,6 +106,40 @@ def test_rerunning_adds_nothing_and_rewrites_nothing(store):
     assert (second.anomalies_new, second.flows_written, second.flows_removed) == (0, 0, 0)
     assert second.anomalies_found == {"failed_handler": 1, "stuck_flow": 1}
     assert (_anomaly_keys(store), _flows(store)) == before
+
+
+def test_a_failed_handler_learns_its_event_when_the_event_is_stored_later(store):
+    """The span of a failed processing can be stored before the event it handled (the OTLP
+    receiver is quicker than the bus): the anomaly recorded then gets the event's type and
+    subject once the event is in, as the same row with its first detection time."""
+    e = ev("e1", "payment.authorized", flow="f1", subject="ord_1", source="payments")
+    bad = consumer(e, "shipping", start_ms=T0 + 5, status="error", error_type="RuntimeError")
+    bad["status_message"] = "RuntimeError: no courier"
+    put(store, [ev("e0", "order.placed", flow="f1", subject="ord_1", offset=1)], [bad])
+    analyze(store, AnalysisOptions(), now_ms=NOW)
+    put(store, [e])
+    second = analyze(store, AnalysisOptions(), now_ms=NOW + 5_000)
+    assert second.anomalies_new == 0
+    with store.engine.connect() as conn:
+        [row] = conn.execute(select(anomalies)).all()
+    assert (row.kind, row.event_id, row.subject, row.detected_at_ms) == (
+        "failed_handler", "e1", "ord_1", NOW)
+    assert row.detail == ("shipping (group shipping) failed handling payment.authorized e1: "
+                          "RuntimeError: no courier")
+    assert json.loads(row.extra)["type"] == "payment.authorized"
+
+
+def test_a_duplicate_counts_every_copy_seen_so_far(store):
+    """A third copy of a published event updates the recorded duplicate, not a new row."""
+    copies = [ev("e1", "order.placed", flow="f1", subject="ord_1", offset=i) for i in range(3)]
+    put(store, copies[:2])
+    analyze(store, AnalysisOptions(), now_ms=NOW)
+    put(store, copies[2:])
+    analyze(store, AnalysisOptions(), now_ms=NOW + 5_000)
+    with store.engine.connect() as conn:
+        [row] = conn.execute(select(anomalies)).all()
+    assert (row.key, row.detail, row.detected_at_ms) == (
+        "duplicate:publish:e1", "order.placed e1 was published 3 times", NOW)
 
 
 def test_unchanged_store_is_skipped_until_something_is_due(store):

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import bindparam, or_, update
+
 from ..store import Store
 from ..store.schema import anomalies
 
@@ -23,7 +25,13 @@ KINDS = (
 
 @dataclass(frozen=True)
 class Anomaly:
-    """One detected anomaly. `key` identifies it: the same finding always has the same key."""
+    """One detected anomaly. `key` identifies it: the same finding always has the same key.
+
+    `refresh`: the description may grow as data arrives (the handled event is stored after
+    its failed span, a third delivery of a duplicate), so a row already recorded under the
+    key is brought up to date; its `detected_at_ms` stays. Descriptions holding a time
+    (how long a flow has been idle) keep the value they had when first recorded.
+    """
 
     kind: str
     key: str
@@ -35,6 +43,7 @@ class Anomaly:
     service: str | None = None
     group: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    refresh: bool = False
 
     def row(self, detected_at_ms: int) -> dict[str, Any]:
         if self.kind not in KINDS:
@@ -54,7 +63,29 @@ class Anomaly:
         }
 
 
+# What a refresh may change: everything but the key, the kind and the detection time.
+_REFRESHED = ("subkind", "correlation_id", "event_id", "subject", "service", "group_name",
+              "detail", "extra")
+_REFRESH = (
+    update(anomalies)
+    .where(anomalies.c.key == bindparam("the_key"),
+           or_(*(anomalies.c[c].is_distinct_from(bindparam(f"new_{c}")) for c in _REFRESHED)))
+    .values({c: bindparam(f"new_{c}") for c in _REFRESHED})
+)
+
+
 def record(store: Store, conn: Any, found: list[Anomaly], detected_at_ms: int) -> int:
-    """Write anomalies not yet recorded (by key); returns how many were new."""
-    rows = {a.row(detected_at_ms)["key"]: a.row(detected_at_ms) for a in found}
-    return store.insert_ignore(conn, anomalies, list(rows.values()))
+    """Write anomalies not yet recorded (by key), refresh those that ask for it; returns how
+    many were new."""
+    rows = {}
+    refreshed = {}
+    for a in found:
+        row = a.row(detected_at_ms)
+        rows[row["key"]] = row
+        if a.refresh:
+            refreshed[row["key"]] = row
+    new = store.insert_ignore(conn, anomalies, list(rows.values()))
+    if refreshed and new < len(rows):  # some were recorded before: only changed rows written
+        conn.execute(_REFRESH, [{"the_key": key, **{f"new_{c}": row[c] for c in _REFRESHED}}
+                                for key, row in refreshed.items()])
+    return new

@@ -27,7 +27,8 @@ def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
             detail=f"{label(first)} was published {len(copies)} times",
             correlation_id=flow.flow_id, event_id=event_id, subject=first.subject,
             service=first.source,
-            extra={"type": first.type, "records": [record_of(e) for e in copies]}))
+            extra={"type": first.type, "records": [record_of(e) for e in copies]},
+            refresh=True))  # a third copy makes it "3 times"
     processed: dict[tuple[str, str], list] = {}
     keys = [(s.group, s.message_id) for s in flow.spans
             if s.kind == "consumer" and s.group and s.message_id is not None]
@@ -49,5 +50,6 @@ def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
             extra={"type": handled.type if handled is not None else None,
                    "processings": [{"trace_id": s.trace_id, "span_id": s.span_id,
                                     "start_us": s.start_us, "partition": s.partition,
-                                    "offset": s.offset} for s in spans]}))
+                                    "offset": s.offset} for s in spans]},
+            refresh=True))  # a later delivery, or the handled event stored after the spans
     return found
