@@ -75,3 +75,19 @@ def test_a_slow_pass_waits_before_the_next_and_says_so(
     task.next_at = time.monotonic()
     collector.maintenance_pass()
     assert len(runs) == 2
+
+
+def test_orphan_and_untraced_waits_reach_the_analysis(tmp_path) -> None:
+    """--orphan-after and --untraced-after set how long the analysis waits for a cause and for a
+    trace: with 0 an effect whose cause was never seen is an orphan at once."""
+    from tests.collector.reconstruct.factory import T0, ev, put
+
+    settings = CollectSettings.resolve(env={}, orphan_after="0", untraced_after="30")
+    assert (settings.orphan_after, settings.untraced_after) == (0.0, 30.0)
+    defaults = CollectSettings.resolve(env={})
+    assert (defaults.orphan_after, defaults.untraced_after) == (300.0, 120.0)
+    collector = Collector(f"sqlite:///{tmp_path}/o.db", settings, clock=lambda: T0 / 1000 + 1)
+    put(collector.open_store(), [ev("e2", "payment.authorized", flow="f1", cause="e-missing")])
+    result = collector.analyze()
+    assert result.anomalies_found.get("orphan") == 1
+    collector.opened.dispose()

@@ -210,6 +210,8 @@ class Collector:
 
         s = self.settings
         options = AnalysisOptions(stuck_after_s=s.stuck_after, skew_s=s.skew,
+                                  orphan_horizon_s=s.orphan_after,
+                                  untraced_grace_s=s.untraced_after,
                                   stuck_after_by_type=dict(s.stuck_after_type),
                                   jaeger_enabled=bool(s.jaeger))
         self.last_analysis = analyze(self.opened, options, now_ms=int(self.clock() * 1000))

@@ -102,6 +102,10 @@ _DECLARED = (
     Setting("outbox_stuck_after", _seconds, 30.0,
             "seconds after which a pending outbox row is stuck"),
     Setting("skew", _seconds, 1.0, "tolerated clock skew between producers, seconds"),
+    Setting("orphan_after", _seconds, 300.0,
+            "seconds an event waits for its cause (causation id) before it is an orphan"),
+    Setting("untraced_after", _seconds, 120.0,
+            "seconds an event's trace may take to arrive before the event is untraced"),
     Setting("retention", _seconds, 7.0, "days of events and spans to keep (0 keeps everything)"),
     Setting("metrics_port", _port, None, "Prometheus metrics port (unset: no metrics server)"),
     Setting("metrics_host", str, "127.0.0.1", "Prometheus metrics listen address"),
@@ -169,6 +173,8 @@ class CollectSettings:
     stuck_after_type: tuple[tuple[str, float], ...] = ()
     outbox_stuck_after: float = 30.0
     skew: float = 1.0
+    orphan_after: float = 300.0
+    untraced_after: float = 120.0
     retention: float = 7.0
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
