@@ -124,13 +124,17 @@ def test_event_health_groups_problems(store: q.Store) -> None:
 
 
 def test_graph_window_learns_edges_from_recent_traffic(store: q.Store) -> None:
-    """Emits edges from events, consumed_by edges from CONSUMER spans, with latency."""
+    """Emits edges from events with the reaction time, consumed_by edges from CONSUMER spans
+    with latency."""
     g = q.graph_window(store, since_ms=T0)
     edges = {(e["source"], e["target"], e["kind"]): e for e in g["edges"]}
     assert edges[("order-service", "order.placed", "emits")]["count"] == 3
     consumed = edges[("order.placed", "payment-service", "consumed_by")]
     assert (consumed["count"], consumed["p50_ms"], consumed["p95_ms"]) == (3, 20, 20)
-    assert edges[("payment-service", "payment.completed", "emits")]["anomaly_count"] == 2
+    paid = edges[("payment-service", "payment.completed", "emits")]
+    # payment-service publishes 40 ms after its processing of order.placed began
+    assert (paid["anomaly_count"], paid["p50_ms"], paid["p95_ms"]) == (2, 40, 40)
+    assert edges[("order-service", "order.placed", "emits")]["p50_ms"] is None  # a root
     assert q.graph_window(store, since_ms=T0 + 500_000) == {"nodes": [], "edges": []}
 
 

@@ -65,3 +65,30 @@ def test_flows_without_traces_show_consumers_through_causation(tmp_path):
         ("order.placed", "payments", 2, 30.0),
         ("payment.authorized", "shipping", 1, None),
     ]
+
+
+def test_emits_edges_carry_the_services_reaction_time(tmp_path):
+    """An effect's emits latency runs from its service's processing of the cause (the first,
+    when redelivered) to the effect's publish; root events and effects of a service with no
+    span for the cause add none, yet count."""
+    store = new_store(tmp_path)
+    rows, spans = [], []
+    for i, react in enumerate((4, 8, 12)):
+        e = ev(f"e{i}", "order.placed", flow=f"f{i}", offset=i, ts=T0 + 100 * i)
+        p = ev(f"p{i}", "payment.authorized", flow=f"f{i}", topic="payments", offset=i,
+               source="payments", cause=f"e{i}", ts=T0 + 100 * i + 2 + react)
+        rows += [e, p]
+        spans.append(consumer(e, "payments", start_ms=T0 + 100 * i + 2))
+    spans.append(consumer(rows[0], "payments", start_ms=T0 + 50, span_id="a" * 16))  # redelivery
+    rows.append(ev("x0", "payment.audited", flow="f0", topic="payments", offset=9,
+                   source="audit", cause="e0", ts=T0 + 30))  # audit processed nothing we saw
+    put(store, rows, spans)
+    graph = GraphBuilder()
+    for flow, dag in load_flows(store).values():
+        graph.add(flow, dag)
+    assert [(r["source"], r["target"], r["count"], r["p50_ms"], r["p95_ms"])
+            for r in graph.rows() if r["kind"] == "emits"] == [
+        ("audit", "payment.audited", 1, None, None),
+        ("orders", "order.placed", 3, None, None),
+        ("payments", "payment.authorized", 3, 8.0, 11.6),
+    ]

@@ -391,9 +391,11 @@ def flow_headers(store: Store, correlation_id: str) -> dict[str, dict[str, Any]]
 def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
     """The choreography graph learned from the events stored since `since_ms` only.
 
-    Same shape as `query.graph()`: emits edges from producers to event types with counts;
-    consumed_by edges from event types to the services whose CONSUMER spans processed them,
-    with p50/p95 of (span start - broker timestamp) in ms; `anomaly_count` per edge.
+    Same shape as `query.graph()`: emits edges from producers to event types with counts and
+    p50/p95 of the reaction time (effect's broker timestamp - start of the producer's CONSUMER
+    span processing its cause); consumed_by edges from event types to the services whose
+    CONSUMER spans processed them, with p50/p95 of (span start - broker timestamp) in ms;
+    `anomaly_count` per edge.
     """
     hot = edge_anomalies(store)
     emits = _rows(store, "SELECT source, type, count(*) AS n FROM events"
@@ -405,13 +407,26 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
                      " WHERE e.observed_at_ms >= :since AND s.kind = 'consumer'"
                      " AND e.type IS NOT NULL AND s.service IS NOT NULL LIMIT 200000",
                      since=since_ms)
+    reacted = _rows(store, "SELECT e.source AS source, e.type AS type,"
+                    " coalesce(e.broker_ts_ms, e.observed_at_ms) - min(s.start_us) / 1000 AS lat"
+                    " FROM events e JOIN spans s ON s.message_id = e.causation_id"
+                    " AND s.service = e.source AND s.kind = 'consumer'"
+                    " WHERE e.observed_at_ms >= :since AND e.type IS NOT NULL"
+                    " GROUP BY e.topic, e.\"partition\", e.\"offset\", e.source, e.type,"
+                    " e.broker_ts_ms, e.observed_at_ms LIMIT 200000", since=since_ms)
+    reactions: dict[tuple[str, str], list[float]] = {}
+    for r in reacted:
+        reactions.setdefault((r["source"], r["type"]), []).append(float(r["lat"]))
     nodes: dict[str, str] = {}
     edges: list[dict[str, Any]] = []
     for r in emits:
         nodes.setdefault(r["source"], "service")
         nodes[r["type"]] = "event_type"
+        lats = sorted(reactions.get((r["source"], r["type"]), ()))
         edges.append({"source": r["source"], "target": r["type"], "kind": "emits",
-                      "count": int(r["n"]), "p50_ms": None, "p95_ms": None,
+                      "count": int(r["n"]),
+                      "p50_ms": _rank(lats, 50) if lats else None,
+                      "p95_ms": _rank(lats, 95) if lats else None,
                       "anomaly_count": hot.get((r["type"], None), 0)})
     latencies: dict[tuple[str, str], list[float]] = {}
     for r in consumed:

@@ -1,7 +1,9 @@
 """The choreography graph: service -emits-> event type -consumed_by-> service.
 
 Learned from traffic, aggregated over flows. `emits` edges count distinct events (a duplicate
-publish does not add one). `consumed_by` edges count CONSUMER spans (each processing) and carry
+publish does not add one) and carry the service's reaction time: from the start of its CONSUMER
+span processing the cause to the effect's publish (broker timestamp, else ce_time); root events
+and effects without such a span add no latency. `consumed_by` edges count CONSUMER spans (each processing) and carry
 the latency from publish (broker timestamp, else ce_time) to processing start, as p50 and p95
 (linear interpolation between closest ranks). A flow without any CONSUMER span (no traces:
 Jaeger not configured or down, spans lost) still shows who consumed what through its causation
@@ -38,6 +40,7 @@ class GraphBuilder:
 
     def __init__(self) -> None:
         self.emits: dict[tuple[str, str], int] = {}
+        self.reactions: dict[tuple[str, str], array] = {}  # emits latencies
         self.consumed: dict[tuple[str, str], array] = {}
         self.consumed_unknown: dict[tuple[str, str], int] = {}  # processings without latency
 
@@ -48,6 +51,7 @@ class GraphBuilder:
                 k = (e.source, e.type or UNKNOWN_TYPE)
                 emits[k] = emits.get(k, 0) + 1
         traced = False
+        started: dict[tuple[str, str], float] = {}  # (event id, service) -> first processing
         for s in flow.spans:
             if s.kind != "consumer" or s.message_id is None:
                 continue
@@ -56,6 +60,9 @@ class GraphBuilder:
             service = s.service or s.group
             if handled is None or not service:
                 continue
+            at = s.start_us / 1000.0
+            if at < started.get((s.message_id, service), at + 1):
+                started[(s.message_id, service)] = at
             k = (handled.type or UNKNOWN_TYPE, service)
             published = (handled.broker_ts_ms if handled.broker_ts_ms is not None
                          else handled.time_ms)
@@ -66,6 +73,14 @@ class GraphBuilder:
             self.consumed.setdefault(k, array("d")).append(s.start_us / 1000.0 - published)
         if not traced:
             self._add_from_causation(dag)
+            return
+        for effect, cause in dag.cause.items():
+            e = dag.nodes[effect]
+            began = started.get((cause, e.source)) if e.source else None
+            published = e.broker_ts_ms if e.broker_ts_ms is not None else e.time_ms
+            if began is not None and published is not None:
+                k = (e.source, e.type or UNKNOWN_TYPE)
+                self.reactions.setdefault(k, array("d")).append(published - began)
 
     def _add_from_causation(self, dag: Dag) -> None:
         """`consumed_by` without spans: the emitting service of each effect processed its cause."""
@@ -84,8 +99,9 @@ class GraphBuilder:
         counts = anomaly_counts or {}
         out: list[Mapping[str, Any]] = []
         for (src, typ), n in sorted(self.emits.items()):
+            reactions = array("d", sorted(self.reactions.get((src, typ), ())))
             out.append({"source": src, "target": typ, "kind": EMITS, "count": n,
-                        "p50_ms": None, "p95_ms": None,
+                        "p50_ms": percentile(reactions, 50), "p95_ms": percentile(reactions, 95),
                         "anomaly_count": counts.get((src, typ, EMITS), 0)})
         for (typ, svc), values in sorted(self.consumed.items()):
             ordered = array("d", sorted(values))
