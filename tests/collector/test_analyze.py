@@ -143,6 +143,18 @@ def test_a_duplicate_counts_every_copy_seen_so_far(store):
         "duplicate:publish:e1", "order.placed e1 was published 3 times", NOW)
 
 
+def test_a_nul_quoted_by_a_problem_is_stored_as_a_replacement_character(store):
+    """Ingest replaces NUL in an event's fields, but its problems quote the raw value: the
+    anomaly's detail must not carry the NUL (PostgreSQL refuses it, failing every pass)."""
+    put(store, [ev("e1", "b.happened\ufffd", flow="f1",
+                   problems=["type_not_past_tense: b.happened\x00"])])
+    result = analyze(store, AnalysisOptions(), now_ms=NOW)
+    assert result.anomalies_new == 1
+    with store.engine.connect() as conn:
+        [detail] = conn.execute(select(anomalies.c.detail)).scalars()
+    assert detail.endswith("type_not_past_tense: b.happened\ufffd") and "\x00" not in detail
+
+
 def test_unchanged_store_is_skipped_until_something_is_due(store):
     """Without new rows the next pass is skipped, until the in-progress flow's stuck-after."""
     _scenario(store)

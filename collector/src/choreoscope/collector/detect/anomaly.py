@@ -49,18 +49,26 @@ class Anomaly:
         if self.kind not in KINDS:
             raise ValueError(f"expected an anomaly kind in {KINDS}, got {self.kind!r}")
         return {
-            "key": f"{self.kind}:{self.key}",
+            "key": _storable(f"{self.kind}:{self.key}"),
             "kind": self.kind,
-            "subkind": self.subkind,
-            "correlation_id": self.correlation_id,
-            "event_id": self.event_id,
-            "subject": self.subject,
-            "service": self.service,
-            "group_name": self.group,
-            "detail": self.detail,
+            "subkind": _storable(self.subkind),
+            "correlation_id": _storable(self.correlation_id),
+            "event_id": _storable(self.event_id),
+            "subject": _storable(self.subject),
+            "service": _storable(self.service),
+            "group_name": _storable(self.group),
+            "detail": _storable(self.detail),
             "extra": json.dumps(self.extra, sort_keys=True, default=str) if self.extra else None,
             "detected_at_ms": detected_at_ms,
         }
+
+
+def _storable(text: str | None) -> str | None:
+    """`text` without NUL characters, which PostgreSQL text refuses: a problem quoting a
+    record's bad type, say, would otherwise fail every analysis pass."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
 
 
 # What a refresh may change: everything but the key, the kind and the detection time.
