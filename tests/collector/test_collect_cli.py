@@ -126,6 +126,56 @@ def test_cli_rejects_bad_configuration_at_start_up(tmp_path) -> None:
         assert "expected" in r.stderr
 
 
+def test_bad_numbers_and_urls_are_rejected_at_start_up(tmp_path) -> None:
+    """Not-a-number, infinite or absurd durations and a Jaeger URL that is none exit 2."""
+    for bad, says in ((["--stuck-after", "nan"], "not a finite number"),
+                      (["--skew", "inf"], "not a finite number"),
+                      (["--retention", "1e308"], "more than"),
+                      (["--jaeger", "notaurl"], "not an http:// or https:// URL")):
+        r = subprocess.run(_cli("--store", f"sqlite:///{tmp_path}/x.db", "collect", *bad),
+                           capture_output=True, text=True, timeout=60)
+        assert (r.returncode, says in r.stderr) == (2, True), (bad, r.stderr)
+
+
+def test_stores_that_can_never_work_end_the_run_at_once(tmp_path) -> None:
+    """A URL of another database, a directory, a path nothing can create, or a SQLite file
+    with someone else's `events` table: one line and a non-zero exit, not retries forever."""
+    import sqlite3
+
+    theirs = tmp_path / "theirs.db"
+    conn = sqlite3.connect(theirs)
+    conn.execute("create table events (id integer primary key, what text)")
+    conn.close()
+    for url, code, says in (
+            ("mysql://u:pw@h/db", 2, "expected a sqlite:///PATH or postgresql://... store URL, "
+                                     "got 'mysql://u:***@h/db'"),
+            (f"sqlite:///{tmp_path}", 2, f"expected a SQLite file for the store, got the "
+                                         f"directory {tmp_path}"),
+            ("sqlite:////proc/no/such.db", 1, "cannot open the store sqlite:////proc/no/such.db"),
+            (f"sqlite:///{theirs}", 1, "expected the store's table events to be Choreoscope's, "
+                                       "but it has no column broker_ts_ms, causation_id")):
+        for mode in (["--once"], []):
+            r = subprocess.run(_cli("--store", url, "collect", "--bootstrap", "127.0.0.1:1",
+                                    "--otlp-port", "0", *mode),
+                               capture_output=True, text=True, timeout=60)
+            assert (r.returncode, says in r.stderr) == (code, True), (url, mode, r.stderr)
+            assert "Traceback" not in r.stderr and "retrying" not in r.stderr
+
+
+@pytest.mark.postgres
+def test_once_gives_up_on_an_unreachable_postgresql(tmp_path, monkeypatch) -> None:
+    """--once waits a little for a PostgreSQL server, then exits 1 naming it (no password)."""
+    from choreoscope.collector import runtime
+
+    monkeypatch.setattr(runtime, "_ONCE_STORE_WAIT_S", 1.0)
+    port = free_port()
+    collector = runtime.Collector(f"postgresql://alice:s3cret@127.0.0.1:{port}/x",
+                                  CollectSettings.resolve(env={}, bootstrap="127.0.0.1:1"))
+    started = time.monotonic()
+    assert collector.run_once() == 1
+    assert time.monotonic() - started < 10
+
+
 def test_once_with_the_broker_unreachable_exits_1(tmp_path) -> None:
     """--once against a broker that does not answer says so and exits 1."""
     r = subprocess.run(_cli("--store", f"sqlite:///{tmp_path}/d.db", "collect", "--bootstrap",
@@ -159,6 +209,16 @@ def test_once_ingests_everything_analyses_and_exits(bootstrap, topic, group, tmp
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "read 0 records" in r.stderr
     assert _count(url) == n
+
+
+@pytest.mark.broker
+def test_once_on_topics_not_there_yet_reads_nothing(bootstrap, group, tmp_path) -> None:
+    """The broker's "no such topic" answer for a pattern that matches nothing is no record."""
+    url = f"sqlite:///{tmp_path}/none.db"
+    r = subprocess.run(_collect(url, bootstrap, "nothing-matches-this-yet.*", group, "--once"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "read 0 records, 0 new events stored" in r.stderr
 
 
 @pytest.mark.broker

@@ -19,15 +19,17 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from .ingest import BusIngest, Redactor
 from .settings import CollectSettings
-from .store import Store
+from .store import Store, StoreError, check_url
 
 log = logging.getLogger("choreoscope.collector")
 
 RETENTION_INTERVAL_S = 3600.0
 _STORE_RETRY_MAX_S = 10.0
+_ONCE_STORE_WAIT_S = 15.0  # how long `--once` waits for an unreachable PostgreSQL store
 
 
 def safe_url(url: str) -> str:
@@ -87,6 +89,7 @@ class Collector:
         self._maintenance: threading.Thread | None = None
         self._maintenance_stop = threading.Event()
         # Checked now so that bad configuration fails at start-up, before anything runs.
+        check_url(store_url)
         self._outbox_sources = self._parse_outbox()
         if self._outbox_sources and settings.outbox_stuck_after <= 0:
             raise ValueError(f"expected --outbox-stuck-after > 0, got {settings.outbox_stuck_after}")
@@ -94,21 +97,37 @@ class Collector:
 
     # -- start-up ----------------------------------------------------------------------------
 
-    def open_store(self, stop: threading.Event | None = None) -> Store | None:
-        """Open and create/upgrade the store, retrying with backoff while it is unreachable."""
+    def open_store(self, stop: threading.Event | None = None,
+                   give_up_after_s: float | None = None) -> Store | None:
+        """Open and create/upgrade the store, retrying with backoff while a PostgreSQL server
+        is unreachable (for at most `give_up_after_s`, if given). Returns None when `stop` is
+        set first; raises `StoreError` for what waiting cannot mend: a URL no driver opens, a
+        SQLite file that cannot be opened, someone else's tables."""
         delay = 0.5
+        deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
         while True:
             try:
                 self.store = Store(self.store_url).create()
                 return self.store
+            except StoreError:
+                raise
             except Exception as exc:  # noqa: BLE001
-                log.warning("store %s unavailable (%s); retrying in %.1fs",
-                            safe_url(self.store_url), _first_line(exc), delay)
+                reason = f"cannot open the store {safe_url(self.store_url)}: {_first_line(exc)}"
+                if not self._may_come_back(exc) or (
+                        deadline is not None and time.monotonic() + delay > deadline):
+                    raise StoreError(reason) from exc
+                log.warning("%s; retrying in %.1fs", reason, delay)
             if stop is None:
                 time.sleep(delay)
             elif stop.wait(delay):
                 return None
             delay = min(delay * 2, _STORE_RETRY_MAX_S)
+
+    def _may_come_back(self, exc: BaseException) -> bool:
+        """A server away or a file locked by another writer; not a bad URL, driver or path."""
+        if self.store_url.startswith("sqlite"):
+            return "locked" in str(exc)
+        return isinstance(exc, OperationalError | InterfaceError | DisconnectionError)
 
     @property
     def opened(self) -> Store:
@@ -264,8 +283,12 @@ class Collector:
 
     def run(self, stop: threading.Event) -> int:
         """Ingest until `stop` is set, with the periodic tasks beside; then flush and close."""
-        if self.open_store(stop) is None:
-            return 0
+        try:
+            if self.open_store(stop) is None:
+                return 0
+        except StoreError as exc:
+            log.error("%s", exc)
+            return 1
         try:
             self.start()
             assert self.ingest is not None
@@ -280,9 +303,14 @@ class Collector:
         return 0
 
     def run_once(self, stop: threading.Event | None = None) -> int:
-        """Ingest what is on the topics now, then one pass of every task; returns 0."""
-        if self.open_store(stop) is None:
-            return 0
+        """Ingest what is on the topics now, then one pass of every task; returns 0 (1 when
+        the store or the bus cannot be used)."""
+        try:
+            if self.open_store(stop, give_up_after_s=_ONCE_STORE_WAIT_S) is None:
+                return 0
+        except StoreError as exc:
+            log.error("%s", exc)
+            return 1
         try:
             self.start()
             assert self.ingest is not None

@@ -7,8 +7,10 @@ start-up with "expected X, got Y".
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,11 +33,32 @@ class Setting:
         return "CHOREOSCOPE_" + self.name.upper()
 
 
+_LONGEST = 100 * 365 * 86400.0  # a hundred years, in seconds (or days): beyond is no setting
+
+
 def _seconds(text: str) -> float:
     value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
     if value < 0:
         raise ValueError("negative")
+    if value > _LONGEST:
+        raise ValueError(f"more than {_LONGEST:.0f}")
     return value
+
+
+def _days(text: str) -> float:
+    value = _seconds(text)
+    if value > 100 * 365:
+        raise ValueError("more than 100 years")
+    return value
+
+
+def _http_url(text: str) -> str:
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("not an http:// or https:// URL")
+    return text
 
 
 def _port(text: str) -> int:
@@ -91,7 +114,7 @@ _DECLARED = (
     Setting("group", str, "choreoscope-collector", "the collector's consumer group"),
     Setting("from", _start, "earliest",
             "where a new group starts: earliest (all history) or latest"),
-    Setting("jaeger", str, None, "Jaeger query base URL, e.g. http://127.0.0.1:16686"),
+    Setting("jaeger", _http_url, None, "Jaeger query base URL, e.g. http://127.0.0.1:16686"),
     Setting("otlp_port", _port, 4318, "OTLP/HTTP receiver port (0 disables the receiver)"),
     Setting("otlp_host", str, "127.0.0.1", "OTLP/HTTP receiver listen address"),
     Setting("outbox", _outbox, (), "outbox table to watch, NAME=DB_URL[#table] (repeatable)",
@@ -106,7 +129,7 @@ _DECLARED = (
             "seconds an event waits for its cause (causation id) before it is an orphan"),
     Setting("untraced_after", _seconds, 120.0,
             "seconds an event's trace may take to arrive before the event is untraced"),
-    Setting("retention", _seconds, 7.0, "days of events and spans to keep (0 keeps everything)"),
+    Setting("retention", _days, 7.0, "days of events and spans to keep (0 keeps everything)"),
     Setting("metrics_port", _port, None, "Prometheus metrics port (unset: no metrics server)"),
     Setting("metrics_host", str, "127.0.0.1", "Prometheus metrics listen address"),
     Setting("batch_size", _positive_int, 5000, "records consumed and stored per batch"),

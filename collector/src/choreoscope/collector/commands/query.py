@@ -73,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _open(url: str) -> Any:
     """The store at `url`, or None (after printing why) when there is none to read."""
-    from ..outbox_monitor import redact_url
-    from ..store import Store
+    from ..store import Store, StoreError, check_url
 
-    if not url.startswith(("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")):
-        print("choreoscope: expected a sqlite:///PATH or postgresql://... store URL, "
-              f"got {redact_url(url)!r}", file=sys.stderr)
+    try:
+        check_url(url)
+    except StoreError as exc:
+        print(f"choreoscope: {exc}", file=sys.stderr)
         return None
     path = _sqlite_path(url)
     if path is not None and not os.path.exists(path):

@@ -42,9 +42,11 @@ class Batch:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """Next offset to commit per (topic, partition): the highest offset seen + 1."""
     skipped: int = 0
-    """Records not stored: internal topics and consumer errors."""
+    """Records not stored: those of internal topics."""
+    errors: int = 0
+    """Consumer error events among the messages (no record: a topic not there yet, ...)."""
     consumed: int = 0
-    """Records consumed for this batch (stored or skipped)."""
+    """Records consumed for this batch (stored or skipped), error events not counted."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -74,7 +76,7 @@ def _build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: in
     for m in messages:
         if m.error() is not None:
             log.warning("consumer error: %s", m.error())
-            batch.skipped += 1
+            batch.errors += 1
             continue
         topic = m.topic()
         partition = m.partition()

@@ -161,16 +161,16 @@ class BusIngest:
         if not messages:
             return 0
         batch = build_batch(messages, self.redactor, int(self.clock() * 1000))
-        batch.consumed = len(messages)
+        batch.consumed = len(messages) - batch.errors
         self.consumed_offsets.update(batch.offsets)
         if not self.pipelined:
             self._write(batch)
             self._commit_stored(asynchronous=True)
-            return len(messages)
+            return batch.consumed
         while True:
             try:
                 self._queue.put(batch, timeout=0.5)
-                return len(messages)
+                return batch.consumed
             except queue.Full:
                 if stop is not None and stop.is_set():
                     self._dropped = True  # not committed: read again next time

@@ -6,13 +6,39 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, select
+from sqlalchemy import Engine, Table, create_engine, event, inspect, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from . import schema
 
 DEFAULT_URL = "sqlite:///choreoscope.db"
+_URL_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")
+
+
+def _masked(url: Any) -> str:
+    """`url` fit for a message: its password replaced by `***`."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL: no password to hide past the scheme
+        return str(url).split(":", 1)[0] + ":..." if "@" in str(url) else str(url)
+
+
+class StoreError(ValueError):
+    """The store can never be used as it is (wrong URL, someone else's tables): retrying is
+    pointless. The message says what was expected."""
+
+
+def check_url(url: str) -> None:
+    """Raise `StoreError` unless `url` names a store this collector can open."""
+    if not isinstance(url, str) or not url.startswith(_URL_PREFIXES):
+        raise StoreError(
+            f"expected a sqlite:///PATH or postgresql://... store URL, got {_masked(url)!r}")
+    if url.startswith("sqlite:"):
+        path = url.split("///", 1)[-1] if "///" in url else ""
+        if path and path != ":memory:" and os.path.isdir(path):
+            raise StoreError(f"expected a SQLite file for the store, got the directory {path}")
 
 
 def normalize_url(url: str) -> str:
@@ -34,14 +60,26 @@ class Store:
 
     def create(self) -> Store:
         """Create missing tables, drop retired indexes and record the schema version
-        (idempotent)."""
+        (idempotent). Raises `StoreError` when a table of ours exists without our columns:
+        the database holds someone else's tables of the same name."""
         schema.metadata.create_all(self.engine)
+        self._check_columns()
         with self.engine.begin() as conn:
             for name in schema.RETIRED_INDEXES:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
             self._upsert(conn, schema.meta, [{"key": "schema_version",
                                               "value": str(schema.SCHEMA_VERSION)}], ["key"])
         return self
+
+    def _check_columns(self) -> None:
+        found = inspect(self.engine)
+        for table in schema.metadata.sorted_tables:
+            have = {c["name"] for c in found.get_columns(table.name)}
+            missing = sorted(c.name for c in table.columns if c.name not in have)
+            if missing:
+                raise StoreError(
+                    f"expected the store's table {table.name} to be Choreoscope's, but it has "
+                    f"no column {', '.join(missing)}: use another database (or SQLite file)")
 
     def insert_ignore(self, conn: Any, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert rows, skipping those whose primary/unique key exists. Returns rows inserted."""
