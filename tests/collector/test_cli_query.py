@@ -55,6 +55,24 @@ def test_flow_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert flow["anomalies"] == [expected.ANOMALY_DUPLICATE]
 
 
+def test_flow_json_with_a_lone_surrogate_in_the_data(tmp_path: Path) -> None:
+    """Data holding a lone surrogate (valid JSON text, no UTF-8) prints as \\u escapes."""
+    from sqlalchemy import update
+
+    from choreoscope.collector.store.schema import events
+
+    u = f"sqlite:///{tmp_path / 'store.db'}"
+    store = fill(Store(u))
+    with store.engine.begin() as conn:
+        conn.execute(update(events).values(data='{"s":"\\ud800 caf\\u00e9"}'))
+    store.dispose()
+    r = subprocess.run([str(CHOREOSCOPE), "--store", u, "flow", "ord-1", "--json"],
+                       capture_output=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert b'"\\ud800 caf\\u00e9"' in r.stdout
+    assert json.loads(r.stdout)["events"][0]["data"] == {"s": "\ud800 café"}
+
+
 def test_flow_by_event_or_trace_id(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`flow` also accepts an event id or a trace id of the flow."""
     code, out, _ = run(capsys, "--store", url, "flow", "e6", "--json")

@@ -148,7 +148,12 @@ def _emit(args: argparse.Namespace, value: Any, render: Callable[[Any], str],
           empty: Callable[[], str] | None = None) -> int:
     """JSON, the table, or when a table would be empty what `empty` says."""
     if args.json:
-        print(json.dumps(value, indent=2, ensure_ascii=False))
+        text = json.dumps(value, indent=2, ensure_ascii=False)
+        try:
+            text.encode(sys.stdout.encoding or "utf-8")
+        except (UnicodeEncodeError, LookupError):  # a lone surrogate in some data, say
+            text = json.dumps(value, indent=2)  # \uXXXX escapes: the same JSON, encodable
+        print(text)
     elif empty is not None and not (value["edges"] if isinstance(value, dict) else value):
         print(empty())
     else:
