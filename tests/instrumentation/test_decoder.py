@@ -157,10 +157,23 @@ def test_already_deserialized_values() -> None:
     assert decode_record(None, 5).data == 5
 
 
+@pytest.mark.parametrize("raw", [b'{"a": NaN}', b'[Infinity]', b'{"b": -Infinity}'])
+@pytest.mark.parametrize("parser", ["installed", "stdlib"])
+def test_nan_and_infinity_are_not_json(
+    raw: bytes, parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python's json reads NaN and Infinity, JSON does not: the value is kept as text with an
+    undecodable_value problem, whichever parser runs."""
+    if parser == "stdlib":
+        monkeypatch.setattr(decoder, "_fast_json", decoder._stdlib_fast_json)
+    event = decode_record(BINARY, raw)
+    assert event.data == raw.decode()
+    assert [p.split(":")[0] for p in event.problems] == ["undecodable_value"]
+
+
 @pytest.mark.parametrize(
     "raw",
     [
-        b'{"a": NaN, "b": Infinity}',
         b'{"big": 123456789012345678901234567890}',
         b'"\\ud800"',
         b'{"a": 1, "a": 2}',

@@ -458,7 +458,13 @@ def _check_trace_context(event: Event, hdrs: dict[str, str], problems: list[str]
 _NOT_JSON: Any = object()
 
 
-_json_decode = json.JSONDecoder().decode
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# NaN and Infinity are not JSON (RFC 8259; orjson, PostgreSQL's jsonb and browsers refuse
+# them) although Python's json reads them: a value holding one is undecodable, kept as text.
+_json_decode = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
 def _stdlib_fast_json(value: bytes) -> Any:
@@ -466,7 +472,7 @@ def _stdlib_fast_json(value: bytes) -> Any:
 
 
 # orjson (an optional dependency: `choreoscope-instrumentation[fast]`, and always with the
-# collector) parses small values several times faster. Whatever it rejects (NaN, integers
+# collector) parses small values several times faster. Whatever it rejects (integers
 # beyond 64 bits, lone surrogates, a BOM, ...) goes on to the standard library's json, so
 # the decoded data is the same with or without it.
 # orjson turns integers beyond 64 bits into floats, so a value with a run of 20 digits
@@ -505,12 +511,13 @@ def _try_json(value: Any) -> Any:
     if isinstance(value, bytes):
         try:
             return _fast_json(value)
-        except Exception:  # noqa: BLE001  # maybe UTF-16/32, a BOM, NaN: json.loads decides
+        except Exception:  # noqa: BLE001  # maybe UTF-16/32 or a BOM: json.loads decides
             pass
     elif not isinstance(value, str | bytearray | memoryview):
         return value
     try:
-        return json.loads(bytes(value) if isinstance(value, memoryview) else value)
+        return json.loads(bytes(value) if isinstance(value, memoryview) else value,
+                          parse_constant=_no_constant)
     except (ValueError, TypeError, RecursionError):
         return _NOT_JSON
 
