@@ -283,6 +283,21 @@ def test_bad_content_length_gets_a_clear_error(receiver: OtlpReceiver) -> None:
         assert status == (411 if not header else 400)
 
 
+def test_a_client_gone_mid_body_is_no_error(
+        store: Store, receiver: OtlpReceiver, capfd: pytest.CaptureFixture[str]) -> None:
+    """A body shorter than its Content-Length (the client closed) is not parsed, not answered
+    and leaves no traceback; the receiver serves the next client."""
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.makefile("rb").read() == b""  # closed without an answer
+    assert post(receiver, fixture("otel_traces_01.json"), "application/json")[0] == 200
+    assert receiver.flush()
+    assert len(stored(store)) == 4
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_chunked_body(store: Store, receiver: OtlpReceiver) -> None:
     """A chunked request body is reassembled and stored."""
     raw = fixture("otel_traces_01.json")

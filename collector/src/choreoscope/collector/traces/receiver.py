@@ -207,6 +207,8 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                                 is_json, close=True)
                     return None
                 raw = self.rfile.read(length)
+                if len(raw) < length:  # the client closed its side before the whole body
+                    raise ConnectionResetError(f"body ended after {len(raw)} of {length} bytes")
             encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
             if encoding == "gzip":
                 inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -279,13 +281,18 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
             self._send(status, b"", "text/plain")
 
         def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                if self.close_connection:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+            except (TimeoutError, ConnectionError) as exc:  # nobody left to answer
+                log.debug("otlp client %s went away before the answer: %s",
+                          self.client_address[0], exc)
+                self.close_connection = True
 
     return Handler
 
