@@ -107,6 +107,49 @@ def test_demo_fills_the_store_with_every_kind_of_trouble(
     assert outbox[0]["stuck"], outbox
 
 
+# What each shop service handles (the README's table): nothing else is processed by it.
+HANDLES = {
+    "payment-service": {"order.placed"},
+    "inventory-service": {"payment.authorized"},
+    "shipping-service": {"inventory.reserved"},
+    "order-service": {"payment.failed", "inventory.out_of_stock"},
+    "notification-service": {"order.placed", "payment.failed", "order.cancelled",
+                             "shipment.scheduled"},
+}
+
+
+@pytest.mark.broker
+def test_demo_graph_shows_only_what_services_handle(
+    demo_run: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Services pass over records of types they do not handle before their traced handler:
+    the graph's consumers and the order checks see only real processing."""
+    graph = _json(str(demo_run["store"]), "graph", capsys=capsys)
+    assert isinstance(graph, dict)
+    consumed = {(e["source"], e["target"]) for e in graph["edges"] if e["kind"] == "consumed_by"}
+    assert consumed, graph
+    assert {(t, s) for t, s in consumed if t not in HANDLES.get(s, {t})} == set()
+
+
+@pytest.mark.broker
+def test_demo_leaves_every_event_in_a_flow(demo_run: dict[str, object]) -> None:
+    """The demo's final pass stores the services' last events and analyses them: the store
+    left behind has no event outside a flow."""
+    from sqlalchemy import text
+
+    from choreoscope.collector.store import Store
+
+    store = Store(str(demo_run["store"]), readonly=True)
+    with store.engine.connect() as conn:
+        outside = conn.execute(text(
+            "SELECT count(*) FROM events WHERE flow_id NOT IN (SELECT correlation_id FROM flows)"
+        )).scalar_one()
+        stored = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+    store.dispose()
+    assert (stored > 0, outside) == (True, 0)
+    assert "final pass" in str(demo_run["output"])
+
+
 @pytest.mark.broker
 def test_demo_logs_are_kept(demo_run: dict[str, object]) -> None:
     """Each process of the demo writes its own log file in the work directory."""

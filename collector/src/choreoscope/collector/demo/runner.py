@@ -61,6 +61,7 @@ class Demo:
         self.store_url = options.store or f"sqlite:///{(options.workdir / 'store.db').resolve()}"
         self.otlp_port = 0
         self.logs = options.workdir / "logs"
+        self.collect_args: list[str] = []  # the collector's options, for the final pass
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -78,7 +79,9 @@ class Demo:
                    "--kafka-option", "session.timeout.ms=6000",
                    "--kafka-option", "heartbeat.interval.ms=1000",
                    "--outbox", f"order-service=sqlite:///{(o.workdir / 'order-service.db').resolve()}"]
+        self.collect_args = [*collect, "--otlp-port", "0"]  # + --jaeger: the final pass's
         if o.jaeger:
+            self.collect_args += ["--jaeger", o.jaeger]
             collect += ["--jaeger", o.jaeger, "--otlp-port", "0"]
             otlp_endpoint = o.jaeger_otlp or _jaeger_otlp(o.jaeger)
         else:
@@ -148,6 +151,7 @@ class Demo:
             _signal(self.children[name], signal.SIGTERM)
             if name in ("collector",):
                 _wait(self.children[name], 20)  # let it flush its last batch
+                self.final_pass()
         deadline = time.monotonic() + 10
         for proc in self.children.values():
             _wait(proc, max(0.1, deadline - time.monotonic()))
@@ -156,6 +160,17 @@ class Demo:
                 _signal(proc, signal.SIGKILL)
                 _wait(proc, 5)
         self.broker.stop()
+
+    def final_pass(self) -> None:
+        """`collect --once` after the services and the collector stopped: it stores what the
+        services sent in their last moments and analyses everything, so the store left behind
+        (what `choreoscope flows` shows afterwards) has no event outside a flow."""
+        if not self.collect_args:
+            return
+        print("final pass    storing the last events and analysing them", flush=True)
+        self._spawn("collector-final", [sys.executable, "-m", "choreoscope.collector.cli",
+                                        "--store", self.store_url, *self.collect_args, "--once"])
+        _wait(self.children["collector-final"], 60)
 
     def pids(self) -> list[int]:
         pids = [p.pid for p in self.children.values()]

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
             key=event.subject, subject=event.subject,
         )
 
-    svc.consume(["payments"], on_payment)
+    svc.consume(["payments"], on_payment, types=frozenset({"payment.authorized"}))
     svc.wait()
 
 

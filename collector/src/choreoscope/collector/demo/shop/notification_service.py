@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if svc.chaos.lag_s:
         svc.spawn(mail_server, f"{NAME}-mail-server")
-    svc.consume(["orders", "payments", "order-cancellations", "shipments"], route)
+    svc.consume(["orders", "payments", "order-cancellations", "shipments"], route,
+                types=frozenset(MESSAGES))
     svc.wait()
 
 

@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
 
     svc.spawn(take_orders, "orders")
     svc.spawn(relay_loop, "relay")
-    svc.consume(["payments", "inventory"], compensate)
+    svc.consume(["payments", "inventory"], compensate,
+                types=frozenset({"payment.failed", "inventory.out_of_stock"}))
     svc.wait()
 
 

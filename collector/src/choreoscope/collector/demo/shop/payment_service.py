@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
             # A retry after a lost acknowledgement: the same event goes out a second time.
             svc.resend("payments", paid)
 
-    svc.consume(["orders"], on_order)
+    svc.consume(["orders"], on_order, types=frozenset({"order.placed"}))
     svc.wait()
 
 

@@ -53,9 +53,14 @@ class Service:
         topics: list[str],
         handler: Callable[[Any], Any],
         *,
+        types: frozenset[str],
         group: str | None = None,
     ) -> threading.Thread:
-        """Run a consumer loop for `topics` in a thread, calling `handler` on every record."""
+        """Run a consumer loop for `topics` in a thread, calling `handler` on every record of
+        one of `types` (read from its `ce_type` header). Records of other types are passed
+        over before the handler, as a service routing on the header does: a traced handler
+        that returned early would still show the service as processing them (in the graph,
+        and in causal order checks)."""
 
         def loop() -> None:
             consumer = KafkaConsumer(
@@ -70,6 +75,8 @@ class Service:
                 while not self.stopping.is_set():
                     for records in consumer.poll(timeout_ms=500).values():
                         for record in records:
+                            if event_type(record) not in types:
+                                continue
                             try:
                                 handler(record)
                             except Exception as exc:  # noqa: BLE001 - logged, the loop goes on
@@ -104,3 +111,11 @@ class Service:
         self.producer.flush(10)
         self.producer.close(5)
         self.tracer_provider.shutdown()
+
+
+def event_type(record: Any) -> str | None:
+    """The `ce_type` header of a kafka-python record, None when it has none."""
+    for name, value in record.headers or ():
+        if name == "ce_type" and value is not None:
+            return bytes(value).decode("utf-8", "replace")
+    return None

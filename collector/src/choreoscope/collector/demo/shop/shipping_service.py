@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
             key=event.subject, subject=event.subject,
         )
 
-    svc.consume(["inventory"], on_reserved)
+    svc.consume(["inventory"], on_reserved, types=frozenset({"inventory.reserved"}))
     svc.wait()
 
 
