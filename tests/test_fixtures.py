@@ -80,3 +80,18 @@ def test_postgres_fresh_database(postgres_url: str) -> None:
             "select count(*) from information_schema.tables where table_schema = 'public'"
         ).fetchone()
     assert tables == (0,)
+
+
+@pytest.mark.broker
+def test_broker_command_on_a_taken_or_impossible_port_says_so(bootstrap: str) -> None:
+    """`choreoscope broker --port P` with P taken (here by the test broker) or out of range
+    prints one line and exits 1, never "ready" with the other broker's answer."""
+    import subprocess
+    import sys
+
+    taken = bootstrap.rsplit(":", 1)[1]
+    for port, says in ((taken, f"cannot listen on 127.0.0.1:{taken}: Address already in use"),
+                       ("99999", "expected a port from 1 to 65535, got 99999")):
+        r = subprocess.run([sys.executable, "-m", "choreoscope.collector.cli", "broker",
+                            "--port", port], capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stdout, r.stderr) == (1, "", f"choreoscope broker: {says}\n")

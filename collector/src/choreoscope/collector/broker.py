@@ -41,6 +41,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _check_free(host: str, port: int) -> None:
+    """Raise `BrokerError` unless a listener can bind `host:port` now."""
+    if not 0 < port <= 65535:
+        raise BrokerError(f"expected a port from 1 to 65535, got {port}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise BrokerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     die_with_parent(signal.SIGTERM)
     os.setpgrp()
@@ -68,6 +80,8 @@ class EmbeddedBroker:
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         """Start the broker and wait until it answers metadata requests."""
         fixed = self.port is not None
+        if fixed:
+            _check_free(self.host, int(self.port))  # else the readiness check finds the other
         last_error = "not started"
         for _attempt in range(1 if fixed else 3):
             if not fixed:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
-from ..broker import EmbeddedBroker
+from ..broker import BrokerError, EmbeddedBroker
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,10 +21,17 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with EmbeddedBroker(host=args.host, port=args.port) as broker:
+    try:
+        broker = EmbeddedBroker(host=args.host, port=args.port).start()
+    except BrokerError as exc:
+        print(f"choreoscope broker: {exc}", file=sys.stderr)
+        return 1
+    try:
         print(f"broker ready: bootstrap {broker.bootstrap} (Ctrl-C stops it)", flush=True)
         while not stop.wait(0.5):
             if broker.process is None or broker.process.poll() is not None:
-                print("broker exited:", broker.log_tail())
+                print("broker exited:", broker.log_tail(), file=sys.stderr)
                 return 1
+    finally:
+        broker.stop()
     return 0
