@@ -155,6 +155,23 @@ def test_a_nul_quoted_by_a_problem_is_stored_as_a_replacement_character(store):
     assert detail.endswith("type_not_past_tense: b.happened\ufffd") and "\x00" not in detail
 
 
+def test_a_set_stop_ends_the_pass_before_it_writes_flows(store):
+    """A collector stopping does not wait for a long pass: with `stop` set it ends at the next
+    flow, writes no flow, and the next pass (nothing skipped) does the whole work."""
+    import threading
+
+    from choreoscope.collector.analyze import AnalysisInterrupted
+
+    _scenario(store)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(AnalysisInterrupted):
+        analyze(store, AnalysisOptions(), now_ms=NOW, stop=stop)
+    assert _flows(store) == {}
+    result = analyze(store, AnalysisOptions(), now_ms=NOW, stop=threading.Event())
+    assert (result.skipped, result.flows_written) == (False, 7)
+
+
 def test_unchanged_store_is_skipped_until_something_is_due(store):
     """Without new rows the next pass is skipped, until the in-progress flow's stuck-after."""
     _scenario(store)

@@ -12,6 +12,7 @@ A pass over an unchanged store is skipped until something becomes due by time al
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -126,9 +127,17 @@ class _Sink:
         self.buffer = []
 
 
+class AnalysisInterrupted(Exception):
+    """`stop` was set during a pass: it ended without writing flows or the graph (anomalies
+    recorded so far stay: they are idempotent); the next pass does all of it again."""
+
+
 def analyze(store: Store, options: AnalysisOptions | None = None,
-            now_ms: int | None = None) -> AnalysisResult:
-    """Recompute flows and the graph, detect anomalies, write them; returns a summary."""
+            now_ms: int | None = None, stop: threading.Event | None = None) -> AnalysisResult:
+    """Recompute flows and the graph, detect anomalies, write them; returns a summary.
+
+    A long pass over a large store ends early, raising `AnalysisInterrupted`, once `stop` is
+    set: a collector asked to stop does not wait for it."""
     options = options or AnalysisOptions()
     started = time.perf_counter()
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
@@ -156,6 +165,8 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
             skip.one(raw, "SELECT 1 FROM spans LIMIT 1"))
         fetches = unfound_trace_fetches(raw, dialect)
         for flow in flowmod.group_flows(events_by_flow(raw, dialect), spans_by_flow(raw, dialect)):
+            if stop is not None and stop.is_set():
+                raise AnalysisInterrupted
             dag = flowmod.causal_dag(flow)
             if tracing_active:
                 skip.trace_due(flow, dag, now_ms, grace_ms, due)
@@ -194,6 +205,8 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
             due.at(summary.activity_ms + int(min(waits)))
         statuses.append(st)
     sink.flush()
+    if stop is not None and stop.is_set():
+        raise AnalysisInterrupted
 
     with raw_connection(store) as raw:
         anomalies_fp = skip.anomalies_fingerprint(raw)

@@ -225,7 +225,8 @@ class Collector:
     # -- the periodic work -------------------------------------------------------------------
 
     def analyze(self) -> Any:
-        from .analyze import AnalysisOptions, analyze
+        """One analysis pass; a stop of the collector ends it early (see `analyze`)."""
+        from .analyze import AnalysisInterrupted, AnalysisOptions, analyze
 
         s = self.settings
         options = AnalysisOptions(stuck_after_s=s.stuck_after, skew_s=s.skew,
@@ -233,7 +234,12 @@ class Collector:
                                   untraced_grace_s=s.untraced_after,
                                   stuck_after_by_type=dict(s.stuck_after_type),
                                   jaeger_enabled=bool(s.jaeger))
-        self.last_analysis = analyze(self.opened, options, now_ms=int(self.clock() * 1000))
+        try:
+            self.last_analysis = analyze(self.opened, options, now_ms=int(self.clock() * 1000),
+                                         stop=self._maintenance_stop)
+        except AnalysisInterrupted:
+            log.info("analysis pass ended early: the collector is stopping")
+            return None
         return self.last_analysis
 
     def prune(self) -> dict[str, int]:
