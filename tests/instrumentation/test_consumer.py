@@ -187,6 +187,12 @@ def test_current_event_inside_and_outside(
     assert span_id == span.context.span_id
 
 
+def test_carry_context_refuses_what_it_cannot_call() -> None:
+    """A non-callable is refused when wrapped, not when the thread later calls it."""
+    with pytest.raises(UsageError, match="expected a function to carry the context into, got 5"):
+        carry_context(5)  # type: ignore[arg-type]
+
+
 def test_carry_context_into_thread(
     bootstrap: str, topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
 ) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
+from .errors import UsageError
 from .event import Event
 
 P = ParamSpec("P")
@@ -46,6 +47,8 @@ def handling(event: Event) -> Iterator[Event]:
 
 def carry_context(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap `fn` to run in a copy of the current context (for threads and executors)."""
+    if not callable(fn):
+        raise UsageError(f"expected a function to carry the context into, got {fn!r}")
     ctx = contextvars.copy_context()
 
     @functools.wraps(fn)
