@@ -254,16 +254,28 @@ def test_sigterm_stores_commits_and_exits_zero(bootstrap, topic, group, tmp_path
 
 @pytest.mark.broker
 def test_failing_side_parts_never_stop_ingest(bootstrap, topic, group, tmp_path) -> None:
-    """Jaeger down and an unreachable outbox database are logged; events are still stored."""
+    """Jaeger down, an unreachable outbox database and receiver and metrics ports taken by
+    someone else are logged (naming the port); events are still stored."""
+    import socket
+
     n = _produce_flows(bootstrap, topic, 5)
     url = f"sqlite:///{tmp_path}/side.db"
-    r = subprocess.run(_collect(url, bootstrap, topic, group, "--once",
-                                "--jaeger", "http://127.0.0.1:1",
-                                "--outbox", "orders=postgresql://svc:pw-s3cret@127.0.0.1:1/orders"),
-                       capture_output=True, text=True, timeout=120)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = subprocess.run(_collect(url, bootstrap, topic, group, "--once",
+                                    "--jaeger", "http://127.0.0.1:1", "--otlp-port", port,
+                                    "--metrics-port", port, "--outbox",
+                                    "orders=postgresql://svc:pw-s3cret@127.0.0.1:1/orders"),
+                           capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert _count(url) == n
     assert "pw-s3cret" not in r.stderr + r.stdout
+    assert (f"otlp receiver start failed: OSError: cannot listen on 127.0.0.1:{port} "
+            "(Address already in use): spans sent there are lost") in r.stderr
+    assert (f"metrics server start failed: OSError: cannot listen on 127.0.0.1:{port} "
+            "(Address already in use): no metrics") in r.stderr
 
 
 @pytest.mark.broker

@@ -174,8 +174,12 @@ class Collector:
     def _start_receiver(self) -> None:
         from .traces.receiver import OtlpReceiver
 
-        self.receiver = OtlpReceiver(self.opened, host=self.settings.otlp_host,
-                                     port=self.settings.otlp_port).start()
+        host, port = self.settings.otlp_host, self.settings.otlp_port
+        try:
+            self.receiver = OtlpReceiver(self.opened, host=host, port=port).start()
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): spans sent "
+                          "there are lost; give a free --otlp-port (0: no receiver)") from exc
         log.info("OTLP/HTTP receiver on %s", self.receiver.endpoint)
 
     def _start_fetcher(self) -> None:
@@ -197,8 +201,12 @@ class Collector:
         from . import metrics
 
         self.metrics_registry = metrics.new_registry()
-        self.metrics_server = metrics.start_metrics_server(
-            self.metrics_registry, self.settings.metrics_port, self.settings.metrics_host)
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        try:
+            self.metrics_server = metrics.start_metrics_server(self.metrics_registry, port, host)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): no "
+                          "metrics; give a free --metrics-port") from exc
         log.info("Prometheus metrics on http://%s:%d/metrics", self.settings.metrics_host,
                  self.metrics_server.port)
 
