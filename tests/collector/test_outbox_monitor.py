@@ -245,14 +245,24 @@ def test_missing_sqlite_database_then_recovery(store: Store, tmp_path: Path) -> 
     monitor.close()
 
 
-def test_missing_table_is_not_healthy(store: Store, tmp_path: Path) -> None:
-    """A reachable database without the outbox table is reported as failing, with why."""
+def test_missing_table_is_not_healthy(store: Store, tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A reachable database without the outbox table is reported as failing, with why; the
+    log says so once, not on every poll, and says when the table can be read again."""
+    caplog.set_level("INFO")
     path = tmp_path / "bare.db"
     sqlite3.connect(path).close()
-    OutboxMonitor(store, [f"orders=sqlite:///{path}#my_outbox"]).poll_once(now_ms=NOW)
+    monitor = OutboxMonitor(store, [f"orders=sqlite:///{path}#my_outbox"])
+    for i in range(3):
+        monitor.poll_once(now_ms=NOW + i)
     (status,) = outbox_status(store)
     assert (status["reachable"], status["table"]) == (False, "my_outbox")
     assert "no such table: my_outbox" in status["last_error"]
+    Outbox(f"sqlite:///{path}", service="orders", table="my_outbox").create_table()
+    monitor.poll_once(now_ms=NOW + 10)
+    monitor.close()
+    said = [r.getMessage() for r in caplog.records if r.name.endswith("outbox_monitor")]
+    assert [m.split(":")[0] for m in said] == ["outbox orders cannot be read", "outbox orders read again"]
 
 
 @pytest.mark.postgres

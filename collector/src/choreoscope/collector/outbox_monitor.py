@@ -131,6 +131,7 @@ class OutboxMonitor:
         self.lag_sample = lag_sample
         self.timeout_s = timeout_s
         self._engines: dict[str, Engine] = {}
+        self._failing: dict[str, str] = {}  # source -> the error last logged for it
 
     def poll_once(self, now_ms: int | None = None) -> list[dict[str, Any]]:
         """Read every source once and store what was seen; returns the rows written.
@@ -146,10 +147,14 @@ class OutboxMonitor:
                 self._drop_engine(source)
                 row = {"source": source.name, "table_name": source.table, "reachable": False,
                        "last_poll_ms": now_ms, "last_error": scrub_error(exc, source.url)}
-                log.warning("outbox %s unreachable: %s", source.name, row["last_error"])
+                if self._failing.get(source.name) != row["last_error"]:  # once per new error
+                    log.warning("outbox %s cannot be read: %s", source.name, row["last_error"])
+                self._failing[source.name] = row["last_error"]
                 with self.store.engine.begin() as conn:
                     self.store.upsert(conn, outbox_sources, [row], ["source"])
             else:
+                if self._failing.pop(source.name, None) is not None:
+                    log.info("outbox %s read again", source.name)
                 stuck = json.loads(row["stuck"])
                 with self.store.engine.begin() as conn:
                     self.store.upsert(conn, outbox_sources, [row], ["source"])
