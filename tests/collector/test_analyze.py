@@ -14,8 +14,8 @@ from choreoscope.collector.store.schema import anomalies, events, flows, graph_e
 from tests.collector.reconstruct.factory import (
     T0,
     clean_flow,
-    consumer,
     clean_store,
+    consumer,
     dead_outbox,
     ev,
     new_store,

@@ -80,8 +80,8 @@ class EmbeddedBroker:
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         """Start the broker and wait until it answers metadata requests."""
         fixed = self.port is not None
-        if fixed:
-            _check_free(self.host, int(self.port))  # else the readiness check finds the other
+        if self.port is not None:
+            _check_free(self.host, self.port)  # else the readiness check finds the other
         last_error = "not started"
         for _attempt in range(1 if fixed else 3):
             if not fixed:

@@ -111,7 +111,7 @@ class Collector:
                 return self.store
             except StoreError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 reason = f"cannot open the store {safe_url(self.store_url)}: {_first_line(exc)}"
                 if not self._may_come_back(exc) or (
                         deadline is not None and time.monotonic() + delay > deadline):

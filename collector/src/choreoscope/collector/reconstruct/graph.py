@@ -76,10 +76,11 @@ class GraphBuilder:
             return
         for effect, cause in dag.cause.items():
             e = dag.nodes[effect]
-            began = started.get((cause, e.source)) if e.source else None
+            source = e.source
+            began = started.get((cause, source)) if source else None
             published = e.broker_ts_ms if e.broker_ts_ms is not None else e.time_ms
-            if began is not None and published is not None:
-                k = (e.source, e.type or UNKNOWN_TYPE)
+            if source and began is not None and published is not None:
+                k = (source, e.type or UNKNOWN_TYPE)
                 self.reactions.setdefault(k, array("d")).append(published - began)
 
     def _add_from_causation(self, dag: Dag) -> None:
