@@ -76,6 +76,8 @@ def test_overview_counts(store: q.Store) -> None:
     assert (o["outbox_pending"], o["outbox_dead"], o["outbox_unreachable"]) == (9, 1, 1)
     assert o["outbox_oldest_pending_age_s"] == 754.0
     assert (o["consumer_lag"], o["consumer_groups"]) == (4, 1)
+    # figures as of the oldest source's last good poll, lag as of its last measurement
+    assert (o["outbox_as_of_ms"], o["lag_measured_at_ms"]) == (T0 + 300_000, T0 + 600_000)
     assert [m["count"] for m in o["events_per_minute"]] == [0, 4, 2, 1, 0, 0]
     assert o["events_per_minute"][1]["minute_ms"] == T0 + 60_000
     assert (o["analysed_at_ms"], o["analysis_s"]) == (None, None)  # filled without analysis
@@ -132,10 +134,57 @@ def test_graph_window_learns_edges_from_recent_traffic(store: q.Store) -> None:
     consumed = edges[("order.placed", "payment-service", "consumed_by")]
     assert (consumed["count"], consumed["p50_ms"], consumed["p95_ms"]) == (3, 20, 20)
     paid = edges[("payment-service", "payment.completed", "emits")]
-    # payment-service publishes 40 ms after its processing of order.placed began
-    assert (paid["anomaly_count"], paid["p50_ms"], paid["p95_ms"]) == (2, 40, 40)
+    # e1-paid, published twice, counts once; payment-service publishes 40 ms after its
+    # processing of order.placed began
+    assert (paid["count"], paid["anomaly_count"], paid["p50_ms"], paid["p95_ms"]) == (
+        2, 2, 40, 40)
     assert edges[("order-service", "order.placed", "emits")]["p50_ms"] is None  # a root
     assert q.graph_window(store, since_ms=T0 + 500_000) == {"nodes": [], "edges": []}
+
+
+def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
+    """On the same data the window counts every edge as the collector's learned graph does:
+    a duplicate publish once, each record without an id, each CONSUMER span once."""
+    from choreoscope.collector import query
+    from choreoscope.collector.analyze import analyze
+    from choreoscope.collector.store import Store, schema
+    from tests.dashboard.store_rows import _event, _span
+
+    t = f"{1:032x}"
+    events = [
+        _event("orders", 0, "a1", "order.placed", "order-service", "c1", None, T0, trace=t),
+        _event("orders", 1, "a1", "order.placed", "order-service", "c1", None, T0 + 100,
+               trace=t),  # published twice
+        _event("orders", 2, None, "order.placed", "order-service", "c2", None, T0 + 200),
+        _event("orders", 3, None, "order.placed", "order-service", "c3", None, T0 + 300),
+        _event("payments", 0, "b1", "payment.completed", "payment-service", "c1", "a1",
+               T0 + 200, trace=t),
+        _event("payments", 1, "b1", "payment.completed", "payment-service", "c1", "a1",
+               T0 + 400, trace=t),  # published twice
+    ]
+    spans = [_span(t, f"{n:016x}", None, "process orders", "consumer", "payment-service",
+                   T0 + at, 5, message_id="a1", group="payments")
+             for n, at in ((2, 150), (3, 250))]  # a1 delivered twice, once per copy
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    writable = Store(url).create()
+    with writable.engine.begin() as conn:
+        writable.insert_ignore(conn, schema.events, events)
+        writable.insert_ignore(conn, schema.spans, spans)
+    analyze(writable)
+    writable.dispose()
+    store = q.open_readonly(url)
+    window = {(e["source"], e["target"], e["kind"]): e
+              for e in q.graph_window(store, since_ms=T0)["edges"]}
+    learned = {(e["source"], e["target"], e["kind"]): e["count"]
+               for e in query.graph(store)["edges"]}
+    assert {k: e["count"] for k, e in window.items()} == learned == {
+        ("order-service", "order.placed", "emits"): 3,
+        ("order.placed", "payment-service", "consumed_by"): 2,
+        ("payment-service", "payment.completed", "emits"): 1}
+    paid = window[("payment-service", "payment.completed", "emits")]
+    assert (paid["p50_ms"], paid["p95_ms"]) == (50, 50)  # its first publish, 50 ms after
+    consumed = window[("order.placed", "payment-service", "consumed_by")]
+    assert (consumed["p50_ms"], consumed["p95_ms"]) == (150, 250)  # from a1's first publish
 
 
 def test_out_of_order_pages_and_groups(store: q.Store) -> None:
@@ -147,6 +196,18 @@ def test_out_of_order_pages_and_groups(store: q.Store) -> None:
     assert [r["event_id"] for r in row["extra"]["observed"]] == ["e2-paid", "e2-placed"]
     assert q.out_of_order(store, group="other")["total"] == 0
     assert [(g["group"], g["count"]) for g in q.out_of_order_groups(store)] == [("audit", 1)]
+
+
+def test_out_of_order_groups_and_over_time_follow_the_filters(store: q.Store) -> None:
+    """The per-group table and the chart count only the arrivals the list's filters keep."""
+    assert q.out_of_order_groups(store, subkind="sequence") == []
+    assert q.out_of_order_groups(store, subject="ord_1") == []
+    assert [(g["group"], g["subkind"], g["count"]) for g in q.out_of_order_groups(
+        store, group="audit", subject="ord_2", subkind="causal")] == [("audit", "causal", 1)]
+    one = [{"at_ms": T0 + 600_000, "count": 1}]
+    assert q.anomalies_over_time(store, kind="out_of_order", group="audit")["rows"] == one
+    for empty in ({"subkind": "sequence"}, {"group": "payments"}, {"subject": "ord_1"}):
+        assert q.anomalies_over_time(store, kind="out_of_order", **empty)["rows"] == []
 
 
 def test_flow_headers_and_anomalies(store: q.Store) -> None:

@@ -105,6 +105,8 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
     """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag, the
     spans the OTLP receiver had to drop (`otlp_spans_dropped`), and when the flows were last
     analysed and how long that pass took (`analysed_at_ms`, `analysis_s`; None before).
+    The outbox figures are as of `outbox_as_of_ms` (the oldest source's last good poll), the
+    lag as of `lag_measured_at_ms`.
 
     `events_per_minute` covers the `window_ms` before `window_end_ms` by store time (index
     range scans), as `[{minute_ms, count}]`, zero minutes included. The window ends at
@@ -124,7 +126,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         outbox = conn.execute(text(
             "SELECT coalesce(sum(pending), 0), max(oldest_pending_age_s), count(*),"
             " coalesce(sum(CASE WHEN reachable THEN 0 ELSE 1 END), 0),"
-            " coalesce(sum(dead), 0) FROM outbox_sources")).one()
+            " coalesce(sum(dead), 0), min(last_ok_ms) FROM outbox_sources")).one()
         lag = conn.execute(text(
             "SELECT coalesce(sum(lag), 0), count(DISTINCT group_name), max(measured_at_ms)"
             " FROM consumer_lag")).one()
@@ -149,6 +151,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "outbox_sources": int(outbox[2]),
         "outbox_unreachable": int(outbox[3]),
         "outbox_dead": int(outbox[4]),
+        "outbox_as_of_ms": None if outbox[5] is None else int(outbox[5]),
         "consumer_lag": int(lag[0]),
         "consumer_groups": int(lag[1]),
         "lag_measured_at_ms": lag[2],
@@ -181,22 +184,39 @@ def anomalies_per_minute(store: Store, *, kind: str | None = None,
 BUCKETS_MS = (60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000)
 
 
-def anomalies_over_time(store: Store, *, kind: str, points: int = 120) -> dict[str, Any]:
-    """Anomalies of `kind` per time bucket, the bucket (1 min .. 1 day) chosen so the whole
-    detection range fits in about `points` bars: `{bucket_ms, rows: [{at_ms, count}]}`."""
-    if has_nul(kind):
+def anomalies_over_time(store: Store, *, kind: str, subkind: str | None = None,
+                        group: str | None = None, subject: str | None = None,
+                        points: int = 120) -> dict[str, Any]:
+    """Anomalies of `kind` (and of `subkind`, consumer `group`, `subject` when given) per time
+    bucket, the bucket (1 min .. 1 day) chosen so their whole detection range fits in about
+    `points` bars: `{bucket_ms, rows: [{at_ms, count}]}`."""
+    if has_nul(kind, subkind, group, subject):
         return {"bucket_ms": BUCKETS_MS[0], "rows": []}
+    clause, params = _anomaly_filter(kind, group=group, subject=subject, subkind=subkind)
     with store.engine.connect() as conn:
         low, high = conn.execute(text("SELECT min(detected_at_ms), max(detected_at_ms)"
-                                      " FROM anomalies WHERE kind = :k"), {"k": kind}).one()
+                                      f" FROM anomalies WHERE {clause}"), params).one()
     if low is None:
         return {"bucket_ms": BUCKETS_MS[0], "rows": []}
     span = int(high) - int(low)
     bucket = next((b for b in BUCKETS_MS if span / b <= points), BUCKETS_MS[-1])
     rows = _rows(store, "SELECT detected_at_ms - detected_at_ms % :b AS at_ms, count(*) AS count"
-                 " FROM anomalies WHERE kind = :k GROUP BY at_ms ORDER BY at_ms",
-                 b=bucket, k=kind)
+                 f" FROM anomalies WHERE {clause} GROUP BY at_ms ORDER BY at_ms",
+                 b=bucket, **params)
     return {"bucket_ms": bucket, "rows": rows}
+
+
+def _anomaly_filter(kind: str, *, group: str | None = None, subject: str | None = None,
+                    subkind: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (values bound, never spliced) for anomalies of `kind` and, for each
+    non-empty filter, of that consumer group, subject and subkind."""
+    where, params = ["kind = :kind"], {"kind": kind}
+    for column, value, name in (("group_name", group, "grp"), ("subject", subject, "subj"),
+                                ("subkind", subkind, "sub")):
+        if value:
+            where.append(f"{column} = :{name}")
+            params[name] = value
+    return " AND ".join(where), params
 
 
 def _anomaly(row: dict[str, Any]) -> dict[str, Any]:
@@ -211,13 +231,19 @@ def flow_anomalies(store: Store, correlation_id: str) -> list[dict[str, Any]]:
     return [_anomaly(r) for r in rows]
 
 
-def out_of_order_groups(store: Store) -> list[dict[str, Any]]:
-    """Out-of-order arrivals per consumer group, subkind and subject: `[{group, subkind,
-    subject, count, last_detected_ms}]`, most frequent first."""
+def out_of_order_groups(store: Store, *, group: str | None = None, subject: str | None = None,
+                        subkind: str | None = None) -> list[dict[str, Any]]:
+    """Out-of-order arrivals per consumer group, subkind and subject, filtered like
+    `out_of_order`: `[{group, subkind, subject, count, last_detected_ms}]`, the 100 most
+    frequent first."""
+    if has_nul(group, subject, subkind):
+        return []
+    clause, params = _anomaly_filter("out_of_order", group=group, subject=subject,
+                                     subkind=subkind)
     return _rows(store, "SELECT group_name AS \"group\", subkind, subject, count(*) AS count,"
-                 " max(detected_at_ms) AS last_detected_ms FROM anomalies"
-                 " WHERE kind = 'out_of_order' GROUP BY group_name, subkind, subject"
-                 " ORDER BY count DESC, group_name, subject LIMIT :limit", limit=100)
+                 f" max(detected_at_ms) AS last_detected_ms FROM anomalies WHERE {clause}"
+                 " GROUP BY group_name, subkind, subject"
+                 " ORDER BY count DESC, group_name, subject LIMIT :limit", limit=100, **params)
 
 
 def out_of_order(store: Store, *, group: str | None = None, subject: str | None = None,
@@ -226,13 +252,8 @@ def out_of_order(store: Store, *, group: str | None = None, subject: str | None 
     """One page of out-of-order anomalies, newest first, with `extra` parsed: `{total, rows}`."""
     if has_nul(group, subject, subkind):
         return {"total": 0, "rows": []}
-    where, params = ["kind = 'out_of_order'"], {}
-    for column, value, name in (("group_name", group, "grp"), ("subject", subject, "subj"),
-                                ("subkind", subkind, "sub")):
-        if value:
-            where.append(f"{column} = :{name}")
-            params[name] = value
-    clause = " AND ".join(where)
+    clause, params = _anomaly_filter("out_of_order", group=group, subject=subject,
+                                     subkind=subkind)
     with store.engine.connect() as conn:
         total = conn.execute(text(f"SELECT count(*) FROM anomalies WHERE {clause}"),
                              params).scalar_one()
@@ -395,28 +416,39 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
     p50/p95 of the reaction time (effect's broker timestamp - start of the producer's CONSUMER
     span processing its cause); consumed_by edges from event types to the services whose
     CONSUMER spans processed them, with p50/p95 of (span start - broker timestamp) in ms;
-    `anomaly_count` per edge.
+    `anomaly_count` per edge. As in the learned graph, emits edges count distinct events (a
+    duplicate publish of an event id adds neither a count nor a reaction time; a record
+    without an event id counts on its own) and consumed_by edges count each CONSUMER span
+    once, timed from the first publish of its event.
     """
     hot = edge_anomalies(store)
-    emits = _rows(store, "SELECT source, type, count(*) AS n FROM events"
-                  " WHERE observed_at_ms >= :since AND source IS NOT NULL AND type IS NOT NULL"
-                  " GROUP BY source, type", since=since_ms)
-    consumed = _rows(store, "SELECT e.type AS type, s.service AS service,"
-                     " s.start_us / 1000 - coalesce(e.broker_ts_ms, e.observed_at_ms) AS lat"
+    emits = _rows(store, "SELECT source, type, count(DISTINCT nullif(event_id, ''))"
+                  " + sum(CASE WHEN coalesce(event_id, '') = '' THEN 1 ELSE 0 END) AS n"
+                  " FROM events WHERE observed_at_ms >= :since AND source IS NOT NULL"
+                  " AND type IS NOT NULL GROUP BY source, type", since=since_ms)
+    consumed = _rows(store, "SELECT e.type AS type, s.service AS service, s.start_us / 1000"
+                     " - min(coalesce(e.broker_ts_ms, e.observed_at_ms)) AS lat"
                      " FROM events e JOIN spans s ON s.message_id = e.event_id"
                      " WHERE e.observed_at_ms >= :since AND s.kind = 'consumer'"
-                     " AND e.type IS NOT NULL AND s.service IS NOT NULL LIMIT 200000",
-                     since=since_ms)
-    reacted = _rows(store, "SELECT e.source AS source, e.type AS type,"
+                     " AND e.type IS NOT NULL AND s.service IS NOT NULL"
+                     " GROUP BY s.trace_id, s.span_id, e.type, s.service, s.start_us"
+                     " LIMIT 200000", since=since_ms)
+    reacted = _rows(store, "SELECT e.source AS source, e.type AS type, e.event_id AS event_id,"
+                    " e.topic AS topic, e.\"partition\" AS p, e.\"offset\" AS o,"
                     " coalesce(e.broker_ts_ms, e.observed_at_ms) - min(s.start_us) / 1000 AS lat"
                     " FROM events e JOIN spans s ON s.message_id = e.causation_id"
                     " AND s.service = e.source AND s.kind = 'consumer'"
                     " WHERE e.observed_at_ms >= :since AND e.type IS NOT NULL"
-                    " GROUP BY e.topic, e.\"partition\", e.\"offset\", e.source, e.type,"
-                    " e.broker_ts_ms, e.observed_at_ms LIMIT 200000", since=since_ms)
-    reactions: dict[tuple[str, str], list[float]] = {}
+                    " GROUP BY e.topic, e.\"partition\", e.\"offset\", e.event_id, e.source,"
+                    " e.type, e.broker_ts_ms, e.observed_at_ms LIMIT 200000", since=since_ms)
+    first: dict[tuple[str, str, str], float] = {}  # per distinct event: its first publish
     for r in reacted:
-        reactions.setdefault((r["source"], r["type"]), []).append(float(r["lat"]))
+        event = r["event_id"] or f"{r['topic']}/{r['p']}/{r['o']}"
+        key, lat = (r["source"], r["type"], event), float(r["lat"])
+        first[key] = min(first.get(key, lat), lat)
+    reactions: dict[tuple[str, str], list[float]] = {}
+    for (source, etype, _event), lat in first.items():
+        reactions.setdefault((source, etype), []).append(lat)
     nodes: dict[str, str] = {}
     edges: list[dict[str, Any]] = []
     for r in emits:
