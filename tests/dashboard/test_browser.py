@@ -180,3 +180,66 @@ def test_event_health_in_the_browser(page: object, server: str) -> None:
     _open(page, server, "/event_health", "event_health", "[data-testid=stMetric]")
     text = _text(page)
     assert "Envelope problems" in text and "Untraced events" in text
+
+
+def _refresh(page: object) -> tuple[str, bool, str]:
+    """The sidebar's auto-refresh choice, whether it is paused, and the URL's query."""
+    sidebar = page.locator("[data-testid=stSidebar]")  # type: ignore[attr-defined]
+    return (sidebar.locator("input[role=combobox]").input_value(),
+            sidebar.locator("input[type=checkbox]").is_checked(),
+            page.url.partition("?")[2])  # type: ignore[attr-defined]
+
+
+def _go(page: object, title: str) -> None:
+    """Change page by the sidebar's navigation and wait for the new page to be drawn."""
+    sidebar = page.locator("[data-testid=stSidebar]")  # type: ignore[attr-defined]
+    sidebar.get_by_role("link", name=title, exact=True).click()
+    page.wait_for_selector(f"h1:has-text('{title}')")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=stSkeleton]", state="detached")  # type: ignore[attr-defined]
+    page.wait_for_timeout(800)  # type: ignore[attr-defined]
+
+
+def test_refresh_choice_survives_page_changes(page: object, server: str) -> None:
+    """The interval from the URL, one picked in the sidebar and a pause each stay as they
+    are, in the widgets and the URL, through page changes back and forth."""
+    _open(page, server, "/?refresh=10", "refresh", "[data-testid=stMetric]")
+    assert _refresh(page) == ("every 10 s", False, "refresh=10")
+    _go(page, "Flows")
+    assert _refresh(page) == ("every 10 s", False, "refresh=10")
+    _go(page, "Outbox")
+    assert _refresh(page) == ("every 10 s", False, "refresh=10")
+    sidebar = page.locator("[data-testid=stSidebar]")  # type: ignore[attr-defined]
+    sidebar.locator("input[role=combobox]").click()
+    page.get_by_role("option", name="every 30 s").click()  # type: ignore[attr-defined]
+    page.wait_for_url("**/outbox?refresh=30")  # type: ignore[attr-defined]
+    _go(page, "Overview")
+    assert _refresh(page) == ("every 30 s", False, "refresh=30")
+    sidebar.get_by_text("Pause").click()
+    # paused is this server's default (`--refresh 0`), so the URL leaves `refresh` out
+    page.wait_for_url(lambda url: "refresh" not in url)  # type: ignore[attr-defined]
+    _go(page, "Flows")
+    assert _refresh(page) == ("every 30 s", True, "")
+    _go(page, "Overview")
+    assert _refresh(page) == ("every 30 s", True, "")
+    page.goto(server + "/")  # type: ignore[attr-defined]  # a new session for the next test
+
+
+def test_time_charts_draw_without_console_errors(page: object, server: str) -> None:
+    """The overview's events chart and the out-of-order chart draw their bars, and Vega logs
+    no warning or error (an explicit time domain beside an x2 channel made it warn)."""
+    logged: list[str] = []
+
+    def listen(message: object) -> None:
+        if message.type in ("error", "warning"):  # type: ignore[attr-defined]
+            logged.append(message.text)  # type: ignore[attr-defined]
+
+    page.on("console", listen)  # type: ignore[attr-defined]
+    try:
+        for path, shot in (("/", "overview_time_chart"), ("/out_of_order", "out_of_order_chart")):
+            _open(page, server, path, shot, "[data-testid=stVegaLiteChart] .marks")
+            assert page.locator(  # type: ignore[attr-defined]
+                "[data-testid=stVegaLiteChart] .marks").count() >= 1
+    finally:
+        page.remove_listener("console", listen)  # type: ignore[attr-defined]
+    # Streamlit itself probes /<page>/_stcore/... first when a page's URL is opened directly
+    assert [m for m in logged if not m.startswith("Failed to load resource")] == []

@@ -1,7 +1,7 @@
 """Live refresh: the data parts of a page rerun every few seconds, filters untouched.
 
 The sidebar control (default from `--refresh`, 5 s) can change the interval or pause it; the
-choice is in the URL as `?refresh=SECONDS` (0 = paused).
+choice is in the URL as `?refresh=SECONDS` (0 = paused) and stays the same on every page.
 """
 
 from __future__ import annotations
@@ -15,41 +15,60 @@ import streamlit as st
 from .. import settings
 
 CHOICES = (0.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+_CHOICE = "_cs_refresh"  # (seconds, paused): the choice, kept for the whole session
+_WRITTEN = "_cs_refresh_written"  # the `refresh` parameter as last written, None if left out
 _KEY = "_cs_refresh_s"
 _PAUSE = "_cs_refresh_paused"
 
 
 def control() -> None:
-    """The sidebar widgets: interval and pause. Call once per run, from the app."""
+    """The sidebar widgets: interval and pause. Call once per run, from each page."""
     default = settings.load().refresh_s
     choices = sorted(set(CHOICES) | {default})
     raw = st.query_params.get("refresh")
-    if _KEY not in st.session_state:
-        try:
-            wanted = float(raw) if raw is not None else default
-        except ValueError:
-            wanted = default
-        st.session_state[_KEY] = wanted if wanted in choices else default
-        st.session_state[_PAUSE] = wanted == 0
+    if _CHOICE not in st.session_state or (
+            raw is not None and raw != st.session_state.get(_WRITTEN)):
+        st.session_state[_CHOICE] = _from_url(raw, default, choices)
+    seconds, paused = st.session_state[_CHOICE]
+    # Every page draws its own widgets, which Streamlit treats as new ones (back at their
+    # defaults) after a page change: they are set from the kept choice on every run.
+    st.session_state[_KEY] = seconds
+    st.session_state[_PAUSE] = paused
     with st.sidebar:
         cols = st.columns([3, 2], vertical_alignment="bottom")
-        seconds = cols[0].selectbox(
-            "Auto-refresh", choices, key=_KEY,
+        cols[0].selectbox(
+            "Auto-refresh", choices, key=_KEY, on_change=_keep,
             format_func=lambda s: "off" if s == 0 else f"every {s:g} s",
             help="How often the data on the page is reloaded; filters stay as they are.")
-        paused = cols[1].toggle("Pause", key=_PAUSE, disabled=seconds == 0)
+        cols[1].toggle("Pause", key=_PAUSE, on_change=_keep, disabled=seconds == 0)
     value = 0.0 if paused else float(seconds)
-    if value == default:
+    written = None if value == default else f"{value:g}"
+    if written is None:
         st.query_params.pop("refresh", None)
-    elif st.query_params.get("refresh") != f"{value:g}":
-        st.query_params["refresh"] = f"{value:g}"
+    elif st.query_params.get("refresh") != written:
+        st.query_params["refresh"] = written
+    st.session_state[_WRITTEN] = written
+
+
+def _from_url(raw: str | None, default: float, choices: list[float]) -> tuple[float, bool]:
+    """(seconds, paused) from a `refresh` parameter: 0 is paused, anything unknown the
+    default."""
+    try:
+        wanted = float(raw) if raw is not None else default
+    except ValueError:
+        wanted = default
+    return (wanted if wanted in choices else default), wanted == 0
+
+
+def _keep() -> None:
+    """On a change of either widget: keep the new choice for the pages to come."""
+    st.session_state[_CHOICE] = (float(st.session_state[_KEY]), bool(st.session_state[_PAUSE]))
 
 
 def interval() -> timedelta | None:
     """The current refresh interval, None when paused or off."""
-    seconds = 0.0 if st.session_state.get(_PAUSE) else float(
-        st.session_state.get(_KEY, settings.load().refresh_s))
-    return timedelta(seconds=seconds) if seconds > 0 else None
+    seconds, paused = st.session_state.get(_CHOICE, (settings.load().refresh_s, False))
+    return timedelta(seconds=seconds) if seconds > 0 and not paused else None
 
 
 def live(body: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
