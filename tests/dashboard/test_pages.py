@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import choreoscope.dashboard
-from tests.dashboard.store_rows import fill
+from choreoscope.collector.store import schema
+from choreoscope.dashboard import data
+from tests.dashboard.store_rows import T0, fill
 
 APP = str(Path(choreoscope.dashboard.__file__).with_name("app.py"))
 PAGES = ("overview", "flow_map", "flows", "out_of_order", "outbox", "variants", "event_health")
@@ -87,6 +92,47 @@ def test_overview_says_when_flows_were_analysed(tmp_path: Path,
     st.cache_data.clear()  # the page's queries are cached for a few seconds
     caption = run().caption[0].value
     assert "· flows analysed 2026-11-18 11:06:40 UTC (the pass took 1 min 15 s) ·" in caption
+
+
+def charts(at: AppTest) -> list[dict[str, Any]]:
+    """The Vega-Lite specs of the page's charts."""
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def domain_ms(x: dict[str, Any]) -> list[int]:
+    """An x channel's scale domain (Vega-Lite DateTime objects, UTC) in epoch milliseconds."""
+    return [int(datetime(d["year"], d["month"], d["date"], d["hours"], d["minutes"],
+                         d["seconds"], d["milliseconds"] * 1000, tzinfo=UTC).timestamp() * 1000)
+            for d in x["scale"]["domain"]]
+
+
+def test_time_charts_span_their_whole_window(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events and anomalies per minute are drawn over the whole hour, each bar over its whole
+    minute, though only a few minutes have any; out-of-order detections over their own span
+    and one bucket either side."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = fill(url)
+    now = int(time.time() * 1000)
+    with store.engine.begin() as conn:
+        store.insert_ignore(conn, schema.anomalies, [
+            {"key": f"duplicate:recent:{n}", "kind": "duplicate", "subkind": "publish",
+             "correlation_id": "ord-1", "event_id": "e1-paid", "subject": "ord_1",
+             "service": None, "group_name": None, "detail": "published twice", "extra": None,
+             "detected_at_ms": now - n * 60_000} for n in (1, 2)])
+    store.dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    minute = {"unit": "utcyearmonthdatehoursminutes", "step": 1}
+    events, _by_kind, per_minute = (c["encoding"]["x"] for c in charts(run()))
+    # the last event was stored at T0 + 6 min 41 s: the hour up to then, by whole minutes
+    assert (events["timeUnit"], domain_ms(events)) == (minute, [T0 - 54 * 60_000,
+                                                                T0 + 7 * 60_000])
+    start, end = domain_ms(per_minute)
+    assert (per_minute["timeUnit"], end - start, start % 60_000) == (minute, 61 * 60_000, 0)
+    assert now - 3_660_000 < start <= now - 3_540_000
+    (over_time,) = (c["encoding"]["x"] for c in charts(run("out_of_order")))
+    assert (over_time["timeUnit"], domain_ms(over_time)) == (minute, [T0 + 9 * 60_000,
+                                                                       T0 + 12 * 60_000])
 
 
 def test_flow_map_draws_the_collectors_dot(env: None) -> None:
@@ -166,6 +212,17 @@ def test_out_of_order_explains_expected_and_observed(env: None) -> None:
     assert expected["on the bus"].tolist() == ["00:02:00.000", "00:02:00.060"]
 
 
+def test_out_of_order_table_and_chart_follow_the_filters(env: None) -> None:
+    """With a kind no arrival has, the page shows no group table or chart, only the count."""
+    at = run("out_of_order", subkind="sequence")
+    assert at.selectbox(key="out_of_order:subkind").value == "sequence"
+    assert (len(at.dataframe), len(at.get("vega_lite_chart")), len(at.expander)) == (0, 0, 0)
+    assert "**0 arrivals** match the filters" in [m.value for m in at.markdown]
+    at = run("out_of_order", group="audit")
+    assert at.dataframe[0].value["group"].tolist() == ["audit"]
+    assert len(at.get("vega_lite_chart")) == 1
+
+
 def test_outbox_shows_sources_stuck_rows_and_unreachable(env: None) -> None:
     """Each source's figures, its stuck rows with a flow link, and an unreachable source."""
     at = run("outbox")
@@ -180,6 +237,30 @@ def test_outbox_shows_sources_stuck_rows_and_unreachable(env: None) -> None:
     stuck = at.dataframe[0].value
     assert stuck["aggregate"].tolist() == ["orders/ord_7"]
     assert stuck["flow"].tolist() == ["/flows?flow=ord-2"]
+
+
+def test_outbox_and_lag_say_when_they_were_measured(env: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each outbox source's figures and the lag carry the time of their last measurement: a
+    caption while recent, a warning once older than three polls (10 s apart)."""
+    monkeypatch.delenv("CHOREOSCOPE_POLL_INTERVAL", raising=False)
+    monkeypatch.setattr(data, "now_ms", lambda: T0 + 605_000)  # 5 s after the last poll
+    at = run("outbox")
+    stale = ("**Stale:** {} as of 00:{} UTC, {} ago, though the collector measures every 10 s. "
+             "It may be stopped, or unable to measure.")
+    assert [w.value for w in at.warning] == [stale.format("Figures and ages", "05:00", "5 min")]
+    assert {"Figures and ages as of 00:10:00 UTC, 5 s ago",
+            "Lag as of 00:10:00 UTC, 5 s ago"} <= {c.value for c in at.caption}
+    monkeypatch.setattr(data, "now_ms", lambda: T0 + 900_000)  # the collector stopped
+    at = run("outbox")
+    assert [w.value for w in at.warning] == [
+        stale.format("Figures and ages", "05:00", "10 min"),  # billing-db, unreachable
+        stale.format("Figures and ages", "10:00", "5 min"),  # orders-db
+        stale.format("Lag", "10:00", "5 min")]
+    captions = {c.value for c in run().caption}
+    assert {":orange[:material/history: **Stale:** Lag measured as of 00:10:00 UTC, 5 min ago]",
+            ":orange[:material/history: **Stale:** Outbox measured as of 00:05:00 UTC, "
+            "10 min ago]"} <= captions
 
 
 def test_no_page_shows_a_password(env: None) -> None:
@@ -267,6 +348,20 @@ def test_refresh_interval_from_the_url_and_pausable(env: None) -> None:
     at.sidebar.toggle[0].set_value(True).run()
     assert at.query_params["refresh"] == "0"
     assert at.sidebar.selectbox[0].value == 10.0
+
+
+def test_refresh_interval_survives_page_changes(env: None) -> None:
+    """The interval from the URL, then one picked in the sidebar, stays on every page."""
+    at = run(refresh="10")
+    seen = []
+    for page in ("flows", "outbox", "overview"):
+        at.switch_page(f"views/{page}.py").run()
+        seen.append((at.sidebar.selectbox[0].value, at.query_params["refresh"]))
+    at.sidebar.selectbox[0].set_value(30.0).run()
+    for page in ("out_of_order", "overview"):
+        at.switch_page(f"views/{page}.py").run()
+        seen.append((at.sidebar.selectbox[0].value, at.query_params["refresh"]))
+    assert seen == [(10.0, "10")] * 3 + [(30.0, "30")] * 2
 
 
 def test_unreachable_store_is_reported_without_its_password(

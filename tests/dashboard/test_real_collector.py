@@ -142,13 +142,14 @@ def test_overview_counts_the_real_run(app_env: dict[str, Any]) -> None:
 
 
 def test_flow_map_has_the_learned_edges(app_env: dict[str, Any]) -> None:
-    """The DOT drawn holds every hop of the choreography with its count."""
+    """The DOT drawn holds every hop of the choreography with its count; the hops after the
+    first carry the latency of the reaction, the root event none."""
     dot = _run("flow_map").get("graphviz_chart")[0].proto.spec
-    assert '"svc:order-service" -> "type:order.placed" [label="3"' in dot
+    assert '"svc:order-service" -> "type:order.placed" [label="3"]' in dot
     assert '"type:order.placed" -> "svc:payment-service" [label="3, p95' in dot
-    assert '"svc:payment-service" -> "type:payment.completed" [label="3"' in dot
+    assert '"svc:payment-service" -> "type:payment.completed" [label="3, p95' in dot
     assert '"type:payment.completed" -> "svc:shipping-service" [label="3, p95' in dot
-    assert '"svc:shipping-service" -> "type:order.shipped" [label="2"' in dot
+    assert '"svc:shipping-service" -> "type:order.shipped" [label="2, p95' in dot
 
 
 def test_flows_page_lists_the_three_orders(app_env: dict[str, Any]) -> None:

@@ -1,8 +1,18 @@
-"""Tick times of the bucketed time charts: whole steps of at least one bucket, few of them."""
+"""Tick times of the bucketed time charts: whole steps of at least one bucket, few of them;
+bars over whole buckets on an axis over the window shown."""
 
 from __future__ import annotations
 
-from choreoscope.dashboard.components.time_axis import MINUTE_MS, ticks, time_axis
+import pytest
+
+from choreoscope.collector.query.dashboard import BUCKETS_MS
+from choreoscope.dashboard.components.time_axis import (
+    MINUTE_MS,
+    bucket_x,
+    ticks,
+    time_axis,
+    time_unit,
+)
 
 T0 = 1_795_741_440_000  # 2026-11-27T01:04:00Z, a whole hour plus 4 minutes
 HOUR_MS = 60 * MINUTE_MS
@@ -32,3 +42,25 @@ def test_no_bars_no_ticks_and_the_axis_carries_them() -> None:
     assert axis["format"] == "%H:%M"
     assert [(v["hours"], v["minutes"], v["utc"]) for v in axis["values"]] == [
         (1, 4, True), (1, 5, True)]
+
+
+def test_bucket_x_spans_the_window_with_bars_over_whole_buckets() -> None:
+    """The axis runs over exactly the window given; each bar covers its whole minute."""
+    x = bucket_x("minute", T0, T0 + HOUR_MS, MINUTE_MS, "%H:%M").to_dict()
+    assert x["field"] == "minute" and x["type"] == "temporal"
+    assert x["timeUnit"] == {"unit": "utcyearmonthdatehoursminutes", "step": 1}
+    assert [(d["hours"], d["minutes"], d["seconds"], d["utc"]) for d in x["scale"]["domain"]] == [
+        (1, 4, 0, True), (2, 4, 0, True)]
+    assert [(v["hours"], v["minutes"]) for v in x["axis"]["values"]] == [
+        (1, 10), (1, 20), (1, 30), (1, 40), (1, 50), (2, 0)]
+
+
+def test_time_unit_of_every_bucket_of_the_charts() -> None:
+    """Each bucket size the query layer picks is a Vega-Lite UTC time unit with a step."""
+    units = [time_unit(b).to_dict() for b in BUCKETS_MS]
+    assert [(u["unit"], u["step"]) for u in units] == [
+        ("utcyearmonthdatehoursminutes", 1), ("utcyearmonthdatehoursminutes", 5),
+        ("utcyearmonthdatehoursminutes", 15), ("utcyearmonthdatehours", 1),
+        ("utcyearmonthdatehours", 6), ("utcyearmonthdate", 1)]
+    with pytest.raises(ValueError, match="expected a bucket of whole minutes, got 90000 ms"):
+        time_unit(90_000)

@@ -60,10 +60,13 @@ def state(store_url: str) -> dict[str, Any]:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def overview(store_url: str, window_ms: int = 3_600_000) -> dict[str, Any]:
-    s = _store(store_url)
-    result = q.overview(s, now_ms=now_ms(), window_ms=window_ms)
+    """The overview's numbers; anomalies per minute over the `window_ms` up to `now_ms`
+    (from `anomalies_since_ms`)."""
+    s, now = _store(store_url), now_ms()
+    result = q.overview(s, now_ms=now, window_ms=window_ms)
     result["flows_by_status"] = query.count_flows_by_status(s)
-    result["anomalies_per_minute"] = q.anomalies_per_minute(s, since_ms=now_ms() - window_ms)
+    result["now_ms"], result["anomalies_since_ms"] = now, now - window_ms
+    result["anomalies_per_minute"] = q.anomalies_per_minute(s, since_ms=now - window_ms)
     return result
 
 
@@ -100,11 +103,19 @@ def graph_dot(store_url: str, window_s: int | None) -> tuple[str, dict[str, Any]
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def out_of_order(store_url: str, **filters: Any) -> dict[str, Any]:
+def out_of_order(store_url: str, *, subkind: str | None = None, group: str | None = None,
+                 subject: str | None = None, limit: int = 100,
+                 offset: int = 0) -> dict[str, Any]:
+    """One page of out-of-order arrivals, their groups and their count over time, all three
+    filtered alike; `filtered` tells whether any filter is set."""
     s = _store(store_url)
-    page = q.out_of_order(s, **{k: v for k, v in filters.items() if v not in (None, "")})
-    page["groups"] = q.out_of_order_groups(s)
-    page["over_time"] = q.anomalies_over_time(s, kind="out_of_order")
+    subkind, group, subject = subkind or None, group or None, subject or None
+    page = q.out_of_order(s, subkind=subkind, group=group, subject=subject, limit=limit,
+                          offset=offset)
+    page["groups"] = q.out_of_order_groups(s, subkind=subkind, group=group, subject=subject)
+    page["over_time"] = q.anomalies_over_time(s, kind="out_of_order", subkind=subkind,
+                                              group=group, subject=subject)
+    page["filtered"] = any((subkind, group, subject))
     return page
 
 

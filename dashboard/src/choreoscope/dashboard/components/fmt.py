@@ -39,6 +39,21 @@ def duration(ms: float | None) -> str:
     return f"{h} h {m} min"
 
 
+def ago(ms: float) -> str:
+    """How long ago, coarsely: `4 s`, `15 min`, `2 h 5 min`, `3 d 4 h`."""
+    s = max(0, round(ms / 1000))
+    if s < 60:
+        return f"{s} s"
+    m = s // 60
+    if m < 60:
+        return f"{m} min"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h} h {m} min"
+    d, h = divmod(h, 24)
+    return f"{d} d {h} h"
+
+
 def share(x: float | None) -> str:
     return "—" if x is None else f"{x:.0%}" if x in (0, 1) else f"{x:.1%}"
 

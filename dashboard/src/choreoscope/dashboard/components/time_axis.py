@@ -6,16 +6,27 @@ minutes, 1, 2, 3, 6 or 12 hours, or 1, 2 or 7 days: the smallest whole-bucket st
 at most `max_ticks` ticks over the span. (An interval given to Vega-Lite's `tickCount` instead
 breaks the chart in the Vega that Streamlit ships: it wants `minutes` where Vega-Lite's schema
 allows only `minute`.)
+
+`bucket_x` draws each bar over its whole bucket (a Vega-Lite time unit), on an axis over a
+fixed window: left to itself, Vega-Lite centres narrow bars on their start and ends the axis at
+the first and last bar, so those two are cut in half and an hour with two busy minutes shows
+only those two. (The window is not given as an x2 channel's end: Vega-Lite then merges two
+versions of the domain and warns in the browser console.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Literal
 
 import altair as alt
 
 MINUTE_MS = 60_000
+_UNITS: tuple[tuple[Literal["utcyearmonthdate", "utcyearmonthdatehours",
+                            "utcyearmonthdatehoursminutes"], int], ...] = (
+    ("utcyearmonthdate", 86_400_000), ("utcyearmonthdatehours", 3_600_000),
+    ("utcyearmonthdatehoursminutes", MINUTE_MS))
 _STEPS_MS = (
     *(n * MINUTE_MS for n in (1, 2, 5, 10, 15, 30)),
     *(n * 3_600_000 for n in (1, 2, 3, 6, 12)),
@@ -41,7 +52,26 @@ def time_axis(starts_ms: Iterable[int], bucket_ms: int, label_format: str) -> al
     return alt.Axis(format=label_format, values=values)
 
 
+def bucket_x(field: str, start_ms: int, end_ms: int, bucket_ms: int,
+             label_format: str) -> alt.X:
+    """An x channel for bars one bucket wide starting at `field` (UTC timestamps, whole
+    buckets), on an axis over exactly [start_ms, end_ms] with ticks on whole buckets."""
+    axis = time_axis(range(start_ms, end_ms, bucket_ms), bucket_ms, label_format)
+    return alt.X(f"{field}:T", timeUnit=time_unit(bucket_ms), title=None, axis=axis,
+                 scale=alt.Scale(domain=[_datetime(start_ms), _datetime(end_ms)]))
+
+
+def time_unit(bucket_ms: int) -> alt.TimeUnitParams:
+    """The UTC time unit of a bucket of whole minutes, hours or days dividing the next larger
+    unit (5 minutes, 6 hours, ...): Vega-Lite draws a bar over the whole of it."""
+    for unit, unit_ms in _UNITS:
+        if bucket_ms % unit_ms == 0:
+            return alt.TimeUnitParams(unit=unit, step=bucket_ms // unit_ms)
+    raise ValueError(f"expected a bucket of whole minutes, got {bucket_ms} ms")
+
+
 def _datetime(ms: int) -> alt.DateTime:
     t = datetime.fromtimestamp(ms / 1000, UTC)
     return alt.DateTime(year=t.year, month=t.month, date=t.day, hours=t.hour,
-                        minutes=t.minute, utc=True)
+                        minutes=t.minute, seconds=t.second,
+                        milliseconds=t.microsecond // 1000, utc=True)

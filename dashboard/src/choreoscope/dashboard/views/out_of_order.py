@@ -10,7 +10,7 @@ import streamlit as st
 
 from choreoscope.dashboard import data
 from choreoscope.dashboard.components import fmt, params, refresh, shell
-from choreoscope.dashboard.components.time_axis import time_axis
+from choreoscope.dashboard.components.time_axis import bucket_x
 
 PAGE = "out_of_order"
 SUBKINDS = ["", "causal", "sequence", "time"]
@@ -47,29 +47,20 @@ def _body(subkind: str, group: str, subject: str) -> None:
     page_no = int(st.session_state.get(f"{PAGE}:page", 1))
     result = data.out_of_order(data.url(), subkind=subkind, group=group, subject=subject,
                                limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
-    if not result["groups"]:
+    if not result["groups"] and not result["filtered"]:
         st.success("No out-of-order arrivals detected.")
         return
-    left, right = st.columns([3, 2])
-    with left:
-        st.markdown("**By consumer group and subject** (most frequent 100)")
-        g = pd.DataFrame(result["groups"])
-        g["group"] = g["group"].fillna("(on the bus)")
-        g["last detected"] = g["last_detected_ms"].map(fmt.when)
-        st.dataframe(g[["group", "subkind", "subject", "count", "last detected"]],
-                     hide_index=True, width="stretch")
-    with right:
-        over = result["over_time"]
-        st.markdown(f"**Over time** (detections per {BUCKET_NAMES.get(over['bucket_ms'], '')})")
-        per = pd.DataFrame(over["rows"])
-        if not per.empty:
-            per["minute"] = fmt.ts(per["at_ms"])
-            st.altair_chart(alt.Chart(per).mark_bar(color="#f59e0b").encode(
-                x=alt.X("minute:T", title=None, axis=time_axis(
-                    per["at_ms"], over["bucket_ms"],
-                    "%H:%M" if over["bucket_ms"] < 3_600_000 else "%b %d %H:%M")),
-                y=alt.Y("count:Q", title="arrivals", axis=alt.Axis(tickMinStep=1, format="d")),
-                tooltip=["minute:T", "count:Q"]).properties(height=220))
+    if result["groups"]:
+        left, right = st.columns([3, 2])
+        with left:
+            st.markdown("**By consumer group and subject** (most frequent 100)")
+            g = pd.DataFrame(result["groups"])
+            g["group"] = g["group"].fillna("(on the bus)")
+            g["last detected"] = g["last_detected_ms"].map(fmt.when)
+            st.dataframe(g[["group", "subkind", "subject", "count", "last detected"]],
+                         hide_index=True, width="stretch")
+        with right:
+            _over_time(result["over_time"])
     total = result["total"]
     st.markdown(f"**{total:,} arrival{'' if total == 1 else 's'}** match the filters")
     for row in result["rows"]:
@@ -78,6 +69,23 @@ def _body(subkind: str, group: str, subject: str) -> None:
     if pages > 1:
         st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages,
                         key=f"{PAGE}:page", width=160)
+
+
+def _over_time(over: dict[str, Any]) -> None:
+    """Detections per bucket, on an axis from one bucket before the first to one after the
+    last."""
+    bucket = over["bucket_ms"]
+    st.markdown(f"**Over time** (detections per {BUCKET_NAMES.get(bucket, '')})")
+    per = pd.DataFrame(over["rows"])
+    if per.empty:
+        return
+    per["minute"] = fmt.ts(per["at_ms"])
+    st.altair_chart(alt.Chart(per).mark_bar(color="#f59e0b").encode(
+        x=bucket_x("minute", int(per["at_ms"].min()) - bucket,
+                   int(per["at_ms"].max()) + 2 * bucket, bucket,
+                   "%H:%M" if bucket < 3_600_000 else "%b %d %H:%M"),
+        y=alt.Y("count:Q", title="arrivals", axis=alt.Axis(tickMinStep=1, format="d")),
+        tooltip=["minute:T", "count:Q"]).properties(height=220))
 
 
 def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:

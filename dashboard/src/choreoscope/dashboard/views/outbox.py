@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, jaeger, refresh, shell
+from choreoscope.dashboard.components import fmt, freshness, jaeger, refresh, shell
 
 
 def render() -> None:
@@ -31,6 +31,7 @@ def _body() -> None:
     if not lag:
         st.caption("No consumer lag measured yet.")
         return
+    freshness.show("Lag", max(int(r["measured_at_ms"]) for r in lag))
     df = pd.DataFrame(lag)
     df["measured"] = df["measured_at_ms"].map(fmt.when)
     st.dataframe(df[["group", "topic", "lag", "partitions", "measured"]], hide_index=True,
@@ -44,6 +45,8 @@ def _source(s: dict[str, Any]) -> None:
             last_ok = (s.get("last_ok_at") or "never").replace("T", " ")[:19]
             st.error(f"Unreachable: {s.get('last_error') or 'no answer'}. Last good poll: "
                      f"{last_ok}. The figures below are from that poll.")
+        ok = fmt.rfc3339(s.get("last_ok_at"))
+        freshness.show("Figures and ages", None if ok is None else ok.value // 1_000_000)
         c = st.columns(4)
         c[0].metric("Pending", _int(s["pending"]))
         c[1].metric("Dead", _int(s["dead"]))

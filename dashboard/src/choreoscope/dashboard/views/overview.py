@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, refresh, shell
-from choreoscope.dashboard.components.time_axis import MINUTE_MS, time_axis
+from choreoscope.dashboard.components import fmt, freshness, refresh, shell
+from choreoscope.dashboard.components.time_axis import MINUTE_MS, bucket_x
 
 KIND_LABELS = {
     "out_of_order": "Out-of-order", "duplicate": "Duplicates", "orphan": "Orphans",
@@ -47,6 +47,8 @@ def _body() -> None:
     c[1].page_link("views/flows.py", label="All flows", icon=":material/arrow_forward:")
     c[2].page_link("views/event_health.py", label="Event health", icon=":material/arrow_forward:")
     c[3].page_link("views/outbox.py", label="Lag and outbox", icon=":material/arrow_forward:")
+    if o["consumer_groups"]:
+        freshness.show("Lag measured", o["lag_measured_at_ms"], where=c[3], compact=True)
 
     st.subheader("Flows")
     by_status = o["flows_by_status"]
@@ -73,6 +75,8 @@ def _body() -> None:
         None if o["outbox_oldest_pending_age_s"] is None
         else o["outbox_oldest_pending_age_s"] * 1000), border=True)
     c[2].page_link("views/outbox.py", label="Outbox", icon=":material/arrow_forward:")
+    if o["outbox_sources"]:
+        freshness.show("Outbox measured", o["outbox_as_of_ms"], where=c[3], compact=True)
     if o["outbox_unreachable"]:
         c[3].error(f"{o['outbox_unreachable']} outbox source(s) unreachable")
     if o.get("otlp_spans_dropped"):
@@ -87,14 +91,14 @@ def _body() -> None:
         else:
             per_minute["minute"] = fmt.ts(per_minute["minute_ms"])
             st.altair_chart(alt.Chart(per_minute).mark_bar(color="#2563eb").encode(
-                x=alt.X("minute:T", title=None,
-                        axis=time_axis(per_minute["minute_ms"], MINUTE_MS, "%H:%M")),
+                x=bucket_x("minute", int(per_minute["minute_ms"].min()),
+                           int(per_minute["minute_ms"].max()) + MINUTE_MS, MINUTE_MS, "%H:%M"),
                 y=alt.Y("count:Q", title="events", axis=alt.Axis(tickMinStep=1, format="d")),
                 tooltip=["minute:T", "count:Q"]).properties(height=200))
     with right:
         st.markdown("**Anomalies by kind**")
         _anomaly_chart(kinds)
-    _anomaly_minutes(o["anomalies_per_minute"])
+    _anomaly_minutes(o["anomalies_per_minute"], o["anomalies_since_ms"], o["now_ms"])
 
 
 def _anomaly_chart(kinds: dict[str, int]) -> None:
@@ -110,7 +114,8 @@ def _anomaly_chart(kinds: dict[str, int]) -> None:
         tooltip=["kind", "count"]).properties(height=max(200, 30 * len(df))))
 
 
-def _anomaly_minutes(rows: list[dict[str, Any]]) -> None:
+def _anomaly_minutes(rows: list[dict[str, Any]], since_ms: int, now_ms: int) -> None:
+    """Anomalies per detection minute and kind, on an axis over the whole window shown."""
     if not rows:
         return
     df = pd.DataFrame(rows)
@@ -118,7 +123,8 @@ def _anomaly_minutes(rows: list[dict[str, Any]]) -> None:
     df["kind"] = df["kind"].map(lambda k: KIND_LABELS.get(k, k))
     st.markdown("**Anomalies detected per minute** (last hour)")
     st.altair_chart(alt.Chart(df).mark_bar().encode(
-        x=alt.X("minute:T", title=None, axis=time_axis(df["minute_ms"], MINUTE_MS, "%H:%M")),
+        x=bucket_x("minute", since_ms - since_ms % MINUTE_MS,
+                   now_ms - now_ms % MINUTE_MS + MINUTE_MS, MINUTE_MS, "%H:%M"),
         y=alt.Y("count:Q", title="anomalies", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("kind:N", title="kind"),
         tooltip=["minute:T", "kind", "count"]).properties(height=180))
