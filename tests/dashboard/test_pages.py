@@ -239,6 +239,33 @@ def test_outbox_shows_sources_stuck_rows_and_unreachable(env: None) -> None:
     assert stuck["flow"].tolist() == ["/flows?flow=ord-2"]
 
 
+def test_a_stuck_row_that_never_reached_the_bus_has_no_flow_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead row's event was never published: no flow exists to link to, and the page says
+    why the link is missing."""
+    from sqlalchemy import select, update
+
+    from choreoscope.collector.store import Store
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    fill(url).dispose()
+    store = Store(url)
+    with store.engine.begin() as conn:
+        row = conn.execute(select(schema.outbox_sources.c.stuck).where(
+            schema.outbox_sources.c.source == "orders-db")).scalar_one()
+        stuck = json.loads(row)
+        stuck.append({**stuck[0], "id": "0190a0a0-0000-7000-8000-000000000002",
+                      "correlation_id": "ord-never-published"})
+        conn.execute(update(schema.outbox_sources).where(
+            schema.outbox_sources.c.source == "orders-db").values(stuck=json.dumps(stuck)))
+    store.dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
+    at = run("outbox")
+    assert at.dataframe[0].value["flow"].tolist() == ["/flows?flow=ord-2", None]
+    assert "A row without a flow link never reached the bus" in at.caption[-1].value
+
+
 def test_outbox_and_lag_say_when_they_were_measured(env: None,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Each outbox source's figures and the lag carry the time of their last measurement: a

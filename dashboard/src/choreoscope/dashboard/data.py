@@ -121,11 +121,16 @@ def out_of_order(store_url: str, *, subkind: str | None = None, group: str | Non
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def outbox(store_url: str) -> list[dict[str, Any]]:
-    sources = query.outbox_status(_store(store_url))
+    """The outbox sources; each stuck row says whether its flow exists (`has_flow`)."""
+    s = _store(store_url)
+    sources = query.outbox_status(s)
+    flows = q.existing_flows(s, [r.get("correlation_id") for src in sources
+                                 for r in src["stuck"]])
     for source in sources:  # errors may quote a database URL: never show its password
         source["last_error"] = q.mask_secrets(source.get("last_error"))
         for row in source["stuck"]:
             row["last_error"] = q.mask_secrets(row.get("last_error"))
+            row["has_flow"] = row.get("correlation_id") in flows
     return sources
 
 

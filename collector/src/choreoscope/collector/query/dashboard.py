@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from ..reconstruct import skip
@@ -264,6 +264,18 @@ def out_of_order(store: Store, *, group: str | None = None, subject: str | None 
     return {"total": int(total), "rows": [_anomaly(dict(r)) for r in rows]}
 
 
+def existing_flows(store: Store, correlation_ids: list[str]) -> set[str]:
+    """Those of `correlation_ids` that have a flow (an outbox row that never reached the
+    bus has none)."""
+    wanted = sorted({c for c in correlation_ids if c and not has_nul(c)})
+    if not wanted:
+        return set()
+    query = text("SELECT correlation_id FROM flows WHERE correlation_id IN :ids").bindparams(
+        bindparam("ids", expanding=True))
+    with store.engine.connect() as conn:
+        return {r[0] for r in conn.execute(query, {"ids": wanted})}
+
+
 def consumer_lag(store: Store) -> list[dict[str, Any]]:
     """Lag per consumer group and topic (summed over partitions), largest first."""
     return _rows(store, "SELECT group_name AS \"group\", topic, sum(lag) AS lag,"
@@ -496,6 +508,7 @@ __all__ = [
     "anomalies_over_time",
     "anomalies_per_minute",
     "consumer_lag",
+    "existing_flows",
     "edge_anomalies",
     "event_health",
     "flow_anomalies",

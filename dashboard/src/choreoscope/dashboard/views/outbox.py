@@ -59,8 +59,9 @@ def _source(s: dict[str, Any]) -> None:
         df = pd.DataFrame(s["stuck"])
         df["aggregate"] = df["aggregatetype"].astype(str) + "/" + df["aggregateid"].astype(str)
         df["age"] = df["age_s"].map(lambda a: fmt.duration(None if a is None else a * 1000))
-        df["flow"] = df["correlation_id"].map(
-            lambda c: f"/flows?flow={c}" if c else None)
+        # A row whose event never reached the bus has no flow to open.
+        df["flow"] = [f"/flows?flow={c}" if c and has else None
+                      for c, has in zip(df["correlation_id"], df["has_flow"], strict=True)]
         cols = ["id", "aggregate", "type", "status", "age", "attempts", "flow"]
         config: dict[str, Any] = {"flow": st.column_config.LinkColumn(
             "flow", display_text=r"flow=(.*)$")}
@@ -70,6 +71,9 @@ def _source(s: dict[str, Any]) -> None:
             config["jaeger"] = jaeger.link_column()
         cols.append("last_error")
         st.markdown(f"**{len(df)} stuck row{'s' if len(df) != 1 else ''}**")
+        if not df["has_flow"].all():
+            st.caption("A row without a flow link never reached the bus: no event of its "
+                       "flow has been seen.")
         st.dataframe(df[[c for c in cols if c in df]], hide_index=True, width="stretch",
                      column_config=config)
 
