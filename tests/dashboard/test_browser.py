@@ -225,8 +225,9 @@ def test_refresh_choice_survives_page_changes(page: object, server: str) -> None
 
 
 def test_time_charts_draw_without_console_errors(page: object, server: str) -> None:
-    """The overview's events chart and the out-of-order chart draw their bars, and Vega logs
-    no warning or error (an explicit time domain beside an x2 channel made it warn)."""
+    """The overview's events chart, the out-of-order chart and a flow's timeline draw their
+    marks, and Vega logs no warning or error (an explicit time domain beside an x2 channel
+    made it warn)."""
     logged: list[str] = []
 
     def listen(message: object) -> None:
@@ -235,7 +236,8 @@ def test_time_charts_draw_without_console_errors(page: object, server: str) -> N
 
     page.on("console", listen)  # type: ignore[attr-defined]
     try:
-        for path, shot in (("/", "overview_time_chart"), ("/out_of_order", "out_of_order_chart")):
+        for path, shot in (("/", "overview_time_chart"), ("/out_of_order", "out_of_order_chart"),
+                           ("/flows?flow=ord-1", "flow_timeline")):
             _open(page, server, path, shot, "[data-testid=stVegaLiteChart] .marks")
             assert page.locator(  # type: ignore[attr-defined]
                 "[data-testid=stVegaLiteChart] .marks").count() >= 1

@@ -94,8 +94,14 @@ SPAN_COLORS = {
 }
 
 
+# The shortest bar drawn, as a share of the timeline: a 0.4 ms failed span in a 3 s flow
+# would otherwise be a hairline nobody sees (its tooltip keeps the real duration).
+MIN_BAR_SHARE = 0.006
+
+
 def timeline_frame(flow: dict[str, Any]) -> pd.DataFrame:
-    """Bars for spans and points for bus events, one row per service."""
+    """Bars for spans and points for bus events, one row per service; every bar at least
+    `MIN_BAR_SHARE` of the whole timeline wide."""
     rows: list[dict[str, Any]] = []
     for s in flow["spans"]:
         start = pd.Timestamp(int(s["start_us"]), unit="us", tz="UTC")
@@ -113,7 +119,13 @@ def timeline_frame(flow: dict[str, Any]) -> pd.DataFrame:
                      "what": e["type"] or "?", "item": "event on the bus",
                      "status": "duplicate" if e.get("duplicate") else "",
                      "detail": f"{e['topic']}/{e['partition']}/{e['offset']}"})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        shortest = (df["end"].max() - df["start"].min()) * MIN_BAR_SHARE
+        bars = df["item"] != "event on the bus"
+        df.loc[bars, "end"] = df.loc[bars, ["end"]].assign(
+            least=df.loc[bars, "start"] + shortest).max(axis=1)
+    return df
 
 
 def _timeline(flow: dict[str, Any]) -> None:
@@ -124,8 +136,9 @@ def _timeline(flow: dict[str, Any]) -> None:
     st.caption("One row per service: bars are its spans (from the stored traces), ◆ marks "
                "an event it put on the bus. Hover for details."
                + ("" if flow["spans"] else " No spans are stored for this flow yet."))
+    shown = [k for k in SPAN_COLORS if k in set(df["item"])]  # the legend: kinds present
     base = alt.Chart(df).encode(
-        y=alt.Y("service:N", title=None, sort=None),
+        y=alt.Y("service:N", title=None, sort=None, axis=alt.Axis(labelLimit=240)),
         tooltip=["what", "item", "service", alt.Tooltip("start:T", format="%H:%M:%S.%L"),
                  "detail", "status"])
     spans = base.transform_filter(alt.datum.item != "event on the bus").mark_bar(
@@ -133,11 +146,12 @@ def _timeline(flow: dict[str, Any]) -> None:
         x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M:%S.%L", tickCount=6)),
         x2="end:T",
         color=alt.Color("item:N", title=None,
-                        scale=alt.Scale(domain=list(SPAN_COLORS), range=list(SPAN_COLORS.values()))))
+                        scale=alt.Scale(domain=shown, range=[SPAN_COLORS[k] for k in shown])))
     points = base.transform_filter(alt.datum.item == "event on the bus").mark_point(
         shape="diamond", size=90, filled=True, color="#111827").encode(x="start:T")
     height = 40 * max(df["service"].nunique(), 2) + 40
-    st.altair_chart((spans + points).properties(height=height), width="stretch")
+    st.altair_chart((spans + points).properties(height=height, padding={"left": 8}),
+                    width="stretch")
 
 
 def _anomalies(anomalies: list[dict[str, Any]]) -> None:
