@@ -91,3 +91,29 @@ def test_orphan_and_untraced_waits_reach_the_analysis(tmp_path) -> None:
     result = collector.analyze()
     assert result.anomalies_found.get("orphan") == 1
     collector.opened.dispose()
+
+
+@pytest.mark.postgres
+def test_a_schema_race_with_another_collector_is_retried(postgres_url, monkeypatch) -> None:
+    """Two collectors creating one PostgreSQL schema at the same moment: the loser gets the
+    server's duplicate-key error, which is retried (it ended the run before)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from choreoscope.collector import runtime
+    from choreoscope.collector.store import Store
+
+    real_create, calls = Store.create, []
+
+    def create_losing_once(self: Store) -> Store:
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("CREATE TABLE events", {}, Exception(
+                'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'))
+        return real_create(self)
+
+    monkeypatch.setattr(Store, "create", create_losing_once)
+    monkeypatch.setattr(runtime, "_STORE_RETRY_MAX_S", 0.1)
+    collector = Collector(postgres_url, CollectSettings.resolve(env={}))
+    store = collector.open_store(give_up_after_s=10)
+    assert store is not None and len(calls) == 2
+    store.dispose()

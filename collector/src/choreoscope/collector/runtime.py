@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from .ingest import BusIngest, Redactor
 from .settings import CollectSettings
@@ -124,10 +124,12 @@ class Collector:
             delay = min(delay * 2, _STORE_RETRY_MAX_S)
 
     def _may_come_back(self, exc: BaseException) -> bool:
-        """A server away or a file locked by another writer; not a bad URL, driver or path."""
+        """A server away or answering an error (another collector creating the same schema
+        at the same moment, say), a file locked by another writer, a table another process
+        just created; not a bad URL, driver or path."""
         if self.store_url.startswith("sqlite"):
-            return "locked" in str(exc)
-        return isinstance(exc, OperationalError | InterfaceError | DisconnectionError)
+            return "locked" in str(exc) or "already exists" in str(exc)
+        return isinstance(exc, DBAPIError | DisconnectionError)
 
     @property
     def opened(self) -> Store:
