@@ -28,6 +28,7 @@ from .detect.anomaly import record
 from .detect.stuck_outbox import stuck_outbox_anomalies
 from .store import Store
 from .store.engine import normalize_url
+from .store.masking import mask_secrets
 from .store.schema import outbox_sources
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ DEFAULT_TABLE = "outbox"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 _SCHEMES = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 _CORRELATION_KEYS = ("ce_correlationid", "correlationid", "correlation_id", "correlationId")
 _COLUMNS = ("seq", "id", "aggregatetype", "aggregateid", "type", "headers", "tracingspancontext",
             "created_at", "status", "attempts", "last_error", "sent_at")
@@ -58,7 +58,7 @@ class OutboxSource:
     table: str = DEFAULT_TABLE
 
     def __repr__(self) -> str:  # never show the password
-        return f"OutboxSource(name={self.name!r}, url={redact_url(self.url)!r}, table={self.table!r})"
+        return f"OutboxSource(name={self.name!r}, url={mask_secrets(self.url)!r}, table={self.table!r})"
 
 
 def parse_outbox_source(spec: str) -> OutboxSource:
@@ -89,11 +89,6 @@ def parse_outbox_source(spec: str) -> OutboxSource:
     return OutboxSource(name, url, table_name)
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by `***`."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", str(url))
-
-
 def scrub_error(exc: BaseException, *urls: str) -> str:
     """A one-line, bounded error message without any password of `urls`."""
     text = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
@@ -106,7 +101,7 @@ def scrub_error(exc: BaseException, *urls: str) -> str:
             password = None
         for secret in {password, unquote(password or "")} - {None, ""}:
             text = text.replace(str(secret), "***")
-    return redact_url(text)[:500]
+    return mask_secrets(text)[:500]
 
 
 class OutboxMonitor:
@@ -355,4 +350,4 @@ def _trace_id(tracingspancontext: Any, headers: dict[str, Any]) -> str | None:
 
 
 def _shown(spec: Any) -> str:
-    return repr(redact_url(spec)) if isinstance(spec, str) else f"a {type(spec).__name__}"
+    return repr(mask_secrets(spec)) if isinstance(spec, str) else f"a {type(spec).__name__}"

@@ -18,26 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from .ingest import BusIngest, Redactor
 from .settings import CollectSettings
-from .store import Store, StoreError, check_url
+from .store import Store, StoreError, check_url, mask_url
 
 log = logging.getLogger("choreoscope.collector")
 
 RETENTION_INTERVAL_S = 3600.0
 _STORE_RETRY_MAX_S = 10.0
 _ONCE_STORE_WAIT_S = 15.0  # how long `--once` waits for an unreachable PostgreSQL store
-
-
-def safe_url(url: str) -> str:
-    """A database URL fit for logs: the password masked."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - unparsable: show only the scheme
-        return url.split(":", 1)[0] + ":..."
 
 
 # Analysis passes recompute every flow of the store, so a pass over a large store takes long
@@ -112,7 +103,7 @@ class Collector:
             except StoreError:
                 raise
             except Exception as exc:
-                reason = f"cannot open the store {safe_url(self.store_url)}: {_first_line(exc)}"
+                reason = f"cannot open the store {mask_url(self.store_url)}: {_first_line(exc)}"
                 if not self._may_come_back(exc) or (
                         deadline is not None and time.monotonic() + delay > deadline):
                     raise StoreError(reason) from exc
@@ -143,7 +134,7 @@ class Collector:
         s = self.settings
         self.ingest = self._new_ingest(self.opened).start()
         log.info("ingesting %s from %s as group %s into %s", self.ingest.pattern, s.bootstrap,
-                 s.group, safe_url(self.store_url))
+                 s.group, mask_url(self.store_url))
         if s.otlp_port:
             self._guarded("otlp receiver start", self._start_receiver)
         if s.jaeger:

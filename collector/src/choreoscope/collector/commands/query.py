@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..outbox_monitor import redact_url, scrub_error
+    from ..outbox_monitor import scrub_error
+    from ..store.masking import mask_url
 
     store = None
     try:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         return _COMMANDS[args.query](store, args)
     except SQLAlchemyError as exc:
-        print(f"choreoscope: cannot read the store {redact_url(args.store)}: "
+        print(f"choreoscope: cannot read the store {mask_url(args.store)}: "
               f"{scrub_error(exc, args.store)}", file=sys.stderr)
         return 1
     finally:

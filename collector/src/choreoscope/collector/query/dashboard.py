@@ -8,38 +8,16 @@ a store of millions of events. `open_readonly(url)` opens the store so that it c
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from sqlalchemy import bindparam, create_engine, event, text
-from sqlalchemy.engine import make_url
 
 from ..reconstruct import skip
 from ..store import Store
 from ..store.engine import normalize_url
+from ..store.masking import mask_secrets, mask_url
 from ._convert import has_nul, json_list, json_or
 from .anomalies import anomaly_json
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
-
-
-def mask_url(url: str) -> str:
-    """A database URL fit to show: any password replaced by `***`."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL: still never show a password
-        return _CREDENTIALS.sub(_masked, url)
-
-
-def mask_secrets(message: str | None) -> str | None:
-    """Text with every `scheme://user:password@` credential reduced to `scheme://user:***@`."""
-    if message is None:
-        return None
-    return _CREDENTIALS.sub(_masked, message)
-
-
-def _masked(credential: re.Match[str]) -> str:
-    return f"{credential['scheme']}{credential['user']}:***@"
 
 
 def sqlite_path(url: str) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ..store import Store
+from ..store.masking import mask_secrets
 from ..store.schema import outbox_sources
 from ._convert import json_list, rfc3339_ms
 
@@ -23,12 +24,10 @@ def outbox_status(store: Store) -> list[dict[str, Any]]:
 
 
 def _source(row: Any) -> dict[str, Any]:
-    from ..outbox_monitor import redact_url
-
     stuck = [r for r in json_list(row["stuck"]) if isinstance(r, dict)]
     for r in stuck:  # an error may quote a database URL: never show its password
         if isinstance(r.get("last_error"), str):
-            r["last_error"] = redact_url(r["last_error"])
+            r["last_error"] = mask_secrets(r["last_error"])
     return {
         "source": row["source"],
         "table": row["table_name"],
@@ -40,5 +39,5 @@ def _source(row: Any) -> dict[str, Any]:
         "reachable": bool(row["reachable"]),
         "last_ok_at": rfc3339_ms(row["last_ok_ms"]),
         "last_poll_at": rfc3339_ms(row["last_poll_ms"]),
-        "last_error": None if row["last_error"] is None else redact_url(row["last_error"]),
+        "last_error": None if row["last_error"] is None else mask_secrets(row["last_error"]),
     }

@@ -9,20 +9,12 @@ from typing import Any
 from sqlalchemy import Engine, Table, create_engine, event, inspect, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
 
 from . import schema
+from .masking import mask_url
 
 DEFAULT_URL = "sqlite:///choreoscope.db"
 _URL_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")
-
-
-def _masked(url: Any) -> str:
-    """`url` fit for a message: its password replaced by `***`."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL: no password to hide past the scheme
-        return str(url).split(":", 1)[0] + ":..." if "@" in str(url) else str(url)
 
 
 class StoreError(ValueError):
@@ -34,7 +26,7 @@ def check_url(url: str) -> None:
     """Raise `StoreError` unless `url` names a store this collector can open."""
     if not isinstance(url, str) or not url.startswith(_URL_PREFIXES):
         raise StoreError(
-            f"expected a sqlite:///PATH or postgresql://... store URL, got {_masked(url)!r}")
+            f"expected a sqlite:///PATH or postgresql://... store URL, got {mask_url(url)!r}")
     if url.startswith("sqlite:"):
         path = url.split("///", 1)[-1] if "///" in url else ""
         if path and path != ":memory:" and os.path.isdir(path):
