@@ -324,6 +324,28 @@ def test_bad_configuration_rejected() -> None:
         traced_consumer(service="s", group="")
 
 
+def on_order(event: Event) -> None:
+    pass
+
+
+def test_options_by_position_or_missing_are_explained() -> None:
+    """`@traced_consumer` without its options, the service by position, or no service at all:
+    a UsageError that shows the right form, not Python's bare argument-count TypeError."""
+    with pytest.raises(UsageError) as bare:
+        traced_consumer(on_order)  # type: ignore[arg-type]  # what `@traced_consumer` alone does
+    assert str(bare.value) == (
+        'expected the options by keyword, as in @traced_consumer(service="payment-service"), '
+        "got @traced_consumer without them above on_order()")
+    with pytest.raises(UsageError) as positional:
+        traced_consumer("billing")  # type: ignore[arg-type]
+    assert str(positional.value) == (
+        'expected the options by keyword, as in @traced_consumer(service="payment-service"), '
+        "got 'billing' by position")
+    with pytest.raises(UsageError) as missing:
+        traced_consumer()
+    assert str(missing.value) == "expected service=, the consuming service's name, got none"
+
+
 @pytest.mark.filterwarnings("ignore:.*does not implement kafka.serializer:DeprecationWarning")
 def test_consumer_with_deserializers(
     bootstrap: str, topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter

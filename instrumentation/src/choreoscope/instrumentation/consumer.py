@@ -60,8 +60,10 @@ _warned_types: set[type] = set()  # record types already warned about, once each
 
 
 def traced_consumer(
+    _misplaced: Any = None,
+    /,
     *,
-    service: str,
+    service: str | None = None,
     group: str | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     skew: float = 0.0,
@@ -73,7 +75,17 @@ def traced_consumer(
     `messaging.consumer.group.name`). `skew` (seconds) is the clock difference tolerated
     before an older `ce_time` counts as out of order; `max_subjects` bounds the subjects
     remembered for that check. Sync handlers give a sync wrapper, async handlers an async one.
+    Its options are keywords: `@traced_consumer(service="payment-service")`, never
+    `@traced_consumer` alone or the service name by position (both raise `UsageError`).
     """
+    if _misplaced is not None:
+        raise UsageError(
+            "expected the options by keyword, as in @traced_consumer(service=\"payment-service\"), "
+            + (f"got @traced_consumer without them above {_name_of(_misplaced)}"
+               if callable(_misplaced) else f"got {_misplaced!r} by position")
+        )
+    if service is None:
+        raise UsageError("expected service=, the consuming service's name, got none")
     if not isinstance(service, str):
         raise UsageError(f"expected the service name as a str, got {type(service).__name__}")
     if not service:
@@ -318,3 +330,9 @@ def _method_wrapper(
         return result
 
     return method
+
+
+def _name_of(handler: Any) -> str:
+    """How a misdecorated handler is named in an error: its qualified name, else its repr."""
+    name = getattr(handler, "__qualname__", None)
+    return f"{name}()" if isinstance(name, str) else repr(handler)
