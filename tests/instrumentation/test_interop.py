@@ -116,6 +116,42 @@ def test_uninstrument_restores_kafka_python(
     assert second.headers == []
 
 
+def test_our_sends_under_an_active_instrumentor_carry_one_span_and_one_traceparent(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """With OpenTelemetry's KafkaInstrumentor active (also when instrumented after our
+    producer was made), a send through our producer is one PRODUCER span, ours, and one
+    `traceparent`; a plain send of the same kafka-python client is still OpenTelemetry's."""
+    from opentelemetry.instrumentation.kafka import KafkaInstrumentor
+
+    producer = instrument_producer(KafkaProducer(bootstrap_servers=bootstrap), service="shop",
+                                   tracer_provider=tracer_provider)
+    producer.send(topic, b'{"n": 1}', key=b"o1", partition=0).get(10)
+    instrumentor = KafkaInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider)
+    try:
+        producer.send(topic, b'{"n": 2}', key=b"o2", partition=0).get(10)
+        producer.wrapped.send(topic, b'{"n": 3}', partition=0).get(10)
+    finally:
+        instrumentor.uninstrument()
+    producer.send(topic, b'{"n": 4}', key=b"o4", partition=0).get(10)
+    producer.close()
+
+    records = consume(bootstrap, topic, 4)
+    traceparents = [[v.decode() for k, v in r.headers if k == "traceparent"] for r in records]
+    assert [len(t) for t in traceparents] == [1, 1, 1, 1]
+    sends = sorted((s for s in span_exporter.get_finished_spans() if s.kind == SpanKind.PRODUCER),
+                   key=lambda s: s.start_time or 0)
+    assert [(s.name, s.instrumentation_scope.name.startswith("choreoscope")) for s in sends] == [
+        (f"send {topic}", True), (f"send {topic}", True), (f"{topic} send", False),
+        (f"send {topic}", True)]
+    for record, tp, span in zip(records, traceparents, sends, strict=True):
+        assert tp[0][:52] == f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}", record
+    assert [decode_record(r.headers, r.value).problems for r in records[:2]] == [
+        ["type_not_past_tense: " + topic]] * 2  # `send` without a type: named for the topic
+
+
 # --- confluent-kafka -------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from opentelemetry.trace import DEFAULT_TRACE_STATE, Span, SpanKind, Status, Sta
 from . import semconv, wire
 from ._clock import utc_now_rfc3339
 from ._fastspan import SpanStarter
+from ._plain_send import PlainSend
 from ._send_inputs import (
     context_from_traceparent,
     key_as_text,
@@ -96,6 +97,7 @@ class TracedProducer:
     """
 
     __slots__ = (
+        "_plain_send",
         "_serializes_keys",
         "_serializes_values",
         "_start_span",
@@ -127,6 +129,7 @@ class TracedProducer:
         self.service = service
         self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         self._start_span = SpanStarter(self._tracer)
+        self._plain_send = PlainSend()
         self._serializes_values, self._serializes_keys = serializers(producer)
         # Per topic: the span name and the attributes every send to it shares.
         self._topics: dict[str, tuple[str, dict[str, str]]] = {}
@@ -409,7 +412,8 @@ class TracedProducer:
         elif caller_headers is not None:
             headers = caller_headers  # not a list: let kafka-python reject it as it always has
         try:
-            future = self.wrapped.send(topic, value, key, headers, partition, timestamp_ms)
+            send = self._plain_send(self.wrapped)
+            future = send(topic, value, key, headers, partition, timestamp_ms)
         except BaseException as exc:
             if span is not None:
                 _Finisher(span)(exc)
