@@ -92,3 +92,26 @@ def test_emits_edges_carry_the_services_reaction_time(tmp_path):
         ("orders", "order.placed", 3, None, None),
         ("payments", "payment.authorized", 3, 8.0, 11.6),
     ]
+
+
+def test_a_sub_millisecond_reaction_is_never_negative(tmp_path):
+    """The effect's publish time is a broker timestamp in whole milliseconds: a handler that
+    starts 0.7 ms into a millisecond and publishes 0.2 ms later (broker timestamp: that same
+    millisecond) reacted in 0 ms, not -0.7 ms; one that publishes in the next millisecond in 1."""
+    store = new_store(tmp_path)
+    rows, spans = [], []
+    for i, published in enumerate((T0 + 2, T0 + 3)):
+        e = ev(f"e{i}", "order.placed", flow=f"f{i}", offset=i, ts=T0)
+        p = ev(f"p{i}", "payment.authorized", flow=f"f{i}", topic="payments", offset=i,
+               source="payments", cause=f"e{i}", ts=published)
+        rows += [e, p]
+        span = consumer(e, "payments", start_ms=T0 + 2)
+        span["start_us"] += 700
+        spans.append(span)
+    put(store, rows, spans)
+    graph = GraphBuilder()
+    for flow, dag in load_flows(store).values():
+        graph.add(flow, dag)
+    assert [(r["target"], r["p50_ms"], r["p95_ms"])
+            for r in graph.rows() if r["kind"] == "emits" and r["source"] == "payments"] == [
+        ("payment.authorized", 0.5, 0.95)]

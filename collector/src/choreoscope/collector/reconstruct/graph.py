@@ -2,8 +2,9 @@
 
 Learned from traffic, aggregated over flows. `emits` edges count distinct events (a duplicate
 publish does not add one) and carry the service's reaction time: from the start of its CONSUMER
-span processing the cause to the effect's publish (broker timestamp, else ce_time); root events
-and effects without such a span add no latency. `consumed_by` edges count CONSUMER spans (each processing) and carry
+span processing the cause to the effect's publish (broker timestamp, else ce_time), both in whole
+milliseconds, the resolution of those timestamps (a sub-millisecond handler reads 0 or 1 ms, never
+less than 0 on one clock); root events and effects without such a span add no latency. `consumed_by` edges count CONSUMER spans (each processing) and carry
 the latency from publish (broker timestamp, else ce_time) to processing start, as p50 and p95
 (linear interpolation between closest ranks). A flow without any CONSUMER span (no traces:
 Jaeger not configured or down, spans lost) still shows who consumed what through its causation
@@ -51,7 +52,7 @@ class GraphBuilder:
                 k = (e.source, e.type or UNKNOWN_TYPE)
                 emits[k] = emits.get(k, 0) + 1
         traced = False
-        started: dict[tuple[str, str], float] = {}  # (event id, service) -> first processing
+        started: dict[tuple[str, str], int] = {}  # (event id, service) -> first processing
         for s in flow.spans:
             if s.kind != "consumer" or s.message_id is None:
                 continue
@@ -60,7 +61,7 @@ class GraphBuilder:
             service = s.service or s.group
             if handled is None or not service:
                 continue
-            at = s.start_us / 1000.0
+            at = s.start_us // 1000  # whole ms, as the effect's publish time
             if at < started.get((s.message_id, service), at + 1):
                 started[(s.message_id, service)] = at
             k = (handled.type or UNKNOWN_TYPE, service)
