@@ -35,3 +35,27 @@ def test_graph_empty() -> None:
     """No edges gives an empty graph and a valid, empty digraph."""
     g = {"nodes": [], "edges": []}
     assert graph_dot(g).startswith("digraph choreography {") and graph_dot(g).endswith("}\n")
+
+
+def test_a_service_and_an_event_type_of_one_name_are_two_nodes(tmp_path) -> None:
+    """Source `x.done` emits `y.happened`, and `collide` emits an event of type `x.done`: two
+    nodes named x.done, a box and an ellipse, and each DOT edge between the right ones."""
+    from choreoscope.collector.store.schema import graph_edges
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}").create()
+    edge = {"count": 1, "p50_ms": None, "p95_ms": None, "anomaly_count": 0}
+    with store.engine.begin() as conn:
+        conn.execute(graph_edges.insert(), [
+            {"source": "collide", "target": "x.done", "kind": "emits", **edge},
+            {"source": "x.done", "target": "y.happened", "kind": "emits", **edge},
+            {"source": "x.done", "target": "audit", "kind": "consumed_by", **edge},
+        ])
+    g = graph(store)
+    assert g["nodes"] == [
+        {"id": "x.done", "kind": "event_type"}, {"id": "y.happened", "kind": "event_type"},
+        {"id": "audit", "kind": "service"}, {"id": "collide", "kind": "service"},
+        {"id": "x.done", "kind": "service"}]
+    edges = [line.split(" [")[0].strip() for line in graph_dot(g).splitlines() if "->" in line]
+    assert edges == ['"svc:collide" -> "type:x.done"', '"type:x.done" -> "svc:audit"',
+                     '"svc:x.done" -> "type:y.happened"']
+    store.dispose()

@@ -439,11 +439,10 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
     reactions: dict[tuple[str, str], list[float]] = {}
     for (source, etype, _event), lat in first.items():
         reactions.setdefault((source, etype), []).append(lat)
-    nodes: dict[str, str] = {}
+    nodes: set[tuple[str, str]] = set()  # (id, kind): a service and a type may share a name
     edges: list[dict[str, Any]] = []
     for r in emits:
-        nodes.setdefault(r["source"], "service")
-        nodes[r["type"]] = "event_type"
+        nodes.update(((r["source"], "service"), (r["type"], "event_type")))
         lats = sorted(reactions.get((r["source"], r["type"]), ()))
         edges.append({"source": r["source"], "target": r["type"], "kind": "emits",
                       "count": int(r["n"]),
@@ -454,13 +453,12 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
     for r in consumed:
         latencies.setdefault((r["type"], r["service"]), []).append(float(r["lat"]))
     for (etype, service), lats in sorted(latencies.items()):
-        nodes[etype] = "event_type"
-        nodes.setdefault(service, "service")
+        nodes.update(((etype, "event_type"), (service, "service")))
         lats.sort()
         edges.append({"source": etype, "target": service, "kind": "consumed_by",
                       "count": len(lats), "p50_ms": _rank(lats, 50), "p95_ms": _rank(lats, 95),
                       "anomaly_count": hot.get((etype, service), 0)})
-    return {"nodes": [{"id": n, "kind": k} for n, k in sorted(nodes.items())], "edges": edges}
+    return {"nodes": [{"id": n, "kind": k} for n, k in sorted(nodes)], "edges": edges}
 
 
 def _rank(sorted_values: list[float], pct: int) -> float:

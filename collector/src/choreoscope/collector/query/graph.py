@@ -11,6 +11,9 @@ from ..store.schema import graph_edges
 
 SERVICE = "service"
 EVENT_TYPE = "event_type"
+# The kinds of an edge's (source, target): emits run from a service to an event type,
+# consumed_by from an event type to a service.
+_ENDS = {"emits": (SERVICE, EVENT_TYPE), "consumed_by": (EVENT_TYPE, SERVICE)}
 
 
 def graph(store: Store) -> dict[str, Any]:
@@ -23,15 +26,10 @@ def graph(store: Store) -> dict[str, Any]:
                                         graph_edges.c.kind)
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).mappings().all()
-    kinds: dict[str, str] = {}
+    nodes: set[tuple[str, str]] = set()  # (kind, id): a service and a type may share a name
     edges = []
     for r in rows:
-        if r["kind"] == "consumed_by":
-            kinds.setdefault(r["source"], EVENT_TYPE)
-            kinds[r["target"]] = SERVICE
-        else:  # emits
-            kinds[r["source"]] = SERVICE
-            kinds.setdefault(r["target"], EVENT_TYPE)
+        nodes.update(zip(_ENDS[r["kind"]], (r["source"], r["target"]), strict=True))
         edges.append({
             "source": r["source"],
             "target": r["target"],
@@ -41,15 +39,14 @@ def graph(store: Store) -> dict[str, Any]:
             "p95_ms": r["p95_ms"],
             "anomaly_count": int(r["anomaly_count"] or 0),
         })
-    nodes = [{"id": n, "kind": k} for n, k in sorted(kinds.items(), key=lambda nk: (nk[1], nk[0]))]
-    return {"nodes": nodes, "edges": edges}
+    return {"nodes": [{"id": n, "kind": k} for k, n in sorted(nodes)], "edges": edges}
 
 
 def graph_dot(store_or_graph: Store | dict[str, Any]) -> str:
     """Graphviz DOT: services as boxes, event types as ellipses, each edge labelled with its
-    count and p95; edges with anomalies drawn red and bold."""
+    count and p95; edges with anomalies drawn red and bold. A service and an event type of
+    the same name are two nodes."""
     g = store_or_graph if isinstance(store_or_graph, dict) else graph(store_or_graph)
-    kind_of = {n["id"]: n["kind"] for n in g["nodes"]}
     lines = [
         "digraph choreography {",
         "  rankdir=TB;",
@@ -67,8 +64,9 @@ def graph_dot(store_or_graph: Store | dict[str, Any]) -> str:
         if e.get("anomaly_count"):
             attrs.append(f"tooltip={_quote(str(e['anomaly_count']) + ' anomalies')}")
             attrs += ['color="red"', 'fontcolor="red"', "penwidth=2"]
-        src = _node_id(e["source"], kind_of.get(e["source"], SERVICE))
-        dst = _node_id(e["target"], kind_of.get(e["target"], EVENT_TYPE))
+        src_kind, dst_kind = _ENDS.get(e["kind"], (SERVICE, EVENT_TYPE))
+        src = _node_id(e["source"], src_kind)
+        dst = _node_id(e["target"], dst_kind)
         lines.append(f"  {src} -> {dst} [{', '.join(attrs)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
