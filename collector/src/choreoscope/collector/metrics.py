@@ -133,7 +133,7 @@ class StoreMetrics(Collector):
             fetches.add_metric([status], snap.trace_fetches.get(status, 0))
         yield fetches
         age = GaugeMetricFamily("choreoscope_outbox_oldest_pending_age_seconds",
-                                "Age of the oldest pending outbox row (0 when none)",
+                                "Age of the oldest pending outbox row (0 when none; absent before a first successful poll)",
                                 labels=["source"])
         pending = GaugeMetricFamily("choreoscope_outbox_pending", "Pending outbox rows",
                                     labels=["source"])
@@ -143,8 +143,8 @@ class StoreMetrics(Collector):
                                       labels=["source"])
         for row in snap.outbox:
             labels = [row["source"]]
-            age.add_metric(labels, float(row["oldest_pending_age_s"] or 0.0))
-            if row["pending"] is not None:
+            if row["pending"] is not None:  # absent, not 0, before a first successful poll
+                age.add_metric(labels, float(row["oldest_pending_age_s"] or 0.0))
                 pending.add_metric(labels, row["pending"])
             if row["dead"] is not None:
                 dead.add_metric(labels, row["dead"])
