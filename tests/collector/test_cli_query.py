@@ -12,7 +12,7 @@ import pytest
 from choreoscope.collector.cli import main
 from choreoscope.collector.store import Store
 from tests.collector.query import expected
-from tests.collector.query._data import fill
+from tests.collector.query._data import T0, event, fill
 
 CHOREOSCOPE = Path(sys.executable).parent / "choreoscope"
 
@@ -84,10 +84,35 @@ def test_flow_by_event_or_trace_id(url: str, capsys: pytest.CaptureFixture[str])
 def test_flow_unknown(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown flow id exits 1 with a clear message, also for an injection string."""
     assert run(capsys, "--store", url, "flow", "nope") == (
-        1, "", "choreoscope: no flow with correlation id 'nope' (`choreoscope flows` lists them)\n")
+        1, "", "choreoscope: no flow with correlation id, event id or trace id 'nope' "
+        "(`choreoscope flows` lists them)\n")
     code, out, err = run(capsys, "--store", url, "flow", "' OR 1=1 --", "--json")
     assert (code, out) == (1, "")
-    assert "no flow with correlation id" in err
+    assert "no flow with correlation id, event id or trace id" in err
+
+
+def test_flow_of_an_outbox_row_that_never_reached_the_bus(
+        url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An id only a dead outbox row holds (its event never reached the bus, so no flow has
+    it) is answered with that row, where the operator can find it."""
+    assert run(capsys, "--store", url, "flow", "o-1") == (1, "", (
+        "choreoscope: no flow with correlation id, event id or trace id 'o-1' "
+        "(`choreoscope flows` lists them)\n"
+        "choreoscope: outbox orders holds its dead row o-1 (order.cancelled, 5 attempts): its "
+        "event never reached the bus (`choreoscope outbox` shows it)\n"))
+
+
+def test_flow_by_an_upper_case_trace_id(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trace id is found in any letter case (some tools print them in upper case)."""
+    from choreoscope.collector.store.schema import events
+
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.execute(events.insert(), [event("orders", 50, "e50", "order.placed", "orders",
+                                             "ord-1", at=T0, trace="ab" * 16)])
+    store.dispose()
+    code, out, _ = run(capsys, "--store", url, "flow", ("ab" * 16).upper(), "--json")
+    assert (code, json.loads(out)["correlation_id"]) == (0, "ord-1")
 
 
 def test_anomalies_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:

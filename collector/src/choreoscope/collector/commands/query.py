@@ -100,13 +100,18 @@ def _flows(store: Any, args: argparse.Namespace) -> int:
 def _flow(store: Any, args: argparse.Namespace) -> int:
     from ..query import get_flow, resolve_flow_id
     from ..query.formatting import flow_detail
+    from ..query.outbox import stuck_outbox_rows
 
     # the flow's correlation id, or the id of one of its events or traces
     flow_id = resolve_flow_id(store, args.id) if _ready(store) else None
     flow = get_flow(store, flow_id) if flow_id is not None else None
     if flow is None:
-        print(f"choreoscope: no flow with correlation id {args.id!r} "
+        print(f"choreoscope: no flow with correlation id, event id or trace id {args.id!r} "
               "(`choreoscope flows` lists them)", file=sys.stderr)
+        for source, row in stuck_outbox_rows(store, args.id) if _ready(store) else ():
+            print(f"choreoscope: outbox {source} holds its {row.get('status') or 'stuck'} row "
+                  f"{row.get('id')} ({row.get('type')}, {row.get('attempts')} attempts): its "
+                  "event never reached the bus (`choreoscope outbox` shows it)", file=sys.stderr)
         return 1
     return _emit(args, flow, flow_detail)
 

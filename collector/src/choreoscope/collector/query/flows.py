@@ -7,6 +7,7 @@ DESIGN.md section 6. Filters are bound parameters, never spliced into SQL.
 from __future__ import annotations
 
 import heapq
+import re
 from typing import Any
 
 from sqlalchemy import exists, false, func, or_, select
@@ -132,17 +133,23 @@ def get_flow(store: Store, correlation_id: str) -> dict[str, Any] | None:
     return flow
 
 
+_TRACE_ID = re.compile(r"[0-9A-Fa-f]{32}")
+
+
 def resolve_flow_id(store: Store, some_id: str) -> str | None:
     """The flow a user means by `some_id`: a correlation id, else the flow of the event with
-    that event id, else of the first event of that trace id. None when nothing matches."""
+    that event id, else of the first event of that trace id (in any letter case, as Jaeger
+    and other tools print them). None when nothing matches."""
     if not some_id or has_nul(some_id):
         return None
     with store.engine.connect() as conn:
         if conn.execute(select(flows.c.correlation_id)
                         .where(flows.c.correlation_id == some_id)).first() is not None:
             return some_id
-        for column in (events.c.flow_id, events.c.event_id, events.c.trace_id):
-            found = conn.execute(select(events.c.flow_id).where(column == some_id)
+        trace_id = some_id.lower() if _TRACE_ID.fullmatch(some_id) else some_id
+        for column, wanted in ((events.c.flow_id, some_id), (events.c.event_id, some_id),
+                               (events.c.trace_id, trace_id)):
+            found = conn.execute(select(events.c.flow_id).where(column == wanted)
                                  .order_by(events.c.observed_at_ms).limit(1)).scalar()
             if found is not None:
                 return str(found)

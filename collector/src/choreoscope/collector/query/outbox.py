@@ -23,6 +23,14 @@ def outbox_status(store: Store) -> list[dict[str, Any]]:
         return [_source(row) for row in rows]
 
 
+def stuck_outbox_rows(store: Store, some_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(source, row) of the stuck or dead outbox rows whose row id, correlation id or trace id
+    is `some_id`, as last polled: the events of a flow that may never have reached the bus."""
+    wanted = {some_id, some_id.lower()}
+    return [(source["source"], row) for source in outbox_status(store) for row in source["stuck"]
+            if wanted & {str(row.get(k)) for k in ("id", "correlation_id", "trace_id")}]
+
+
 def _source(row: Any) -> dict[str, Any]:
     stuck = [r for r in json_list(row["stuck"]) if isinstance(r, dict)]
     for r in stuck:  # an error may quote a database URL: never show its password
