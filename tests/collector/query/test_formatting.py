@@ -18,6 +18,13 @@ def test_table_alignment() -> None:
     ]
 
 
+def test_a_column_with_no_values_is_left_aligned() -> None:
+    """A column of only '-' is text (a subject no anomaly of the kind has), not a number."""
+    rows = [{"kind": "envelope", "subject": None}, {"kind": "envelope", "subject": None}]
+    text = table(rows, [("SUBJECT", lambda r: r["subject"]), ("KIND", lambda r: r["kind"])])
+    assert text.splitlines() == ["SUBJECT  KIND", "-        envelope", "-        envelope"]
+
+
 def test_table_neutralises_control_characters() -> None:
     """ANSI escapes and line breaks in stored values cannot reach the terminal."""
     text = table([{"t": "\x1b[31mred\nline"}], [("T", lambda r: r["t"])])

@@ -17,7 +17,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
     last = len(columns) - 1
     cells = [[_cell(get(r), None if i == last else MAX_CELL) for i, (_, get) in enumerate(columns)]
              for r in rows]
-    numeric = [all(_is_number(get(r)) for r in rows) and bool(rows) for _, get in columns]
+    numeric = [all(_is_number(get(r)) for r in rows)
+               and any(get(r) is not None for r in rows) for _, get in columns]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _) in enumerate(columns)]
 
     def line(values: Sequence[str]) -> str:
@@ -96,7 +97,7 @@ def outbox_table(sources: Sequence[dict[str, Any]]) -> str:
         ("DEAD", lambda s: s["dead"]),
         ("OLDEST PENDING", lambda s: _age(s["oldest_pending_age_s"])),
         ("LAG P95", lambda s: _ms(s["publish_lag_p95_ms"])),
-        ("STUCK", lambda s: len(s["stuck"])),
+        ("STUCK OR DEAD", lambda s: len(s["stuck"])),  # the rows listed below
         ("LAST OK", lambda s: s["last_ok_at"] or "never"),
     ])
     parts = [summary]
