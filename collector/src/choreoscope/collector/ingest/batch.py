@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from choreoscope.instrumentation.decoder import decode_with_headers
 
 from ..store import Store
+from ..store.engine import describe_error
 from ..store.schema import events
 from .redact import Redactor
 from .rows import COLUMNS, event_values
@@ -129,9 +130,9 @@ def store_tuples(store: Store, columns: tuple[str, ...], rows: list[tuple[Any, .
         with store.engine.begin() as conn:
             return _insert(conn, store.dialect, columns, rows)
     except (OperationalError, InterfaceError, DisconnectionError) as exc:
-        raise StoreUnavailable(_describe(exc)) from exc
+        raise StoreUnavailable(describe_error(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - a row the database rejects: go row by row
-        log.warning("batch of %d rows rejected (%s); storing row by row", len(rows), _describe(exc))
+        log.warning("batch of %d rows rejected (%s); storing row by row", len(rows), describe_error(exc))
     return sum(_store_one(store, dict(zip(columns, row, strict=True))) for row in rows)
 
 
@@ -162,9 +163,9 @@ def _store_one(store: Store, row: dict[str, Any]) -> int:
             with store.engine.begin() as conn:
                 return store.insert_ignore(conn, events, [attempt])
         except (OperationalError, InterfaceError, DisconnectionError) as exc:
-            raise StoreUnavailable(_describe(exc)) from exc
+            raise StoreUnavailable(describe_error(exc)) from exc
         except Exception as exc:  # noqa: BLE001
-            reason = _describe(exc)
+            reason = describe_error(exc)
             log.warning("row %s/%s/%s rejected: %s", row["topic"], row["partition"],
                         row["offset"], reason)
     return 0
@@ -197,9 +198,3 @@ def _note(row: dict[str, Any], problem: str) -> None:
     problems.append(problem)
     row["problems"] = json.dumps(problems)
 
-
-def _describe(exc: BaseException) -> str:
-    """An error message without SQL parameters (they may hold payloads)."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0][:300]}"
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"

@@ -9,12 +9,21 @@ from typing import Any
 from sqlalchemy import Engine, Table, create_engine, event, inspect, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from . import schema
 from .masking import mask_url
 
 DEFAULT_URL = "sqlite:///choreoscope.db"
 _URL_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A database error in one line, without the SQL parameters (they may hold payloads)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0][:300]}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 class StoreError(ValueError):

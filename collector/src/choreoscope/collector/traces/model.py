@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,9 @@ _PARTITION = ("messaging.destination.partition.id", "messaging.kafka.destination
 _OFFSET = ("messaging.kafka.offset", "messaging.kafka.message.offset")
 _ERROR_TYPE = "error.type"
 _OUT_OF_ORDER = "choreoscope.out_of_order"
+
+# The latest time a span may have: 9999-12-31T23:59:59.999999Z (the last a datetime can show).
+MAX_TIME_US = 253_402_300_799_999_999
 
 
 class SpanFormatError(ValueError):
@@ -117,7 +122,35 @@ class Span:
 
 
 # One encoder for every row (json.dumps with options builds a new one per call).
-_to_json = json.JSONEncoder(sort_keys=True, default=str).encode
+_encode = json.JSONEncoder(sort_keys=True, default=str, allow_nan=False).encode
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _to_json(value: Any) -> str:
+    """Valid JSON text: non-finite floats become "NaN"/"Infinity"/"-Infinity", lone surrogates
+    U+FFFD. The cleaning pass runs only for values that need it (or hold non-BMP characters,
+    whose \\ud83d-style escapes look alike in the fast path's output)."""
+    try:
+        text = _encode(value)
+    except ValueError:  # a NaN or infinite float
+        return _encode(_json_safe(value))
+    return _encode(_json_safe(value)) if "\\ud" in text else text
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, dict):
+        return {_json_safe(str(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return _json_safe(str(value))
 
 
 def normalize_id(value: Any, size: int, what: str = "id") -> str:
@@ -196,10 +229,27 @@ def _int(value: Any) -> int | None:
 
 
 def _clip(value: str | None, limit: int) -> str | None:
-    """Cut to the column size; NUL characters (refused by PostgreSQL) become U+FFFD."""
+    """Cut to the column size, as valid UTF-8 text (`clean_text`)."""
     if not value:
         return value
-    return value[:limit].replace("\x00", "\ufffd")
+    return clean_text(value[:limit])
+
+
+def clean_text(value: str) -> str:
+    """The text with NUL characters (refused by PostgreSQL) and lone surrogates (legal as
+    OTLP/JSON escapes, not encodable as UTF-8: refused by both stores) as U+FFFD."""
+    if not value.isascii():
+        value = _SURROGATES.sub("\ufffd", value)
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def check_time_us(value: int, what: str) -> int:
+    """A span time in microseconds since the epoch, refused unless 0 <= value <= MAX_TIME_US
+    (later times cannot be shown as dates: they would break every reader of the span)."""
+    if not 0 <= value <= MAX_TIME_US:
+        raise SpanFormatError(f"expected a {what} between 1970 and 9999 (microseconds "
+                              f"0..{MAX_TIME_US}), got {value}")
+    return value
 
 
 _INT32 = 2**31 - 1

@@ -1,19 +1,36 @@
-"""Write normalised spans to the store, idempotently by (trace_id, span_id)."""
+"""Write normalised spans to the store, idempotently by (trace_id, span_id).
+
+Each chunk of spans is inserted under a savepoint. A chunk the database rejects because of one
+bad span is stored span by span (a span still refused is stored with its text made plain, then
+with only its ids, kind, status and times), so one span never holds the others back. A store
+that cannot be reached raises, and the caller's transaction stores nothing.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
 from ..store import Store
+from ..store.engine import describe_error
 from ..store.schema import spans as spans_table
-from .model import Span
+from .model import Span, clean_text
+
+log = logging.getLogger(__name__)
 
 ORIGINS = ("jaeger", "otlp")
 _CHUNK = 1000
 _COLUMNS = [c.name for c in spans_table.columns]
 _PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
+# Errors of the connection, not of a row: retrying span by span would not help.
+_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
+# What a span keeps when nothing else of it can be stored: enough to place it in its trace.
+_MINIMAL = ("trace_id", "span_id", "parent_span_id", "kind", "start_us", "duration_us",
+            "status", "origin", "received_at_ms")
 
 
 class SpanSink:
@@ -50,10 +67,56 @@ class SpanSink:
         stored = 0
         for i in range(0, len(batch), _CHUNK):
             chunk = batch[i:i + _CHUNK]
-            if self._sql is None:
-                stored += self.store.insert_ignore(conn, spans_table, chunk)
-                continue
-            result = conn.exec_driver_sql(self._sql, [tuple(r[c] for c in _COLUMNS)
-                                                      for r in chunk])
-            stored += max(0, int(result.rowcount or 0))
+            try:
+                with self._savepoint(conn):
+                    stored += self._insert(conn, chunk)
+            except _UNAVAILABLE:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a span the database refuses: one by one
+                log.warning("a batch of %d spans was refused (%s); storing span by span",
+                            len(chunk), describe_error(exc))
+                stored += sum(self._store_one(conn, row) for row in chunk)
         return stored
+
+    def _store_one(self, conn: Any, row: dict[str, Any]) -> int:
+        for attempt in (row, _plain(row), _minimal(row)):
+            try:
+                with self._savepoint(conn):
+                    return self._insert(conn, [attempt])
+            except _UNAVAILABLE:
+                raise
+            except Exception as exc:  # noqa: BLE001 - try the plainer row next
+                log.warning("span %s/%s was refused: %s", row["trace_id"], row["span_id"],
+                            describe_error(exc))
+        return 0
+
+    def _insert(self, conn: Any, rows: list[dict[str, Any]]) -> int:
+        if self._sql is None:
+            return self.store.insert_ignore(conn, spans_table, rows)
+        result = conn.exec_driver_sql(self._sql, [tuple(r[c] for c in _COLUMNS) for r in rows])
+        return max(0, int(result.rowcount or 0))
+
+    def _savepoint(self, conn: Any) -> Any:
+        """A savepoint inside the caller's transaction. pysqlite opens its transaction only at
+        the first INSERT/UPDATE/DELETE; a SAVEPOINT before that would be the outermost one, and
+        releasing it would commit: BEGIN first so the caller's rollback still undoes it all."""
+        if self.store.dialect == "sqlite":
+            dbapi = conn.connection.dbapi_connection
+            if dbapi is not None and not dbapi.in_transaction:
+                conn.exec_driver_sql("BEGIN")
+        return conn.begin_nested()
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every text made valid UTF-8 without NUL characters (`clean_text`)."""
+    return {name: clean_text(value) if isinstance(value, str) else value
+            for name, value in row.items()}
+
+
+def _minimal(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with only what places the span in its trace; the rest empty."""
+    out: dict[str, Any] = dict.fromkeys(row)
+    out.update({name: row[name] for name in _MINIMAL})
+    out.update(name="", out_of_order=False, attributes="{}", links="[]", events="[]")
+    return out
+

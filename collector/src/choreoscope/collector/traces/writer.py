@@ -1,8 +1,9 @@
 """A bounded span queue drained by one writer thread that stores spans in batches.
 
-Telemetry never takes the host down: when the queue is full, or the store refuses a batch, the
-spans are dropped and counted (`spans_dropped`), and the count is added to a meta key so the
-dashboard and the metrics can show it.
+Telemetry never takes the host down: when the queue is full, or the store cannot take a batch
+(unreachable, disk full), the spans are dropped and counted (`spans_dropped`), and the count is
+added to a meta key so the dashboard and the metrics can show it. A batch refused because of
+one bad span is stored span by span by the sink: the others are not lost.
 """
 
 from __future__ import annotations
