@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
 def rfc3339_ms(ms: int | None) -> str | None:
-    """`1764135314123` -> `"2025-11-26T05:35:14.123Z"` (UTC, milliseconds, `Z`); None stays None."""
+    """`1764135314123` -> `"2025-11-26T05:35:14.123Z"` (UTC, milliseconds, `Z`); None stays None,
+    and so does a time no date can show (before year 1 or after 9999): never raises."""
     if ms is None:
         return None
     seconds, millis = divmod(int(ms), 1000)
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+    stamp = _utc(seconds)
+    return None if stamp is None else f"{stamp}.{millis:03d}Z"
 
 
 def rfc3339_us(us: int | None) -> str | None:
-    """Microseconds since the epoch as RFC 3339 UTC with microseconds and `Z`."""
+    """Microseconds since the epoch as RFC 3339 UTC with microseconds and `Z`; None for None
+    and for times out of the range of dates (as `rfc3339_ms`)."""
     if us is None:
         return None
     seconds, micros = divmod(int(us), 1_000_000)
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+    stamp = _utc(seconds)
+    return None if stamp is None else f"{stamp}.{micros:06d}Z"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _utc(seconds: int) -> str | None:
+    """`YYYY-MM-DDTHH:MM:SS` of seconds since the epoch; None outside years 1..9999."""
+    try:
+        at = _EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        return None
+    return f"{at.year:04d}-{at:%m-%dT%H:%M:%S}"
 
 
 def json_or(text: str | None, default: Any) -> Any:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .legacy import decode_legacy
-from .model import Span, SpanFormatError, normalize_id
+from .model import Span, SpanFormatError, check_time_us, normalize_id
 from .otlp import decode_json
 
 log = logging.getLogger(__name__)
@@ -158,12 +158,15 @@ class JaegerClient:
                     "root_operation": raw.get("rootOperationName"),
                     "span_count": int(raw.get("spanCount") or 0),
                     "error_span_count": int(raw.get("errorSpanCount") or 0),
-                    "start_us": int(raw.get("minStartTimeUnixNano") or 0) // 1000,
-                    "end_us": int(raw.get("maxEndTimeUnixNano") or 0) // 1000,
+                    "start_us": check_time_us(int(raw.get("minStartTimeUnixNano") or 0)
+                                              // 1000, "trace start time"),
+                    "end_us": check_time_us(int(raw.get("maxEndTimeUnixNano") or 0) // 1000,
+                                            "trace end time"),
                     "services": sorted(str(s.get("name")) for s in raw.get("services") or []
                                        if isinstance(s, dict)),
                 })
-            except (SpanFormatError, TypeError, ValueError, AttributeError) as exc:
+            except (SpanFormatError, TypeError, ValueError, OverflowError,
+                    AttributeError) as exc:
                 log.warning("skipping a malformed Jaeger trace summary: %s", exc)
         return out
 

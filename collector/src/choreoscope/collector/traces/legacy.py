@@ -2,6 +2,7 @@
 
 Span kind is the `span.kind` tag, status the `otel.status_code` / `error` tags, the service
 `processes[processID].serviceName`; 16-hex trace ids (high 64 bits zero) are left-padded.
+Spans with a time (microseconds) before 1970 or after 9999 are skipped, like malformed ones.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from .model import Span, SpanFormatError, normalize_id, optional_id
+from .model import Span, SpanFormatError, check_time_us, normalize_id, optional_id
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def _legacy_trace(trace: dict[str, Any]) -> list[Span]:
     for raw in raw_spans:
         try:
             spans.append(_legacy_span(raw, processes))
-        except (SpanFormatError, TypeError, ValueError, AttributeError, KeyError) as exc:
+        except (SpanFormatError, TypeError, ValueError, OverflowError, AttributeError,
+                KeyError) as exc:
             log.warning("skipping a malformed legacy Jaeger span: %s", exc)
     return spans
 
@@ -71,7 +73,9 @@ def _legacy_span(raw: dict[str, Any], processes: dict[str, Any]) -> Span:
     process_id = raw.get("processID")
     process = ((processes.get(process_id) if isinstance(process_id, str) else None)
                or raw.get("process") or {})
-    start_us = int(raw.get("startTime") or 0)
+    start_us = check_time_us(int(raw.get("startTime") or 0), "start time")
+    duration_us = max(0, int(raw.get("duration") or 0))
+    check_time_us(start_us + duration_us, "end time")
     return Span(
         trace_id=trace_id,
         span_id=normalize_id(raw.get("spanID"), 8, "span id"),
@@ -80,7 +84,7 @@ def _legacy_span(raw: dict[str, Any], processes: dict[str, Any]) -> Span:
         kind=kind,
         service=process.get("serviceName") if isinstance(process, dict) else None,
         start_us=start_us,
-        duration_us=max(0, int(raw.get("duration") or 0)),
+        duration_us=duration_us,
         status=status,
         status_message=str(message) if message else None,
         attributes=attrs,
@@ -130,4 +134,5 @@ def _legacy_log(entry: dict[str, Any]) -> dict[str, Any]:
     fields = _legacy_tags(entry.get("fields"))
     name = fields.pop("event", None)
     return {"name": str(name) if name is not None else "log",
-            "time_us": int(entry.get("timestamp") or 0), "attributes": fields}
+            "time_us": check_time_us(int(entry.get("timestamp") or 0), "log time"),
+            "attributes": fields}

@@ -3,7 +3,8 @@
 `decode_json` takes the parsed JSON object (`{"resourceSpans": [...]}`, as in an OTLP/HTTP
 JSON body or Jaeger's api/v3 `result`); `decode_protobuf` takes the bytes of an
 ExportTraceServiceRequest (same wire layout as TracesData). Both return a `Decoded`: the spans,
-and how many spans were rejected and why (bad ids), never raising for a single bad span.
+and how many spans were rejected and why (bad ids, times outside uint64 nanoseconds), never
+raising for a single bad span.
 A body that is not TracesData at all raises `SpanFormatError`.
 """
 
@@ -23,6 +24,7 @@ from .model import Span, SpanFormatError, normalize_id, optional_id
 _KIND_BY_INT = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer",
                 5: "consumer"}
 _STATUS_BY_INT = {0: "unset", 1: "ok", 2: "error"}
+_UINT64 = 2**64 - 1
 
 
 @dataclass
@@ -66,7 +68,7 @@ def decode_json(data: Any) -> Decoded:
                 out.spans.append(_json_span(raw, service))
             except SpanFormatError as exc:
                 out.reject(str(exc))
-            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            except (TypeError, ValueError, OverflowError, AttributeError, KeyError) as exc:
                 out.reject(f"malformed span: {type(exc).__name__}: {exc}")
     return out
 
@@ -125,12 +127,18 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
 
 
 def _nanos(value: Any) -> int:
+    """A fixed64 time in nanoseconds: 0 <= t < 2**64, i.e. 1970 to 2554 (no date past 9999
+    can reach the store from OTLP)."""
     if value is None or value == "":
         return 0
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise SpanFormatError(f"expected a time in nanoseconds, got {value!r}") from None
+        nanos = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise SpanFormatError(f"expected a time in nanoseconds, got {value!r:.80}") from None
+    if not 0 <= nanos <= _UINT64:
+        raise SpanFormatError(f"expected a time in nanoseconds within uint64 (0..{_UINT64}), "
+                              f"got {value!r:.80}")
+    return nanos
 
 
 def _enum(value: Any, by_int: dict[int, str], prefix: str, default: str) -> str:
@@ -174,7 +182,7 @@ def _json_value(value: Any) -> Any:
         raw = _get(value, "intValue", "int_value")
         try:
             return int(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise SpanFormatError(f"expected an int64 attribute value, got {raw!r}") from None
     if "doubleValue" in value or "double_value" in value:
         raw = _get(value, "doubleValue", "double_value")
