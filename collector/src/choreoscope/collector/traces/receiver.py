@@ -221,6 +221,10 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                     self._error(413, f"decompressed body over the limit of {limit} bytes",
                                 is_json)
                     return None
+                if not inflater.eof:  # what is there inflates, but the stream never ends
+                    self._error(400, f"malformed gzip body: truncated (the gzip stream stops "
+                                     f"after {len(raw)} bytes, before its end)", is_json)
+                    return None
                 return out
             if encoding != "identity":
                 self._error(415, f"expected Content-Encoding gzip or identity, got {encoding!r}",
