@@ -51,17 +51,17 @@ def dbapi_connect(url: str) -> Any:
 def outbox_rows(outbox: Outbox) -> list[dict[str, Any]]:
     """Every row of the outbox table, JSON decoded, ids as text and times in epoch ms."""
     conn, _ = outbox._open()
+    columns = [_dbapi.as_text(c) if c in ("payload", "headers") else c for c in COLUMNS]
     try:
-        cur = conn.cursor()
-        cur.execute(f"select * from {outbox.table} order by seq")
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        cur = _dbapi.tuple_cursor(conn)
+        cur.execute(f"select {', '.join(columns)} from {outbox.table} order by seq")
+        rows = [dict(zip(COLUMNS, r, strict=True)) for r in cur.fetchall()]
     finally:
         conn.close()
     for row in rows:
         row["id"] = str(row["id"])
-        row["payload"] = _dbapi.json_value(row["payload"])
-        row["headers"] = _dbapi.json_value(row["headers"])
+        row["payload"] = _dbapi.json_from_text(row["payload"])
+        row["headers"] = _dbapi.json_from_text(row["headers"])
         for name in ("created_at", "next_attempt_at", "last_attempt_at", "sent_at"):
             row[name] = _dbapi.time_ms(row[name])
     return rows

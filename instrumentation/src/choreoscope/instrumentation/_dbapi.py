@@ -2,7 +2,9 @@
 
 The outbox is written with plain SQL so that services need no SQLAlchemy. What differs
 between the two databases lives here: the placeholder (`?` / `%s`), how JSON, uuids and
-timestamps are passed and read back, and row locking. SQLAlchemy objects handed in by the
+timestamps are passed and read back, and row locking. Rows are read as plain tuples and
+JSON columns as text (`as_text`, `json_from_text`), whatever row factory or JSON loader the
+connection was set up with. SQLAlchemy objects handed in by the
 caller are used through duck typing (an Engine has `raw_connection`, a Connection has
 `exec_driver_sql`, a Session has `connection()`); SQLAlchemy itself is never imported.
 
@@ -47,6 +49,12 @@ class Dialect:
             return _EPOCH + timedelta(milliseconds=ms)
         return format_time(ms)
 
+    def is_json(self, column: str) -> str:
+        """SQL telling whether `column` is of a JSON type (then its text is a JSON document)."""
+        if self.postgres:
+            return f"pg_typeof({column}) in ('json'::regtype, 'jsonb'::regtype)"
+        return "0"  # SQLite has no JSON column type: its JSON is text
+
     def json_param(self, value: Any) -> str:
         try:
             return json.dumps(value, separators=(",", ":"), default=json_default, allow_nan=False)
@@ -77,11 +85,44 @@ def time_ms(value: Any) -> int | None:
     raise TypeError(f"expected a datetime or RFC 3339 text, got {type(value).__name__}")
 
 
-def json_value(value: Any) -> Any:
-    """A stored JSON column as Python: psycopg already decodes jsonb, SQLite gives text."""
-    if isinstance(value, str | bytes | bytearray):
-        return json.loads(value)
-    return value
+def as_text(column: str) -> str:
+    """SQL reading `column` as text, on both databases and whatever the column's type.
+
+    JSON columns are always read this way and parsed by `json_from_text`. Reading them as
+    the driver decodes them would depend on the column's type and the connection's set-up:
+    psycopg decodes `jsonb` / `json` itself (with the loader the application or SQLAlchemy
+    registered) but gives `text` as it is, and SQLite gives whatever a column's affinity
+    made of the stored text (a `payload json` column turns `123` into an integer). A JSON
+    string payload `"123"` would then be indistinguishable from the number 123.
+    """
+    return f"cast({column} as text)"
+
+
+def json_from_text(text: str | bytes | None) -> Any:
+    """A JSON column read through `as_text` as Python; SQL NULL is None."""
+    if text is None:
+        return None
+    if not isinstance(text, str | bytes | bytearray):
+        raise TypeError(f"expected a JSON column read as text, got {type(text).__name__}")
+    return json.loads(text)
+
+
+def tuple_cursor(conn: Any) -> Any:
+    """A cursor on a sqlite3 or psycopg connection whose rows are plain tuples.
+
+    The connection may have been opened with another row factory (psycopg's `dict_row` or
+    `namedtuple_row`, a sqlite3 `row_factory`): the rows read here must not depend on it.
+    """
+    raw = _unwrap(conn)
+    if isinstance(raw, sqlite3.Connection):
+        cur = raw.cursor()
+        cur.row_factory = None
+        return cur
+    if _is_psycopg(raw):
+        from psycopg.rows import tuple_row
+
+        return raw.cursor(row_factory=tuple_row)
+    return conn.cursor()
 
 
 # -- the caller's connection, for Outbox.add ------------------------------------------------
@@ -115,7 +156,7 @@ def executor_for(conn: Any) -> Executor:
         )
 
     def run(sql: str, params: Sequence[Any]) -> Any:
-        cur = dbapi.cursor()
+        cur = tuple_cursor(dbapi)
         cur.execute(sql, params)
         return cur
 
@@ -194,9 +235,13 @@ def dialect_of_dbapi(conn: Any) -> Dialect | None:
     conn = _unwrap(conn)
     if isinstance(conn, sqlite3.Connection):
         return SQLITE
-    if type(conn).__module__.split(".")[0] == "psycopg":
+    if _is_psycopg(conn):
         return POSTGRES
     return None
+
+
+def _is_psycopg(conn: Any) -> bool:
+    return type(conn).__module__.split(".")[0] == "psycopg"
 
 
 def dialect_named(name: str) -> Dialect:

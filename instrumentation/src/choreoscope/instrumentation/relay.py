@@ -31,6 +31,7 @@ when the row was written, with `choreoscope.outbox.delay_ms` = publish time - wr
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -59,10 +60,6 @@ log = logging.getLogger(__name__)
 _TRACER_NAME = "choreoscope.instrumentation.outbox"
 _MAX_BACKOFF_S = 300.0
 _MAX_ERROR_CHARS = 2000
-_COLUMNS = (
-    "seq, id, aggregatetype, aggregateid, type, payload, headers, tracingspancontext, topic,"
-    " created_at, attempts"
-)
 # Header names the relay writes itself; any other key stored in `headers` goes along as is.
 _OWN_HEADERS = frozenset({
     wire.SPECVERSION, wire.ID, wire.TYPE, wire.SOURCE, wire.TIME, wire.SUBJECT,
@@ -184,7 +181,7 @@ class OutboxRelay:
     def _round(self, limit: int, tried: list[int]) -> tuple[int, int]:
         conn, dialect = self._connection()
         try:
-            cur = conn.cursor()
+            cur = _dbapi.tuple_cursor(conn)  # whatever row factory the outbox's connections have
             self._begin(conn, cur, dialect)
             now_ms = _now_ms()
             cur.execute(*self._claim_sql(dialect, now_ms, limit, tried))
@@ -233,7 +230,7 @@ class OutboxRelay:
         skip = f" and o.seq not in ({', '.join('?' * len(tried))})" if tried else ""
         lock = " for update of o skip locked" if dialect.postgres else ""
         sql = (
-            f"select {', '.join('o.' + c.strip() for c in _COLUMNS.split(','))} from {t} o"
+            f"select {_columns(dialect)} from {t} o"
             # Statuses are literals, never parameters: a prepared statement's generic plan
             # can then still use the partial index `... where status = 'pending'`.
             f" where {where} and o.status = '{STATUS_PENDING}'"
@@ -278,16 +275,20 @@ class OutboxRelay:
         """Start sending `row`; a failure before the send is returned as a finished pending."""
         try:
             topic = self._topic_for(row.aggregatetype) if row.topic is None else row.topic
-            event = self._event(row)
-            data = _dbapi.json_value(row.payload)
+            stored = _dbapi.json_from_text(row.headers)
+            if not isinstance(stored, dict):
+                raise ValueError(
+                    f"expected headers to be a JSON object, got {type(stored).__name__}")
+            event = self._event(row, stored)
+            data = _dbapi.json_from_text(row.payload)
             if self._serializes_values:  # the producer's serializer gets the data, as publish does
                 value, content_type = data, None
             else:
                 value, content_type = wire.encode_value(data)
-            extra = _extra_headers(row.headers)
+            extra = _extra_headers(stored)
         except Exception as exc:  # noqa: BLE001 - a bad row is the row's failure, not the relay's
             return _Pending(None, None, exc)
-        parent, tracestate = _stored_context(row.tracingspancontext)
+        parent, tracestate = _stored_context(row.tracingspancontext, row.tracingspancontext_json)
         key = row.aggregateid
         attributes: dict[str, Any] = semconv.send_attributes(topic, event, key)
         created_ms = _dbapi.time_ms(row.created_at)
@@ -312,11 +313,7 @@ class OutboxRelay:
             raise
         return _Pending(span, future, None)
 
-    def _event(self, row: _Row) -> Event:
-        stored = _dbapi.json_value(row.headers)
-        if not isinstance(stored, dict):
-            raise ValueError(f"expected headers to be a JSON object, got {type(stored).__name__}")
-
+    def _event(self, row: _Row, stored: dict[str, Any]) -> Event:
         def get(name: str) -> str | None:
             value = stored.get(name)
             return None if value is None or value == "" else str(value)
@@ -358,6 +355,16 @@ class OutboxRelay:
                 log.debug("closing the relay connection failed", exc_info=True)
 
 
+def _columns(dialect: _dbapi.Dialect) -> str:
+    """The select list of a claim, in `_Row`'s order: JSON columns read as text."""
+    return (
+        "o.seq, o.id, o.aggregatetype, o.aggregateid, o.type,"
+        f" {_dbapi.as_text('o.payload')}, {_dbapi.as_text('o.headers')},"
+        f" {_dbapi.as_text('o.tracingspancontext')}, o.topic, o.created_at, o.attempts,"
+        f" {dialect.is_json('o.tracingspancontext')}"
+    )
+
+
 @dataclass(slots=True)
 class _Row:
     seq: int
@@ -365,12 +372,16 @@ class _Row:
     aggregatetype: str
     aggregateid: str
     type: str
-    payload: Any
-    headers: Any
+    payload: str | None
+    """JSON text (`_dbapi.as_text`), whether the column is jsonb, json or text."""
+    headers: str | None
+    """JSON text, like `payload`."""
     tracingspancontext: str | None
     topic: str | None
     created_at: Any
     attempts: int
+    tracingspancontext_json: Any
+    """True if `tracingspancontext` is a json/jsonb column (a table made by hand)."""
 
 
 @dataclass(slots=True)
@@ -402,9 +413,23 @@ class _Pending:
         return error
 
 
-def _stored_context(text: str | None) -> tuple[Context, str | None]:
-    """The parent context for the send span, from `tracingspancontext`, and its tracestate."""
+def _stored_context(text: str | None, is_json: Any = False) -> tuple[Context, str | None]:
+    """The parent context for the send span, from `tracingspancontext`, and its tracestate.
+
+    The column holds `traceparent=...` / `tracestate=...` lines (Debezium's format). A table
+    made by hand may declare it json/jsonb (`is_json`): then it holds those lines as a JSON
+    string, or an object `{"traceparent": ..., "tracestate": ...}`.
+    """
     root = Context()  # never the relay's own ambient span
+    if is_json and text:
+        try:
+            stored = json.loads(text)
+        except ValueError as exc:
+            log.debug("ignoring a stored trace context: %s", exc)
+            return root, None
+        if isinstance(stored, dict):
+            stored = "\n".join(f"{k}={v}" for k, v in stored.items() if isinstance(v, str))
+        text = stored if isinstance(stored, str) else None
     if not text:
         return root, None
     fields: dict[str, str] = {}
@@ -421,11 +446,8 @@ def _stored_context(text: str | None) -> tuple[Context, str | None]:
     return remote_context(parsed, tracestate, root), tracestate
 
 
-def _extra_headers(stored: Any) -> list[tuple[str, bytes]]:
+def _extra_headers(stored: dict[str, Any]) -> list[tuple[str, bytes]]:
     """Keys of the `headers` column the relay does not write itself, as record headers."""
-    stored = _dbapi.json_value(stored)
-    if not isinstance(stored, dict):
-        return []
     return [
         (str(name), str(value).encode())
         for name, value in stored.items()
