@@ -239,6 +239,35 @@ def test_relay_accepts_a_traced_producer_and_an_engine(
     assert [r.key for r in consume_all(bootstrap, topic)] == [b"ord_1"]
 
 
+def test_relay_under_an_active_kafka_instrumentor_sends_one_traceparent(
+    tmp_path: Path, producer: KafkaProducer, bootstrap: str, topic: str,
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter,
+) -> None:
+    """With OpenTelemetry's KafkaInstrumentor active, a relayed row is one send span (the
+    relay's) and one `traceparent`, not a second root span and a second header."""
+    from opentelemetry.instrumentation.kafka import KafkaInstrumentor
+
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    commit_rows(outbox, url, "ord_1", aggregatetype=topic)
+    instrumentor = KafkaInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider)
+    try:
+        relay = OutboxRelay(outbox, producer, tracer_provider=tracer_provider)
+        assert relay.run_once() == 1
+        relay.close()
+    finally:
+        instrumentor.uninstrument()
+    (record,) = consume_all(bootstrap, topic)
+    traceparents = [v.decode() for k, v in record.headers if k == "traceparent"]
+    sends = [s for s in span_exporter.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert [s.name for s in sends] == [f"send {topic}"]
+    assert traceparents == [format_traceparent(sends[0].context.trace_id,
+                                               sends[0].context.span_id,
+                                               sends[0].context.trace_flags)]
+
+
 def test_relay_hands_data_and_key_to_the_producers_serializers(
     tmp_path: Path, bootstrap: str, topic: str,
 ) -> None:

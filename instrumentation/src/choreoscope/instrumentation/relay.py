@@ -50,6 +50,7 @@ from opentelemetry.trace import (
 
 from . import _dbapi, semconv, wire
 from ._fastspan import SpanStarter
+from ._plain_send import PlainSend
 from ._send_inputs import serializers
 from .event import Event
 from .outbox import STATUS_DEAD, STATUS_PENDING, STATUS_SENT, Outbox
@@ -110,6 +111,7 @@ class OutboxRelay:
         self.max_attempts = max_attempts
         self.batch_size = batch_size
         self._producer = plain
+        self._plain_send = PlainSend()  # under OpenTelemetry's kafka instrumentation too
         self._serializes_values, self._serializes_keys = serializers(plain)
         self._topic_for = topic_for or (lambda aggregatetype: aggregatetype)
         self._backoff = _backoff_function(backoff)
@@ -303,7 +305,7 @@ class OutboxRelay:
                 traceparent = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
                 tracestate = ctx.trace_state.to_header() or tracestate
             headers = wire.encode_headers(event, traceparent, tracestate, content_type) + extra
-            future = self._producer.send(
+            future = self._plain_send(self._producer)(
                 topic, value=value, key=key if self._serializes_keys else key.encode(),
                 headers=headers)
         except Exception as exc:  # noqa: BLE001 - recorded on the row and the span
