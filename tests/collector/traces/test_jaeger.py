@@ -253,6 +253,21 @@ def test_legacy_not_found_is_empty() -> None:
         assert JaegerClient(jaeger.url).get_trace(trace_id) == []
 
 
+def test_a_url_that_is_not_jaeger_is_unavailable_not_every_trace_missing() -> None:
+    """A server answering a plain 404 on both APIs (say --jaeger given the OTLP port) is not
+    a Jaeger query service: JaegerUnavailable naming the URL, for a trace, the services and
+    a search alike, never an empty answer that marks every trace missing."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    with FakeJaeger() as jaeger:  # no routes: every path is a plain 404
+        client = JaegerClient(jaeger.url)
+        for ask in (lambda: client.get_trace(trace_id), client.services,
+                    lambda: client.find_traces("orders", 0, 1)):
+            with pytest.raises(JaegerUnavailable) as info:
+                ask()
+            assert str(info.value).startswith(f"{jaeger.url} is not a Jaeger query API: GET ")
+        assert jaeger.requests[:2] == [f"/api/v3/traces/{trace_id}", f"/api/traces/{trace_id}"]
+
+
 @pytest.mark.parametrize(("status", "body", "message"), [
     (400, b'{"error":{"httpCode":400,"message":"malformed parameter query.start_time_min: '
           b'parsing time"}}\n', "malformed parameter query.start_time_min: parsing time"),

@@ -73,7 +73,8 @@ class JaegerClient:
                 return _decode_v3(body)
         try:
             body = self._get(f"/api/traces/{trace_id}")
-        except _NotFound:
+        except _NotFound as nf:
+            self._check_jaeger(nf, "/api/traces/{id}")
             return []
         return [s for s in _decode_legacy(body) if s.trace_id == trace_id]
 
@@ -92,7 +93,8 @@ class JaegerClient:
                 return _service_names(names)
         try:
             body = self._get("/api/services")
-        except _NotFound:
+        except _NotFound as nf:
+            self._check_jaeger(nf, "/api/services")
             return []
         return _service_names(body.get("data") if isinstance(body, dict) else None)
 
@@ -119,7 +121,8 @@ class JaegerClient:
                                         "end": start_max_ms * 1000, "limit": limit})
         try:
             body = self._get(f"/api/traces?{query}")
-        except _NotFound:
+        except _NotFound as nf:
+            self._check_jaeger(nf, "/api/traces")
             return {}
         return group_by_trace(_decode_legacy(body))
 
@@ -171,6 +174,17 @@ class JaegerClient:
         return out
 
     # --- HTTP --------------------------------------------------------------------------------
+
+    def _check_jaeger(self, nf: _NotFound, route: str) -> None:
+        """A 404 of the legacy API that is not Jaeger's own "not found": neither API is
+        there, so this is not a Jaeger query service (a wrong port, an OTLP receiver, a
+        proxy path). Every trace waits, none is taken for missing."""
+        if nf.route_missing:
+            self.api_v3 = None  # learn again once the URL answers
+            raise JaegerUnavailable(
+                f"{self.base_url} is not a Jaeger query API: GET {route} and its api/v3 form "
+                "answered 404 without Jaeger's error body (expected the query service, "
+                "e.g. http://jaeger:16686)")
 
     def _get(self, path: str) -> Any:
         url = self.base_url + path
