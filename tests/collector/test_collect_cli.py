@@ -212,6 +212,36 @@ def test_once_ingests_everything_analyses_and_exits(bootstrap, topic, group, tmp
 
 
 @pytest.mark.broker
+def test_once_fetches_the_traces_of_what_it_read_from_jaeger(bootstrap, topic, group,
+                                                            tmp_path) -> None:
+    """--once --jaeger fetches the trace of a record it just read, without waiting for a
+    settle delay no later pass would reach: the fetch is `found` with the trace's span."""
+    from choreoscope.collector.store.schema import trace_fetches
+    from tests.collector.traces.jaeger_server import FakeJaeger, Reply, fixture
+
+    trace_id = "00000000000000000000000000000001"  # GetTrace.json: one span
+    p = Producer({"bootstrap.servers": bootstrap})
+    p.produce(topic, value=b'{"n": 1}', headers=[
+        ("ce_specversion", b"1.0"), ("ce_id", b"e-1"), ("ce_type", b"order.placed"),
+        ("ce_source", b"shop"), ("ce_schemaversion", b"1"),
+        ("traceparent", f"00-{trace_id}-00000000000000a1-01".encode())])
+    p.flush(30)
+    url = f"sqlite:///{tmp_path}/once.db"
+    with FakeJaeger() as jaeger:
+        jaeger.routes[f"/api/v3/traces/{trace_id}"] = Reply(body=fixture("GetTrace.json"))
+        r = subprocess.run(_collect(url, bootstrap, topic, group, "--once", "--jaeger",
+                                    jaeger.url), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"/api/v3/traces/{trace_id}" in jaeger.requests
+    store = Store(url)
+    with store.engine.connect() as conn:
+        # (the fixture's span is years old: retention prunes it in the same run)
+        assert conn.execute(select(trace_fetches.c.status, trace_fetches.c.span_count)
+                            ).all() == [("found", 1)]
+    store.dispose()
+
+
+@pytest.mark.broker
 def test_once_on_topics_not_there_yet_reads_nothing(bootstrap, group, tmp_path) -> None:
     """The broker's "no such topic" answer for a pattern that matches nothing is no record."""
     url = f"sqlite:///{tmp_path}/none.db"

@@ -94,6 +94,26 @@ def test_due_traces_are_fetched_stored_and_refetched_while_active(store: Store) 
     assert span_count(store, T_HOTROD) == 40
 
 
+def test_catch_up_fetches_every_trace_at_once_for_a_last_pass(store: Store) -> None:
+    """`collect --once` has no later pass: catch_up fetches the traces first seen just now
+    (not due before the settle delay) and beyond one batch; a trace Jaeger lacks is missing,
+    asked for once."""
+    add_event(store, 0, T_SMALL, T0)
+    add_event(store, 1, T_HOTROD, T0)
+    add_event(store, 2, T_OTHER, T0)
+    with FakeJaeger() as jaeger:
+        jaeger.routes[f"/api/v3/traces/{T_SMALL}"] = Reply(body=fixture("GetTrace.json"))
+        jaeger.routes[f"/api/v3/traces/{T_HOTROD}"] = Reply(body=fixture("getTrace-response.json"))
+        jaeger.routes[f"/api/v3/traces/{T_OTHER}"] = Reply(404, NOT_FOUND_V3)
+        f = fetcher(store, jaeger.url, batch_size=1)
+        assert f.run_once(now_ms=T0) == 0 and jaeger.requests == []  # settle delay: not yet
+        assert f.catch_up(now_ms=T0) == 41
+        assert sorted(jaeger.requests) == sorted(f"/api/v3/traces/{t}"
+                                                 for t in (T_SMALL, T_HOTROD, T_OTHER))
+    assert {t: r["status"] for t, r in fetch_rows(store).items()} == {
+        T_SMALL: "found", T_HOTROD: "found", T_OTHER: "missing"}
+
+
 def test_new_events_schedule_a_refetch(store: Store) -> None:
     """An event for a finished trace schedules another fetch settle_s after it."""
     add_event(store, 0, T_SMALL, T0)

@@ -327,6 +327,8 @@ class Collector:
                 log.error("cannot read the bus at %s: %s", self.settings.bootstrap, exc)
                 return 1
             log.info("read %d records, %d new events stored", read, self.ingest.inserted)
+            if self.fetcher is not None:  # every trace now: there is no later pass to wait for
+                self._guarded("trace fetch", self.fetcher.catch_up)
             self.maintenance_pass(force=True)
         finally:
             self.close()
