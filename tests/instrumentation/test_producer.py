@@ -267,6 +267,22 @@ def test_plain_send_types_the_event_by_topic_and_subjects_it_by_key(
     assert headers["ce_source"] == b"orders"
 
 
+def test_a_send_with_timestamp_ms_has_that_time_as_its_ce_time(
+    producer: TracedProducer, bootstrap: str, topic: str
+) -> None:
+    """`timestamp_ms` (a backfilled or replayed record) is the event's time too, unless the
+    caller's own ce_time header says otherwise; a bad one is left to kafka-python."""
+    producer.send(topic, value=b"{}", partition=0, timestamp_ms=1_600_000_000_123).get(10)
+    producer.send(topic, value=b"{}", partition=0, timestamp_ms=1_600_000_000_123,
+                  headers=[("ce_time", b"2020-01-01T00:00:00Z")]).get(10)
+    first, second = read_back(bootstrap, topic, 2)
+    assert (first.timestamp, dict(first.headers)["ce_time"]) == (
+        1_600_000_000_123, b"2020-09-13T12:26:40.123Z")
+    assert dict(second.headers)["ce_time"] == b"2020-01-01T00:00:00Z"
+    with pytest.raises(TypeError):  # kafka-python's own check of the type
+        producer.send(topic, value=b"{}", timestamp_ms="soon")  # type: ignore[arg-type]
+
+
 def test_dict_and_list_values_go_as_compact_json(
     producer: TracedProducer, bootstrap: str, topic: str
 ) -> None:

@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import DEFAULT_TRACE_STATE, Span, SpanKind, Status, StatusCode
 
 from . import semconv, wire
-from ._clock import utc_now_rfc3339
+from ._clock import rfc3339_from_ms, utc_now_rfc3339
 from ._fastspan import SpanStarter
 from ._plain_send import PlainSend
 from ._send_inputs import (
@@ -166,7 +166,7 @@ class TracedProducer:
 
         The event type is the caller's `ce_type` header, else the topic name (not checked for
         past tense: nobody chose it). The subject defaults to the key, the schema version to
-        `1`. Returns kafka-python's future; a failed delivery fails it and marks the span
+        `1`, the time (`ce_time`) to `timestamp_ms` when given, else now. Returns kafka-python's future; a failed delivery fails it and marks the span
         ERROR, a synchronous error propagates after doing the same.
         """
         # Positional: id, type, source, subject, correlation_id, causation_id, schema_version.
@@ -182,6 +182,8 @@ class TracedProducer:
             headers_out = None  # empty
         if event.type is None:
             event.type = topic
+        if timestamp_ms is not None and event.time is None:
+            event.time = rfc3339_from_ms(timestamp_ms)  # the record's time is the fact's
         key_text = None
         if key is not None:
             key_text = key_as_text(key)
