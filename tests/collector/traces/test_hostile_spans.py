@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,18 +28,6 @@ from tests.collector.traces.test_receiver import _as_protobuf, post, stored
 
 T0_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 BAD = "\ud800"  # a lone surrogate: legal as an OTLP/JSON escape, not encodable as UTF-8
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path}/hostile.db").create()
-
-
-@pytest.fixture
-def receiver(store: Store) -> Iterator[OtlpReceiver]:
-    r = OtlpReceiver(store, port=0).start()
-    yield r
-    r.stop()
 
 
 def _attr(key: str, value: Any) -> dict[str, Any]:

@@ -8,8 +8,6 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
@@ -30,18 +28,6 @@ from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import spans as spans_table
 from choreoscope.collector.traces.receiver import DROPPED_META_KEY, OtlpReceiver
 from tests.collector.traces.jaeger_server import fixture
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path}/otlp.db").create()
-
-
-@pytest.fixture
-def receiver(store: Store) -> Iterator[OtlpReceiver]:
-    r = OtlpReceiver(store, port=0).start()
-    yield r
-    r.stop()
 
 
 def post(receiver: OtlpReceiver, body: bytes, ctype: str, path: str = "/v1/traces",
