@@ -434,6 +434,18 @@ def test_problem_codes(headers: Any, value: bytes, expected: list[str]) -> None:
     }
 
 
+def test_a_type_named_for_its_topic_is_not_judged_for_tense() -> None:
+    """A plain `send` without a ce_type is typed by its topic (nobody chose the name): no
+    type_not_past_tense for it, in the fast path and the careful one; on another topic the
+    same type is still flagged."""
+    for extra in ([], [("ce_id", b"another")]):  # the second one takes the careful path
+        headers = binary(ce_type=b"orders") + extra
+        assert decode_record(headers, VALUE, topic="orders").problems == (
+            ["duplicate_header: ce_id"] if extra else [])
+        assert "type_not_past_tense: orders" in decode_record(headers, VALUE,
+                                                               topic="payments").problems
+
+
 def test_bad_trace_context_leaves_no_trace() -> None:
     """A bad traceparent is dropped together with its tracestate, so the consumer starts a fresh trace."""
     event = decode_record(binary(traceparent=b"ff-" + TP[3:].encode()), VALUE)

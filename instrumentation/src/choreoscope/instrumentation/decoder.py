@@ -115,7 +115,7 @@ def decode_with_headers(
         else:
             event = _decode(hdrs, value, problems)
         _check_trace_context(event, hdrs, problems)
-        if event.type and not is_past_tense(event.type):
+        if event.type and not is_past_tense(event.type) and event.type != topic:
             problems.append(f"{TYPE_NOT_PAST_TENSE}: {event.type}")
     except Exception as exc:  # noqa: BLE001  # a decoder bug must not lose the record
         problems.append(f"{UNDECODABLE_VALUE}: {type(exc).__name__}: {exc}")
@@ -198,8 +198,10 @@ def _fast_binary(
         return None
     else:
         tp = tracestate = None
-    # Every other check passed: a type that is not past tense is the one possible problem.
-    problems = [] if is_past_tense(type_) else [f"{TYPE_NOT_PAST_TENSE}: {type_}"]
+    # Every other check passed: a type that is not past tense is the one possible problem
+    # (not the topic's name: that is the type of a plain `send`, which nobody chose).
+    problems = ([] if is_past_tense(type_) or type_ == topic
+                else [f"{TYPE_NOT_PAST_TENSE}: {type_}"])
     data = None if value is None else _fast_json(value)
     return Event(
         id_,

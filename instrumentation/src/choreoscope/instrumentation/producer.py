@@ -165,7 +165,7 @@ class TracedProducer:
         `application/octet-stream` unless they start like JSON (`{` or `[`).
 
         The event type is the caller's `ce_type` header, else the topic name (not checked for
-        past tense: nobody chose it). The subject defaults to the key, the schema version to
+        past tense, here or by the decoder: nobody chose it). The subject defaults to the key, the schema version to
         `1`, the time (`ce_time`) to `timestamp_ms` when given, else now. Returns kafka-python's future; a failed delivery fails it and marks the span
         ERROR, a synchronous error propagates after doing the same.
         """
