@@ -1,8 +1,12 @@
-"""RFC 3339 UTC timestamps for `ce_time`, cheap enough to take on every send."""
+"""RFC 3339 UTC timestamps for `ce_time` (now, cheap enough to take on every send, or of a
+given epoch-milliseconds time) and for the outbox's time columns."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _cached: tuple[int, str] = (-1, "")
 
@@ -25,5 +29,10 @@ def rfc3339_from_ms(ms: object) -> str | None:
     anything that is not a non-negative int a date can show (kafka-python judges it)."""
     if type(ms) is not int or not 0 <= ms < 253_402_300_800_000:  # before year 10000
         return None
-    second, milli = divmod(ms, 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{milli:03d}Z"
+    return format_ms(ms)
+
+
+def format_ms(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`."""
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

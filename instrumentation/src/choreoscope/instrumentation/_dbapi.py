@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ._clock import format_ms as format_time
 from .wire import json_default
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,12 +65,6 @@ class Dialect:
 
 SQLITE = Dialect("sqlite", "?")
 POSTGRES = Dialect("postgresql", "%s")
-
-
-def format_time(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`."""
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def time_ms(value: Any) -> int | None:
