@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-
 from choreoscope.instrumentation.decoder import decode_with_headers
 
 from ..store import Store
-from ..store.engine import describe_error
+from ..store.engine import UNAVAILABLE_ERRORS, describe_error
 from ..store.schema import events
 from .redact import Redactor
 from .rows import COLUMNS, event_values
@@ -129,7 +127,7 @@ def store_tuples(store: Store, columns: tuple[str, ...], rows: list[tuple[Any, .
     try:
         with store.engine.begin() as conn:
             return _insert(conn, store.dialect, columns, rows)
-    except (OperationalError, InterfaceError, DisconnectionError) as exc:
+    except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(describe_error(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - a row the database rejects: go row by row
         log.warning("batch of %d rows rejected (%s); storing row by row", len(rows), describe_error(exc))
@@ -162,7 +160,7 @@ def _store_one(store: Store, row: dict[str, Any]) -> int:
         try:
             with store.engine.begin() as conn:
                 return store.insert_ignore(conn, events, [attempt])
-        except (OperationalError, InterfaceError, DisconnectionError) as exc:
+        except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(describe_error(exc)) from exc
         except Exception as exc:  # noqa: BLE001
             reason = describe_error(exc)

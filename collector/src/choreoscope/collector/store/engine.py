@@ -9,13 +9,17 @@ from typing import Any
 from sqlalchemy import Engine, Table, create_engine, event, inspect, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from . import schema
 from .masking import mask_url
 
 DEFAULT_URL = "sqlite:///choreoscope.db"
 _URL_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")
+
+
+# Errors of the connection to the store, not of a row: retrying row by row would not help.
+UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -159,10 +159,7 @@ class TraceFetcher:
 
     def fetch_due(self, now_ms: int) -> int:
         """Fetch the traces whose `next_fetch_ms` has come; returns spans stored."""
-        with self.store.engine.connect() as conn:
-            due = [dict(r._mapping) for r in conn.execute(
-                select(trace_fetches).where(trace_fetches.c.next_fetch_ms <= now_ms)
-                .order_by(trace_fetches.c.next_fetch_ms).limit(self.batch_size))]
+        due = self._due(now_ms, self.batch_size)
         return self._fetch(due, now_ms, time.monotonic() + self.pass_budget_s)
 
     def catch_up(self, now_ms: int | None = None, budget_s: float = 120.0) -> int:
@@ -173,15 +170,18 @@ class TraceFetcher:
         retried by the next run. Returns spans stored."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self.discover(now_ms)
-        with self.store.engine.connect() as conn:
-            due = [dict(r._mapping) for r in conn.execute(
-                select(trace_fetches)
-                .where(trace_fetches.c.next_fetch_ms <= now_ms + self.settle_ms)
-                .order_by(trace_fetches.c.next_fetch_ms))]
-        stored = self._fetch(due, now_ms, time.monotonic() + budget_s)
+        stored = self._fetch(self._due(now_ms + self.settle_ms), now_ms,
+                             time.monotonic() + budget_s)
         if self.search_services:
             stored += self.search(now_ms)
         return stored
+
+    def _due(self, by_ms: int, limit: int | None = None) -> list[dict[str, Any]]:
+        """The `trace_fetches` rows due by `by_ms`, soonest first (at most `limit`)."""
+        with self.store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(trace_fetches).where(trace_fetches.c.next_fetch_ms <= by_ms)
+                .order_by(trace_fetches.c.next_fetch_ms).limit(limit))]
 
     def _fetch(self, due: list[dict[str, Any]], now_ms: int, deadline: float) -> int:
         stored = 0

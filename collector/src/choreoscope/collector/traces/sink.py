@@ -13,10 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-
 from ..store import Store
-from ..store.engine import describe_error
+from ..store.engine import UNAVAILABLE_ERRORS, describe_error
 from ..store.schema import spans as spans_table
 from .model import Span, clean_text
 
@@ -26,8 +24,6 @@ ORIGINS = ("jaeger", "otlp")
 _CHUNK = 1000
 _COLUMNS = [c.name for c in spans_table.columns]
 _PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
-# Errors of the connection, not of a row: retrying span by span would not help.
-_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 # What a span keeps when nothing else of it can be stored: enough to place it in its trace.
 _MINIMAL = ("trace_id", "span_id", "parent_span_id", "kind", "start_us", "duration_us",
             "status", "origin", "received_at_ms")
@@ -70,7 +66,7 @@ class SpanSink:
             try:
                 with self._savepoint(conn):
                     stored += self._insert(conn, chunk)
-            except _UNAVAILABLE:
+            except UNAVAILABLE_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - a span the database refuses: one by one
                 log.warning("a batch of %d spans was refused (%s); storing span by span",
@@ -83,7 +79,7 @@ class SpanSink:
             try:
                 with self._savepoint(conn):
                     return self._insert(conn, [attempt])
-            except _UNAVAILABLE:
+            except UNAVAILABLE_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - try the plainer row next
                 log.warning("span %s/%s was refused: %s", row["trace_id"], row["span_id"],
