@@ -102,6 +102,25 @@ def test_summary_counts_distinct_events_and_joins_spans(tmp_path):
     assert s.variant == "order.placed"
 
 
+def test_activity_is_bus_time_capped_by_observation(tmp_path):
+    """A backlog read an hour late is idle since its bus time; a clock running ahead is capped
+    by when the collector read the record."""
+    store = new_store(tmp_path)
+    hour = 3_600_000
+    put(store, [ev("old1", "order.placed", flow="late", ts=T0, observed=T0 + hour),
+                ev("old2", "payment.authorized", flow="late", cause="old1", offset=1,
+                   ts=T0 + 10, observed=T0 + hour + 5),
+                ev("fut", "order.placed", flow="ahead", offset=2, ts=T0 + hour,
+                   observed=T0 + 20)], [])
+    flows = load_flows(store)
+    late = summarize(*flows["late"], tracing_active=False, untraced_grace_ms=0,
+                     now_ms=T0 + hour + 10)
+    ahead = summarize(*flows["ahead"], tracing_active=False, untraced_grace_ms=0,
+                      now_ms=T0 + hour + 10)
+    assert (late.last_seen_at_ms, late.activity_ms) == (T0 + 10, T0 + 10)
+    assert (ahead.last_seen_at_ms, ahead.activity_ms) == (T0 + hour, T0 + 20)
+
+
 def test_trace_status(tmp_path):
     """none without trace context, pending within the grace time, unavailable after it."""
     store = new_store(tmp_path)

@@ -119,7 +119,9 @@ _DECLARED = (
     Setting("otlp_host", str, "127.0.0.1", "OTLP/HTTP receiver listen address"),
     Setting("outbox", _outbox, (), "outbox table to watch, NAME=DB_URL[#table] (repeatable)",
             repeatable=True),
-    Setting("stuck_after", _seconds, 60.0, "seconds of silence after which a flow is stuck"),
+    Setting("stuck_after", _seconds, 60.0,
+            "seconds after a flow's last event reached the bus (or its last span ended) "
+            "after which a flow waiting on a non-terminal event is stuck"),
     Setting("stuck_after_type", _type_seconds, (),
             "stuck timeout of one event type, TYPE=SECONDS (repeatable)", repeatable=True),
     Setting("outbox_stuck_after", _seconds, 30.0,

@@ -72,7 +72,7 @@ class FlowSummary:
     flow_id: str
     started_at_ms: int
     last_seen_at_ms: int
-    activity_ms: int  # latest observation or span end: "something happened"
+    activity_ms: int  # latest bus time (capped by observation) or span end: "something happened"
     event_count: int
     services: str  # JSON list, sorted
     event_types: str  # JSON list, in causal order
@@ -161,7 +161,7 @@ def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: 
               now_ms: int, fetches: Mapping[str, str] | None = None) -> FlowSummary:
     """Everything of the flows row except status and anomaly count."""
     started = last = bus_ms(flow.events[0])
-    activity = flow.events[0].observed_at_ms
+    activity = min(started, flow.events[0].observed_at_ms)
     services: set[str] = set()
     trace_ids: set[str] = set()
     for e in flow.events:
@@ -170,8 +170,12 @@ def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: 
             started = t
         elif t > last:
             last = t
-        if e.observed_at_ms > activity:
-            activity = e.observed_at_ms
+        # An event happened when it reached the bus, and no later than the collector read it
+        # (a producer clock running ahead cannot keep its flow from ever being stuck); a
+        # backlog read today is as idle as its bus times say.
+        happened = t if t < e.observed_at_ms else e.observed_at_ms
+        if happened > activity:
+            activity = happened
         if e.source:
             services.add(e.source)
         if e.trace_id:
