@@ -12,7 +12,7 @@ from choreoscope.collector.ingest.redact import Redactor
 from choreoscope.collector.ingest.rows import event_row, time_ms
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import events
-from choreoscope.instrumentation.decoder import decode_record
+from choreoscope.instrumentation.decoder import decode_record, valid_time
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 OBSERVED = 1_700_000_000_000
@@ -98,6 +98,20 @@ def test_time_ms_parses_rfc3339_only() -> None:
     assert time_ms("1970-01-01T00:00:01.5+00:00") == 1500
     assert (time_ms("2026-01-01T00:00:00"), time_ms("yesterday"), time_ms(None)) == (
         None, None, None)
+
+
+def test_time_ms_reads_every_time_the_decoder_accepts() -> None:
+    """Lower-case `t`/`z`, a space for `T` and a leap second are RFC 3339 too: each parses, so
+    no valid time drops out of time ordering."""
+    base = time_ms("2026-11-27T09:08:07.160Z")
+    assert base == 1_795_770_487_160
+    assert time_ms("2026-11-27t09:08:07.160z") == base
+    assert time_ms("2026-11-27 09:08:07.160Z") == base
+    assert time_ms("2026-11-27t10:08:07.160+01:00") == base
+    assert time_ms("2016-12-31T23:59:60Z") == time_ms("2017-01-01T00:00:00Z") == 1_483_228_800_000
+    assert time_ms("2016-12-31T23:59:60.500z") == 1_483_228_800_000
+    for value in ("2026-11-27t09:08:07.160z", "2016-12-31T23:59:60Z", "2016-12-31T23:59:60.500z"):
+        assert valid_time(value), value
 
 
 @pytest.mark.postgres

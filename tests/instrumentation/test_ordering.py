@@ -162,3 +162,12 @@ def test_lowercase_rfc3339_time() -> None:
     assert tracker.observe(ev("b", time="2026-01-01T10:00:04Z")) == OutOfOrder(
         "time", "a", previous_time="2026-01-01t10:00:05z"
     )
+
+
+def test_leap_second_time() -> None:
+    """A leap second `:60` is a time too: what follows it in the time line may not precede it."""
+    tracker = OrderTracker()
+    assert tracker.observe(ev("a", time="2016-12-31T23:59:60Z")) is None
+    late = tracker.observe(ev("b", time="2016-12-31T23:59:59.5Z"))
+    assert late == OutOfOrder("time", "a", previous_time="2016-12-31T23:59:60Z")
+    assert tracker.observe(ev("c", time="2017-01-01T00:00:00.001Z")) is None

@@ -1,5 +1,5 @@
 """RFC 3339 UTC timestamps for `ce_time` (now, cheap enough to take on every send, or of a
-given epoch-milliseconds time) and for the outbox's time columns."""
+given epoch-milliseconds time) and for the outbox's time columns; and reading one back."""
 
 from __future__ import annotations
 
@@ -36,3 +36,26 @@ def format_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`."""
     dt = _EPOCH + timedelta(milliseconds=ms)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(text: str) -> int | None:
+    """Microseconds since the epoch of an RFC 3339 time; None unless it is one with an offset.
+
+    Read as RFC 3339 allows and `datetime` alone does not: `t`/`z` in lower case, and a leap
+    second `:60`, taken as the first instant of the next second (as POSIX time does)."""
+    value = text.upper()
+    leap = value[16:19] == ":60"
+    if leap:
+        value = value[:17] + "59" + value[19:]
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            return None
+        if leap:
+            parsed = parsed.replace(microsecond=0) + timedelta(seconds=1)
+        return (parsed - _EPOCH) // _MICROSECOND
+    except (ValueError, OverflowError):
+        return None

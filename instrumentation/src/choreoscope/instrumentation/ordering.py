@@ -15,8 +15,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
 
+from ._clock import epoch_us
 from .event import Event
 
 SEQUENCE = "sequence"
@@ -110,10 +110,5 @@ class OrderTracker:
 
 def _epoch(text: str) -> float | None:
     """Seconds since the epoch of an RFC 3339 time, or None when it has no usable form."""
-    try:
-        parsed = datetime.fromisoformat(text.upper())  # RFC 3339 allows a lowercase t and z
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
+    us = epoch_us(text)
+    return None if us is None else us / 1e6

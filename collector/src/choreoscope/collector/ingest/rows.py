@@ -8,6 +8,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
+from choreoscope.instrumentation._clock import epoch_us
 from choreoscope.instrumentation.event import Event
 
 from .redact import Redactor
@@ -41,13 +42,8 @@ def time_ms(value: str | None) -> int | None:
             _seconds[value[:19]] = second
         if second is not None:
             return second + int(value[20:-1][:3].ljust(3, "0"))
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return int(parsed.timestamp() * 1000)
+    us = epoch_us(value)
+    return None if us is None else us // 1000
 
 
 _seconds: dict[str, int | None] = {}
