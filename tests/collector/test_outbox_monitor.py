@@ -321,3 +321,43 @@ def test_store_on_postgres(tmp_path: Path, postgres_url: str) -> None:
         3, 1, 190.0, STUCK)
     assert len(list_anomalies(pg_store, kind="stuck_outbox")) == 3
     pg_store.dispose()
+
+
+def test_a_stuck_row_that_dies_is_reported_dead(store: Store, outbox_url: str) -> None:
+    """The anomaly of a row first seen pending too long says `dead` once the row is dead."""
+    insert(outbox_url, ROWS[:1])
+    monitor = OutboxMonitor(store, [OutboxSource("orders", outbox_url)])
+    monitor.poll_once(now_ms=NOW)
+    engine = create_engine(normalize_url(outbox_url))
+    with engine.begin() as conn:
+        conn.execute(text("update outbox set status = 'dead', attempts = 5, "
+                          "last_error = 'too large' where seq = 1"))
+    engine.dispose()
+    monitor.poll_once(now_ms=NOW + 5_000)
+    monitor.poll_once(now_ms=NOW + 10_000)
+    monitor.close()
+    (found,) = list_anomalies(store, kind="stuck_outbox")
+    assert (found["subkind"], found["detected_at"]) == ("dead", "2025-11-24T16:00:00.000Z")
+    assert found["detail"] == (f"outbox orders: row {uid(1)} (order.placed for orders/ord_1) "
+                               "is dead after 5 attempts; last error: too large")
+    assert found["extra"]["age_s"] is None
+
+
+def test_the_newest_dead_rows_and_every_stuck_pending_row_are_listed(
+        store: Store, outbox_url: str) -> None:
+    """Past `stuck_limit`, the stuck pending rows and the newest dead rows are listed, not the
+    oldest dead rows for ever; every row is still counted."""
+    old_dead = [{"seq": i, "id": uid(i), "aggregateid": f"ord_{i}", "created_at": NOW - 900_000,
+                 "status": "dead", "attempts": 5} for i in range(1, 6)]
+    insert(outbox_url, [
+        *old_dead,
+        {"seq": 6, "id": uid(6), "aggregateid": "ord_6", "created_at": NOW - 100_000},
+        {"seq": 7, "id": uid(7), "aggregateid": "ord_7", "created_at": NOW - 1_000,
+         "status": "dead", "attempts": 5, "headers": {"ce_correlationid": "flow-7"}}])
+    monitor = OutboxMonitor(store, [OutboxSource("orders", outbox_url)], stuck_limit=3)
+    monitor.poll_once(now_ms=NOW)
+    monitor.close()
+    (status,) = outbox_status(store)
+    assert (status["pending"], status["dead"]) == (1, 6)
+    assert [(r["seq"], r["reason"]) for r in status["stuck"]] == [
+        (5, "dead"), (6, "age"), (7, "dead")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from choreoscope.collector.detect.anomaly import Anomaly, record
 from choreoscope.collector.reconstruct.flows import FlowSummary
 from choreoscope.collector.reconstruct.write import dead_outbox_flows, write_edges, write_flows
 from choreoscope.collector.store.schema import flows, graph_edges
@@ -53,3 +54,17 @@ def test_dead_outbox_rows_name_their_flows(tmp_path):
     broken["stuck"] = "{not json"
     put(store, outbox=[dead_outbox("f1"), broken])
     assert dead_outbox_flows(store) == {"f1"}
+
+
+def test_dead_outbox_rows_no_longer_listed_still_name_their_flows(tmp_path):
+    """A dead row the monitor once reported (its anomaly) keeps its flow failed after newer
+    dead rows push it off the monitor's list."""
+    store = new_store(tmp_path)
+    with store.engine.begin() as conn:
+        record(store, conn, [
+            Anomaly(kind="stuck_outbox", key="shop:1", subkind="dead", detail="dead",
+                    correlation_id="f-old"),
+            Anomaly(kind="stuck_outbox", key="shop:2", subkind="age", detail="pending",
+                    correlation_id="f-pending")], T0)
+    put(store, outbox=[dead_outbox("f1")])
+    assert dead_outbox_flows(store) == {"f1", "f-old"}

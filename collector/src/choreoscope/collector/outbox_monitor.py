@@ -3,7 +3,8 @@
 Per source it stores the backlog (pending, dead), the age of the oldest pending row, the
 publish lag p95 (sent_at - created_at over recent sent rows) and the stuck rows (pending
 longer than `stuck_after_s`, or retried `max_attempts` times, or dead), each with its
-correlation id and trace id; stuck rows also become `stuck_outbox` anomalies. A database that
+correlation id and trace id; stuck rows also become `stuck_outbox` anomalies. At most
+`stuck_limit` rows are listed: the stuck pending rows, oldest first, then the newest dead. A database that
 cannot be read is stored as unreachable with the error (never a password) while the figures of
 the last good poll stay; the next good poll recovers by itself.
 """
@@ -178,11 +179,15 @@ class OutboxMonitor:
                 select(c.created_at, c.sent_at)
                 .where(c.status == "sent", c.sent_at.is_not(None))
                 .order_by(c.seq.desc()).limit(self.lag_sample)).all()
+            # Pending rows first, oldest first (each holds back its aggregate); then the
+            # newest dead rows: dead rows are never cleaned up, and the oldest of them must not
+            # fill the list for ever.
             candidates: list[Any] = []
-            for where in ((c.status == "dead",),
-                          (c.status == "pending", c.attempts >= self.max_attempts),
-                          (c.status == "pending",)):
-                stmt = select(*picked).where(*where).order_by(c.seq).limit(self.stuck_limit)
+            for where, order in (((c.status == "pending", c.attempts >= self.max_attempts),
+                                  c.seq),
+                                 ((c.status == "pending",), c.seq),
+                                 ((c.status == "dead",), c.seq.desc())):
+                stmt = select(*picked).where(*where).order_by(order).limit(self.stuck_limit)
                 candidates += conn.execute(stmt).mappings().all()
         stuck = self._stuck(candidates, now_ms)
         oldest_ms = to_epoch_ms(oldest)
@@ -231,8 +236,8 @@ class OutboxMonitor:
                 "status": r["status"],
                 "reason": reason,
             })
-        rows = sorted(by_id.values(), key=lambda s: (s["seq"] is None, s["seq"] or 0, s["id"]))
-        return rows[: self.stuck_limit]
+        kept = list(by_id.values())[: self.stuck_limit]  # in the order read: pending first
+        return sorted(kept, key=lambda s: (s["seq"] is None, s["seq"] or 0, s["id"]))
 
     def _engine(self, source: OutboxSource) -> Engine:
         engine = self._engines.get(source.name)

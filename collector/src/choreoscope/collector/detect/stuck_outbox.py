@@ -1,7 +1,10 @@
 """`stuck_outbox`: outbox rows pending too long, retried too often, or dead.
 
 The outbox monitor hands over the stuck rows it read; each becomes one anomaly, keyed by
-source and row id, so a row is reported once however many polls see it.
+source and row id, so a row is reported once however many polls see it. A row found pending
+too long that is later retried too often or dies has its anomaly rewritten to say so (an
+`age` anomaly keeps the age first seen; the others hold no age, which would change on
+every poll and rewrite them each time).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ def stuck_outbox_anomalies(source: str, table: str,
             subject=row.get("aggregateid"),
             service=row.get("service") or source,
             extra={"source": source, "table": table, "seq": row.get("seq"),
-                   "attempts": row.get("attempts"), "age_s": row.get("age_s"),
+                   "attempts": row.get("attempts"),
+                   "age_s": row.get("age_s") if reason == "age" else None,
                    "trace_id": row.get("trace_id"), "status": row.get("status")},
+            refresh=reason != "age",
         ))
     return found

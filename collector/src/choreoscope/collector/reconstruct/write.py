@@ -21,9 +21,14 @@ _FLOW_COLUMNS = ("correlation_id", "status", "started_at_ms", "last_seen_at_ms",
 
 
 def dead_outbox_flows(store: Store) -> set[str]:
-    """Correlation ids of dead outbox rows, from the outbox monitor's `stuck` lists."""
+    """Correlation ids of dead outbox rows: from the outbox monitor's `stuck` lists, and from
+    the `stuck_outbox` anomalies of rows it saw dead (its lists hold only the newest)."""
     out: set[str] = set()
     with store.engine.connect() as conn:
+        out.update(cid for (cid,) in conn.execute(
+            select(anomalies.c.correlation_id).where(
+                anomalies.c.kind == "stuck_outbox", anomalies.c.subkind == "dead",
+                anomalies.c.correlation_id.is_not(None))))
         for (text,) in conn.execute(select(outbox_sources.c.stuck)):
             try:
                 rows = json.loads(text) if text else []
