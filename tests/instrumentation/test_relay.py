@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -536,6 +536,34 @@ def test_crash_between_ack_and_mark_resends_with_the_same_id(
     assert statuses(outbox) == [("ord_1", "sent", 1)]
     records = consume_all(bootstrap, topic)
     assert [dict(r.headers)["ce_id"] for r in records] == [event.id.encode()] * 2
+
+
+class _LeaseLost:
+    """A producer whose send outlasts the relay's SQLite lease: meanwhile a second relay takes
+    the row over and sends it; then this send fails."""
+
+    def __init__(self, producer: KafkaProducer, outbox: Outbox, url: str) -> None:
+        self._producer, self._outbox, self._url = producer, outbox, url
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        make_stale(self._outbox, self._url)  # the lease expired
+        assert OutboxRelay(self._outbox, self._producer).run_once() == 1
+        raise KafkaTimeoutError("no ack in time")
+
+
+def test_a_relay_whose_lease_expired_leaves_the_row_to_the_relay_that_took_it(
+    tmp_path: Path, producer: KafkaProducer, bootstrap: str, topic: str,
+) -> None:
+    """On SQLite, a relay's late failure never marks a row another relay sent after the first
+    relay's lease expired (it went back to pending, and out again after its successors)."""
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    [event] = commit_rows(outbox, url, "ord_1", aggregatetype=topic)
+    assert OutboxRelay(outbox, _LeaseLost(producer, outbox, url)).run_once() == 0
+    [row] = outbox_rows(outbox)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("sent", 1, None)
+    assert [dict(r.headers)["ce_id"] for r in consume_all(bootstrap, topic)] == [event.id.encode()]
 
 
 # -- two relays on one PostgreSQL table ------------------------------------------------

@@ -16,7 +16,11 @@ until that relay commits (row locks never block the service's inserts). SQLite h
 writer lock, which must not be held while Kafka answers (or does not): there the claim is
 a short `BEGIN IMMEDIATE` transaction that leases the heads (`next_attempt_at` = now +
 lease, so no other relay takes them and the rows behind them stay blocked), the sends
-happen with no lock held, and a second short transaction marks the results.
+happen with no lock held, and a second short transaction marks the results. A round waits
+for all its acks together, at most `send_timeout`, well inside the lease; should a lease
+still run out (sends blocked on metadata), the rows not yet sent are left alone and the
+marks apply only to rows still under this round's lease, so a relay that took them over is
+never undone.
 
 Delivery is at least once: a relay that dies between the broker's ack and its commit
 leaves the row pending (on SQLite, until its lease expires), and the row is sent again
@@ -188,27 +192,37 @@ class OutboxRelay:
             now_ms = _now_ms()
             cur.execute(*self._claim_sql(dialect, now_ms, limit, tried))
             rows = [_Row(*r) for r in cur.fetchall()]
-            if rows and not dialect.postgres:
+            leased = bool(rows) and not dialect.postgres
+            lease_until = now_ms + self._lease_ms
+            guard: tuple[Any, ...] = ()
+            if leased:
                 # SQLite has one writer lock: lease the rows and let the service's writers
                 # in while the sends are in flight. A relay that dies leaves a lease that
                 # expires: the rows are then sent again, with the same ids.
-                cur.execute(*self._lease_sql(dialect, rows, now_ms + self._lease_ms))
+                cur.execute(*self._lease_sql(dialect, rows, lease_until))
                 conn.commit()
-            sends = [self._send(row, dialect) for row in rows]
-            results = [(row, pending.wait(self._send_timeout), _now_ms())
+                guard = (dialect.time_param(lease_until),)
+            sends = [self._send(row, dialect, lease_until if leased else None) for row in rows]
+            # The acks are awaited together: the round lasts at most send_timeout, well
+            # within the lease, however many heads it holds.
+            deadline = time.monotonic() + self._send_timeout
+            results = [(row, pending.wait(max(0.0, deadline - time.monotonic())), _now_ms())
                        for row, pending in zip(rows, sends, strict=True)]
-            if rows and not dialect.postgres:
+            if leased:
                 self._begin(conn, cur, dialect)
-            sent = [self._sent_params(dialect, row, done_ms)
+            sent = [self._sent_params(dialect, row, done_ms) + guard
                     for row, error, done_ms in results if error is None]
-            failed = [self._failed_params(dialect, row, done_ms, error)
+            failed = [self._failed_params(dialect, row, done_ms, error) + guard
                       for row, error, done_ms in results if error is not None]
             tried.extend(row.seq for row, error, _ in results if error is not None)
             # One statement per kind of mark: psycopg pipelines executemany, sqlite3 loops in C.
+            # On SQLite a mark applies only while the row is still under this round's lease:
+            # a relay that took over an expired lease owns the row's state from then on.
+            held = _LEASE_HELD if leased else ""
             if sent:
-                cur.executemany(dialect.sql(self._sent_sql), sent)
+                cur.executemany(dialect.sql(self._sent_sql + held), sent)
             if failed:
-                cur.executemany(dialect.sql(self._failed_sql), failed)
+                cur.executemany(dialect.sql(self._failed_sql + held), failed)
             conn.commit()
             return len(rows), len(sent)
         except BaseException:
@@ -273,8 +287,14 @@ class OutboxRelay:
 
     # -- sending one row ------------------------------------------------------------------
 
-    def _send(self, row: _Row, dialect: _dbapi.Dialect) -> _Pending:
-        """Start sending `row`; a failure before the send is returned as a finished pending."""
+    def _send(self, row: _Row, dialect: _dbapi.Dialect, lease_until: int | None = None
+              ) -> _Pending:
+        """Start sending `row`; a failure before the send is returned as a finished pending.
+        Past `lease_until` (earlier sends blocked that long) the row is not sent: another
+        relay may own it by now, and a late copy would follow its aggregate's later rows."""
+        if lease_until is not None and _now_ms() >= lease_until:
+            return _Pending(None, None, _LeaseExpired(
+                "the relay's lease on this row expired before it could be sent"))
         try:
             topic = self._topic_for(row.aggregatetype) if row.topic is None else row.topic
             stored = _dbapi.json_from_text(row.headers)
@@ -467,6 +487,17 @@ def _backoff_function(backoff: float | Callable[[int], float]) -> Callable[[int]
         "expected backoff to be seconds (a number >= 0) or a callable attempts -> seconds, "
         f"got {backoff!r}"
     )
+
+
+class _LeaseExpired(TimeoutError):
+    """A row not sent because its lease ran out first: the relay's delay, never the row's
+    fault, so it never makes the row dead (Kafka's word for such errors: retriable)."""
+
+    retriable = True
+
+
+# On SQLite: the row is still pending under the lease this round took (its parameter last).
+_LEASE_HELD = " and status = 'pending' and next_attempt_at = ?"
 
 
 def _now_ms() -> int:
