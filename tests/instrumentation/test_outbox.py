@@ -180,6 +180,35 @@ def test_create_table_postgres_types(postgres_url: str) -> None:
 
 
 @pytest.mark.postgres
+def test_replicas_creating_the_table_at_once_all_succeed(postgres_url: str) -> None:
+    """Four processes' worth of create_table at the same moment, on fresh tables: none fails
+    (PostgreSQL's CREATE ... IF NOT EXISTS alone races on its catalog)."""
+    import threading
+
+    for trial in range(6):
+        outbox = Outbox(postgres_url, table=f"race_{trial}", service="s")
+        start = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def create(box: Outbox = outbox, go: threading.Barrier = start,
+                   failed: list[BaseException] = errors) -> None:
+            go.wait()
+            try:
+                box.create_table()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                failed.append(exc)
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        commit_rows(outbox, postgres_url, "ord_1")
+        assert [r["aggregateid"] for r in outbox_rows(outbox)] == ["ord_1"]
+
+
+@pytest.mark.postgres
 def test_schema_qualified_table(postgres_url: str) -> None:
     """A `schema.table` name is accepted and used as is."""
     with psycopg.connect(postgres_url, autocommit=True) as conn:

@@ -135,14 +135,20 @@ class Outbox:
         return conn, dialect
 
     def create_table(self) -> None:
-        """Create the table and its indexes if they do not exist (idempotent)."""
+        """Create the table and its indexes if they do not exist (idempotent, also when
+        several processes do it at once)."""
         conn, dialect = self._open()
         try:
             ddl = _POSTGRES_DDL if dialect.postgres else _SQLITE_DDL
             name = self.table.rsplit(".", 1)[-1]
             cur = conn.cursor()
-            if dialect.postgres and getattr(conn, "autocommit", False):
-                cur.execute("begin")
+            if dialect.postgres:
+                if getattr(conn, "autocommit", False):
+                    cur.execute("begin")
+                # CREATE ... IF NOT EXISTS is not safe against itself on PostgreSQL: replicas
+                # starting together would fail on the catalog's unique index. One at a time.
+                cur.execute("select pg_advisory_xact_lock(hashtext(%s))",
+                            (f"choreoscope.outbox {self.table}",))
             cur.execute(ddl.format(table=self.table))
             for index in _INDEXES:
                 cur.execute(index.format(name=name, table=self.table))
