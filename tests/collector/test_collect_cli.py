@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -209,6 +210,35 @@ def test_once_ingests_everything_analyses_and_exits(bootstrap, topic, group, tmp
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "read 0 records" in r.stderr
     assert _count(url) == n
+
+
+@pytest.mark.broker
+def test_outbox_max_attempts_sets_when_a_retried_row_is_stuck(bootstrap, topic, group,
+                                                              tmp_path) -> None:
+    """A young row tried 5 times is stuck by default (relays give up at 5), not when the
+    relays are told to try 10 times (--outbox-max-attempts 10)."""
+    from choreoscope.instrumentation.outbox import Outbox
+
+    service = f"sqlite:///{tmp_path}/svc.db"
+    outbox = Outbox(service, service="orders")
+    outbox.create_table()
+    with sqlite3.connect(f"{tmp_path}/svc.db") as conn:
+        outbox.add(conn, aggregatetype="order", aggregateid="ord_1", event_type="order.placed",
+                   data={})
+        conn.execute("update outbox set attempts = 5")
+    _produce_flows(bootstrap, topic, 1)  # a topic to read: --once then ends when it is read
+    stuck = {}
+    for name, extra in (("default", ()), ("ten", ("--outbox-max-attempts", "10"))):
+        url = f"sqlite:///{tmp_path}/{name}.db"
+        r = subprocess.run(_collect(url, bootstrap, topic, group, "--once", "--outbox",
+                                    f"orders={service}", "--outbox-stuck-after", "3600", *extra),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out = subprocess.run(_cli("--store", url, "outbox", "--json"), capture_output=True,
+                             text=True, timeout=60)
+        stuck[name] = [(row["aggregateid"], row["attempts"], row["reason"])
+                       for row in json.loads(out.stdout)[0]["stuck"]]
+    assert stuck == {"default": [("ord_1", 5, "attempts")], "ten": []}
 
 
 @pytest.mark.broker

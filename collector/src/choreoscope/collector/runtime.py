@@ -143,7 +143,8 @@ class Collector:
             from .outbox_monitor import OutboxMonitor
 
             self.outbox = OutboxMonitor(self.opened, self._outbox_sources,
-                                        stuck_after_s=s.outbox_stuck_after)
+                                        stuck_after_s=s.outbox_stuck_after,
+                                        max_attempts=s.outbox_max_attempts)
         self._guarded("lag monitor start", self._start_lag)
         if s.metrics_port is not None:
             self._guarded("metrics server start", self._start_metrics)

@@ -126,6 +126,8 @@ _DECLARED = (
             "stuck timeout of one event type, TYPE=SECONDS (repeatable)", repeatable=True),
     Setting("outbox_stuck_after", _seconds, 30.0,
             "seconds after which a pending outbox row is stuck"),
+    Setting("outbox_max_attempts", _positive_int, 5,
+            "the relays' max_attempts: a pending outbox row tried this often is stuck"),
     Setting("skew", _seconds, 1.0, "tolerated clock skew between producers, seconds"),
     Setting("orphan_after", _seconds, 300.0,
             "seconds an event waits for its cause (causation id) before it is an orphan"),
@@ -197,6 +199,7 @@ class CollectSettings:
     stuck_after: float = 60.0
     stuck_after_type: tuple[tuple[str, float], ...] = ()
     outbox_stuck_after: float = 30.0
+    outbox_max_attempts: int = 5
     skew: float = 1.0
     orphan_after: float = 300.0
     untraced_after: float = 120.0
