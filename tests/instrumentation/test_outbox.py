@@ -478,6 +478,25 @@ def test_bad_add_arguments_are_rejected_and_write_nothing(tmp_path: Path) -> Non
     assert outbox_rows(outbox) == []
 
 
+@pytest.mark.postgres
+def test_a_nul_character_is_refused_before_it_aborts_the_transaction(postgres_url: str) -> None:
+    """PostgreSQL's jsonb cannot hold U+0000: add() says so before the insert, and the
+    caller's transaction goes on (a backslash followed by u0000 is only text, and is kept)."""
+    outbox = Outbox(postgres_url, service="s")
+    outbox.create_table()
+    conn = dbapi_connect(postgres_url)
+    with pytest.raises(ValueError, match=re.escape(
+            "expected JSON data PostgreSQL's jsonb can hold, got a text with a NUL character")):
+        add_order(outbox, conn, "ord_1", data={"note": "a\x00b"})
+    with pytest.raises(ValueError, match="NUL character"):
+        add_order(outbox, conn, "ord_1", data={"a\x00": 1})
+    add_order(outbox, conn, "ord_2", data={"note": "\\u0000"})
+    conn.commit()
+    conn.close()
+    [row] = outbox_rows(outbox)
+    assert (row["aggregateid"], row["payload"]) == ("ord_2", {"note": "\\u0000"})
+
+
 def test_add_on_a_missing_table_raises_the_database_error(tmp_path: Path) -> None:
     """Without the table add() surfaces the database's error instead of losing the event."""
     url = f"sqlite:///{tmp_path / 'svc.db'}"

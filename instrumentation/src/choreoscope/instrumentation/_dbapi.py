@@ -58,9 +58,24 @@ class Dialect:
 
     def json_param(self, value: Any) -> str:
         try:
-            return json.dumps(value, separators=(",", ":"), default=json_default, allow_nan=False)
+            text = json.dumps(value, separators=(",", ":"), default=json_default, allow_nan=False)
         except ValueError as exc:  # NaN / Infinity: not JSON, jsonb and consumers refuse it
             raise ValueError(f"expected JSON data, got a value JSON cannot hold ({exc})") from None
+        # jsonb refuses the NUL character, and its error would abort the caller's transaction.
+        if self.postgres and "\\u0000" in text and _has_nul(json.loads(text)):
+            raise ValueError("expected JSON data PostgreSQL's jsonb can hold, got a text with a "
+                             "NUL character (\\u0000), which jsonb refuses")
+        return text
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 SQLITE = Dialect("sqlite", "?")
