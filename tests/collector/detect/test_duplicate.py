@@ -47,3 +47,33 @@ def test_clean_traffic_has_no_duplicate(clean_run):
     """1,000 clean flows give no duplicate."""
     _, flows = clean_run
     assert [a for flow, dag in flows.values() for a in duplicate.detect(flow, dag)] == []
+
+
+def _across(store):
+    from choreoscope.collector.reconstruct.load import raw_connection
+
+    with raw_connection(store) as raw:
+        return duplicate.detect_across_flows(duplicate.load_repeated(raw, store.dialect))
+
+
+def test_copies_with_different_correlation_ids_are_one_publish_duplicate(tmp_path):
+    """e1 sent again under another correlation id (so in another flow) is a publish duplicate,
+    reported once, under the flow of its first copy, naming both flows."""
+    store = new_store(tmp_path)
+    put(store, [ev("e1", "order.placed", flow="f-b", offset=9, subject="ord_1", ts=T0 + 40),
+                ev("e1", "order.placed", flow="f-a", offset=3, subject="ord_1"),
+                ev("e2", "order.placed", flow="f-a", offset=4),
+                ev("e3", "order.placed", flow="f-c", offset=5),
+                ev("e3", "order.placed", flow="f-c", offset=6)])
+    [d] = _across(store)
+    assert (d.kind, d.subkind, d.key, d.correlation_id, d.event_id, d.subject, d.service) == (
+        "duplicate", "publish", "publish_across_flows:e1", "f-a", "e1", "ord_1", "orders")
+    assert d.detail == "order.placed e1 was published 2 times, in 2 flows: f-a, f-b"
+    assert d.extra["flows"] == ["f-a", "f-b"]
+    assert [(r["flow_id"], r["offset"]) for r in d.extra["records"]] == [("f-a", 3), ("f-b", 9)]
+
+
+def test_clean_traffic_has_no_duplicate_across_flows(clean_run):
+    """1,000 clean flows give no duplicate across flows."""
+    store, _ = clean_run
+    assert _across(store) == []

@@ -188,6 +188,7 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
             if e.observed_at_ms + horizon_ms > now_ms:
                 due.at(e.observed_at_ms + horizon_ms)
         sink.add(orphan.detect(effects, now_ms=now_ms, horizon_s=options.orphan_horizon_s))
+        sink.add(duplicate.detect_across_flows(duplicate.load_repeated(raw, dialect)))
         sink.add(out_of_order.detect_processing(processed_by_group_subject(raw, dialect),
                                                 options.skew_s))
 

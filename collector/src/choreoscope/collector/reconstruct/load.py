@@ -53,12 +53,15 @@ class SpanRow(NamedTuple):
     offset: int | None
 
 
+# The `events` columns of an EventRow, in its order.
+EVENT_COLUMNS = """flow_id, event_id, type, source, subject, causation_id, time_ms, sequence,
+       trace_id, span_id, broker_ts_ms, observed_at_ms, topic, "partition", "offset", problems"""
+
 # An index scan in flow order: no join, no per-row lookup, no sort.
-EVENTS_SQL = """
-SELECT flow_id, event_id, type, source, subject, causation_id, time_ms, sequence, trace_id,
-       span_id, broker_ts_ms, observed_at_ms, topic, "partition", "offset", problems
+EVENTS_SQL = f"""
+SELECT {EVENT_COLUMNS}
 FROM events
-ORDER BY flow_id {collate}
+ORDER BY flow_id {{collate}}
 """
 
 # A span joins the flow of its conversation id (= correlation id); else the flow of the event
