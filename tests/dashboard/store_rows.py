@@ -57,6 +57,18 @@ def _span(trace: str, sid: str, parent: str | None, name: str, kind: str, servic
     }
 
 
+def flow_row(cid: str, status: str, started_ms: int, last_ms: int, types: list[str],
+             services: set[str], traces: list[str]) -> dict[str, Any]:
+    """A `flows` row of events of `types` (its variant, in that order)."""
+    return {"correlation_id": cid, "status": status, "started_at_ms": started_ms,
+            "last_seen_at_ms": last_ms, "duration_ms": last_ms - started_ms,
+            "event_count": len(types), "services": json.dumps(sorted(services)),
+            "event_types": json.dumps(sorted(types)), "trace_ids": json.dumps(traces),
+            "anomaly_count": 0, "variant": " > ".join(types),
+            "trace_status": "available" if traces else "none",
+            "updated_at_ms": T0 + 3_600_000}
+
+
 def rows() -> dict[Any, list[dict[str, Any]]]:
     """Every table's rows."""
     ev, sp, fl, an = [], [], [], []
@@ -88,15 +100,9 @@ def rows() -> dict[Any, list[dict[str, Any]]]:
                 f"e{n}-paid", at + 200, subject=f"ord_{n}", trace=t)
             types.append("order.shipped")
         last = at + (200 if status == "completed" else 60)
-        fl.append({"correlation_id": cid, "status": status, "started_at_ms": at,
-                   "last_seen_at_ms": last, "duration_ms": last - at,
-                   "event_count": len(types),
-                   "services": json.dumps(sorted({"order-service", "payment-service"}
-                                                 | ({"shipping-service"}
-                                                    if status == "completed" else set()))),
-                   "event_types": json.dumps(sorted(types)), "trace_ids": json.dumps([t]),
-                   "anomaly_count": 0, "variant": " > ".join(types), "trace_status": "available",
-                   "updated_at_ms": T0 + 3_600_000})
+        fl.append(flow_row(cid, status, at, last, types,
+                           {"order-service", "payment-service"}
+                           | ({"shipping-service"} if status == "completed" else set()), [t]))
     # a duplicate publish of ord-1's payment, and events from an uninstrumented producer
     dup = dict(ev[1], offset=off["payments"])
     off["payments"] += 1
@@ -107,12 +113,8 @@ def rows() -> dict[Any, list[dict[str, Any]]]:
     put("orders", "legacy-2", "PriceUpdate", "pricing-legacy", None, None, T0 + 401_000,
         subject="sku_9", problems=["type_not_past_tense: PriceUpdate"], version="2")
     for eid in ("legacy-1", "legacy-2"):
-        fl.append({"correlation_id": eid, "status": "in_progress",
-                   "started_at_ms": T0 + 400_000, "last_seen_at_ms": T0 + 400_000,
-                   "duration_ms": 0, "event_count": 1, "services": '["pricing-legacy"]',
-                   "event_types": '["PriceUpdate"]', "trace_ids": "[]", "anomaly_count": 0,
-                   "variant": "PriceUpdate", "trace_status": "none",
-                   "updated_at_ms": T0 + 3_600_000})
+        fl.append(flow_row(eid, "in_progress", T0 + 400_000, T0 + 400_000, ["PriceUpdate"],
+                           {"pricing-legacy"}, []))
 
     def rec(eid: str, etype: str, at: int, processed_ms: int) -> dict[str, Any]:
         return {"event_id": eid, "type": etype, "time_ms": at, "broker_ts_ms": at,
@@ -171,8 +173,43 @@ def rows() -> dict[Any, list[dict[str, Any]]]:
 
 def fill(url: str) -> Store:
     """Create the store at `url` and write every row."""
-    store = Store(url).create()
+    return add(Store(url).create(), rows())
+
+
+# Bus text that is also URL or Markdown syntax: a correlation id, an event type, a subject.
+URL_ID = "ord 7/x&y#z?q=1%20"
+MD_ID = "cid`with**md**`"
+EVIL_TYPE = "evil [click me](http://evil.example/x) **bold**"
+
+
+def weird_rows() -> dict[Any, list[dict[str, Any]]]:
+    """Two flows of such text (URL_ID, and MD_ID with an EVIL_TYPE event, subject `x`), an
+    out-of-order arrival of that event, and an outbox source with a stuck row of URL_ID."""
+    at = T0 + 700_000
+    ev = [_event("weird", 0, "w1", "order.placed", "weird-svc", URL_ID, None, at),
+          _event("weird", 1, "w2", "order.shipped", "weird-svc", URL_ID, "w1", at + 100),
+          _event("weird", 2, "w3", EVIL_TYPE, "weird-svc", MD_ID, None, at + 200,
+                 subject="`x`")]
+    fl = [flow_row(URL_ID, "completed", at, at + 100, ["order.placed", "order.shipped"],
+                   {"weird-svc"}, []),
+          flow_row(MD_ID, "in_progress", at + 200, at + 200, [EVIL_TYPE], {"weird-svc"}, [])]
+    an = [{"key": "out_of_order:time:g:w3", "kind": "out_of_order", "subkind": "time",
+           "correlation_id": MD_ID, "event_id": "w3", "subject": "`x`", "service": None,
+           "group_name": "g*1*", "detail": f"group g*1* processed {EVIL_TYPE} w3 late",
+           "extra": json.dumps({"type": EVIL_TYPE}), "detected_at_ms": at + 1000}]
+    stuck = [{"id": "w-row-1", "aggregatetype": "orders", "aggregateid": "ord_7",
+              "type": "order.placed", "attempts": 1, "last_error": None, "age_s": 900.0,
+              "correlation_id": URL_ID, "trace_id": None, "status": "pending"}]
+    outbox = [{"source": "weird-db", "table_name": "outbox", "reachable": True,
+               "last_poll_ms": at, "last_ok_ms": at, "last_error": None, "pending": 1,
+               "dead": 0, "oldest_pending_age_s": 900.0, "publish_lag_p95_ms": None,
+               "stuck": json.dumps(stuck)}]
+    return {s.events: ev, s.flows: fl, s.anomalies: an, s.outbox_sources: outbox}
+
+
+def add(store: Store, table_rows: dict[Any, list[dict[str, Any]]]) -> Store:
+    """Write more rows (`weird_rows()`, ...) into a filled store."""
     with store.engine.begin() as conn:
-        for table, table_rows in rows().items():
-            store.insert_ignore(conn, table, table_rows)
+        for table, batch in table_rows.items():
+            store.insert_ignore(conn, table, batch)
     return store

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 import choreoscope.dashboard
 from choreoscope.collector.store import schema
 from choreoscope.dashboard import data
-from tests.dashboard.store_rows import T0, fill
+from tests.dashboard.store_rows import EVIL_TYPE, MD_ID, T0, add, fill, weird_rows
 
 APP = str(Path(choreoscope.dashboard.__file__).with_name("app.py"))
 PAGES = ("overview", "flow_map", "flows", "out_of_order", "outbox", "variants", "event_health")
@@ -36,6 +36,20 @@ def env(store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("CHOREOSCOPE_STORE", store_url)
     monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
     yield
+
+
+@pytest.fixture(scope="module")
+def weird_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The filled store plus flows whose ids and types are URL and Markdown syntax."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('weird') / 'store.db'}"
+    add(fill(url), weird_rows()).dispose()
+    return url
+
+
+@pytest.fixture
+def weird(weird_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHOREOSCOPE_STORE", weird_url)
+    monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
 
 
 def run(page: str = "overview", **query: str) -> AppTest:
@@ -169,24 +183,24 @@ def test_deep_link_opens_the_flow_detail(env: None) -> None:
     at = run(flow="ord-1")
     assert at.title[0].value == "Flows"
     assert at.text_input(key="flows:flow").value == "ord-1"
-    assert [s.value for s in at.subheader] == ["Flow `ord-1`"]
+    assert [s.value for s in at.subheader] == [r"Flow ord\-1"]
     m = metrics(at)
     assert (m["Events"], m["Duration"], m["Anomalies"]) == ("3", "200 ms", "1")
-    tree = next(md.value for md in at.markdown if md.value.startswith("- **order.placed**"))
+    tree = next(md.value for md in at.markdown if md.value.startswith(r"- **order\.placed**"))
     lines = tree.splitlines()
-    assert lines[0].startswith("- **order.placed** by order-service")
-    assert lines[1].startswith("    - **payment.completed** by payment-service")
-    assert lines[2].startswith("        - **order.shipped** by shipping-service")
-    assert "duplicate" in lines[3] and lines[3].startswith("    - **payment.completed**")
+    assert lines[0].startswith(r"- **order\.placed** by order\-service")
+    assert lines[1].startswith(r"    - **payment\.completed** by payment\-service")
+    assert lines[2].startswith(r"        - **order\.shipped** by shipping\-service")
+    assert "duplicate" in lines[3] and lines[3].startswith(r"    - **payment\.completed**")
     labels = [e.label for e in at.expander]
-    assert "order.placed · order-service · orders/0/0" in labels
+    assert r"order\.placed · order\-service · orders\/0\/0" in labels
     assert any(json.loads(j.value) == {"order_id": "ord_1", "card": "[REDACTED]"} for j in at.json)
 
 
 def test_unknown_flow_says_so(env: None) -> None:
     """A deep link to a flow the store does not know shows a warning, not an error."""
     at = run("flows", flow="nope")
-    assert any("No flow with correlation id `nope`" in w.value for w in at.warning)
+    assert any("No flow with correlation id nope in the store." in w.value for w in at.warning)
 
 
 def test_jaeger_links_only_with_a_jaeger_ui(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,7 +217,7 @@ def test_jaeger_links_only_with_a_jaeger_ui(env: None, monkeypatch: pytest.Monke
 def test_out_of_order_explains_expected_and_observed(env: None) -> None:
     """The late event is named and both orders are listed with both events' times."""
     at = run("out_of_order")
-    assert "causal · order.placed `e2-placed` late at group `audit` · subject ord_2" in [
+    assert r"causal · order\.placed e2\-placed late at group audit · subject ord\_2" in [
         e.label for e in at.expander]
     tables = [d.value for d in at.dataframe]
     expected, observed = tables[1], tables[2]
@@ -232,8 +246,8 @@ def test_outbox_shows_sources_stuck_rows_and_unreachable(env: None) -> None:
                      ("Publish lag p95", "—")]  # billing-db (sorted by name)
     assert m[4:8] == [("Pending", "7"), ("Dead", "1"), ("Oldest pending", "12 min 34 s"),
                       ("Publish lag p95", "230 ms")]
-    assert at.error[0].value.startswith("Unreachable: connection to "
-                                        "postgresql://billing:***@db.internal/billing refused. "
+    assert at.error[0].value.startswith(r"Unreachable: connection to postgresql\:\/\/billing\:"
+                                        r"\*\*\*\@db\.internal\/billing refused. "
                                         "Last good poll: 2026-01-01 00:05:00.")
     stuck = at.dataframe[0].value
     assert stuck["aggregate"].tolist() == ["orders/ord_7"]
@@ -366,7 +380,7 @@ def test_changing_a_filter_keeps_the_chosen_flow(env: None) -> None:
     at.selectbox(key="flows:status").set_value("failed").run()
     assert not at.exception
     assert at.dataframe[0].value["correlation_id"].tolist() == ["ord-3"]
-    assert [s.value for s in at.subheader] == ["Flow `ord-1`"]
+    assert [s.value for s in at.subheader] == [r"Flow ord\-1"]
     assert at.query_params["flow"] == "ord-1" and at.query_params["status"] == "failed"
 
 
@@ -403,3 +417,21 @@ def test_unreachable_store_is_reported_without_its_password(
     assert at.error[0].value.startswith(
         "The store `postgresql://cs:***@127.0.0.1:1/store` cannot be read: ")
     assert "s3cret" not in text_of(at)
+
+
+def test_bus_text_is_never_read_as_markdown(weird: None) -> None:
+    """An event type holding a link and bold, a correlation id and subject holding backticks
+    and asterisks show as typed: escaped in the flow title, causal tree, event labels and
+    out-of-order titles."""
+    at = run("flows", flow=MD_ID)
+    assert [s.value for s in at.subheader] == [r"Flow cid\`with\*\*md\*\*\`"]
+    evil = r"evil \[click me\]\(http\:\/\/evil\.example\/x\) \*\*bold\*\*"
+    assert f"- **{evil}** by weird\\-svc · subject \\`x\\` · 00:11:40.200 · weird\\/0\\/2" in [
+        m.value for m in at.markdown]
+    assert f"{evil} · weird\\-svc · weird\\/0\\/2" in [e.label for e in at.expander]
+    at = run("out_of_order", subkind="time")
+    assert [e.label for e in at.expander] == [
+        f"time · {evil} w3 late at group g\\*1\\* · subject \\`x\\`"]
+    assert any(m.value.startswith(f"group g\\*1\\* processed {evil} w3 late  \n")
+               for m in at.markdown)
+    assert EVIL_TYPE not in text_of(at)

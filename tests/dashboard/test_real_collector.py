@@ -21,6 +21,7 @@ import choreoscope.dashboard
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import spans
 from choreoscope.collector.traces.receiver import OtlpReceiver
+from choreoscope.dashboard.components.fmt import md
 from choreoscope.instrumentation import (
     Event,
     instrument_producer,
@@ -164,12 +165,12 @@ def test_deep_link_shows_the_failed_flow(app_env: dict[str, Any]) -> None:
     """`?flow=<id>` of the failing order shows its events, spans and failed handler."""
     cid = app_env["failed"]
     at = _run(flow=cid)
-    assert [s.value for s in at.subheader] == [f"Flow `{cid}`"]
+    assert [s.value for s in at.subheader] == [f"Flow {md(cid)}"]
     m = {x.label: x.value for x in at.metric}
     assert (m["Events"], m["Services"]) == ("2", "3")
     assert int(m["Anomalies"]) >= 1
-    tree = next(md.value for md in at.markdown if md.value.startswith("- **order.placed**"))
-    assert tree.splitlines()[1].startswith("    - **payment.completed** by payment-service")
+    tree = next(m.value for m in at.markdown if m.value.startswith(r"- **order\.placed**"))
+    assert tree.splitlines()[1].startswith(r"    - **payment\.completed** by payment\-service")
     spans_table = at.dataframe[-1].value
     assert sorted(spans_table.loc[spans_table["kind"] == "consumer", "status"]) == [
         "error", "unset"]

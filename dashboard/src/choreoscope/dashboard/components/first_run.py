@@ -6,12 +6,14 @@ import streamlit as st
 
 from choreoscope.collector.query.dashboard import mask_url
 
+from . import fmt
+
 
 def render(state: dict[str, object], store_url: str) -> None:
     st.title("Welcome to Choreoscope")
     shown = mask_url(store_url)
     if state["state"] == "unreachable":
-        st.error(f"The store `{shown}` cannot be read: {state['detail']}")
+        st.error(f"The store `{shown}` cannot be read: {fmt.md(state['detail'])}")
     elif state["state"] == "missing":
         st.info(f"No store yet at `{state['detail']}`. It appears when the collector first runs.")
     else:

@@ -18,9 +18,9 @@ MAX_EVENTS_SHOWN = 200
 
 
 def render(flow: dict[str, Any]) -> None:
-    st.subheader(f"Flow `{flow['correlation_id']}`")
-    st.markdown(f"{STATUS_BADGE.get(flow['status'], flow['status'])} · variant "
-                f"`{flow['variant'] or '—'}`")
+    st.subheader(f"Flow {fmt.md(flow['correlation_id'])}")
+    st.markdown(f"{STATUS_BADGE.get(flow['status'], fmt.md(flow['status']))} · variant "
+                f"{fmt.md(flow['variant'] or '—')}")
     c = st.columns(5)
     c[0].metric("Events", flow["event_count"])
     c[1].metric("Duration", fmt.duration(flow["duration_ms"]))
@@ -30,7 +30,7 @@ def render(flow: dict[str, Any]) -> None:
     c[4].metric("Started (UTC)", started[11:19] or "—", help=started.replace("T", " "))
     jaeger.buttons(flow["trace_ids"])
     if flow["trace_ids"] and not jaeger.enabled():
-        st.caption("Trace ids: " + ", ".join(f"`{t}`" for t in flow["trace_ids"])
+        st.caption("Trace ids: " + ", ".join(fmt.md(t) for t in flow["trace_ids"])
                    + " (start the dashboard with `--jaeger-ui URL` for links).")
     tabs = st.tabs(["Timeline", "Causal tree", f"Anomalies ({len(flow['anomalies'])})",
                     f"Events and payloads ({len(flow['events'])})", f"Spans ({len(flow['spans'])})"])
@@ -47,7 +47,8 @@ def render(flow: dict[str, Any]) -> None:
 
 
 def causal_tree_markdown(events: list[dict[str, Any]]) -> str:
-    """The flow's events as a nested list: each event under the event that caused it."""
+    """The flow's events as a nested list: each event under the event that caused it (the
+    bus's text escaped, never read as Markdown)."""
     first: dict[str, int] = {}
     for i, e in enumerate(events):
         if e["id"]:
@@ -69,10 +70,10 @@ def causal_tree_markdown(events: list[dict[str, Any]]) -> str:
         when = (e.get("broker_time") or e.get("observed_at") or "")[11:23]
         extra = " · :orange[duplicate]" if e.get("duplicate") else ""
         if e["causation_id"] and e["causation_id"] not in first:
-            extra += f" · :red[cause `{e['causation_id'][:13]}…` never seen]"
-        lines.append(f"{'    ' * depth}- **{e['type'] or '?'}** by {e['source'] or '?'} · "
-                     f"subject `{e['subject'] or '—'}` · {when} · "
-                     f"`{e['topic']}/{e['partition']}/{e['offset']}`{extra}")
+            extra += f" · :red[cause {fmt.md(e['causation_id'][:13])}… never seen]"
+        lines.append(f"{'    ' * depth}- **{fmt.md(e['type'] or '?')}** by "
+                     f"{fmt.md(e['source'] or '?')} · subject {fmt.md(e['subject'] or '—')} · "
+                     f"{when} · {_position(e)}{extra}")
         for j in children.get(i, []):
             walk(j, depth + 1)
 
@@ -81,6 +82,11 @@ def causal_tree_markdown(events: list[dict[str, Any]]) -> str:
     for i in range(len(events)):  # anything left (cycles) at the top level
         walk(i, 0)
     return "\n".join(lines) or "_No events stored for this flow._"
+
+
+def _position(event: dict[str, Any]) -> str:
+    """`topic/partition/offset`, escaped for Markdown."""
+    return fmt.md(f"{event['topic']}/{event['partition']}/{event['offset']}")
 
 
 # Timeline bar colours; a failed span is red whatever its kind.
@@ -167,8 +173,7 @@ def _anomalies(anomalies: list[dict[str, Any]]) -> None:
 def _events(events: list[dict[str, Any]]) -> None:
     st.caption("Payloads as stored by the collector (redacted, size-capped).")
     for e in events[:MAX_EVENTS_SHOWN]:
-        label = (f"{e['type'] or '?'} · {e['source'] or '?'} · "
-                 f"{e['topic']}/{e['partition']}/{e['offset']}"
+        label = (f"{fmt.md(e['type'] or '?')} · {fmt.md(e['source'] or '?')} · {_position(e)}"
                  + (" · duplicate" if e.get("duplicate") else ""))
         with st.expander(label):
             left, right = st.columns(2)
@@ -179,7 +184,7 @@ def _events(events: list[dict[str, Any]]) -> None:
                 st.markdown("**Headers**")
                 st.json(e.get("headers") or {}, expanded=1)
             if e.get("problems"):
-                st.warning("Problems: " + ", ".join(map(str, e["problems"])))
+                st.warning("Problems: " + ", ".join(map(fmt.md, e["problems"])))
     if len(events) > MAX_EVENTS_SHOWN:
         st.caption(f"First {MAX_EVENTS_SHOWN} of {len(events)} records shown.")
 

@@ -1,7 +1,9 @@
-"""Human formats for stored integers: times (ms, UTC), durations and shares."""
+"""Human formats for stored values: times (ms, UTC), durations, shares, and bus text in
+Markdown."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,3 +67,13 @@ def ts(ms: Any) -> pd.Series | pd.Timestamp:
 
 def rfc3339(text: str | None) -> pd.Timestamp | None:
     return None if not text else pd.Timestamp(text)
+
+
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def md(text: object) -> str:
+    """Text from the bus (types, ids, subjects, errors) to put into Markdown as it is: every
+    ASCII punctuation character backslash-escaped, so no link, emphasis, code span, colour,
+    LaTeX or list can start in it; line breaks become spaces."""
+    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).splitlines()))

@@ -8,7 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import flow_detail, jaeger, params, refresh, shell, windows
+from choreoscope.dashboard.components import (
+    flow_detail,
+    fmt,
+    jaeger,
+    params,
+    refresh,
+    shell,
+    windows,
+)
 
 PAGE = "flows"
 STATUSES = ["", "in_progress", "completed", "stuck", "failed"]
@@ -109,7 +117,7 @@ def _detail(correlation_id: str) -> None:
     flow = data.flow(data.url(), correlation_id)
     st.divider()
     if flow is None:
-        st.warning(f"No flow with correlation id `{correlation_id}` in the store.")
+        st.warning(f"No flow with correlation id {fmt.md(correlation_id)} in the store.")
         return
     flow_detail.render(flow)
 

@@ -111,12 +111,12 @@ def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _explain(row: dict[str, Any]) -> None:
     extra = row["extra"] or {}
-    where = f"group `{row['group']}`" if row["group"] else "the bus"
-    title = (f"{row['subkind'] or 'out of order'} · {extra.get('type') or ''} "
-             f"`{(row['event_id'] or '')[:18]}` late at {where}"
-             + (f" · subject {row['subject']}" if row["subject"] else ""))
+    where = f"group {fmt.md(row['group'])}" if row["group"] else "the bus"
+    title = (f"{fmt.md(row['subkind'] or 'out of order')} · {fmt.md(extra.get('type') or '')} "
+             f"{fmt.md((row['event_id'] or '')[:18])} late at {where}"
+             + (f" · subject {fmt.md(row['subject'])}" if row["subject"] else ""))
     with st.expander(title):
-        st.markdown(f"{row['detail']}  \n_{EXPLAIN.get(row['subkind'] or '', '')}_")
+        st.markdown(f"{fmt.md(row['detail'])}  \n_{EXPLAIN.get(row['subkind'] or '', '')}_")
         expected, observed = extra.get("expected"), extra.get("observed")
         if expected and observed:
             day = next((fmt.when(r.get("broker_ts_ms") or r.get("time_ms"))[:10]
@@ -128,7 +128,7 @@ def _explain(row: dict[str, Any]) -> None:
         elif extra:
             st.json(extra, expanded=1)
         if row["correlation_id"]:
-            st.page_link("views/flows.py", label=f"Flow {row['correlation_id']}",
+            st.page_link("views/flows.py", label=f"Flow {fmt.md(row['correlation_id'])}",
                          icon=":material/arrow_forward:",
                          query_params={"flow": row["correlation_id"]})
         st.caption(f"Detected {fmt.when(row['detected_at_ms'])}")

@@ -40,10 +40,10 @@ def _body() -> None:
 
 def _source(s: dict[str, Any]) -> None:
     with st.container(border=True):
-        st.subheader(f"{s['source']} · `{s['table']}`")
+        st.subheader(f"{fmt.md(s['source'])} · {fmt.md(s['table'])}")
         if not s["reachable"]:
             last_ok = (s.get("last_ok_at") or "never").replace("T", " ")[:19]
-            st.error(f"Unreachable: {s.get('last_error') or 'no answer'}. Last good poll: "
+            st.error(f"Unreachable: {fmt.md(s.get('last_error') or 'no answer')}. Last good poll: "
                      f"{last_ok}. The figures below are from that poll.")
         ok = fmt.rfc3339(s.get("last_ok_at"))
         freshness.show("Figures and ages", None if ok is None else ok.value // 1_000_000)
