@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 import choreoscope.dashboard
 from choreoscope.collector.store import schema
 from choreoscope.dashboard import data
+from choreoscope.dashboard.components.fmt import md
 from tests.dashboard.store_rows import EVIL_TYPE, MD_ID, T0, add, fill, weird_rows
 
 APP = str(Path(choreoscope.dashboard.__file__).with_name("app.py"))
@@ -435,3 +438,34 @@ def test_bus_text_is_never_read_as_markdown(weird: None) -> None:
     assert any(m.value.startswith(f"group g\\*1\\* processed {evil} w3 late  \n")
                for m in at.markdown)
     assert EVIL_TYPE not in text_of(at)
+
+
+def test_someone_elses_tables_are_reported_in_one_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database holding an `events` table of its own, alone or beside ours, shows the
+    collector's own complaint on every page instead of a traceback."""
+    from sqlalchemy import create_engine
+
+    alone, beside = tmp_path / "alone.db", tmp_path / "beside.db"
+    ours = create_engine(f"sqlite:///{beside}")
+    schema.metadata.create_all(ours, tables=[t for t in schema.metadata.sorted_tables
+                                             if t.name != "events"])
+    ours.dispose()
+    for path in (alone, beside):
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("CREATE TABLE events(x int)")
+            conn.execute("INSERT INTO events VALUES (1)")
+    monkeypatch.setenv("CHOREOSCOPE_STORE", f"sqlite:///{alone}")
+    for page in PAGES:
+        at = run(page)
+        assert at.title[0].value == "Welcome to Choreoscope"
+        assert [e.value for e in at.error] == [
+            f"The store `sqlite:///{alone}` cannot be read: " + md(
+                "expected the store's tables to be Choreoscope's, but it has no table "
+                "anomalies: use another database (or SQLite file)")]
+    monkeypatch.setenv("CHOREOSCOPE_STORE", f"sqlite:///{beside}")
+    columns = ", ".join(sorted(c.name for c in schema.events.columns))
+    assert [e.value for e in run("flows").error] == [
+        f"The store `sqlite:///{beside}` cannot be read: " + md(
+            f"expected the store's table events to be Choreoscope's, but it has no column "
+            f"{columns}: use another database (or SQLite file)")]

@@ -38,7 +38,9 @@ def now_ms() -> int:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def state(store_url: str) -> dict[str, Any]:
-    """`{state: ok|empty|missing|unreachable, detail}`: whether there is anything to show."""
+    """`{state: ok|empty|missing|unreachable, detail}`: whether there is anything to show.
+    A database holding someone else's tables is unreachable, its detail the collector's
+    complaint (`has_tables`)."""
     path = q.sqlite_path(store_url)
     try:
         s = _store(store_url)

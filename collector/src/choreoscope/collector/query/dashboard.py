@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, create_engine, event, text
 
 from ..reconstruct import skip
 from ..store import Store
-from ..store.engine import normalize_url
+from ..store.engine import StoreError, normalize_url
 from ..store.masking import mask_secrets, mask_url
 from ._convert import has_nul, json_list, json_or
 from .anomalies import anomaly_json
@@ -66,10 +66,21 @@ def open_readonly(url: str) -> Store:
 
 def has_tables(store: Store) -> bool:
     """Whether the store has been created by a collector (its `events` table exists).
-    Connection errors propagate: an unreachable store is not an empty one."""
-    from sqlalchemy import inspect
 
-    return bool(inspect(store.engine).has_table("events"))
+    Raises `StoreError` when the database holds someone else's tables: one of ours missing,
+    or without our columns (the collector's own check, `Store._check_columns`). Connection
+    errors propagate: an unreachable store is not an empty one."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import NoSuchTableError
+
+    if not inspect(store.engine).has_table("events"):
+        return False
+    try:
+        store._check_columns()
+    except NoSuchTableError as exc:
+        raise StoreError(f"expected the store's tables to be Choreoscope's, but it has no table "
+                         f"{exc}: use another database (or SQLite file)") from exc
+    return True
 
 
 def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
