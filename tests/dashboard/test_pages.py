@@ -203,7 +203,16 @@ def test_deep_link_opens_the_flow_detail(env: None) -> None:
 def test_unknown_flow_says_so(env: None) -> None:
     """A deep link to a flow the store does not know shows a warning, not an error."""
     at = run("flows", flow="nope")
-    assert any("No flow with correlation id nope in the store." in w.value for w in at.warning)
+    assert [w.value for w in at.warning] == [
+        "No flow with correlation id, event id or trace id nope in the store."]
+
+
+def test_open_flow_finds_it_by_an_event_id_or_trace_id(env: None) -> None:
+    """As `choreoscope flow ID`: the flow of an event id, or of a trace id in any case."""
+    at = run("flows", flow="e2-paid")
+    assert ([s.value for s in at.subheader], at.warning.len) == ([r"Flow ord\-2"], 0)
+    at = run("flows", flow=f"{3:032X}")
+    assert ([s.value for s in at.subheader], at.warning.len) == ([r"Flow ord\-3"], 0)
 
 
 def test_jaeger_links_only_with_a_jaeger_ui(env: None, monkeypatch: pytest.MonkeyPatch) -> None:

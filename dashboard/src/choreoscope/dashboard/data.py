@@ -82,10 +82,13 @@ def search_flows(store_url: str, *, offset: int = 0, limit: int = 50,
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def flow(store_url: str, correlation_id: str) -> dict[str, Any] | None:
+def flow(store_url: str, some_id: str) -> dict[str, Any] | None:
+    """The flow of a correlation id, else of the event or trace with that id, as
+    `choreoscope flow ID` finds it (`resolve_flow_id`); None when nothing matches."""
     s = _store(store_url)
-    detail = query.get_flow(s, correlation_id)
-    if detail is None:
+    correlation_id = query.resolve_flow_id(s, some_id)
+    detail = None if correlation_id is None else query.get_flow(s, correlation_id)
+    if correlation_id is None or detail is None:
         return None
     headers = q.flow_headers(s, correlation_id)
     for e in detail["events"]:

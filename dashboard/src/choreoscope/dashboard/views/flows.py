@@ -40,7 +40,9 @@ def _filters() -> dict[str, Any]:
     top = st.columns([2, 1, 1, 1])
     with top[0]:
         params.bind("flow", st.text_input, default="", page=PAGE, label="Open flow",
-                    placeholder="correlation id", help="Shows this flow's detail below.")
+                    placeholder="correlation id, event id or trace id",
+                    help="Shows this flow's detail below: the flow of this correlation id, "
+                         "or of the event or trace with this id.")
     with top[1]:
         status = params.bind("status", st.selectbox, default="", page=PAGE, options=STATUSES,
                              label="Status", format_func=lambda s: s.replace("_", " ") or "any")
@@ -113,11 +115,12 @@ def _table(f: dict[str, Any]) -> None:
                         key=f"{PAGE}:page", width=160)
 
 
-def _detail(correlation_id: str) -> None:
-    flow = data.flow(data.url(), correlation_id)
+def _detail(some_id: str) -> None:
+    flow = data.flow(data.url(), some_id)
     st.divider()
     if flow is None:
-        st.warning(f"No flow with correlation id {fmt.md(correlation_id)} in the store.")
+        st.warning(f"No flow with correlation id, event id or trace id {fmt.md(some_id)} in "
+                   "the store.")
         return
     flow_detail.render(flow)
 
