@@ -143,8 +143,9 @@ def test_graph_window_learns_edges_from_recent_traffic(store: q.Store) -> None:
 
 
 def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
-    """On the same data the window counts every edge as the collector's learned graph does:
-    a duplicate publish once, each record without an id, each CONSUMER span once."""
+    """On the same data the window counts every edge and times it as the collector's learned
+    graph does: a duplicate publish once, each record without an id, each CONSUMER span once,
+    the same percentiles."""
     from choreoscope.collector import query
     from choreoscope.collector.analyze import analyze
     from choreoscope.collector.store import Store, schema
@@ -175,16 +176,14 @@ def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
     store = q.open_readonly(url)
     window = {(e["source"], e["target"], e["kind"]): e
               for e in q.graph_window(store, since_ms=T0)["edges"]}
-    learned = {(e["source"], e["target"], e["kind"]): e["count"]
+    learned = {(e["source"], e["target"], e["kind"]): (e["count"], e["p50_ms"], e["p95_ms"])
                for e in query.graph(store)["edges"]}
-    assert {k: e["count"] for k, e in window.items()} == learned == {
-        ("order-service", "order.placed", "emits"): 3,
-        ("order.placed", "payment-service", "consumed_by"): 2,
-        ("payment-service", "payment.completed", "emits"): 1}
-    paid = window[("payment-service", "payment.completed", "emits")]
-    assert (paid["p50_ms"], paid["p95_ms"]) == (50, 50)  # its first publish, 50 ms after
-    consumed = window[("order.placed", "payment-service", "consumed_by")]
-    assert (consumed["p50_ms"], consumed["p95_ms"]) == (150, 250)  # from a1's first publish
+    # b1's reaction: its first publish, 50 ms after; a1 delivered 150 and 250 ms after its
+    # first publish, interpolated between the two
+    assert {k: (e["count"], e["p50_ms"], e["p95_ms"]) for k, e in window.items()} == learned == {
+        ("order-service", "order.placed", "emits"): (3, None, None),
+        ("order.placed", "payment-service", "consumed_by"): (2, 200.0, 245.0),
+        ("payment-service", "payment.completed", "emits"): (1, 50.0, 50.0)}
 
 
 def test_out_of_order_pages_and_groups(store: q.Store) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, create_engine, event, text
 
 from ..reconstruct import skip
+from ..reconstruct.graph import percentile
 from ..store import Store
 from ..store.engine import StoreError, normalize_url
 from ..store.masking import mask_secrets, mask_url
@@ -420,7 +421,8 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
     `anomaly_count` per edge. As in the learned graph, emits edges count distinct events (a
     duplicate publish of an event id adds neither a count nor a reaction time; a record
     without an event id counts on its own) and consumed_by edges count each CONSUMER span
-    once, timed from the first publish of its event.
+    once, timed from the first publish of its event. Percentiles are the learned graph's
+    own (`reconstruct.graph.percentile`), so a window over all traffic gives its figures.
     """
     hot = edge_anomalies(store)
     emits = _rows(store, "SELECT source, type, count(DISTINCT nullif(event_id, ''))"
@@ -457,8 +459,7 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
         lats = sorted(reactions.get((r["source"], r["type"]), ()))
         edges.append({"source": r["source"], "target": r["type"], "kind": "emits",
                       "count": int(r["n"]),
-                      "p50_ms": _rank(lats, 50) if lats else None,
-                      "p95_ms": _rank(lats, 95) if lats else None,
+                      "p50_ms": percentile(lats, 50), "p95_ms": percentile(lats, 95),
                       "anomaly_count": hot.get((r["type"], None), 0)})
     latencies: dict[tuple[str, str], list[float]] = {}
     for r in consumed:
@@ -467,13 +468,10 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
         nodes.update(((etype, "event_type"), (service, "service")))
         lats.sort()
         edges.append({"source": etype, "target": service, "kind": "consumed_by",
-                      "count": len(lats), "p50_ms": _rank(lats, 50), "p95_ms": _rank(lats, 95),
+                      "count": len(lats), "p50_ms": percentile(lats, 50),
+                      "p95_ms": percentile(lats, 95),
                       "anomaly_count": hot.get((etype, service), 0)})
     return {"nodes": [{"id": n, "kind": k} for n, k in sorted(nodes)], "edges": edges}
-
-
-def _rank(sorted_values: list[float], pct: int) -> float:
-    return sorted_values[max(0, -(-len(sorted_values) * pct // 100) - 1)]
 
 
 def edge_anomalies(store: Store) -> dict[tuple[str, str | None], int]:
