@@ -163,6 +163,15 @@ def test_flow_map_draws_the_collectors_dot(env: None) -> None:
     assert '"type:payment.completed" -> "svc:shipping-service" [label="1, p95 140 ms"];' in dot
 
 
+def test_flow_map_of_a_quiet_window_says_it_had_no_traffic(env: None) -> None:
+    """A window without traffic says so, not that nothing was learned: the store has a map."""
+    at = run("flow_map", window="15m")
+    assert [i.value for i in at.info] == [
+        "No traffic in the last 15 minutes: the map of that window is empty. Choose a longer "
+        "window, or all time for the choreography the collector has learned."]
+    assert not at.get("graphviz_chart")
+
+
 def test_flows_table_lists_flows_newest_first(env: None) -> None:
     """The flows table shows every flow, most recently active first, without Jaeger links."""
     df = run("flows").dataframe[0].value

@@ -27,8 +27,13 @@ def render() -> None:
 def _body(window: str) -> None:
     dot, graph = data.graph_dot(data.url(), windows.WINDOWS[window])
     if not graph["edges"]:
-        st.info("No choreography learned yet for this window: the collector draws the map "
-                "once it has read events (and, for consumers, their spans).")
+        if window != "all" and data.graph_dot(data.url(), None)[1]["edges"]:
+            st.info(f"No traffic in the {windows.label(window)}: the map of that window is "
+                    "empty. Choose a longer window, or all time for the choreography the "
+                    "collector has learned.")
+        else:
+            st.info("No choreography learned yet: the collector draws the map once it has "
+                    "read events (and, for consumers, their spans).")
         return
     # A small map at its natural size: stretched to the page its boxes and text grow huge.
     st.graphviz_chart(dot, width="stretch" if len(graph["nodes"]) > SMALL_MAP else "content")
