@@ -69,6 +69,15 @@ def flow_row(cid: str, status: str, started_ms: int, last_ms: int, types: list[s
             "updated_at_ms": T0 + 3_600_000}
 
 
+def many_flows(prefix: str, n: int, types: list[str], status: str = "completed"
+               ) -> list[dict[str, Any]]:
+    """`n` flows `{prefix}-0`, `{prefix}-1`, ... of one variant, a second apart after the
+    others."""
+    at = T0 + 3_600_000
+    return [flow_row(f"{prefix}-{i}", status, at + i * 1000, at + i * 1000 + 10, types,
+                     {"bulk-service"}, []) for i in range(n)]
+
+
 def rows() -> dict[Any, list[dict[str, Any]]]:
     """Every table's rows."""
     ev, sp, fl, an = [], [], [], []

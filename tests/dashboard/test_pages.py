@@ -21,7 +21,15 @@ import choreoscope.dashboard
 from choreoscope.collector.store import schema
 from choreoscope.dashboard import data
 from choreoscope.dashboard.components.fmt import md
-from tests.dashboard.store_rows import EVIL_TYPE, MD_ID, T0, add, fill, weird_rows
+from tests.dashboard.store_rows import (
+    EVIL_TYPE,
+    MD_ID,
+    T0,
+    add,
+    fill,
+    many_flows,
+    weird_rows,
+)
 
 APP = str(Path(choreoscope.dashboard.__file__).with_name("app.py"))
 PAGES = ("overview", "flow_map", "flows", "out_of_order", "outbox", "variants", "event_health")
@@ -345,6 +353,20 @@ def test_variants_counts_shares_and_flows(env: None) -> None:
     assert v["share %"].tolist()[0] == pytest.approx(40.0)
     flows = at.dataframe[1].value
     assert flows["flow"].tolist() == ["/flows?flow=ord-2"]
+
+
+def test_a_variant_shown_at_five_percent_is_not_rare(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """31 of 621 flows (4.99%) show as 5.0% and are not highlighted rare under "fewer than
+    5%"; 30 (4.83%) show as 4.8% and are."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    flows = (many_flows("near", 31, ["near.happened"]) + many_flows("few", 30, ["few.happened"])
+             + many_flows("bulk", 621 - 5 - 61, ["bulk.happened"]))
+    add(fill(url), {schema.flows: flows}).dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    v = run("variants").dataframe[0].value.set_index("variant")
+    assert v.loc[["near.happened", "few.happened"], ["count", "share %", "rare"]].values.tolist() \
+        == [[31, 5.0, False], [30, 4.8, True]]
 
 
 def test_event_health_problems_versions_untraced(env: None) -> None:

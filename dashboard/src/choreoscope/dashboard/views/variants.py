@@ -26,8 +26,8 @@ def _body() -> None:
         st.info("No flows reconstructed yet.")
         return
     df = pd.DataFrame(v["variants"])
-    df["rare"] = df["share"] < RARE_SHARE
-    df["share %"] = df["share"] * 100
+    df["share %"] = (df["share"] * 100).round(1)  # as shown: rare or not by that figure
+    df["rare"] = df["share %"] < RARE_SHARE * 100
     for c in ("p50_ms", "p95_ms", "max_ms"):
         df[c.replace("_ms", "")] = df[c].map(fmt.duration)
     shown = df[["variant", "count", "share %", "p50", "p95", "max", "rare"]]
