@@ -78,6 +78,15 @@ def many_flows(prefix: str, n: int, types: list[str], status: str = "completed"
                      {"bulk-service"}, []) for i in range(n)]
 
 
+def many_arrivals(group: str, n: int) -> list[dict[str, Any]]:
+    """`n` out-of-order arrivals at consumer group `group`, of events `{group}-0`, ..."""
+    return [{"key": f"out_of_order:time:{group}:{i}", "kind": "out_of_order",
+             "subkind": "time", "correlation_id": None, "event_id": f"{group}-{i}",
+             "subject": "sku_9", "service": None, "group_name": group,
+             "detail": f"group {group} processed {group}-{i} late", "extra": None,
+             "detected_at_ms": T0 + 3_600_000 + i * 1000} for i in range(n)]
+
+
 def rows() -> dict[Any, list[dict[str, Any]]]:
     """Every table's rows."""
     ev, sp, fl, an = [], [], [], []

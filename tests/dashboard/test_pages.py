@@ -27,6 +27,7 @@ from tests.dashboard.store_rows import (
     T0,
     add,
     fill,
+    many_arrivals,
     many_flows,
     weird_rows,
 )
@@ -425,6 +426,35 @@ def test_changing_a_filter_keeps_the_chosen_flow(env: None) -> None:
     assert at.dataframe[0].value["correlation_id"].tolist() == ["ord-3"]
     assert [s.value for s in at.subheader] == [r"Flow ord\-1"]
     assert at.query_params["flow"] == "ord-1" and at.query_params["status"] == "failed"
+
+
+def test_a_filter_leaving_fewer_pages_shows_the_last_one(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On page 4 of the flows (50 a page), a filter leaving 62 flows shows page 2 of 2; on
+    page 4 of the arrivals (10 a page), a filter leaving 15 shows page 2 of 2."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    add(fill(url), {schema.flows: many_flows("done", 120, ["a.happened"])
+                    + many_flows("open", 60, ["b.happened"], status="in_progress"),
+                    schema.anomalies: many_arrivals("bulk", 15)
+                    + many_arrivals("other", 15)}).dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    at = run("flows")
+    at.number_input(key="flows:page").set_value(4).run()
+    assert len(at.dataframe[0].value) == 185 - 150
+    at.selectbox(key="flows:status").set_value("in_progress").run()
+    assert not at.exception and not at.info
+    assert (at.number_input(key="flows:page").label, at.number_input(key="flows:page").value,
+            len(at.dataframe[0].value)) == ("Page (of 2)", 2, 62 - 50)
+    at = run("out_of_order")
+    at.number_input(key="out_of_order:page").set_value(4).run()
+    assert len(at.expander) == 31 - 30
+    at.text_input(key="out_of_order:group").set_value("bulk").run()
+    assert not at.exception
+    assert (at.number_input(key="out_of_order:page").label,
+            at.number_input(key="out_of_order:page").value,
+            [e.label for e in at.expander]) == (
+        "Page (of 2)", 2, [f"time ·  bulk\\-{i} late at group bulk · subject sku\\_9"
+                           for i in range(4, -1, -1)])
 
 
 def test_refresh_interval_from_the_url_and_pausable(env: None) -> None:

@@ -12,6 +12,7 @@ from choreoscope.dashboard.components import (
     flow_detail,
     fmt,
     jaeger,
+    pager,
     params,
     refresh,
     shell,
@@ -77,12 +78,11 @@ def _choose(rows: list[str]) -> None:
 
 
 def _table(f: dict[str, Any]) -> None:
-    page_no = int(st.session_state.get(f"{PAGE}:page", 1))
-    result = data.search_flows(data.url(), offset=(page_no - 1) * PAGE_SIZE, limit=PAGE_SIZE,
-                               **f)
+    result = pager.fetch(PAGE, PAGE_SIZE, lambda offset: data.search_flows(
+        data.url(), offset=offset, limit=PAGE_SIZE, **f))
     total = result["total"]
     if not result["flows"]:
-        st.info("No flow matches these filters." if total == 0 else "No flows on this page.")
+        st.info("No flow matches these filters.")
         return
     df = pd.DataFrame(result["flows"])
     df["started"] = df["started_at"].str.replace("T", " ").str.slice(0, 19)
@@ -109,10 +109,7 @@ def _table(f: dict[str, Any]) -> None:
                  if chosen in ids else None)
     if st.session_state.pop(_CHANGED, False):
         st.rerun(scope="app")  # the detail below lives outside this fragment
-    pages = max(1, -(-total // PAGE_SIZE))
-    if pages > 1:
-        st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages,
-                        key=f"{PAGE}:page", width=160)
+    pager.control(PAGE, total, PAGE_SIZE)
 
 
 def _detail(some_id: str) -> None:

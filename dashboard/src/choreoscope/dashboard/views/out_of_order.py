@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, params, refresh, shell
+from choreoscope.dashboard.components import fmt, pager, params, refresh, shell
 from choreoscope.dashboard.components.time_axis import bucket_x
 
 PAGE = "out_of_order"
@@ -44,9 +44,9 @@ def render() -> None:
 
 
 def _body(subkind: str, group: str, subject: str) -> None:
-    page_no = int(st.session_state.get(f"{PAGE}:page", 1))
-    result = data.out_of_order(data.url(), subkind=subkind, group=group, subject=subject,
-                               limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+    result = pager.fetch(PAGE, PAGE_SIZE, lambda offset: data.out_of_order(
+        data.url(), subkind=subkind, group=group, subject=subject, limit=PAGE_SIZE,
+        offset=offset))
     if not result["groups"] and not result["filtered"]:
         st.success("No out-of-order arrivals detected.")
         return
@@ -65,10 +65,7 @@ def _body(subkind: str, group: str, subject: str) -> None:
     st.markdown(f"**{total:,} arrival{'' if total == 1 else 's'}** match the filters")
     for row in result["rows"]:
         _explain(row)
-    pages = max(1, -(-total // PAGE_SIZE))
-    if pages > 1:
-        st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages,
-                        key=f"{PAGE}:page", width=160)
+    pager.control(PAGE, total, PAGE_SIZE)
 
 
 def _over_time(over: dict[str, Any]) -> None:
