@@ -337,6 +337,36 @@ def test_outbox_and_lag_say_when_they_were_measured(env: None,
             "10 min ago]"} <= captions
 
 
+def test_an_outbox_never_reached_is_unreachable_without_figures(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outbox source unreachable since it was first polled is said to be unreachable with
+    no figures yet, on the overview and the outbox page, never shown as a backlog of 0."""
+    from sqlalchemy import delete
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = fill(url)
+    with store.engine.begin() as conn:
+        conn.execute(delete(schema.outbox_sources))
+    add(store, {schema.outbox_sources: [
+        {"source": "billing", "table_name": "outbox", "reachable": False,
+         "last_poll_ms": T0 + 600_000, "last_ok_ms": None,
+         "last_error": "connection to 127.0.0.1:1 refused", "pending": None, "dead": None,
+         "oldest_pending_age_s": None, "publish_lag_p95_ms": None, "stuck": None}]}).dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    at = run()
+    assert (metrics(at)["Outbox backlog"], metrics(at)["Oldest pending outbox row"]) == (
+        "—", "—")
+    assert [e.value for e in at.error] == [
+        "1 outbox source(s) unreachable; 1 never measured, with no figures yet"]
+    assert not [c.value for c in at.caption if "Outbox" in c.value]
+    at = run("outbox")
+    assert [e.value for e in at.error] == [
+        r"Unreachable: connection to 127\.0\.0\.1\:1 refused. It has never answered a poll "
+        "(last tried 2026-01-01 00:10:00 UTC): there are no figures yet."]
+    assert at.metric.len == 0  # no Pending 0, Dead 0
+    assert [w.value.split(" as of ")[0] for w in at.warning] == ["**Stale:** Lag"]
+
+
 def test_no_page_shows_a_password(env: None) -> None:
     """Database passwords in stored errors never reach the screen."""
     for page in PAGES:

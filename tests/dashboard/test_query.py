@@ -73,7 +73,8 @@ def test_overview_counts(store: q.Store) -> None:
     o = q.overview(store, now_ms=T0 + 5 * 60_000, window_ms=5 * 60_000)
     assert (o["events_total"], o["events_traced"]) == (9, 7)
     assert o["anomalies_by_kind"] == {"duplicate": 1, "out_of_order": 1, "stuck_flow": 1}
-    assert (o["outbox_pending"], o["outbox_dead"], o["outbox_unreachable"]) == (9, 1, 1)
+    assert (o["outbox_pending"], o["outbox_dead"], o["outbox_unreachable"],
+            o["outbox_never_measured"]) == (9, 1, 1, 0)
     assert o["outbox_oldest_pending_age_s"] == 754.0
     assert (o["consumer_lag"], o["consumer_groups"]) == (4, 1)
     # figures as of the oldest source's last good poll, lag as of its last measurement

@@ -96,7 +96,8 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
     spans the OTLP receiver had to drop (`otlp_spans_dropped`), and when the flows were last
     analysed and how long that pass took (`analysed_at_ms`, `analysis_s`; None before).
     The outbox figures are as of `outbox_as_of_ms` (the oldest source's last good poll), the
-    lag as of `lag_measured_at_ms`.
+    lag as of `lag_measured_at_ms`; `outbox_never_measured` sources have had no good poll
+    yet, so no figures.
 
     `events_per_minute` covers the `window_ms` before `window_end_ms` by store time (index
     range scans), as `[{minute_ms, count}]`, zero minutes included. The window ends at
@@ -116,7 +117,9 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         outbox = conn.execute(text(
             "SELECT coalesce(sum(pending), 0), max(oldest_pending_age_s), count(*),"
             " coalesce(sum(CASE WHEN reachable THEN 0 ELSE 1 END), 0),"
-            " coalesce(sum(dead), 0), min(last_ok_ms) FROM outbox_sources")).one()
+            " coalesce(sum(dead), 0), min(last_ok_ms),"
+            " coalesce(sum(CASE WHEN last_ok_ms IS NULL THEN 1 ELSE 0 END), 0)"
+            " FROM outbox_sources")).one()
         lag = conn.execute(text(
             "SELECT coalesce(sum(lag), 0), count(DISTINCT group_name), max(measured_at_ms)"
             " FROM consumer_lag")).one()
@@ -142,6 +145,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "outbox_unreachable": int(outbox[3]),
         "outbox_dead": int(outbox[4]),
         "outbox_as_of_ms": None if outbox[5] is None else int(outbox[5]),
+        "outbox_never_measured": int(outbox[6]),
         "consumer_lag": int(lag[0]),
         "consumer_groups": int(lag[1]),
         "lag_measured_at_ms": lag[2],

@@ -41,10 +41,16 @@ def _body() -> None:
 def _source(s: dict[str, Any]) -> None:
     with st.container(border=True):
         st.subheader(f"{fmt.md(s['source'])} · {fmt.md(s['table'])}")
+        error = fmt.md(s.get("last_error") or "no answer")
+        if not s["reachable"] and not s.get("last_ok_at"):
+            tried = (s.get("last_poll_at") or "—").replace("T", " ")[:19]
+            st.error(f"Unreachable: {error}. It has never answered a poll (last tried "
+                     f"{tried} UTC): there are no figures yet.")
+            return
         if not s["reachable"]:
-            last_ok = (s.get("last_ok_at") or "never").replace("T", " ")[:19]
-            st.error(f"Unreachable: {fmt.md(s.get('last_error') or 'no answer')}. Last good poll: "
-                     f"{last_ok}. The figures below are from that poll.")
+            last_ok = s["last_ok_at"].replace("T", " ")[:19]
+            st.error(f"Unreachable: {error}. Last good poll: {last_ok}. The figures below are "
+                     "from that poll.")
         ok = fmt.rfc3339(s.get("last_ok_at"))
         freshness.show("Figures and ages", None if ok is None else ok.value // 1_000_000)
         c = st.columns(4)

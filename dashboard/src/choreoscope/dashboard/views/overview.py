@@ -68,17 +68,7 @@ def _body() -> None:
     c[1].metric("Duplicates", f"{kinds.get('duplicate', 0):,}", border=True)
     c[1].page_link("views/flows.py", label="Flows with duplicates",
                    icon=":material/arrow_forward:", query_params={"anomaly": "duplicate"})
-    c[2].metric("Outbox backlog", f"{o['outbox_pending']:,}", border=True,
-                help=f"Pending rows over {o['outbox_sources']} outbox source(s); "
-                     f"{o['outbox_dead']} dead.")
-    c[3].metric("Oldest pending outbox row", fmt.duration(
-        None if o["outbox_oldest_pending_age_s"] is None
-        else o["outbox_oldest_pending_age_s"] * 1000), border=True)
-    c[2].page_link("views/outbox.py", label="Outbox", icon=":material/arrow_forward:")
-    if o["outbox_sources"]:
-        freshness.show("Outbox measured", o["outbox_as_of_ms"], where=c[3], compact=True)
-    if o["outbox_unreachable"]:
-        c[3].error(f"{o['outbox_unreachable']} outbox source(s) unreachable")
+    _outbox(o, c[2], c[3])
     if o.get("otlp_spans_dropped"):
         st.warning(f"{o['otlp_spans_dropped']:,} spans dropped by the OTLP receiver (its queue "
                    "was full): some flows may miss spans.")
@@ -99,6 +89,26 @@ def _body() -> None:
         st.markdown("**Anomalies by kind**")
         _anomaly_chart(kinds)
     _anomaly_minutes(o["anomalies_per_minute"], o["anomalies_since_ms"], o["now_ms"])
+
+
+def _outbox(o: dict[str, Any], backlog: Any, oldest: Any) -> None:
+    """Backlog and oldest pending row over the outbox sources measured; a source never
+    measured (unreachable from the start) has no figures and is said to have none."""
+    never, unreachable = o["outbox_never_measured"], o["outbox_unreachable"]
+    measured = o["outbox_sources"] - never
+    backlog.metric("Outbox backlog", f"{o['outbox_pending']:,}" if measured or not never
+                   else "—", border=True,
+                   help=f"Pending rows over {measured} measured outbox source(s); "
+                        f"{o['outbox_dead']} dead.")
+    oldest.metric("Oldest pending outbox row", fmt.duration(
+        None if o["outbox_oldest_pending_age_s"] is None
+        else o["outbox_oldest_pending_age_s"] * 1000), border=True)
+    backlog.page_link("views/outbox.py", label="Outbox", icon=":material/arrow_forward:")
+    if measured:
+        freshness.show("Outbox measured", o["outbox_as_of_ms"], where=oldest, compact=True)
+    if unreachable:
+        oldest.error(f"{unreachable} outbox source(s) unreachable"
+                     + (f"; {never} never measured, with no figures yet" if never else ""))
 
 
 def _anomaly_chart(kinds: dict[str, int]) -> None:
