@@ -162,6 +162,33 @@ def test_time_charts_span_their_whole_window(tmp_path: Path,
                                                                        T0 + 12 * 60_000])
 
 
+def chart_data(at: AppTest) -> list[pd.DataFrame]:
+    """The data drawn by each of the page's charts."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    return [convert_arrow_bytes_to_pandas_df(c.proto.datasets[0].data.data)
+            for c in at.get("vega_lite_chart")]
+
+
+def test_per_minute_tooltips_give_the_minute_in_utc(env: None) -> None:
+    """Hovering a bar of events per minute or of out-of-order detections names its minute in
+    UTC, not only its date (Vega-Lite's own format of a time field, in the browser's zone)."""
+    at = run()
+    tooltip = charts(at)[0]["encoding"]["tooltip"]
+    assert tooltip == [{"field": "at", "type": "nominal", "title": "minute"},
+                       {"field": "count", "type": "quantitative"}]
+    events = chart_data(at)[0]
+    assert events.loc[events["count"] > 0, ["at", "count"]].values.tolist() == [
+        ["2026-01-01 00:01:00 UTC", 4], ["2026-01-01 00:02:00 UTC", 2],
+        ["2026-01-01 00:03:00 UTC", 1], ["2026-01-01 00:06:00 UTC", 2]]
+    at = run("out_of_order")
+    assert charts(at)[0]["encoding"]["tooltip"] == [
+        {"field": "at", "type": "nominal", "title": "from"},
+        {"field": "count", "type": "quantitative"}]
+    assert chart_data(at)[0][["at", "count"]].values.tolist() == [
+        ["2026-01-01 00:10:00 UTC", 1]]
+
+
 def test_flow_map_draws_the_collectors_dot(env: None) -> None:
     """The flow map's graphviz chart holds the learned edges, the anomalous one in red."""
     at = run("flow_map")

@@ -77,12 +77,13 @@ def _over_time(over: dict[str, Any]) -> None:
     if per.empty:
         return
     per["minute"] = fmt.ts(per["at_ms"])
+    per["at"] = per["at_ms"].map(fmt.when)  # tooltip, in UTC
     st.altair_chart(alt.Chart(per).mark_bar(color="#f59e0b").encode(
         x=bucket_x("minute", int(per["at_ms"].min()) - bucket,
                    int(per["at_ms"].max()) + 2 * bucket, bucket,
                    "%H:%M" if bucket < 3_600_000 else "%b %d %H:%M"),
         y=alt.Y("count:Q", title="arrivals", axis=alt.Axis(tickMinStep=1, format="d")),
-        tooltip=["minute:T", "count:Q"]).properties(height=220))
+        tooltip=[alt.Tooltip("at:N", title="from"), "count:Q"]).properties(height=220))
 
 
 def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:

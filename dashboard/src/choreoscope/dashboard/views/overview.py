@@ -80,11 +80,12 @@ def _body() -> None:
             st.caption("No events in that hour.")
         else:
             per_minute["minute"] = fmt.ts(per_minute["minute_ms"])
+            per_minute["at"] = per_minute["minute_ms"].map(fmt.when)  # tooltip, in UTC
             st.altair_chart(alt.Chart(per_minute).mark_bar(color="#2563eb").encode(
                 x=bucket_x("minute", int(per_minute["minute_ms"].min()),
                            int(per_minute["minute_ms"].max()) + MINUTE_MS, MINUTE_MS, "%H:%M"),
                 y=alt.Y("count:Q", title="events", axis=alt.Axis(tickMinStep=1, format="d")),
-                tooltip=["minute:T", "count:Q"]).properties(height=200))
+                tooltip=[alt.Tooltip("at:N", title="minute"), "count:Q"]).properties(height=200))
     with right:
         st.markdown("**Anomalies by kind**")
         _anomaly_chart(kinds)
@@ -130,6 +131,7 @@ def _anomaly_minutes(rows: list[dict[str, Any]], since_ms: int, now_ms: int) -> 
         return
     df = pd.DataFrame(rows)
     df["minute"] = fmt.ts(df["minute_ms"])
+    df["at"] = df["minute_ms"].map(fmt.when)
     df["kind"] = df["kind"].map(lambda k: KIND_LABELS.get(k, k))
     st.markdown("**Anomalies detected per minute** (last hour)")
     st.altair_chart(alt.Chart(df).mark_bar().encode(
@@ -137,7 +139,7 @@ def _anomaly_minutes(rows: list[dict[str, Any]], since_ms: int, now_ms: int) -> 
                    now_ms - now_ms % MINUTE_MS + MINUTE_MS, MINUTE_MS, "%H:%M"),
         y=alt.Y("count:Q", title="anomalies", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("kind:N", title="kind"),
-        tooltip=["minute:T", "kind", "count"]).properties(height=180))
+        tooltip=[alt.Tooltip("at:N", title="minute"), "kind", "count"]).properties(height=180))
 
 
 def _analysed(o: dict[str, Any]) -> str:
