@@ -63,7 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(server: str) -> Iterator[object]:
+def browser() -> Iterator[object]:
+    """Debian's chromium-headless-shell, driven by playwright."""
     exe = shutil.which("chromium-headless-shell")
     if exe is None:
         unavailable("chromium-headless-shell", "not on PATH (apt-get install chromium-headless-shell)")
@@ -71,11 +72,20 @@ def page(server: str) -> Iterator[object]:
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
-        p = browser.new_page(viewport={"width": 1400, "height": 1000})
-        p.set_default_timeout(30_000)
-        yield p
-        browser.close()
+        b = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _new_page(browser: object, **context: object) -> object:
+    p = browser.new_context(viewport={"width": 1400, "height": 1000}, **context).new_page()  # type: ignore[attr-defined]
+    p.set_default_timeout(30_000)
+    return p
+
+
+@pytest.fixture(scope="module")
+def page(server: str, browser: object) -> object:
+    return _new_page(browser)
 
 
 def _open(page: object, server: str, path: str, shot: str, ready: str) -> None:
@@ -245,3 +255,21 @@ def test_time_charts_draw_without_console_errors(page: object, server: str) -> N
         page.remove_listener("console", listen)  # type: ignore[attr-defined]
     # Streamlit itself probes /<page>/_stcore/... first when a page's URL is opened directly
     assert [m for m in logged if not m.startswith("Failed to load resource")] == []
+
+
+def test_flow_timeline_is_in_utc_in_any_time_zone(browser: object, server: str) -> None:
+    """In a browser in India (UTC+5:30) the timeline's axis and tooltips give UTC times, as
+    the rest of the page does: ord-1's events are at 00:01:00.000 to 00:01:00.200 UTC."""
+    india = _new_page(browser, timezone_id="Asia/Kolkata")
+    try:
+        _open(india, server, "/flows?flow=ord-1", "flow_timeline_utc",
+              "[data-testid=stVegaLiteChart] .marks")
+        chart = india.locator("[data-testid=stVegaLiteChart]")  # type: ignore[attr-defined]
+        assert chart.locator("[aria-label^='X-axis']").get_attribute("aria-label") == (
+            "X-axis for a utc scale with values from 00:01:00.000 to 00:01:00.200")
+        chart.locator("[aria-label*='order.shipped']").first.hover(force=True)
+        tip = india.locator("#vg-tooltip-element")  # type: ignore[attr-defined]
+        tip.wait_for(state="visible")
+        assert "00:01:00.200 UTC" in tip.inner_text()
+    finally:
+        india.context.close()  # type: ignore[attr-defined]

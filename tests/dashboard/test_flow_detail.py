@@ -29,10 +29,10 @@ def test_a_tiny_failed_span_is_drawn_at_the_shortest_visible_width() -> None:
 
 
 def test_events_stay_points() -> None:
-    """A bus event is a point: its end is its start."""
+    """A bus event is a point: its end is its start; its time, as text, in UTC."""
     flow = {"spans": [_span("payments", 0, 10)],
             "events": [{"source": "orders", "type": "order.placed", "topic": "orders",
                         "partition": 0, "offset": 3, "broker_time": "2023-11-14T22:13:20.005Z"}]}
     df = timeline_frame(flow)
     event = df[df["item"] == "event on the bus"].iloc[0]
-    assert event["end"] == event["start"]
+    assert (event["end"], event["at"]) == (event["start"], "22:13:20.005 UTC")

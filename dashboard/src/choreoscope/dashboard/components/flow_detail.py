@@ -107,7 +107,7 @@ MIN_BAR_SHARE = 0.006
 
 def timeline_frame(flow: dict[str, Any]) -> pd.DataFrame:
     """Bars for spans and points for bus events, one row per service; every bar at least
-    `MIN_BAR_SHARE` of the whole timeline wide."""
+    `MIN_BAR_SHARE` of the whole timeline wide. `at` is the start as text, in UTC."""
     rows: list[dict[str, Any]] = []
     for s in flow["spans"]:
         start = pd.Timestamp(int(s["start_us"]), unit="us", tz="UTC")
@@ -131,6 +131,7 @@ def timeline_frame(flow: dict[str, Any]) -> pd.DataFrame:
         bars = df["item"] != "event on the bus"
         df.loc[bars, "end"] = df.loc[bars, ["end"]].assign(
             least=df.loc[bars, "start"] + shortest).max(axis=1)
+        df["at"] = df["start"].dt.tz_convert("UTC").dt.strftime("%H:%M:%S.%f").str[:-3] + " UTC"
     return df
 
 
@@ -144,17 +145,19 @@ def _timeline(flow: dict[str, Any]) -> None:
                + ("" if flow["spans"] else " No spans are stored for this flow yet."))
     shown = [k for k in SPAN_COLORS if k in set(df["item"])]  # the legend: kinds present
     base = alt.Chart(df).encode(
+        # a UTC scale: the axis in UTC like the rest of the page, not the browser's zone
+        x=alt.X("start:T", title=None, scale=alt.Scale(type="utc"),
+                axis=alt.Axis(format="%H:%M:%S.%L", tickCount=6)),
         y=alt.Y("service:N", title=None, sort=None, axis=alt.Axis(labelLimit=240)),
-        tooltip=["what", "item", "service", alt.Tooltip("start:T", format="%H:%M:%S.%L"),
-                 "detail", "status"])
+        tooltip=["what", "item", "service", alt.Tooltip("at:N", title="start"), "detail",
+                 "status"])
     spans = base.transform_filter(alt.datum.item != "event on the bus").mark_bar(
         height=14, cornerRadius=2).encode(
-        x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M:%S.%L", tickCount=6)),
         x2="end:T",
         color=alt.Color("item:N", title=None,
                         scale=alt.Scale(domain=shown, range=[SPAN_COLORS[k] for k in shown])))
     points = base.transform_filter(alt.datum.item == "event on the bus").mark_point(
-        shape="diamond", size=90, filled=True, color="#111827").encode(x="start:T")
+        shape="diamond", size=90, filled=True, color="#111827")
     height = 40 * max(df["service"].nunique(), 2) + 40
     st.altair_chart((spans + points).properties(height=height, padding={"left": 8}),
                     width="stretch")
