@@ -3,6 +3,7 @@ in Debian's chromium-headless-shell, screenshots saved to artifacts/screenshots/
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -11,11 +12,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from tests.conftest import unavailable
-from tests.dashboard.store_rows import fill
+from tests.dashboard.store_rows import URL_ID, add, fill, weird_rows
 
 pytestmark = pytest.mark.browser
 
@@ -29,19 +31,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`choreoscope dashboard` on a filled store; yields its base URL."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'store.db'}"
-    fill(url).dispose()
+def _serve(url: str, log: Path, *args: str, base_path: str = "") -> Iterator[str]:
+    """`choreoscope dashboard` on the store at `url` (with more `args`, under `base_path`)
+    until the generator is closed; yields the app's URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("log") / "dashboard.log"
+    env = {**os.environ, "STREAMLIT_SERVER_BASE_URL_PATH": base_path}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "choreoscope.collector.cli", "--store", url, "dashboard",
-             "--port", str(port), "--jaeger-ui", JAEGER_UI, "--refresh", "0"],
-            stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+             "--port", str(port), "--refresh", "0", *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}" + (f"/{base_path}" if base_path else "")
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -60,6 +60,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`choreoscope dashboard` on a filled store; yields its base URL."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'store.db'}"
+    fill(url).dispose()
+    yield from _serve(url, tmp_path_factory.mktemp("log") / "dashboard.log",
+                      "--jaeger-ui", JAEGER_UI)
+
+
+@pytest.fixture(scope="module")
+def based_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`choreoscope dashboard` under the base path `/cs`, on the filled store plus flows whose
+    ids and types are URL and Markdown syntax; yields its URL (ending in `/cs`)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'weird.db'}"
+    add(fill(url), weird_rows()).dispose()
+    yield from _serve(url, tmp_path_factory.mktemp("log") / "based.log", base_path="cs")
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +291,30 @@ def test_flow_timeline_is_in_utc_in_any_time_zone(browser: object, server: str) 
         assert "00:01:00.200 UTC" in tip.inner_text()
     finally:
         india.context.close()  # type: ignore[attr-defined]
+
+
+def test_flow_links_work_under_a_base_path(browser: object, based_server: str) -> None:
+    """Under `--server.baseUrlPath cs`, the Variants page's link to a flow whose id holds a
+    space, `/`, `&`, `#`, `?` and `%` opens that flow on the Flows page."""
+    p = _new_page(browser)
+    try:
+        _open(p, based_server, "/variants?variant=" + quote("order.placed > order.shipped"),
+              "variants_base_path", "[data-testid=stDataFrame]")
+        table = p.locator("[data-testid=stDataFrame]").nth(1)  # type: ignore[attr-defined]
+        table.scroll_into_view_if_needed()
+        box = table.bounding_box()
+        x, y = box["x"] + 40, box["y"] + 53  # the first row's link
+        p.mouse.move(x, y)  # type: ignore[attr-defined]  # the grid finds the link on hover
+        p.wait_for_timeout(300)  # type: ignore[attr-defined]
+        with p.context.expect_page() as opened:  # type: ignore[attr-defined]
+            p.mouse.click(x, y)  # type: ignore[attr-defined]
+        from playwright.sync_api import expect
+
+        flow = opened.value
+        flow.get_by_text(f"Flow {URL_ID}", exact=True).wait_for()
+        assert flow.url.startswith(f"{based_server}/flows?")
+        expect(flow.get_by_role("textbox", name="Open flow")).to_have_value(URL_ID)
+        assert flow.locator("text=Page not found").count() == 0
+    finally:
+        p.context.close()  # type: ignore[attr-defined]
+

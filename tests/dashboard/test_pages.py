@@ -308,7 +308,7 @@ def test_outbox_shows_sources_stuck_rows_and_unreachable(env: None) -> None:
                                         "Last good poll: 2026-01-01 00:05:00.")
     stuck = at.dataframe[0].value
     assert stuck["aggregate"].tolist() == ["orders/ord_7"]
-    assert stuck["flow"].tolist() == ["/flows?flow=ord-2"]
+    assert stuck["flow"].tolist() == ["flows?flow=ord-2"]
 
 
 def test_a_stuck_row_that_never_reached_the_bus_has_no_flow_link(
@@ -335,9 +335,19 @@ def test_a_stuck_row_that_never_reached_the_bus_has_no_flow_link(
     monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
     at = run("outbox")
     links = at.dataframe[0].value["flow"].tolist()
-    assert links[0] == "/flows?flow=ord-2" and pd.isna(links[1])
+    assert links[0] == "flows?flow=ord-2" and pd.isna(links[1])
     assert any(c.value.startswith("A row without a flow link never reached the bus")
                for c in at.caption)
+
+
+def test_flow_links_are_relative_and_encode_the_id(weird: None) -> None:
+    """A correlation id holding a space, `/`, `&`, `#`, `?` and `%` is encoded whole in the
+    Variants and Outbox links, relative to the page (so they work under a base path)."""
+    link = "flows?flow=ord%207%2Fx%26y%23z%3Fq%3D1%2520"
+    at = run("variants", variant="order.placed > order.shipped")
+    assert at.dataframe[1].value["flow"].tolist() == [link]
+    tables = [d.value for d in run("outbox").dataframe]
+    assert [t["flow"].tolist() for t in tables if "flow" in t] == [["flows?flow=ord-2"], [link]]
 
 
 def test_outbox_and_lag_say_when_they_were_measured(env: None,
@@ -410,7 +420,7 @@ def test_variants_counts_shares_and_flows(env: None) -> None:
         "order.placed > payment.completed > order.shipped": 1}
     assert v["share %"].tolist()[0] == pytest.approx(40.0)
     flows = at.dataframe[1].value
-    assert flows["flow"].tolist() == ["/flows?flow=ord-2"]
+    assert flows["flow"].tolist() == ["flows?flow=ord-2"]
 
 
 def test_a_variant_shown_at_five_percent_is_not_rare(tmp_path: Path,

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, freshness, jaeger, refresh, shell
+from choreoscope.dashboard.components import flow_links, fmt, freshness, jaeger, refresh, shell
 
 
 def render() -> None:
@@ -66,11 +66,10 @@ def _source(s: dict[str, Any]) -> None:
         df["aggregate"] = df["aggregatetype"].astype(str) + "/" + df["aggregateid"].astype(str)
         df["age"] = df["age_s"].map(lambda a: fmt.duration(None if a is None else a * 1000))
         # A row whose event never reached the bus has no flow to open.
-        df["flow"] = [f"/flows?flow={c}" if c and has else None
+        df["flow"] = [flow_links.href(c) if c and has else None
                       for c, has in zip(df["correlation_id"], df["has_flow"], strict=True)]
         cols = ["id", "aggregate", "type", "status", "age", "attempts", "flow"]
-        config: dict[str, Any] = {"flow": st.column_config.LinkColumn(
-            "flow", display_text=r"flow=(.*)$")}
+        config: dict[str, Any] = {"flow": flow_links.column("flow")}
         if jaeger.enabled():
             df["jaeger"] = df["trace_id"].map(jaeger.trace_url)
             cols.append("jaeger")

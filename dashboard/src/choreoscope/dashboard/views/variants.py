@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, params, refresh, shell
+from choreoscope.dashboard.components import flow_links, fmt, params, refresh, shell
 
 PAGE = "variants"
 RARE_SHARE = 0.05
@@ -45,13 +45,12 @@ def _body() -> None:
     flows = data.search_flows(data.url(), variant=chosen, limit=50)
     if flows["flows"]:
         f = pd.DataFrame(flows["flows"])
-        f["flow"] = "/flows?flow=" + f["correlation_id"]
+        f["flow"] = f["correlation_id"].map(flow_links.href)
         f["started"] = f["started_at"].str.replace("T", " ").str.slice(0, 19)
         st.caption(f"{flows['total']:,} flows, newest 50 shown")
         st.dataframe(f[["flow", "status", "started", "duration_ms", "event_count"]],
                      hide_index=True, width="stretch",
-                     column_config={"flow": st.column_config.LinkColumn(
-                         "correlation id", display_text=r"flow=(.*)$"),
+                     column_config={"flow": flow_links.column("correlation id"),
                          "duration_ms": st.column_config.NumberColumn("duration (ms)"),
                          "event_count": st.column_config.NumberColumn("events")})
 
