@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import unavailable
-from tests.dashboard.store_rows import URL_ID, add, fill, weird_rows
+from tests.dashboard.store_rows import EVIL_TYPE, MD_ID, URL_ID, add, fill, weird_rows
 
 pytestmark = pytest.mark.browser
 
@@ -318,3 +318,20 @@ def test_flow_links_work_under_a_base_path(browser: object, based_server: str) -
     finally:
         p.context.close()  # type: ignore[attr-defined]
 
+
+
+def test_bus_text_shows_as_typed_in_the_browser(browser: object, based_server: str) -> None:
+    """An event type holding a Markdown link and bold shows as typed in the causal tree: no
+    link to evil.example anywhere on the page."""
+    p = _new_page(browser)
+    try:
+        _open(p, based_server, "/flows?flow=" + quote(MD_ID, safe=""), "flow_markdown",
+              "[data-testid=stTabs]")
+        p.get_by_role("tab", name="Causal tree").click()  # type: ignore[attr-defined]
+        item = p.locator("[data-testid=stMarkdownContainer] li").filter(  # type: ignore[attr-defined]
+            has_text=EVIL_TYPE)
+        assert item.inner_text().startswith(f"{EVIL_TYPE} by weird-svc · subject `x` · ")
+        assert p.get_by_text(f"Flow {MD_ID}", exact=True).count() == 1  # type: ignore[attr-defined]
+        assert p.locator("a[href*='evil.example']").count() == 0  # type: ignore[attr-defined]
+    finally:
+        p.context.close()  # type: ignore[attr-defined]

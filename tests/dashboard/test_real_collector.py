@@ -169,8 +169,8 @@ def test_deep_link_shows_the_failed_flow(app_env: dict[str, Any]) -> None:
     m = {x.label: x.value for x in at.metric}
     assert (m["Events"], m["Services"]) == ("2", "3")
     assert int(m["Anomalies"]) >= 1
-    tree = next(m.value for m in at.markdown if m.value.startswith(r"- **order\.placed**"))
-    assert tree.splitlines()[1].startswith(r"    - **payment\.completed** by payment\-service")
+    tree = next(m.value for m in at.markdown if m.value.startswith("- **`order.placed`**"))
+    assert tree.splitlines()[1].startswith("    - **`payment.completed`** by `payment-service`")
     spans_table = at.dataframe[-1].value
     assert sorted(spans_table.loc[spans_table["kind"] == "consumer", "status"]) == [
         "error", "unset"]

@@ -69,11 +69,15 @@ def rfc3339(text: str | None) -> pd.Timestamp | None:
     return None if not text else pd.Timestamp(text)
 
 
-_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
-
-
 def md(text: object) -> str:
-    """Text from the bus (types, ids, subjects, errors) to put into Markdown as it is: every
-    ASCII punctuation character backslash-escaped, so no link, emphasis, code span, colour,
-    LaTeX or list can start in it; line breaks become spaces."""
-    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).splitlines()))
+    """Text from the bus (types, ids, subjects, errors) to put into Markdown as it is: an
+    inline code span, fenced by more backticks than any run of them inside. Nothing in a
+    code span is read as Markdown: no link (not even a bare URL, which GitHub-flavoured
+    Markdown links however escaped), emphasis, colour, LaTeX or emoji. Line breaks become
+    spaces; empty text stays empty."""
+    text = " ".join(str(text).splitlines())
+    if not text:
+        return ""
+    fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
+    pad = " " if text[0] in "` " or text[-1] in "` " else ""  # one space each side is dropped
+    return f"{fence}{pad}{text}{pad}{fence}"

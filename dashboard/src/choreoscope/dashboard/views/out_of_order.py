@@ -110,7 +110,7 @@ def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 def _explain(row: dict[str, Any]) -> None:
     extra = row["extra"] or {}
     where = f"group {fmt.md(row['group'])}" if row["group"] else "the bus"
-    title = (f"{fmt.md(row['subkind'] or 'out of order')} · {fmt.md(extra.get('type') or '')} "
+    title = (f"{row['subkind'] or 'out of order'} · {fmt.md(extra.get('type') or '')} "
              f"{fmt.md((row['event_id'] or '')[:18])} late at {where}"
              + (f" · subject {fmt.md(row['subject'])}" if row["subject"] else ""))
     with st.expander(title):
