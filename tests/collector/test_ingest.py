@@ -169,6 +169,54 @@ def test_from_latest_skips_history(bootstrap: str, topic: str, group: str, tmp_p
     store.dispose()
 
 
+def test_from_latest_reads_topics_created_later_from_their_start(
+        bootstrap: str, group: str, tmp_path) -> None:
+    """'latest' skips the history of the topics there at the start only: a topic created
+    afterwards is read from its first record, even those written before the collector saw
+    the topic (up to a metadata refresh later)."""
+    prefix = f"lt{uuid.uuid4().hex[:8]}"
+    p = _producer(bootstrap)
+    p.produce(f"{prefix}.old", value=b'{"history":1}', partition=0)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/l.db").create()
+    with _ingest(store, bootstrap, rf"^{prefix}\..*", group, start="latest") as ingest:
+        while not ingest.consumer.assignment():
+            ingest.step()
+        p.produce(f"{prefix}.old", value=b'{"new":1}', partition=0)
+        for i in range(3):
+            p.produce(f"{prefix}.new", value=json.dumps({"i": i}).encode(), partition=0)
+        p.flush(10)
+        _until(ingest, 4)
+    assert [(r["topic"], r["offset"]) for r in _rows(store)] == [
+        (f"{prefix}.new", 0), (f"{prefix}.new", 1), (f"{prefix}.new", 2), (f"{prefix}.old", 1)]
+    store.dispose()
+
+
+def test_from_latest_on_restart_reads_what_came_meanwhile(
+        bootstrap: str, topic: str, group: str, tmp_path) -> None:
+    """A group that has committed before skips nothing on restart, not even on partitions it
+    never committed: what reached them while it was stopped is read."""
+    p = _producer(bootstrap)
+    p.produce(topic, value=b'{"history":0}', partition=0)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/r.db").create()
+    with _ingest(store, bootstrap, topic, group, start="latest") as ingest:
+        while not ingest.consumer.assignment():
+            ingest.step()
+        p.produce(topic, value=b'{"before":0}', partition=0)
+        p.flush(10)
+        _until(ingest, 1)
+    for partition in (0, 1, 1, 2, 2):
+        p.produce(topic, value=json.dumps({"meanwhile": partition}).encode(),
+                  partition=partition)
+    p.flush(10)
+    with _ingest(store, bootstrap, topic, group, start="latest") as ingest:
+        _until(ingest, 5)
+    assert sorted((r["partition"], r["offset"]) for r in _rows(store)) == [
+        (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1)]
+    store.dispose()
+
+
 def test_run_to_end_stops_at_the_end_offsets(bootstrap: str, topic: str, group: str,
                                              tmp_path) -> None:
     """run_to_end reads what is on the topic at the start and returns; a rerun reads nothing."""

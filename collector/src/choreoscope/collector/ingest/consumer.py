@@ -99,6 +99,10 @@ class BusIngest:
         self._stop: threading.Event | None = None  # the caller's stop, seen by the writer
         self._stored: collections.deque[Batch] = collections.deque()  # stored, not committed
         self._dropped = False  # a batch was given up uncommitted: nothing more is committed
+        # With start 'latest': the topics whose history is skipped (those there at start),
+        # and where this run started each of their partitions.
+        self._history: set[str] | None = None
+        self._latest_start: dict[tuple[str, int], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -106,6 +110,8 @@ class BusIngest:
         if self.consumer is None:
             self.writer.start()
             self.consumer = Consumer(self.config)
+            if self.config["auto.offset.reset"] == "latest":
+                self._history = self._matching_topics()
             self.consumer.subscribe([self.pattern], on_assign=self._on_assign,
                                     on_revoke=self._on_revoke)
             if self.pipelined:
@@ -285,14 +291,53 @@ class BusIngest:
         _log_assign(consumer, partitions)
         try:
             recreated = self.generations.recreated(tp.topic for tp in partitions)
+            starts = self._latest_starts(consumer, partitions)
         except Exception:  # the assignment itself must go through
             log.exception("ingest: checking the assigned topics failed")
             return
-        if recreated:
+        if recreated or starts:
             for tp in partitions:
                 if tp.topic in recreated:
                     tp.offset = OFFSET_BEGINNING
+                elif (tp.topic, tp.partition) in starts:
+                    tp.offset = starts[(tp.topic, tp.partition)]
             consumer.assign(partitions)
+
+    def _latest_starts(self, consumer: Any, partitions: list[TopicPartition]
+                       ) -> dict[tuple[str, int], int]:
+        """With start 'latest', where each assigned partition without a committed offset
+        starts. Only a new group skips history, and only of the topics there at its start:
+        from their end when first assigned (kept for later assignments of this run, so a
+        rebalance never skips what came meanwhile). Topics created later, and every
+        partition of a group that has committed before (a restart), start at their first
+        record."""
+        if self._history is None:
+            return {}
+        committed = consumer.committed(partitions, timeout=10)
+        unread = [(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+        known_group = len(unread) < len(committed)
+        starts: dict[tuple[str, int], int] = {}
+        for key in unread:
+            if key in self._latest_start:
+                starts[key] = self._latest_start[key]
+            elif known_group or key[0] not in self._history:
+                starts[key] = OFFSET_BEGINNING
+            else:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)
+                self._latest_start[key] = starts[key] = high
+        return starts
+
+    def _matching_topics(self) -> set[str] | None:
+        """The topics matching the pattern now; None when the broker does not say."""
+        assert self.consumer is not None
+        try:
+            topics = self.consumer.list_topics(timeout=10).topics
+        except KafkaException as exc:
+            log.warning("ingest: could not list the topics there at start (%s); with --from "
+                        "latest, topics created later may lose their first records", exc)
+            return None
+        pattern = re.compile(self.pattern)
+        return {name for name in topics if pattern.match(name)}
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # Commit what was read before the partitions move to another member.
@@ -456,10 +501,8 @@ class BusIngest:
         for tp in committed:
             if tp.offset >= 0:
                 out[(tp.topic, tp.partition)] = tp.offset
-            elif self.config["auto.offset.reset"] == "latest":
-                _low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
-                out[(tp.topic, tp.partition)] = high
+            elif (tp.topic, tp.partition) in self._latest_start:  # where this run started it
+                out[(tp.topic, tp.partition)] = self._latest_start[(tp.topic, tp.partition)]
         return out
 
 
