@@ -1,15 +1,19 @@
 """Retention: prune what is older than `--retention` days (0 keeps everything).
 
-Events go by the time the collector stored them, spans by their start time, trace fetches
-by their last event, anomalies by when they were detected. Flows and graph edges are not
-touched here: the next analysis pass recomputes them from what is left.
+Whole flows go, never a part of one: a flow's events are deleted once its newest event was
+stored before the cutoff (a flow cut in two would show a cause never seen, an `orphan`, and
+another variant). A flow that never ends is cut at twice the retention, so the store stays
+bounded. Spans go with the events of their trace, or by their start time when no event names
+their trace; anomalies go with their flow, or by when they were detected when they have none.
+Trace fetches go by their last event. Flows and graph edges are not touched here: the next
+analysis pass recomputes them from what is left.
 """
 
 from __future__ import annotations
 
 import time
 
-from sqlalchemy import delete
+from sqlalchemy import delete, exists, func, or_, select
 
 from .store import Store
 from .store.schema import anomalies, events, spans, trace_fetches
@@ -25,11 +29,23 @@ def prune(store: Store, retention_days: float, now_ms: int | None = None) -> dic
         return {}
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
     cutoff_ms = now_ms - int(retention_days * DAY_MS)
+    bound_ms = now_ms - 2 * int(retention_days * DAY_MS)
+    idle_flows = (select(events.c.flow_id).group_by(events.c.flow_id)
+                  .having(func.max(events.c.observed_at_ms) < cutoff_ms))
+    e = events.alias("e")
     statements = {
-        "events": delete(events).where(events.c.observed_at_ms < cutoff_ms),
-        "spans": delete(spans).where(spans.c.start_us < cutoff_ms * 1000),
+        "events": delete(events).where(or_(events.c.flow_id.in_(idle_flows),
+                                           events.c.observed_at_ms < bound_ms)),
+        # after the events: what is left of them keeps its spans and anomalies
+        "spans": delete(spans).where(
+            spans.c.start_us < cutoff_ms * 1000,
+            or_(spans.c.start_us < bound_ms * 1000,
+                ~exists().where(e.c.trace_id == spans.c.trace_id))),
         "trace_fetches": delete(trace_fetches).where(trace_fetches.c.last_event_ms < cutoff_ms),
-        "anomalies": delete(anomalies).where(anomalies.c.detected_at_ms < cutoff_ms),
+        "anomalies": delete(anomalies).where(
+            anomalies.c.detected_at_ms < cutoff_ms,
+            or_(anomalies.c.correlation_id.is_(None), anomalies.c.detected_at_ms < bound_ms,
+                ~exists().where(e.c.flow_id == anomalies.c.correlation_id))),
     }
     deleted = {}
     with store.engine.begin() as conn:

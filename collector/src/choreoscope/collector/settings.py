@@ -133,7 +133,9 @@ _DECLARED = (
             "seconds an event waits for its cause (causation id) before it is an orphan"),
     Setting("untraced_after", _seconds, 120.0,
             "seconds an event's trace may take to arrive before the event is untraced"),
-    Setting("retention", _days, 7.0, "days of events and spans to keep (0 keeps everything)"),
+    Setting("retention", _days, 7.0,
+            "days a flow is kept once idle, with its spans and anomalies; a flow that never "
+            "ends is cut at twice that (0 keeps everything)"),
     Setting("metrics_port", _port, None, "Prometheus metrics port (unset: no metrics server)"),
     Setting("metrics_host", str, "127.0.0.1", "Prometheus metrics listen address"),
     Setting("batch_size", _positive_int, 5000, "records consumed and stored per batch"),
