@@ -117,3 +117,30 @@ def test_a_schema_race_with_another_collector_is_retried(postgres_url, monkeypat
     store = collector.open_store(give_up_after_s=10)
     assert store is not None and len(calls) == 2
     store.dispose()
+
+
+def test_a_long_analysis_pass_holds_back_no_other_task(collector: Collector) -> None:
+    """While an analysis pass runs, the metrics (and every other task) keep their interval."""
+    import threading
+
+    in_pass, release = threading.Event(), threading.Event()
+    refreshed: list[float] = []
+
+    def long_pass() -> None:
+        in_pass.set()
+        assert release.wait(30)
+
+    collector.tasks = [_Task("analysis", 5.0, long_pass, max_share=ANALYSIS_MAX_SHARE),
+                       _Task("metrics", 0.1, lambda: refreshed.append(time.monotonic()))]
+    collector.start_maintenance()
+    try:
+        assert in_pass.wait(10)
+        seen = len(refreshed)
+        deadline = time.monotonic() + 20
+        while len(refreshed) < seen + 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(refreshed) >= seen + 3  # refreshed during the pass
+        assert not release.is_set()
+    finally:
+        release.set()
+        collector.close()

@@ -77,7 +77,7 @@ class Collector:
         self.metrics_registry: Any = None
         self.tasks: list[_Task] = []
         self.last_analysis: Any = None
-        self._maintenance: threading.Thread | None = None
+        self._maintenance: list[threading.Thread] = []
         self._maintenance_stop = threading.Event()
         # Checked now so that bad configuration fails at start-up, before anything runs.
         check_url(store_url)
@@ -257,10 +257,11 @@ class Collector:
 
         return metrics.update_from_store(self.opened, self.metrics_registry)
 
-    def maintenance_pass(self, force: bool = False) -> None:
-        """Run every task that is due (all of them with `force`), each guarded."""
+    def maintenance_pass(self, force: bool = False, tasks: list[_Task] | None = None) -> None:
+        """Run every task (of `tasks`, default all) that is due (all of them with `force`),
+        each guarded."""
         now = time.monotonic()
-        for task in self.tasks:
+        for task in self.tasks if tasks is None else tasks:
             if self._maintenance_stop.is_set() and not force:
                 return
             if force or now >= task.next_at:
@@ -282,9 +283,22 @@ class Collector:
             log.debug("%s failure", name, exc_info=True)
             return False
 
-    def _maintenance_loop(self) -> None:
+    def start_maintenance(self) -> None:
+        """Run the periodic tasks in the background: the analysis pass in a thread of its
+        own, so a long pass never holds back the metrics, outbox polls, lag, trace fetches
+        and retention (they had frozen for as long as a pass lasted)."""
+        analysis = [t for t in self.tasks if t.max_share is not None]
+        others = [t for t in self.tasks if t.max_share is None]
+        for name, tasks in (("analysis", analysis), ("maintenance", others)):
+            if tasks:
+                thread = threading.Thread(target=self._maintenance_loop, args=(tasks,),
+                                          name=f"choreoscope-{name}", daemon=True)
+                thread.start()
+                self._maintenance.append(thread)
+
+    def _maintenance_loop(self, tasks: list[_Task]) -> None:
         while not self._maintenance_stop.is_set():
-            self.maintenance_pass()
+            self.maintenance_pass(tasks=tasks)
             self._maintenance_stop.wait(0.5)
 
     # -- running -----------------------------------------------------------------------------
@@ -300,9 +314,7 @@ class Collector:
         try:
             self.start()
             assert self.ingest is not None
-            self._maintenance = threading.Thread(target=self._maintenance_loop,
-                                                 name="choreoscope-maintenance", daemon=True)
-            self._maintenance.start()
+            self.start_maintenance()
             self.ingest.run(stop)
             log.info("stopping: %d records read, %d new events stored", self.ingest.records,
                      self.ingest.inserted)
@@ -337,9 +349,9 @@ class Collector:
 
     def close(self) -> None:
         self._maintenance_stop.set()
-        if self._maintenance is not None:
-            self._maintenance.join(60)
-            self._maintenance = None
+        for thread in self._maintenance:
+            thread.join(60)
+        self._maintenance = []
         if self.ingest is not None:
             self.ingest.close()
         if self.receiver is not None:
