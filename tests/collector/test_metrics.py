@@ -182,3 +182,26 @@ def test_refresh_from_postgres(postgres_url: str) -> None:
     assert snap.consumer_lag == [("billing", "orders", 1, 7)]
     assert [(o["source"], o["reachable"]) for o in snap.outbox] == [("billing-db", False),
                                                                     ("orders-db", True)]
+
+
+def test_retention_never_lowers_the_stored_ever_counters(store: Store) -> None:
+    """Pruned events and spans still count in the `_total` counters (a counter that went down
+    would read as a reset); the stored-now gauge shows what is left."""
+    from choreoscope.collector.retention import DAY_MS, prune
+
+    fill(store)  # 3 events and 1 OTLP span, all stored at the epoch's first millisecond
+    registry = metrics.new_registry()
+    before = metrics.update_from_store(store, registry)
+    assert prune(store, 1, now_ms=2 * DAY_MS) == {
+        "events": 3, "spans": 1, "trace_fetches": 1, "anomalies": 3}
+    after = metrics.update_from_store(store, registry)
+    assert (before.events_ingested, before.events_stored, before.spans_stored["otlp"]) == (3, 3, 1)
+    assert (after.events_ingested, after.events_stored, after.spans_stored["otlp"]) == (3, 0, 1)
+    server = metrics.start_metrics_server(registry, 0)
+    try:
+        samples = scrape(server.port)
+    finally:
+        server.stop()
+    assert (samples[("choreoscope_events_ingested_total", ())],
+            samples[("choreoscope_events_stored", ())],
+            samples[("choreoscope_spans_stored_total", (("origin", "otlp"),))]) == (3.0, 0.0, 1.0)

@@ -4,8 +4,10 @@
 the last snapshot (never touching the database). Metrics live in their own registry
 (`REGISTRY`, or `new_registry()` for one per collector), never prometheus_client's global one.
 
-    choreoscope_events_ingested_total                      events stored
-    choreoscope_spans_stored_total{origin}                 spans stored (jaeger|otlp)
+    choreoscope_events_ingested_total                      events stored ever (retention
+                                                           pruning does not lower it)
+    choreoscope_events_stored                              events in the store now
+    choreoscope_spans_stored_total{origin}                 spans stored ever (jaeger|otlp)
     choreoscope_spans_dropped_total                        OTLP spans dropped (queue full)
     choreoscope_anomalies{kind}                            anomalies stored, per kind
     choreoscope_flows{status}                              flows per status
@@ -34,6 +36,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import retention
 from .detect.anomaly import KINDS as ANOMALY_KINDS
 from .reconstruct import skip
 from .store import Store
@@ -52,7 +55,7 @@ log = logging.getLogger(__name__)
 
 FLOW_STATUSES = ("in_progress", "completed", "stuck", "failed")
 FETCH_STATUSES = ("pending", "found", "missing", "error")
-SPAN_ORIGINS = ("jaeger", "otlp")
+SPAN_ORIGINS = retention.SPAN_ORIGINS
 SPANS_DROPPED_META_KEY = "otlp.spans_dropped"  # written by traces.receiver
 
 
@@ -62,6 +65,7 @@ class Snapshot:
 
     up: bool = False
     events_ingested: int = 0
+    events_stored: int = 0
     spans_stored: dict[str, int] = field(default_factory=dict)
     spans_dropped: int = 0
     anomalies: dict[str, int] = field(default_factory=dict)
@@ -105,8 +109,11 @@ class StoreMetrics(Collector):
         yield GaugeMetricFamily("choreoscope_store_up",
                                 "1 when the last refresh from the store succeeded",
                                 value=1 if snap.up else 0)
-        yield CounterMetricFamily("choreoscope_events_ingested", "Events stored from the bus",
+        yield CounterMetricFamily("choreoscope_events_ingested",
+                                  "Events stored from the bus, pruned ones included",
                                   value=snap.events_ingested)
+        yield GaugeMetricFamily("choreoscope_events_stored", "Events in the store now",
+                                value=snap.events_stored)
         stored = CounterMetricFamily("choreoscope_spans_stored", "Spans stored, per origin",
                                      labels=["origin"])
         for origin in SPAN_ORIGINS:
@@ -171,9 +178,13 @@ class StoreMetrics(Collector):
 def _read(store: Store) -> Snapshot:
     snap = Snapshot(up=True)
     with store.engine.connect() as conn:
-        snap.events_ingested = int(conn.execute(select(func.count()).select_from(events))
-                                   .scalar() or 0)
-        snap.spans_stored = _counts(conn, spans.c.origin)
+        gone = retention.pruned(conn)
+        snap.events_stored = int(conn.execute(select(func.count()).select_from(events))
+                                 .scalar() or 0)
+        snap.events_ingested = snap.events_stored + gone["events"]
+        stored = _counts(conn, spans.c.origin)
+        snap.spans_stored = {origin: stored.get(origin, 0) + gone.get(f"spans.{origin}", 0)
+                             for origin in {*stored, *SPAN_ORIGINS}}
         snap.anomalies = _counts(conn, anomalies.c.kind)
         snap.flows = _counts(conn, flows.c.status)
         snap.trace_fetches = _counts(conn, trace_fetches.c.status)
