@@ -404,3 +404,19 @@ def test_killing_the_writer_process_loses_nothing(bootstrap, topic, group, tmp_p
     assert committed[0].offset == 600
     assert [r["offset"] for r in _rows(store)] == list(range(600))
     store.dispose()
+
+
+def test_a_member_left_without_partitions_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """Two minutes without a partition is logged once, then every ten minutes while it lasts;
+    an assignment resets the clock."""
+    from choreoscope.collector.ingest.consumer import _Unassigned
+
+    idle = _Unassigned(now=0.0)
+    with caplog.at_level("WARNING", logger="choreoscope.collector.ingest.consumer"):
+        said = [t for t in (60, 119, 120, 121, 600, 720, 730) if idle.check(False, t, "g1")]
+        assert not idle.check(True, 800, "g1")
+        said += [t for t in (900, 1019, 1020) if idle.check(False, t, "g1")]
+    assert said == [120, 720, 1020]
+    assert caplog.messages[0] == ("ingest: group g1 has given this collector no partition for "
+                                  "120s: other members hold them all, or the group cannot form "
+                                  "(see the broker)")

@@ -395,9 +395,12 @@ class BusIngest:
     def run(self, stop: threading.Event) -> None:
         """Ingest until `stop` is set; the batches in hand are stored and committed first."""
         self.start()
+        idle = _Unassigned(time.monotonic())
         while not stop.is_set():
             try:
                 self.step(stop)
+                assert self.consumer is not None
+                idle.check(bool(self.consumer.assignment()), time.monotonic(), self.group)
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
                 if error is not None and hasattr(error, "fatal") and error.fatal():
@@ -504,6 +507,33 @@ class BusIngest:
             elif (tp.topic, tp.partition) in self._latest_start:  # where this run started it
                 out[(tp.topic, tp.partition)] = self._latest_start[(tp.topic, tp.partition)]
         return out
+
+
+class _Unassigned:
+    """Says so in the log when the group has given this member no partition for long: the
+    members outnumber the partitions, or the group cannot form (a broker holding stale group
+    state). First after `first_s`, then every `every_s` while it lasts."""
+
+    def __init__(self, now: float, first_s: float = 120.0, every_s: float = 600.0) -> None:
+        self.since: float | None = now
+        self.next_s = first_s
+        self.every_s = every_s
+
+    def check(self, assigned: bool, now: float, group: str) -> bool:
+        """Log when due; returns whether it logged."""
+        if assigned:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since, self.next_s = now, self.every_s / 5
+            return False
+        if now - self.since < self.next_s:
+            return False
+        log.warning("ingest: group %s has given this collector no partition for %.0fs: other "
+                    "members hold them all, or the group cannot form (see the broker)", group,
+                    now - self.since)
+        self.next_s += self.every_s
+        return True
 
 
 def describe_options(config: Mapping[str, Any]) -> dict[str, Any]:
