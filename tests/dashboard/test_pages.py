@@ -284,6 +284,17 @@ def test_out_of_order_explains_expected_and_observed(env: None) -> None:
     assert expected["on the bus"].tolist() == ["00:02:00.000", "00:02:00.060"]
 
 
+def test_out_of_order_titles_leave_out_what_an_arrival_lacks() -> None:
+    """An arrival without a type, id, group or subject gets no doubled space or dangling dot."""
+    from choreoscope.dashboard.views.out_of_order import expander_title
+
+    bare = {"subkind": "time", "extra": {}, "event_id": None, "group": None, "subject": None}
+    assert expander_title(bare) == "time · an event late at the bus"
+    assert expander_title({**bare, "event_id": "e7"}) == "time · `e7` late at the bus"
+    assert expander_title({**bare, "extra": {"type": "a.b"}, "group": "g"}) == (
+        "time · `a.b` late at group `g`")
+
+
 def test_out_of_order_table_and_chart_follow_the_filters(env: None) -> None:
     """With a kind no arrival has, the page shows no group table or chart, only the count."""
     at = run("out_of_order", subkind="sequence")

@@ -107,13 +107,19 @@ def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:
                             and df[c].isna().all()])
 
 
-def _explain(row: dict[str, Any]) -> None:
+def expander_title(row: dict[str, Any]) -> str:
+    """`subkind · type id late at group G · subject S`, leaving out what the row lacks."""
     extra = row["extra"] or {}
     where = f"group {fmt.md(row['group'])}" if row["group"] else "the bus"
-    title = (f"{row['subkind'] or 'out of order'} · {fmt.md(extra.get('type') or '')} "
-             f"{fmt.md((row['event_id'] or '')[:18])} late at {where}"
-             + (f" · subject {fmt.md(row['subject'])}" if row["subject"] else ""))
-    with st.expander(title):
+    late = " ".join(part for part in (fmt.md(extra.get("type") or ""),
+                                      fmt.md((row["event_id"] or "")[:18])) if part)
+    return (f"{row['subkind'] or 'out of order'} · {late or 'an event'} late at {where}"
+            + (f" · subject {fmt.md(row['subject'])}" if row["subject"] else ""))
+
+
+def _explain(row: dict[str, Any]) -> None:
+    extra = row["extra"] or {}
+    with st.expander(expander_title(row)):
         st.markdown(f"{fmt.md(row['detail'])}  \n_{EXPLAIN.get(row['subkind'] or '', '')}_")
         expected, observed = extra.get("expected"), extra.get("observed")
         if expected and observed:
