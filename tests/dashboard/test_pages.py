@@ -531,7 +531,7 @@ def test_a_filter_leaving_fewer_pages_shows_the_last_one(tmp_path: Path,
     assert (at.number_input(key="out_of_order:page").label,
             at.number_input(key="out_of_order:page").value,
             [e.label for e in at.expander]) == (
-        "Page (of 2)", 2, [f"time ·  `bulk-{i}` late at group `bulk` · subject `sku_9`"
+        "Page (of 2)", 2, [f"time · `bulk-{i}` late at group `bulk` · subject `sku_9`"
                            for i in range(4, -1, -1)])
 
 
