@@ -50,12 +50,12 @@ from .store.schema import (
     spans,
     trace_fetches,
 )
+from .traces.sink import ORIGINS as SPAN_ORIGINS
 
 log = logging.getLogger(__name__)
 
 FLOW_STATUSES = ("in_progress", "completed", "stuck", "failed")
 FETCH_STATUSES = ("pending", "found", "missing", "error")
-SPAN_ORIGINS = retention.SPAN_ORIGINS
 SPANS_DROPPED_META_KEY = "otlp.spans_dropped"  # written by traces.receiver
 
 

@@ -20,9 +20,9 @@ from sqlalchemy import delete, exists, func, or_, select
 
 from .store import Store
 from .store.schema import anomalies, events, meta, spans, trace_fetches
+from .traces.sink import ORIGINS as SPAN_ORIGINS
 
 DAY_MS = 86_400_000
-SPAN_ORIGINS = ("jaeger", "otlp")
 # meta keys: events, and spans per origin, pruned since the store was made
 PRUNED_KEYS = {"events": "retention.pruned.events",
                **{f"spans.{o}": f"retention.pruned.spans.{o}" for o in SPAN_ORIGINS}}
