@@ -69,7 +69,7 @@ def has_tables(store: Store) -> bool:
     """Whether the store has been created by a collector (its `events` table exists).
 
     Raises `StoreError` when the database holds someone else's tables: one of ours missing,
-    or without our columns (the collector's own check, `Store._check_columns`). Connection
+    or without our columns (the collector's own check, `Store.check_columns`). Connection
     errors propagate: an unreachable store is not an empty one."""
     from sqlalchemy import inspect
     from sqlalchemy.exc import NoSuchTableError
@@ -77,7 +77,7 @@ def has_tables(store: Store) -> bool:
     if not inspect(store.engine).has_table("events"):
         return False
     try:
-        store._check_columns()
+        store.check_columns()
     except NoSuchTableError as exc:
         raise StoreError(f"expected the store's tables to be Choreoscope's, but it has no table "
                          f"{exc}: use another database (or SQLite file)") from exc

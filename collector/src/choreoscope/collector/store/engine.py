@@ -68,7 +68,7 @@ class Store:
         (idempotent). Raises `StoreError` when a table of ours exists without our columns:
         the database holds someone else's tables of the same name."""
         schema.metadata.create_all(self.engine)
-        self._check_columns()
+        self.check_columns()
         with self.engine.begin() as conn:
             for name in schema.RETIRED_INDEXES:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
@@ -76,7 +76,9 @@ class Store:
                                               "value": str(schema.SCHEMA_VERSION)}], ["key"])
         return self
 
-    def _check_columns(self) -> None:
+    def check_columns(self) -> None:
+        """Raise `StoreError` when a table of ours lacks our columns (SQLAlchemy's
+        NoSuchTableError when one is missing altogether)."""
         found = inspect(self.engine)
         for table in schema.metadata.sorted_tables:
             have = {c["name"] for c in found.get_columns(table.name)}
