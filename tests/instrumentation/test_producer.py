@@ -489,9 +489,9 @@ def test_a_broken_tracer_never_breaks_a_send(
     bootstrap: str, topic: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If starting the span fails, records still go out with their ce_* headers; logged once."""
-    import choreoscope.instrumentation.producer as producer_module
+    import choreoscope.instrumentation._deferred_span as deferred_span
 
-    monkeypatch.setattr(producer_module, "_failures_logged", set())
+    monkeypatch.setattr(deferred_span, "_failures_logged", set())
     raw = KafkaProducer(bootstrap_servers=bootstrap)
     producer = instrument_producer(raw, service="orders", tracer_provider=_BrokenTracerProvider())
     try:

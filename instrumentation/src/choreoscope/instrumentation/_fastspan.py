@@ -97,24 +97,17 @@ class SpanStarter:
         if parent is None:  # looked up once here rather than three times in the SDK
             parent = get_current()
         span = tracer.start_span(name, parent, kind, None, links)
-        if type(span) is SdkSpan:
-            bounded = span._attributes
-            count = len(attributes) + (len(later) if later else 0)
-            if (
-                type(bounded) is BoundedAttributes
-                and bounded.max_value_len is None
-                and (bounded.maxlen is None or count <= bounded.maxlen)
-                and not bounded._dict
-            ):
-                into = bounded._dict
-                into.update(attributes)
-                if later:
-                    into.update(later)
-            else:  # limits set (or unknown internals): the SDK applies them
-                span.set_attributes(attributes)
-                if later:
-                    span.set_attributes(later)
-        return span  # else not recording: nothing to set
+        fill_attributes(span, attributes, later)
+        return span
+
+    def sdk_tracer(self) -> Any:
+        """The SDK `Tracer` behind ours when spans may take the fast path, else None."""
+        tracer: Any = self._tracer
+        if type(tracer) is trace.ProxyTracer:
+            tracer = getattr(tracer, "_real_tracer", None) or tracer
+        if type(tracer) is not SdkTracer or not self._is_fast(tracer):
+            return None
+        return tracer
 
     def _is_fast(self, tracer: Any) -> bool:
         processor = tracer.span_processor
@@ -136,6 +129,31 @@ class SpanStarter:
         )
         self._checked = (tracer, sampler, processors, fast)
         return fast
+
+
+def fill_attributes(span: Any, attributes: Mapping[str, Any],
+                    later: Mapping[str, Any] | None = None) -> None:
+    """Put the attributes into a span the fast path started without them: straight into its
+    mapping when that is the SDK's with no limit in the way, else through `set_attributes`
+    (the SDK applies its limits). A span that is not the SDK's is not recording."""
+    if type(span) is not SdkSpan:
+        return
+    bounded = span._attributes
+    count = len(attributes) + (len(later) if later else 0)
+    if (
+        type(bounded) is BoundedAttributes
+        and bounded.max_value_len is None
+        and (bounded.maxlen is None or count <= bounded.maxlen)
+        and not bounded._dict
+    ):
+        into = bounded._dict
+        into.update(attributes)
+        if later:
+            into.update(later)
+    else:  # limits set (or unknown internals): the SDK applies them
+        span.set_attributes(attributes)
+        if later:
+            span.set_attributes(later)
 
 
 def _ignores_attributes(sampler: Any) -> bool:

@@ -20,10 +20,11 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import DEFAULT_TRACE_STATE, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import DEFAULT_TRACE_STATE
 
 from . import semconv, wire
 from ._clock import rfc3339_from_ms, utc_now_rfc3339
+from ._deferred_span import SendSpan, log_failure_once, start_send_span
 from ._fastspan import SpanStarter
 from ._plain_send import PlainSend
 from ._send_inputs import (
@@ -45,7 +46,6 @@ __all__ = ["TracedProducer", "instrument_producer"]
 
 _log = logging.getLogger("choreoscope.instrumentation")
 _SCOPE = "choreoscope.instrumentation"
-_PRODUCER = SpanKind.PRODUCER
 _NO_TRACE_STATE = DEFAULT_TRACE_STATE
 _OCTET_STREAM = "application/octet-stream"
 _JSON_OPENERS = (b"{", b"[")
@@ -388,7 +388,7 @@ class TracedProducer:
         extra_attributes: dict[str, Any] | None,
         keep_caller_traceparent: bool,
     ) -> Any:
-        span: Span | None = None
+        span: SendSpan | None = None
         traceparent = tracestate = None
         try:
             entry = self._topics.get(topic)
@@ -396,7 +396,7 @@ class TracedProducer:
             attrs = _span_attributes(base, event, key_text)
             if extra_attributes:
                 attrs.update(extra_attributes)
-            span = self._start_span(name, parent, _PRODUCER, attrs)
+            span = start_send_span(self._start_span, name, parent, attrs)
             if not keep_caller_traceparent:
                 sc = span.get_span_context()
                 if sc.is_valid:
@@ -407,7 +407,7 @@ class TracedProducer:
                     event.traceparent = traceparent
                     event.tracestate = tracestate
         except Exception:  # noqa: BLE001 - telemetry never takes the host down
-            _log_failure_once("could not start the producer span; sending without it")
+            log_failure_once("could not start the producer span; sending without it")
         headers = wire.encode_headers(event, traceparent, tracestate, content_type)
         if caller_headers is not None and type(caller_headers) is list:
             headers = merge_headers(caller_headers, headers)
@@ -418,16 +418,15 @@ class TracedProducer:
             future = send(topic, value, key, headers, partition, timestamp_ms)
         except BaseException as exc:
             if span is not None:
-                _Finisher(span)(exc)
+                span(exc)
             raise
         if span is not None:
             try:
-                finish = _Finisher(span)
-                future.add_callback(finish)
-                future.add_errback(finish)
+                future.add_callback(span)
+                future.add_errback(span)
             except Exception:  # noqa: BLE001
-                _log_failure_once("could not watch the send's future; span ended now")
-                _Finisher(span)(None)
+                log_failure_once("could not watch the send's future; span ended now")
+                span(None)
         return future
 
 
@@ -438,32 +437,6 @@ def _span_attributes(base: dict[str, str], event: Event, key_text: str | None) -
         attrs[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key_text
     semconv.event_attributes(event, attrs)
     return attrs
-
-
-class _Finisher:
-    """The send future's callback and errback: ends `span`, marked ERROR on an exception.
-
-    One slotted object per send, where `functools.partial` would make two (itself and its
-    arguments tuple): records wait for the broker's ack by the thousand, and every object
-    they hold is one more for the cyclic GC to walk.
-    """
-
-    __slots__ = ("span",)
-
-    def __init__(self, span: Span) -> None:
-        self.span = span
-
-    def __call__(self, outcome: Any) -> None:
-        """End the span; an exception outcome marks it ERROR first. Never raises."""
-        span = self.span
-        try:
-            if isinstance(outcome, BaseException):
-                span.set_status(Status(StatusCode.ERROR, f"{type(outcome).__name__}: {outcome}"))
-                span.record_exception(outcome)
-                span.set_attribute(semconv.ERROR_TYPE, type(outcome).__qualname__)
-            span.end()
-        except Exception:  # noqa: BLE001
-            _log_failure_once("could not end the producer span")
 
 
 def _log_failed_publish(
@@ -477,18 +450,6 @@ def _log_failed_publish(
         type(exc).__name__,
         exc,
     )
-
-
-_failures_logged: set[str] = set()
-
-
-def _log_failure_once(what: str) -> None:
-    """Log a tracing failure with its traceback the first time, at debug level after that."""
-    if what in _failures_logged:
-        _log.debug("choreoscope: %s", what, exc_info=True)
-        return
-    _failures_logged.add(what)
-    _log.exception("choreoscope: %s (logged once; later ones at debug level)", what)
 
 
 def _check_type(event_type: str) -> None:
