@@ -420,3 +420,56 @@ def test_a_member_left_without_partitions_says_so(caplog: pytest.LogCaptureFixtu
     assert caplog.messages[0] == ("ingest: group g1 has given this collector no partition for "
                                   "120s: other members hold them all, or the group cannot form "
                                   "(see the broker)")
+
+
+def test_the_garbage_collector_is_paused_only_while_a_batch_is_read(
+        bootstrap: str, topic: str, group: str, tmp_path) -> None:
+    """A step leaves the collector as it found it: on after a batch, after an empty
+    consume and after a failing one; and a caller's pause is not ended by ingest."""
+    import gc
+
+    p = _producer(bootstrap)
+    p.produce(topic, value=b'{"n": 1}')
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/gc.db").create()
+    seen: list[bool] = []
+    with _ingest(store, bootstrap, f"^{topic}$", group) as ingest:
+        consumer = ingest.start().consumer
+
+        class Watching:
+            """The real consumer; notes whether the collector ran during each consume."""
+
+            def __getattr__(self, name: str):
+                return getattr(consumer, name)
+
+            def consume(self, *args, **kwargs):
+                seen.append(gc.isenabled())
+                return consumer.consume(*args, **kwargs)
+
+        ingest.consumer = Watching()
+        _until(ingest, 1)
+        assert gc.isenabled()
+        assert ingest.step(timeout_s=0.1) == 0  # nothing more: an empty consume
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            ingest.step(timeout_s=0.1)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+
+        class Failing:
+            def __getattr__(self, name: str):
+                return getattr(consumer, name)
+
+            def consume(self, *args, **kwargs):
+                raise RuntimeError("consume failed")
+
+        ingest.consumer = Failing()
+        with pytest.raises(RuntimeError, match="consume failed"):
+            ingest.step(timeout_s=0.1)
+        assert gc.isenabled()
+        ingest.consumer = consumer
+    assert seen and not any(seen)
+    assert [r["data"] for r in _rows(store)] == ['{"n":1}']
+    store.dispose()

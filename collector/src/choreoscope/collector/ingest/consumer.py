@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import logging
 import queue
 import re
@@ -160,14 +161,9 @@ class BusIngest:
         self._commit_stored(asynchronous=True)
         if self._dropped:
             return 0  # a batch was given up: stop reading, the next run starts from it
-        messages = consumer.consume(
-            num_messages=self.batch_size,
-            timeout=self.batch_timeout_s if timeout_s is None else timeout_s,
-        )
-        if not messages:
+        batch = self._consume_batch(consumer, timeout_s)
+        if batch is None:
             return 0
-        batch = build_batch(messages, self.redactor, int(self.clock() * 1000))
-        batch.consumed = len(messages) - batch.errors
         self.consumed_offsets.update(batch.offsets)
         if not self.pipelined:
             self._write(batch)
@@ -181,6 +177,30 @@ class BusIngest:
                 if stop is not None and stop.is_set():
                     self._dropped = True  # not committed: read again next time
                     return 0
+
+    def _consume_batch(self, consumer: Any, timeout_s: float | None) -> Batch | None:
+        """The next batch of records, decoded into rows; None when none came in time.
+
+        The cyclic garbage collector is paused from the consume to the rows: each record
+        comes with a dozen objects it tracks (the message, its header list and tuples), which
+        reference counting frees once the rows are built. A collection in between would walk
+        them all, about 6 µs of the 27 µs per record the main thread spends."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            messages = consumer.consume(
+                num_messages=self.batch_size,
+                timeout=self.batch_timeout_s if timeout_s is None else timeout_s,
+            )
+            if not messages:
+                return None
+            batch = build_batch(messages, self.redactor, int(self.clock() * 1000))
+            batch.consumed = len(messages) - batch.errors
+            del messages
+            return batch
+        finally:
+            if enabled:
+                gc.enable()
 
     def drain(self) -> None:
         """Wait until every batch handed over so far is stored (or dropped), and commit."""
