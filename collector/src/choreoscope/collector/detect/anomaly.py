@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, or_, update
+from sqlalchemy import bindparam, or_, select, update
 
 from ..store import Store
 from ..store.schema import anomalies
@@ -84,16 +84,32 @@ _REFRESH = (
 
 def record(store: Store, conn: Any, found: list[Anomaly], detected_at_ms: int) -> int:
     """Write anomalies not yet recorded (by key), refresh those that ask for it; returns how
-    many were new."""
-    rows = {}
-    refreshed = {}
+    many were new.
+
+    An analysis pass offers every anomaly it finds, almost all of them recorded by an earlier
+    pass: the keys already stored are looked up first, and only the others are built into
+    rows and inserted (a key inserted meanwhile by another collector is still ignored)."""
+    by_key: dict[str | None, Anomaly] = {}
     for a in found:
-        row = a.row(detected_at_ms)
-        rows[row["key"]] = row
-        if a.refresh:
-            refreshed[row["key"]] = row
-    new = store.insert_ignore(conn, anomalies, list(rows.values()))
-    if refreshed and new < len(rows):  # some were recorded before: only changed rows written
-        conn.execute(_REFRESH, [{"the_key": key, **{f"new_{c}": row[c] for c in _REFRESHED}}
-                                for key, row in refreshed.items()])
+        by_key[_storable(f"{a.kind}:{a.key}")] = a  # the last found wins
+    known = _recorded(conn, [k for k in by_key if k is not None])
+    rows = [a.row(detected_at_ms) for key, a in by_key.items() if key not in known]
+    new = store.insert_ignore(conn, anomalies, rows)
+    refreshed = [a.row(detected_at_ms) for key, a in by_key.items() if a.refresh and key in known]
+    if refreshed:  # only the rows whose description changed are written
+        conn.execute(_REFRESH, [{"the_key": row["key"], **{f"new_{c}": row[c] for c in _REFRESHED}}
+                                for row in refreshed])
     return new
+
+
+_LOOKUP_CHUNK = 500  # keys per lookup: within SQLite's and PostgreSQL's parameter limits
+
+
+def _recorded(conn: Any, keys: list[str]) -> set[str]:
+    """Which of `keys` are recorded already."""
+    known: set[str] = set()
+    for i in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = keys[i:i + _LOOKUP_CHUNK]
+        known.update(conn.execute(select(anomalies.c.key).where(anomalies.c.key.in_(chunk)))
+                     .scalars())
+    return known
