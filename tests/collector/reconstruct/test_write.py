@@ -8,7 +8,7 @@ from choreoscope.collector.detect.anomaly import Anomaly, record
 from choreoscope.collector.reconstruct.flows import FlowSummary
 from choreoscope.collector.reconstruct.write import dead_outbox_flows, write_edges, write_flows
 from choreoscope.collector.store.schema import flows, graph_edges
-from tests.collector.reconstruct.factory import T0, dead_outbox, new_store, put
+from tests.collector.reconstruct.factory import T0, dead_outbox, ev, new_store, put
 
 
 def _summary(fid: str, variant: str = "a.happened") -> FlowSummary:
@@ -30,6 +30,20 @@ def test_only_changed_flows_are_rewritten_and_gone_ones_removed(tmp_path):
                     "c": (0, "a.happened > b.happened", T0 + 1)}
     assert write_flows(store, [_summary("a"), _summary("c", "a.happened > b.happened")],
                        ["completed", "completed"], {"a": 2}, T0 + 2) == (0, 0)
+
+
+def test_a_pass_ending_after_a_newer_one_keeps_the_flows_it_did_not_see(tmp_path):
+    """Two collectors analyse one store. Pass B read it later (flow x's first event had
+    arrived) and wrote first; pass A, which read it before x existed, ends after. A must not
+    delete x: only flows without a single stored event are gone."""
+    store = new_store(tmp_path)
+    put(store, [ev("a1", "a.happened", flow="a", offset=0),
+                ev("x1", "a.happened", flow="x", offset=1, ts=T0 + 9)])
+    write_flows(store, [_summary("a"), _summary("x"), _summary("pruned")],
+                ["completed", "in_progress", "completed"], {}, T0 + 10)
+    assert write_flows(store, [_summary("a")], ["completed"], {}, T0 + 5) == (0, 1)
+    with store.engine.connect() as conn:
+        assert sorted(r.correlation_id for r in conn.execute(select(flows))) == ["a", "x"]
 
 
 def test_edges_no_longer_learned_are_removed(tmp_path):

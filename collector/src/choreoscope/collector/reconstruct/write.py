@@ -7,10 +7,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, exists, func, select, tuple_
 
 from ..store import Store
-from ..store.schema import anomalies, flows, graph_edges, outbox_sources
+from ..store.schema import anomalies, events, flows, graph_edges, outbox_sources
 from .flows import FlowSummary, flow_row
 from .load import collate, raw_connection, stream
 
@@ -53,7 +53,8 @@ def anomaly_counts(store: Store) -> dict[str, int]:
 
 def write_flows(store: Store, summaries: list[FlowSummary], statuses: list[str],
                  counts: dict[str, int], now_ms: int) -> tuple[int, int]:
-    """Upsert flows that changed, delete flows that no longer have events."""
+    """Upsert flows that changed, delete flows that no longer have events; returns how many
+    flows were written and how many deleted."""
     changed: list[Mapping[str, Any]] = []
     gone: list[str] = []
     sql = (f"SELECT {', '.join(_FLOW_COLUMNS)} FROM flows "
@@ -79,10 +80,15 @@ def write_flows(store: Store, summaries: list[FlowSummary], statuses: list[str],
     for i in range(0, len(changed), _BATCH):
         with store.engine.begin() as conn:
             store.upsert(conn, flows, changed[i:i + _BATCH], ["correlation_id"])
+    # Gone from this pass's reading of the events, and still without any: a flow another
+    # collector wrote from events this pass read too early to see stays.
+    deleted = 0
     for i in range(0, len(gone), _BATCH):
         with store.engine.begin() as conn:
-            conn.execute(delete(flows).where(flows.c.correlation_id.in_(gone[i:i + _BATCH])))
-    return len(changed), len(gone)
+            deleted += conn.execute(delete(flows).where(
+                flows.c.correlation_id.in_(gone[i:i + _BATCH]),
+                ~exists().where(events.c.flow_id == flows.c.correlation_id))).rowcount or 0
+    return len(changed), deleted
 
 
 def write_edges(store: Store, edges: list[Mapping[str, Any]]) -> None:
