@@ -187,6 +187,63 @@ def test_a_record_in_flight_holds_no_sdk_span() -> None:
     assert isinstance(pending, DeferredSpan)
 
 
+def test_a_deferred_span_finished_twice_is_exported_once() -> None:
+    tp, exporter = provider()
+    pending = start_send_span(SpanStarter(tp.get_tracer("test")), "send orders", None,
+                              ATTRIBUTES)
+    pending(None)
+    pending(TimeoutError("late errback"))
+    [span] = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_a_record_in_flight_keeps_only_the_parents_span_context() -> None:
+    """The caller's Context (and the parent span it holds) is not kept until the ack."""
+    import weakref
+
+    from opentelemetry import trace
+
+    tp, exporter = provider()
+    tracer = tp.get_tracer("test")
+    parent_span = tracer.start_span("handle order")
+    parent_span.set_attribute("big", "x" * 100_000)
+    parent = trace.set_span_in_context(parent_span)
+    pending = start_send_span(SpanStarter(tracer), "send orders", parent, ATTRIBUTES)
+    parent_span.end()
+    gone = weakref.ref(parent_span)
+    del parent_span, parent
+    gc.collect()
+    assert gone() is None
+    pending(None)
+    sent = [s for s in exporter.get_finished_spans() if s.name == "send orders"]
+    assert [s.parent.span_id if s.parent else None for s in sent] == [
+        next(s for s in exporter.get_finished_spans() if s.name == "handle order").context.span_id]
+
+
+class FailingAtStart(SpanProcessor):
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        raise RuntimeError("processor broken")
+
+
+def test_a_processor_added_in_flight_that_fails_at_start_does_not_cost_the_span(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its traceparent already went out: the span is still exported, the failure logged."""
+    monkeypatch.setattr(_deferred_span, "_failures_logged", set())
+    tp, exporter = provider()
+    pending = start_send_span(SpanStarter(tp.get_tracer("test")), "send orders", None,
+                              ATTRIBUTES)
+    assert isinstance(pending, DeferredSpan)
+    tp.add_span_processor(FailingAtStart())
+    with caplog.at_level("ERROR", logger="choreoscope.instrumentation"):
+        pending(None)
+    [span] = exporter.get_finished_spans()
+    assert span.context == pending.get_span_context()
+    assert dict(span.attributes or {}) == ATTRIBUTES
+    assert [r.getMessage() for r in caplog.records] == [
+        "choreoscope: a span processor failed at the producer span's start "
+        "(logged once; later ones at debug level)"]
+
+
 @pytest.mark.broker
 def test_a_producer_exports_the_deferred_span_of_each_send(bootstrap: str, topic: str) -> None:
     """Through the real broker: the span in `traceparent` is the span exported, once."""

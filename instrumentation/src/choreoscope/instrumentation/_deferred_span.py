@@ -16,7 +16,8 @@ the span exported is the one the SDK would have exported.
 
 Taken only where nothing can tell the difference: the conditions of `SpanStarter`'s fast path
 (the SDK's tracer, a static sampler, span processors whose `on_start` does nothing, so that
-no processor sees the span start late) and the SDK internals used here being present. In
+no processor sees the span start late; one added while records are in flight sees their
+starts at their acks) and the SDK internals used here being present. In
 any other case the span is started at the send through `SpanStarter`, and `SpanEnder` ends it
 when the future completes. Both never raise: telemetry never takes the host down.
 """
@@ -92,21 +93,25 @@ class SpanEnder:
 
 class DeferredSpan:
     """A recording send span not built yet: its context is final, the SDK span is made and
-    ended when called with the send's outcome (metadata, or the exception)."""
+    ended when called with the send's outcome (metadata, or the exception); called again,
+    it does nothing.
 
-    __slots__ = ("_attributes", "_context", "_name", "_parent", "_parent_context",
-                 "_record_end", "_start_ns", "_tracer")
+    It holds the parent's `SpanContext`, not the caller's `Context`: a record in flight must
+    not keep the parent span and whatever else that context holds alive until its ack (the
+    `Context` would only go to the processors' `on_start`, which do nothing here)."""
+
+    __slots__ = ("_attributes", "_context", "_name", "_parent", "_record_end", "_resource",
+                 "_start_ns", "_tracer")
 
     def __init__(self, tracer: Any, name: str, context: SpanContext, parent: SpanContext | None,
-                 parent_context: Context | None, attributes: Mapping[str, Any],
-                 record_end: Callable[[], None]) -> None:
+                 attributes: Mapping[str, Any], record_end: Callable[[], None]) -> None:
         self._tracer = tracer
         self._name = name
         self._context = context
         self._parent = parent
-        self._parent_context = parent_context
         self._attributes = attributes
         self._record_end = record_end
+        self._resource = tracer.resource  # as at the send, like the SDK's span
         self._start_ns = time_ns()
 
     def get_span_context(self) -> SpanContext:
@@ -114,13 +119,16 @@ class DeferredSpan:
 
     def __call__(self, outcome: Any) -> None:
         tracer = self._tracer
+        if tracer is None:  # already finished
+            return
+        self._tracer = None
         try:
             span = SdkSpan(
                 name=self._name,
                 context=self._context,
                 parent=self._parent,
                 sampler=tracer.sampler,
-                resource=tracer.resource,
+                resource=self._resource,
                 attributes=None,
                 span_processor=tracer.span_processor,
                 kind=SpanKind.PRODUCER,
@@ -130,11 +138,16 @@ class DeferredSpan:
                 instrumentation_scope=tracer._instrumentation_scope,
                 record_end_metrics=self._record_end,
             )
-            span.start(start_time=self._start_ns, parent_context=self._parent_context)
             fill_attributes(span, self._attributes)
         except Exception:  # noqa: BLE001
             log_failure_once("could not build the producer span")
             return
+        try:
+            # A processor added while the record was in flight sees the start now; one
+            # that fails there does not cost the span, whose id already went out.
+            span.start(start_time=self._start_ns)
+        except Exception:  # noqa: BLE001
+            log_failure_once("a span processor failed at the producer span's start")
         end_span(span, outcome)
 
 
@@ -182,7 +195,7 @@ def start_send_span(starter: SpanStarter, name: str, parent: Context | None,
     record_end = tracer._tracer_metrics.start_span(parent_sc, decision)
     if not decision.is_recording():
         return _NotRecorded(context)
-    return DeferredSpan(tracer, name, context, parent_sc, parent, attributes, record_end)
+    return DeferredSpan(tracer, name, context, parent_sc, attributes, record_end)
 
 
 def end_span(span: Any, outcome: Any) -> None:
