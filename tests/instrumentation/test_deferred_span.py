@@ -1,4 +1,4 @@
-"""`start_send_span`: the send span built at the ack is the span the SDK would have exported."""
+"""`SendSpanStarter`: the send span built at the ack is the span the SDK would have exported."""
 
 from __future__ import annotations
 
@@ -8,21 +8,20 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.sampling import DEFAULT_OFF, TraceIdRatioBased
 from opentelemetry.trace import StatusCode, TraceFlags
 
 from choreoscope.instrumentation import _deferred_span
 from choreoscope.instrumentation._deferred_span import (
     DeferredSpan,
+    SendSpanStarter,
     SpanEnder,
-    start_send_span,
 )
 from choreoscope.instrumentation._fastspan import SpanStarter
 from choreoscope.instrumentation.producer import instrument_producer
 from choreoscope.instrumentation.traceparent import TraceParent, remote_context
+from tests.instrumentation.test_fastspan import provider
 
 ATTRIBUTES: dict[str, Any] = {
     "messaging.system": "kafka",
@@ -45,13 +44,6 @@ class Clock:
     def __call__(self) -> int:
         self.now += 1000
         return self.now
-
-
-def provider(**kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tp = TracerProvider(**kwargs)
-    tp.add_span_processor(SimpleSpanProcessor(exporter))
-    return tp, exporter
 
 
 def exported(span: ReadableSpan) -> tuple[Any, ...]:
@@ -89,7 +81,7 @@ def both_ways(parent: Context | None, outcome: Any, monkeypatch: pytest.MonkeyPa
         starter = SpanStarter(tp.get_tracer("test"))
         if not defer:
             monkeypatch.setattr(_deferred_span, "_SDK_READY", False)
-        pending = start_send_span(starter, "send orders", parent, ATTRIBUTES)
+        pending = SendSpanStarter(starter)("send orders", parent, ATTRIBUTES)
         assert isinstance(pending, DeferredSpan if defer else SpanEnder)
         assert exporter.get_finished_spans() == ()  # nothing ends before the outcome
         pending(outcome)
@@ -128,7 +120,7 @@ def test_the_root_flags_are_the_sdks() -> None:
     """Sampled, and the random-trace-id flag where the SDK's id generator says so."""
     tp, _ = provider()
     tracer = tp.get_tracer("test")
-    pending = start_send_span(SpanStarter(tracer), "send orders", None, ATTRIBUTES)
+    pending = SendSpanStarter(SpanStarter(tracer))("send orders", None, ATTRIBUTES)
     flags = TraceFlags.SAMPLED
     if tracer.id_generator.is_trace_id_random():  # type: ignore[attr-defined]
         flags |= TraceFlags.RANDOM_TRACE_ID
@@ -138,7 +130,7 @@ def test_the_root_flags_are_the_sdks() -> None:
 
 def test_a_dropping_sampler_sends_a_context_and_exports_nothing() -> None:
     tp, exporter = provider(sampler=DEFAULT_OFF)
-    pending = start_send_span(SpanStarter(tp.get_tracer("test")), "send orders", None,
+    pending = SendSpanStarter(SpanStarter(tp.get_tracer("test")))("send orders", None,
                               ATTRIBUTES)
     context = pending.get_span_context()
     assert context.is_valid and not context.trace_flags.sampled
@@ -166,7 +158,7 @@ def test_spans_start_at_the_send_where_the_difference_would_show(
         tp.add_span_processor(watcher)
     if case == "sdk internals missing":
         monkeypatch.setattr(_deferred_span, "_TRACER_NEEDS", ("_no_such_attribute",))
-    pending = start_send_span(SpanStarter(tp.get_tracer("test")), "send orders", None,
+    pending = SendSpanStarter(SpanStarter(tp.get_tracer("test")))("send orders", None,
                               ATTRIBUTES)
     assert isinstance(pending, SpanEnder)
     if case == "watching processor":
@@ -179,7 +171,7 @@ def test_spans_start_at_the_send_where_the_difference_would_show(
 def test_a_record_in_flight_holds_no_sdk_span() -> None:
     """What waits for the ack: the deferred span, its context and its attributes."""
     tp, _ = provider()
-    pending = start_send_span(SpanStarter(tp.get_tracer("test")), "send orders", None,
+    pending = SendSpanStarter(SpanStarter(tp.get_tracer("test")))("send orders", None,
                               dict(ATTRIBUTES))
     held = [r for r in gc.get_referents(pending) if gc.is_tracked(r)]
     names = sorted(type(r).__name__ for r in held)
@@ -189,7 +181,7 @@ def test_a_record_in_flight_holds_no_sdk_span() -> None:
 
 def test_a_deferred_span_finished_twice_is_exported_once() -> None:
     tp, exporter = provider()
-    pending = start_send_span(SpanStarter(tp.get_tracer("test")), "send orders", None,
+    pending = SendSpanStarter(SpanStarter(tp.get_tracer("test")))("send orders", None,
                               ATTRIBUTES)
     pending(None)
     pending(TimeoutError("late errback"))
@@ -208,7 +200,7 @@ def test_a_record_in_flight_keeps_only_the_parents_span_context() -> None:
     parent_span = tracer.start_span("handle order")
     parent_span.set_attribute("big", "x" * 100_000)
     parent = trace.set_span_in_context(parent_span)
-    pending = start_send_span(SpanStarter(tracer), "send orders", parent, ATTRIBUTES)
+    pending = SendSpanStarter(SpanStarter(tracer))("send orders", parent, ATTRIBUTES)
     parent_span.end()
     gone = weakref.ref(parent_span)
     del parent_span, parent
@@ -230,7 +222,7 @@ def test_a_processor_added_in_flight_that_fails_at_start_does_not_cost_the_span(
     """Its traceparent already went out: the span is still exported, the failure logged."""
     monkeypatch.setattr(_deferred_span, "_failures_logged", set())
     tp, exporter = provider()
-    pending = start_send_span(SpanStarter(tp.get_tracer("test")), "send orders", None,
+    pending = SendSpanStarter(SpanStarter(tp.get_tracer("test")))("send orders", None,
                               ATTRIBUTES)
     assert isinstance(pending, DeferredSpan)
     tp.add_span_processor(FailingAtStart())

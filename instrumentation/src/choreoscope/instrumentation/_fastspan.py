@@ -86,11 +86,9 @@ class SpanStarter:
         links: Sequence[Link] | None = None,
         later: Mapping[str, Any] | None = None,
     ) -> Span:
-        tracer: Any = self._tracer
-        if type(tracer) is trace.ProxyTracer:
-            tracer = getattr(tracer, "_real_tracer", None) or tracer
-        if type(tracer) is not SdkTracer or not self._is_fast(tracer):
-            span: Any = tracer.start_span(name, parent, kind, attributes, links)
+        tracer = self.sdk_tracer()
+        if tracer is None:
+            span: Any = self._resolved().start_span(name, parent, kind, attributes, links)
             if later and span.is_recording():
                 span.set_attributes(later)
             return span
@@ -102,11 +100,16 @@ class SpanStarter:
 
     def sdk_tracer(self) -> Any:
         """The SDK `Tracer` behind ours when spans may take the fast path, else None."""
+        tracer = self._resolved()
+        if type(tracer) is not SdkTracer or not self._is_fast(tracer):
+            return None
+        return tracer
+
+    def _resolved(self) -> Any:
+        """Our tracer, or the real one behind the API's proxy once a provider is installed."""
         tracer: Any = self._tracer
         if type(tracer) is trace.ProxyTracer:
             tracer = getattr(tracer, "_real_tracer", None) or tracer
-        if type(tracer) is not SdkTracer or not self._is_fast(tracer):
-            return None
         return tracer
 
     def _is_fast(self, tracer: Any) -> bool:

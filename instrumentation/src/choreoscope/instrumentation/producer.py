@@ -24,7 +24,7 @@ from opentelemetry.trace import DEFAULT_TRACE_STATE
 
 from . import semconv, wire
 from ._clock import rfc3339_from_ms, utc_now_rfc3339
-from ._deferred_span import SendSpan, log_failure_once, start_send_span
+from ._deferred_span import SendSpan, SendSpanStarter, log_failure_once
 from ._fastspan import SpanStarter
 from ._plain_send import PlainSend
 from ._send_inputs import (
@@ -100,7 +100,7 @@ class TracedProducer:
         "_plain_send",
         "_serializes_keys",
         "_serializes_values",
-        "_start_span",
+        "_start_send_span",
         "_topics",
         "_tracer",
         "service",
@@ -128,7 +128,7 @@ class TracedProducer:
         self.wrapped = producer
         self.service = service
         self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
-        self._start_span = SpanStarter(self._tracer)
+        self._start_send_span = SendSpanStarter(SpanStarter(self._tracer))
         self._plain_send = PlainSend()
         self._serializes_values, self._serializes_keys = serializers(producer)
         # Per topic: the span name and the attributes every send to it shares.
@@ -396,7 +396,7 @@ class TracedProducer:
             attrs = _span_attributes(base, event, key_text)
             if extra_attributes:
                 attrs.update(extra_attributes)
-            span = start_send_span(self._start_span, name, parent, attrs)
+            span = self._start_send_span(name, parent, attrs)
             if not keep_caller_traceparent:
                 sc = span.get_span_context()
                 if sc.is_valid:
