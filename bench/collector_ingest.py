@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, Producer
 from choreoscope.collector.ingest import BusIngest, Redactor, build_batch
 from choreoscope.collector.ingest.batch import store_tuples
 from choreoscope.collector.ingest.rows import COLUMNS, event_values
+from choreoscope.collector.ingest.share import DecodeShare
 from choreoscope.collector.store import Store
 from choreoscope.instrumentation.decoder import decode_with_headers
 from choreoscope.instrumentation.event import Event
@@ -143,10 +144,14 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def collector(bootstrap: str, topic: str, n: int, url: str, label: str) -> float:
+def collector(bootstrap: str, topic: str, n: int, url: str, label: str,
+              shared: bool = True) -> float:
+    """The collector's ingest rate; `shared=False`: the writer process decodes nothing."""
     store = Store(url).create()
     ingest = BusIngest(store, bootstrap=bootstrap, topics=f"^{topic}$",
                        group=f"bench-collector-{uuid.uuid4().hex[:8]}", batch_size=BATCH)
+    if not shared:
+        ingest.share = DecodeShare(share=0.0, high=0.0)
     try:
         def poll() -> int:  # records stored and committed by this step
             before = ingest.records
@@ -159,9 +164,10 @@ def collector(bootstrap: str, topic: str, n: int, url: str, label: str) -> float
             cpu = time.process_time() - cpu0
             child = getattr(ingest.writer, "_process", None)
             if child is not None and child.pid is not None:
+                share = ingest.share.share if ingest.share else 0.0
                 print(f"    CPU per record: collector process {cpu / n * 1e6:.1f} us, writer "
-                      f"process {_cpu_s(child.pid) / n * 1e6:.1f} us (its whole life)",
-                      flush=True)
+                      f"process {_cpu_s(child.pid) / n * 1e6:.1f} us (its whole life); "
+                      f"the writer decoded {share:.0%} of the last batch", flush=True)
         if ingest.inserted != n:
             raise RuntimeError(f"{label}: expected {n} rows stored, got {ingest.inserted}")
         return rate
@@ -277,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "sqlite": collector(bootstrap, topic, n,
                                             f"sqlite:///{tmp}/ingest{round_}.db",
                                             "collector ingest -> SQLite"),
+                        "sqlite_unshared": collector(
+                            bootstrap, topic, n, f"sqlite:///{tmp}/unshared{round_}.db",
+                            "  same, writer decoding nothing", shared=False),
                     }
                     if pg is not None:
                         with _fresh_schema(pg[0]) as pg_url:
@@ -301,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "postgres" in results:
         print(f"  collector PostgreSQL / kafka-python raw {results['postgres'] / kp:6.2f}x")
     print(f"  collector SQLite / confluent-kafka raw  {results['sqlite'] / results['confluent']:6.2f}x")
+    print(f"  decoding shared / writer decoding nothing {results['sqlite'] / results['sqlite_unshared']:5.2f}x")
     print(f"\nper-record cost, {len(kept):,} records in memory (microseconds):")
     for name, us in parts.items():
         print(f"  {name:<30} {us:7.2f}")

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import func, select
 
 from choreoscope.collector.ingest import BusIngest
+from choreoscope.collector.ingest.share import DecodeShare
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import events
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
@@ -99,14 +100,19 @@ def _check_mixed(rows: list[dict], topic: str) -> None:
     assert {(r["broker_ts_ms"], r["observed_at_ms"]) for r in rows} == {(TS, 1_800_000_000_000)}
 
 
-@pytest.mark.parametrize("writer", ["process", "thread"])
+@pytest.mark.parametrize(("writer", "share"), [("process", None), ("process", 1.0),
+                                               ("process", 0.0), ("thread", None)])
 def test_mixed_records_become_exact_rows_and_offsets_are_committed(
-        bootstrap: str, topic: str, group: str, tmp_path, writer: str) -> None:
+        bootstrap: str, topic: str, group: str, tmp_path, writer: str,
+        share: float | None) -> None:
     """Binary, structured, hand-written, garbage, tombstone and 1 MB records all land, once,
-    whether a child process or a thread of the collector writes them."""
+    whether a child process or a thread of the collector writes them, and whichever part
+    of the batch the child decodes (its default share, all of it, none)."""
     _produce_mixed(bootstrap, topic)
     store = Store(f"sqlite:///{tmp_path}/c.db").create()
     with _ingest(store, bootstrap, topic, group, writer=writer) as ingest:
+        if share is not None:
+            ingest.share = DecodeShare(share=share, step=0.0)
         _until(ingest, 6)
         assert ingest.inserted == 6
         committed = ingest.consumer.committed([TopicPartition(topic, 0)], timeout=10)
@@ -347,6 +353,7 @@ def test_a_bug_while_building_a_row_keeps_the_record(bootstrap, topic, group, tm
     p.flush(10)
     store = Store(f"sqlite:///{tmp_path}/b.db").create()
     with _ingest(store, bootstrap, topic, group, redactor=_BrokenRedactor()) as ingest:
+        assert ingest.share is None  # a redactor of the caller's own: all decoded here
         _until(ingest, 1)
     [row] = _rows(store)
     assert (row["offset"], row["envelope"], row["flow_id"], row["broker_ts_ms"]) == (
@@ -473,3 +480,32 @@ def test_the_garbage_collector_is_paused_only_while_a_batch_is_read(
     assert seen and not any(seen)
     assert [r["data"] for r in _rows(store)] == ['{"n":1}']
     store.dispose()
+
+
+def test_a_batch_leaves_its_last_records_undecoded_as_asked(
+        bootstrap: str, topic: str, group: str) -> None:
+    """build_batch decodes all but the last `defer` records; decoding those afterwards
+    (as the writer process does) gives exactly the rows of decoding everything at once.
+    Offsets and counts cover the whole batch either way."""
+    from choreoscope.collector.ingest import Redactor, build_batch
+    from choreoscope.collector.ingest.batch import rows_of
+
+    _produce_mixed(bootstrap, topic)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", **FAST})
+    consumer.subscribe([topic])
+    messages: list = []
+    deadline = time.monotonic() + 60
+    while len(messages) < 6 and time.monotonic() < deadline:
+        messages += [m for m in consumer.consume(6, timeout=1) if m.error() is None]
+    consumer.close()
+    assert len(messages) == 6
+    redactor = Redactor()
+    whole = build_batch(messages, redactor, 5000)
+    assert (len(whole.rows), whole.raw, whole.offsets) == (6, [], {(topic, 0): 6})
+    for defer in range(7):
+        batch = build_batch(messages, redactor, 5000, defer)
+        assert ([r[2] for r in batch.rows], [r[2] for r in batch.raw]) == (
+            list(range(6 - defer)), list(range(6 - defer, 6)))
+        assert (len(batch), batch.offsets, batch.observed_at_ms) == (6, whole.offsets, 5000)
+        assert rows_of(batch.rows, batch.raw, redactor, 5000) == whole.rows

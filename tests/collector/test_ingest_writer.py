@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from choreoscope.collector.ingest import StoreUnavailable
+from choreoscope.collector.ingest.batch import record_row
+from choreoscope.collector.ingest.redact import Redactor
 from choreoscope.collector.ingest.rows import COLUMNS
 from choreoscope.collector.ingest.writer import ProcessWriter, ThreadWriter, writer_for
 from choreoscope.collector.store import Store
@@ -143,3 +146,45 @@ def test_writer_for_picks_a_thread_for_stores_in_memory(tmp_path) -> None:
         writer_for(on_disk, "fork")
     memory.dispose()
     on_disk.dispose()
+
+
+# Records handed over undecoded (`Batch.raw`): topic, partition, offset, headers, value, key,
+# broker timestamp.
+_RAW = [
+    ("orders", 0, 10,
+     [("ce_specversion", b"1.0"), ("ce_id", b"e10"), ("ce_type", b"order.placed"),
+      ("ce_source", b"shop"), ("ce_time", b"2026-01-02T03:04:05.678Z"),
+      ("ce_schemaversion", b"1"), ("ce_correlationid", b"c5"),
+      ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+     b'{"sku":"A-1","customer":{"email":"a@b.c"}}', b"ord_5", 1_767_323_045_000),
+    ("orders", 0, 11, None, b"\x00\x01 garbage", None, None),
+    ("orders", 0, 12, None, b'{"eventId":"e12","eventType":"order.shipped","data":{"to":"'
+     + b"x" * 100 + b'"}}', None, 1_767_323_046_000),
+]
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_raw_records_are_decoded_by_the_writer_as_the_ingest_would(tmp_path, kind) -> None:
+    """Rows handed over and raw records decoded by the writer land together, in the order
+    given; the raw ones exactly as `record_row` builds them in the ingest, redacted and
+    capped by the writer's own `Redactor` configuration."""
+    store = Store(f"sqlite:///{tmp_path}/d.db").create()
+    redactor = Redactor(r"sku|email", max_bytes=64)
+    writer = (ProcessWriter(store.url, redactor) if kind == "process"
+              else ThreadWriter(store, Redactor(r"sku|email", max_bytes=64))).start()
+    try:
+        assert writer.write(COLUMNS, [_row(0)], list(_RAW), 7000) == 4
+        expected = [_row(0), *(record_row(*r, redactor, 7000) for r in _RAW)]
+        with store.engine.connect() as conn:
+            stored = [tuple(r) for r in conn.execute(
+                select(*(events.c[name] for name in COLUMNS)).order_by(events.c.offset))]
+        assert stored == expected
+        data = [r[COLUMNS.index("data")] for r in stored[1:]]
+        assert data[0] == '{"sku":"[REDACTED]","customer":{"email":"[REDACTED]"}}'
+        assert json.loads(data[2])["_truncated"] is True  # 64 bytes at most
+        assert [r[COLUMNS.index("observed_at_ms")] for r in stored] == [1000, 7000, 7000, 7000]
+        cpu_s = writer.last_cpu_s
+        assert (cpu_s is None) if kind == "thread" else (cpu_s is not None and cpu_s >= 0)
+    finally:
+        writer.close()
+        store.dispose()

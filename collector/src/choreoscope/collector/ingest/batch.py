@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -34,10 +34,20 @@ class StoreUnavailable(RuntimeError):
     """The store could not be reached; the batch was not stored and must be retried."""
 
 
+# A record handed over undecoded: topic, partition, offset, headers, value, key, broker
+# timestamp (ms, None when the record has none). `rows_of` decodes it.
+RawRecord = tuple[str, int, int, Any, Any, Any, int | None]
+
+
 @dataclass
 class Batch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     """`events` rows, values in `COLUMNS` order."""
+    raw: list[RawRecord] = field(default_factory=list)
+    """Records left undecoded, after those of `rows`: the writer process decodes them
+    (writer.py), so both cores share the decoding."""
+    observed_at_ms: int = 0
+    """When the batch was read, stored with each of its rows."""
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """Next offset to commit per (topic, partition): the highest offset seen + 1."""
     skipped: int = 0
@@ -46,13 +56,17 @@ class Batch:
     """Consumer error events among the messages (no record: a topic not there yet, ...)."""
     consumed: int = 0
     """Records consumed for this batch (stored or skipped), error events not counted."""
+    cpu_s: float = 0.0
+    """CPU seconds the ingest process spent since the batch before (see share.py)."""
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) + len(self.raw)
 
 
-def build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: int) -> Batch:
-    """Decode confluent-kafka `Message`s into rows (never raises on a bad record).
+def build_batch(messages: Sequence[Any], redactor: Redactor, observed_at_ms: int,
+                defer: int = 0) -> Batch:
+    """Decode confluent-kafka `Message`s into rows (never raises on a bad record), all but
+    the last `defer` records, which are kept in `Batch.raw` for the writer to decode.
 
     The cyclic garbage collector is paused meanwhile: a batch allocates tens of thousands of
     acyclic objects (header texts, parsed data, rows), and every few hundred allocations
@@ -61,18 +75,20 @@ def build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: int
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _build_batch(messages, redactor, observed_at_ms)
+        return _build_batch(messages, redactor, observed_at_ms, len(messages) - defer)
     finally:
         if enabled:
             gc.enable()
 
 
-def _build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: int) -> Batch:
-    batch = Batch()
+def _build_batch(messages: Sequence[Any], redactor: Redactor, observed_at_ms: int,
+                 decoded: int) -> Batch:
+    batch = Batch(observed_at_ms=observed_at_ms)
     rows = batch.rows
+    raw = batch.raw
     offsets = batch.offsets
     append = rows.append
-    for m in messages:
+    for i, m in enumerate(messages):
         if m.error() is not None:
             log.warning("consumer error: %s", m.error())
             batch.errors += 1
@@ -84,27 +100,49 @@ def _build_batch(messages: Iterable[Any], redactor: Redactor, observed_at_ms: in
         if topic.startswith("__"):
             batch.skipped += 1
             continue
-        headers = m.headers()
-        value = m.value()
         ts_type, ts = m.timestamp()
-        event, text_headers = decode_with_headers(
-            headers, value, topic=topic, partition=partition, offset=offset, key=m.key(),
-            timestamp_ms=ts if ts_type else None,
-        )
-        try:
-            row = event_values(event, redactor, observed_at_ms, headers, None, value,
-                               text_headers)
-        except Exception as exc:  # noqa: BLE001 - a bug here must not lose the record
-            log.warning("row of %s/%s/%s failed: %r", topic, partition, offset, exc)
-            kept = _minimal({**dict.fromkeys(COLUMNS),
-                             "topic": topic, "partition": partition, "offset": offset,
-                             "broker_ts_ms": ts if ts_type else None,
-                             "observed_at_ms": observed_at_ms,
-                             "data_size": None if value is None else len(value)},
-                            f"{INGEST_ERROR}: {type(exc).__name__}: only the position was kept")
-            row = tuple(kept[name] for name in COLUMNS)
-        append(row)
+        if i < decoded:
+            append(record_row(topic, partition, offset, m.headers(), m.value(), m.key(),
+                              ts if ts_type else None, redactor, observed_at_ms))
+        else:
+            raw.append((topic, partition, offset, m.headers(), m.value(), m.key(),
+                        ts if ts_type else None))
     return batch
+
+
+def rows_of(batch_rows: list[tuple[Any, ...]], raw: Iterable[RawRecord], redactor: Redactor,
+            observed_at_ms: int) -> list[tuple[Any, ...]]:
+    """`batch_rows` followed by the rows of the `raw` records (never raises on a bad one)."""
+    if not raw:
+        return batch_rows
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return batch_rows + [record_row(*record, redactor, observed_at_ms) for record in raw]
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def record_row(topic: str, partition: int, offset: int, headers: Any, value: Any, key: Any,
+               broker_ts_ms: int | None, redactor: Redactor,
+               observed_at_ms: int) -> tuple[Any, ...]:
+    """The `events` row of one record; a record whose row cannot be built keeps its
+    position and an `ingest_error` problem (never raises)."""
+    event, text_headers = decode_with_headers(
+        headers, value, topic=topic, partition=partition, offset=offset, key=key,
+        timestamp_ms=broker_ts_ms,
+    )
+    try:
+        return event_values(event, redactor, observed_at_ms, headers, None, value, text_headers)
+    except Exception as exc:  # noqa: BLE001 - a bug here must not lose the record
+        log.warning("row of %s/%s/%s failed: %r", topic, partition, offset, exc)
+        kept = _minimal({**dict.fromkeys(COLUMNS),
+                         "topic": topic, "partition": partition, "offset": offset,
+                         "broker_ts_ms": broker_ts_ms, "observed_at_ms": observed_at_ms,
+                         "data_size": None if value is None else len(value)},
+                        f"{INGEST_ERROR}: {type(exc).__name__}: only the position was kept")
+        return tuple(kept[name] for name in COLUMNS)
 
 
 INGEST_ERROR = "ingest_error"

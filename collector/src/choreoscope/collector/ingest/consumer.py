@@ -8,7 +8,9 @@ the batch is retried with backoff and no offset is committed.
 Pipelined (the default), a writer thread stores batch N while the consuming thread decodes
 batch N+1; offsets are still committed by the consuming thread, only for stored batches.
 The writer thread hands the rows to a child process that owns its own connection to the
-store (ingest/writer.py), so decoding and the database work use both cores.
+store (ingest/writer.py), so decoding and the database work use both cores; the child
+decodes the last part of each batch too, as much as keeps both processes equally busy
+(ingest/share.py).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from ..admin import admin_client
 from .batch import Batch, StoreUnavailable, build_batch
 from .redact import Redactor
 from .rows import COLUMNS
+from .share import DecodeShare
 from .topics import TopicGenerations
-from .writer import writer_for
+from .writer import ProcessWriter, writer_for
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,14 @@ class BusIngest:
         self.consumed_offsets: dict[tuple[str, int], int] = {}  # next offset read, per partition
         self.assignments = 0  # rebalances that gave this member its partitions (maybe none)
         self.pipelined = pipelined
-        self.writer = writer_for(store, writer)  # validates `writer` before anything starts
+        # A writer process decodes part of each batch with a `Redactor` of the same pattern
+        # and size cap; with a redactor of the caller's own kind all is decoded here. So is
+        # everything for a writer in this process, where sharing would gain nothing.
+        plain = type(self.redactor) is Redactor
+        self.writer = writer_for(store, writer, self.redactor if plain else None)
+        self.share: DecodeShare | None = (
+            DecodeShare() if plain and isinstance(self.writer, ProcessWriter) else None)
+        self._cpu_s = time.process_time()  # this process's CPU when the last batch was read
         self.generations = TopicGenerations(
             store, lambda: admin_client(bootstrap, kafka_options), clock=clock)
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
@@ -196,8 +206,12 @@ class BusIngest:
             )
             if not messages:
                 return None
-            batch = build_batch(messages, self.redactor, int(self.clock() * 1000))
+            share = self.share
+            batch = build_batch(messages, self.redactor, int(self.clock() * 1000),
+                                share.deferred(len(messages)) if share else 0)
             batch.consumed = len(messages) - batch.errors
+            cpu_s = time.process_time()
+            batch.cpu_s, self._cpu_s = cpu_s - self._cpu_s, cpu_s
             del messages
             return batch
         finally:
@@ -234,7 +248,7 @@ class BusIngest:
                 self._queue.task_done()
                 continue
             try:
-                self.writer.send(COLUMNS, batch.rows)
+                self.writer.send(COLUMNS, batch.rows, batch.raw, batch.observed_at_ms)
             except StoreUnavailable as exc:
                 self._recover(batch, sent, exc)
                 continue
@@ -255,6 +269,8 @@ class BusIngest:
             self._recover(batch, sent, StoreUnavailable(f"{type(exc).__name__}: {exc}"))
             return
         self.inserted += inserted
+        if self.share is not None:
+            self.share.update(batch.cpu_s, self.writer.last_cpu_s)
         self._stored.append(batch)
         self._queue.task_done()
 
@@ -374,7 +390,8 @@ class BusIngest:
         while True:
             if failure is None:
                 try:
-                    self.inserted += self.writer.write(COLUMNS, batch.rows)
+                    self.inserted += self.writer.write(COLUMNS, batch.rows, batch.raw,
+                                                       batch.observed_at_ms)
                     return True
                 except StoreUnavailable as exc:
                     failure = exc

@@ -11,6 +11,11 @@ always has the next batch at hand; answers come back in the order sent. Either w
 reports `StoreUnavailable` when a batch did not reach the store, so the caller stores it
 again and commits nothing meanwhile. A child that dies (killed, out of memory) is started
 again for the next attempt.
+
+The child also decodes: a batch may hand over the last of its records undecoded
+(`Batch.raw`), and the child turns them into rows with the same code before storing the
+lot. How many is for the ingest to choose (share.py): the part that keeps both processes
+equally busy.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import multiprocessing
 import queue
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from .._lifetime import die_with_parent
-from .batch import StoreUnavailable, store_tuples
+from .batch import RawRecord, StoreUnavailable, rows_of, store_tuples
+from .redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,10 @@ class BatchWriter(Protocol):
 
     def start(self) -> BatchWriter: ...
 
-    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        """Hand a batch of rows (tuples of `columns`) over; raises StoreUnavailable when it
+    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]],
+             raw: list[RawRecord] | None = None, observed_at_ms: int = 0) -> None:
+        """Hand a batch of rows (tuples of `columns`) over, followed by `raw` records to
+        decode into rows observed at `observed_at_ms`; raises StoreUnavailable when it
         cannot be."""
 
     def ready(self, timeout_s: float) -> bool:
@@ -50,8 +59,15 @@ class BatchWriter(Protocol):
         not reach the store."""
         ...
 
-    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
+    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]],
+              raw: list[RawRecord] | None = None, observed_at_ms: int = 0) -> int:
         """Send and receive one batch."""
+        ...
+
+    @property
+    def last_cpu_s(self) -> float | None:
+        """CPU seconds the writer spent on the batch last received, None when it shares the
+        ingest's process (decoding there gains nothing)."""
         ...
 
     def close(self) -> None: ...
@@ -60,16 +76,20 @@ class BatchWriter(Protocol):
 class ThreadWriter:
     """Writes in the calling thread, through the ingest's own `Store`."""
 
-    def __init__(self, store: Any) -> None:
+    last_cpu_s = None
+
+    def __init__(self, store: Any, redactor: Redactor | None = None) -> None:
         self.store = store
+        self.redactor = redactor or Redactor()
         self._answers: collections.deque[int | StoreUnavailable] = collections.deque()
 
     def start(self) -> ThreadWriter:
         return self
 
-    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]],
+             raw: list[RawRecord] | None = None, observed_at_ms: int = 0) -> None:
         try:
-            self._answers.append(store_tuples(self.store, columns, rows))
+            self._answers.append(self.write(columns, rows, raw, observed_at_ms))
         except StoreUnavailable as exc:
             self._answers.append(exc)
 
@@ -82,8 +102,10 @@ class ThreadWriter:
             raise answer
         return answer
 
-    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
-        return store_tuples(self.store, columns, rows)
+    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]],
+              raw: list[RawRecord] | None = None, observed_at_ms: int = 0) -> int:
+        return store_tuples(self.store, columns,
+                            rows_of(rows, raw or (), self.redactor, observed_at_ms))
 
     def close(self) -> None:
         self._answers.clear()
@@ -92,10 +114,14 @@ class ThreadWriter:
 class ProcessWriter:
     """Writes in a child process with its own connection to the store at `url`. Batches
     sent before the answer to the previous one is read wait in the child, which reads
-    its input in a thread of its own: it never idles while the parent serializes."""
+    its input in a thread of its own: it never idles while the parent serializes. It decodes
+the raw records of a batch with a `Redactor` configured as `redactor`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, redactor: Redactor | None = None) -> None:
         self.url = url
+        redactor = redactor or Redactor()
+        self._redaction = (redactor.pattern, redactor.max_bytes)
+        self._last_cpu_s: float | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self.restarts = 0
@@ -104,18 +130,20 @@ class ProcessWriter:
         if self._process is None:
             ctx = multiprocessing.get_context("spawn")  # never fork librdkafka's threads
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=_serve, args=(child, self.url), daemon=True,
+            process = ctx.Process(target=_serve, args=(child, self.url, self._redaction),
+                                  daemon=True,
                                   name="choreoscope-ingest-writer")
             process.start()
             child.close()
             self._process, self._conn = process, parent
         return self
 
-    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    def send(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]],
+             raw: list[RawRecord] | None = None, observed_at_ms: int = 0) -> None:
         conn = self.start()._conn
         assert conn is not None
         try:
-            conn.send((columns, rows))
+            conn.send((columns, rows, raw or None, observed_at_ms))
         except OSError as exc:
             raise self._stopped(exc) from None
         except Exception as exc:  # noqa: BLE001 - a row that cannot be serialized: retried
@@ -134,18 +162,24 @@ class ProcessWriter:
         if conn is None:
             raise StoreUnavailable("the store writer process stopped; it is started again")
         try:
-            status, value = conn.recv()
+            status, value, cpu_s = conn.recv()
         except (EOFError, OSError) as exc:
             raise self._stopped(exc) from None
+        self._last_cpu_s = cpu_s
         if status == "ok":
             return int(value)
         # "unavailable", or "error": a failure the child did not expect. The batch is kept
         # uncommitted and retried either way (ingest stalls loudly rather than skip it).
         raise StoreUnavailable(value)
 
-    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
-        self.send(columns, rows)
+    def write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]],
+              raw: list[RawRecord] | None = None, observed_at_ms: int = 0) -> int:
+        self.send(columns, rows, raw, observed_at_ms)
         return self.receive()
+
+    @property
+    def last_cpu_s(self) -> float | None:
+        return self._last_cpu_s
 
     def close(self) -> None:
         process, conn = self._process, self._conn
@@ -176,8 +210,10 @@ class ProcessWriter:
         return process.exitcode
 
 
-def _serve(conn: Connection, url: str) -> None:  # pragma: no cover - runs in the child
-    """The child: store each (columns, rows) batch received; answer (status, value)."""
+def _serve(conn: Connection, url: str,
+           redaction: tuple[str, int]) -> None:  # pragma: no cover - runs in the child
+    """The child: decode and store each (columns, rows, raw, observed_at_ms) batch received;
+    answer (status, value, CPU seconds this process spent since the previous answer)."""
     # Ctrl-C, or a SIGTERM to the collector's process group, is for the parent: it stores the
     # batches in hand through us and then closes the pipe, which ends this loop. A parent
     # that dies takes us with it.
@@ -201,38 +237,43 @@ def _serve(conn: Connection, url: str) -> None:  # pragma: no cover - runs in th
 
     threading.Thread(target=read, daemon=True, name="choreoscope-writer-input").start()
     store = Store(url)
+    redactor = Redactor(*redaction)
+    cpu = time.process_time()
     try:
         while True:
             message = inbox.get()
             if message is None:
                 return
-            columns, rows = message
+            columns, rows, raw, observed_at_ms = message
             gc.disable()  # tens of thousands of acyclic objects per batch: see build_batch
             try:
+                if raw:
+                    rows = rows_of(rows, raw, redactor, observed_at_ms)
                 answer: tuple[str, Any] = ("ok", store_tuples(store, columns, rows))
             except StoreUnavailable as exc:
                 answer = ("unavailable", str(exc))
             except Exception as exc:  # noqa: BLE001 - reported to the parent, who logs it
                 answer = ("error", f"{type(exc).__name__}: {exc}")
             finally:
-                del rows, message
+                del rows, raw, message
                 gc.enable()
+            spent, cpu = time.process_time() - cpu, time.process_time()
             try:
-                conn.send(answer)
+                conn.send((*answer, spent))
             except OSError:
                 return
     finally:
         store.dispose()
 
 
-def writer_for(store: Any, kind: str = "auto") -> BatchWriter:
+def writer_for(store: Any, kind: str = "auto", redactor: Redactor | None = None) -> BatchWriter:
     """The writer of `kind` (`process`, `thread`, or `auto`: a process unless the store
-    lives in this process's memory)."""
+    lives in this process's memory), decoding raw records with `redactor`."""
     if kind not in ("auto", "process", "thread"):
         raise ValueError(f"expected writer 'auto', 'process' or 'thread', got {kind!r}")
     url = str(getattr(store, "url", ""))
     in_memory = url.startswith("sqlite") and (url.endswith(":memory:") or url.rstrip("/") in (
         "sqlite:", "sqlite+pysqlite:"))
     if kind == "thread" or (kind == "auto" and (in_memory or not url)):
-        return ThreadWriter(store)
-    return ProcessWriter(url)
+        return ThreadWriter(store, redactor)
+    return ProcessWriter(url, redactor)
