@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -110,7 +110,7 @@ def _build_batch(messages: Sequence[Any], redactor: Redactor, observed_at_ms: in
     return batch
 
 
-def rows_of(batch_rows: list[tuple[Any, ...]], raw: Iterable[RawRecord], redactor: Redactor,
+def rows_of(batch_rows: list[tuple[Any, ...]], raw: Sequence[RawRecord], redactor: Redactor,
             observed_at_ms: int) -> list[tuple[Any, ...]]:
     """`batch_rows` followed by the rows of the `raw` records (never raises on a bad one)."""
     if not raw:

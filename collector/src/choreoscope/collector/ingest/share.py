@@ -1,12 +1,12 @@
 """How much of each batch the writer process decodes.
 
 The ingest process consumes, decodes and hands rows over; the writer process stores them
-(writer.py). On SQLite the two do not cost the same (about 27 against 17 µs of CPU per
-record), so with the decoding all on one side one core idles part of the time. A batch
-can leave its last records undecoded for the writer, and `DecodeShare` moves that part
-towards where both processes spend the same CPU per record: after each batch stored, it
-compares the ingest's CPU since the batch before with what the writer reported for it,
-and steps the share a little towards the busier side's relief.
+(writer.py). On SQLite the two do not cost the same (measured: about 64 against 35 µs of
+CPU per record), so with all the decoding on one side the other core idles part of the
+time. A batch can leave its last records undecoded for the writer, and `DecodeShare`
+moves that part towards where both processes spend the same CPU: after each batch
+stored, it compares the ingest's CPU since the batch before with what the writer reported
+for it, and moves the share one step off the busier side.
 """
 
 from __future__ import annotations

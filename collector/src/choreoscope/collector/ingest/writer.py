@@ -114,8 +114,8 @@ class ThreadWriter:
 class ProcessWriter:
     """Writes in a child process with its own connection to the store at `url`. Batches
     sent before the answer to the previous one is read wait in the child, which reads
-    its input in a thread of its own: it never idles while the parent serializes. It decodes
-the raw records of a batch with a `Redactor` configured as `redactor`."""
+        its input in a thread of its own: it never idles while the parent serializes. It decodes
+    the raw records of a batch with a `Redactor` of `redactor`'s pattern and size cap."""
 
     def __init__(self, url: str, redactor: Redactor | None = None) -> None:
         self.url = url
@@ -257,7 +257,8 @@ def _serve(conn: Connection, url: str,
             finally:
                 del rows, raw, message
                 gc.enable()
-            spent, cpu = time.process_time() - cpu, time.process_time()
+            now = time.process_time()
+            spent, cpu = now - cpu, now
             try:
                 conn.send((*answer, spent))
             except OSError:
