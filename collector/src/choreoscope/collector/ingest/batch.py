@@ -22,6 +22,7 @@ from choreoscope.instrumentation.decoder import decode_with_headers
 from ..store import Store
 from ..store.engine import UNAVAILABLE_ERRORS, describe_error
 from ..store.schema import events
+from ..store.text import clean_texts
 from .redact import Redactor
 from .rows import COLUMNS, event_values
 
@@ -208,11 +209,9 @@ def _store_one(store: Store, row: dict[str, Any]) -> int:
 
 
 def _sanitized(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with every text made valid UTF-8 without NUL characters."""
-    out = dict(row)
-    for name, value in row.items():
-        if isinstance(value, str):
-            out[name] = value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    """The row with every text made valid UTF-8 without NUL characters, and a problem
+    saying so."""
+    out = clean_texts(row)
     _note(out, f"{STORE_REJECTED}: text sanitized")
     return out
 

@@ -6,9 +6,10 @@ import base64
 import binascii
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..store.text import clean_text, without_surrogates
 
 KINDS = ("internal", "server", "client", "producer", "consumer")
 STATUSES = ("unset", "ok", "error")
@@ -123,7 +124,6 @@ class Span:
 
 # One encoder for every row (json.dumps with options builds a new one per call).
 _encode = json.JSONEncoder(sort_keys=True, default=str, allow_nan=False).encode
-_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _to_json(value: Any) -> str:
@@ -139,7 +139,7 @@ def _to_json(value: Any) -> str:
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, str):
-        return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
+        return without_surrogates(value)
     if isinstance(value, float):
         if math.isfinite(value):
             return value
@@ -233,14 +233,6 @@ def _clip(value: str | None, limit: int) -> str | None:
     if not value:
         return value
     return clean_text(value[:limit])
-
-
-def clean_text(value: str) -> str:
-    """The text with NUL characters (refused by PostgreSQL) and lone surrogates (legal as
-    OTLP/JSON escapes, not encodable as UTF-8: refused by both stores) as U+FFFD."""
-    if not value.isascii():
-        value = _SURROGATES.sub("\ufffd", value)
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def check_time_us(value: int, what: str) -> int:

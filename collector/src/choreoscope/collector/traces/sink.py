@@ -16,7 +16,8 @@ from typing import Any
 from ..store import Store
 from ..store.engine import UNAVAILABLE_ERRORS, describe_error
 from ..store.schema import spans as spans_table
-from .model import Span, clean_text
+from ..store.text import clean_texts
+from .model import Span
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class SpanSink:
         return stored
 
     def _store_one(self, conn: Any, row: dict[str, Any]) -> int:
-        for attempt in (row, _plain(row), _minimal(row)):
+        for attempt in (row, clean_texts(row), _minimal(row)):
             try:
                 with self._savepoint(conn):
                     return self._insert(conn, [attempt])
@@ -101,12 +102,6 @@ class SpanSink:
             if dbapi is not None and not dbapi.in_transaction:
                 conn.exec_driver_sql("BEGIN")
         return conn.begin_nested()
-
-
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with every text made valid UTF-8 without NUL characters (`clean_text`)."""
-    return {name: clean_text(value) if isinstance(value, str) else value
-            for name, value in row.items()}
 
 
 def _minimal(row: dict[str, Any]) -> dict[str, Any]:
