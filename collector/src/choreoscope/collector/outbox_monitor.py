@@ -11,19 +11,22 @@ the last good poll stay; the next good poll recovers by itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
 from sqlalchemy import Engine, column, create_engine, func, select, table
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from choreoscope.instrumentation import _dbapi
 
 from .detect.anomaly import record
 from .detect.stuck_outbox import stuck_outbox_anomalies
@@ -34,7 +37,6 @@ from .store.schema import outbox_sources
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 SPEC_FORMAT = "NAME=DB_URL[#table]"
 DEFAULT_TABLE = "outbox"
@@ -271,28 +273,23 @@ def _read_only_engine(url: str, timeout_s: float) -> Engine:
 
 
 def to_epoch_ms(value: Any) -> int | None:
-    """A stored timestamp (datetime, ISO text, epoch seconds or ms) as epoch ms; None if unknown."""
+    """A stored timestamp (datetime, ISO text, epoch seconds or ms) as epoch ms; None if
+    unknown. Times are read as the relay reads them (`_dbapi.time_ms`): naive ones are UTC."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:  # naive times are UTC
-            value = value.replace(tzinfo=UTC)
-        return (value - _EPOCH) // timedelta(milliseconds=1)
-    if isinstance(value, int | float):
-        return int(value) if abs(value) >= 1e11 else int(value * 1000)
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
-        text = value.strip()
-        try:
-            return to_epoch_ms(float(text))
-        except ValueError:
-            pass
-        try:
-            return to_epoch_ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
-        except ValueError:
+        with contextlib.suppress(ValueError):  # epoch seconds or ms written as text
+            value = float(value.strip())
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
             return None
-    return None
+        return int(value) if abs(value) >= 1e11 else int(value * 1000)
+    try:
+        return _dbapi.time_ms(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def _lag_ms(created: Any, sent: Any) -> float | None:
