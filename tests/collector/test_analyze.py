@@ -187,19 +187,38 @@ def test_unchanged_store_is_skipped_until_something_is_due(store):
     assert due.statuses["stuck"] == 2
 
 
-def test_another_collector_version_analyses_again(store, monkeypatch):
+def test_another_analysis_code_analyses_again(store, monkeypatch):
     """An upgraded collector recomputes the flows of an unchanged store instead of skipping."""
     from importlib import metadata
 
-    from choreoscope.collector.reconstruct import skip
-
     _scenario(store)
-    assert metadata.version("choreoscope-collector") == skip.VERSION
+    assert skip.ANALYSIS_CODE.startswith(metadata.version("choreoscope-collector") + ":")
     assert not analyze(store, AnalysisOptions(), now_ms=NOW).skipped
     assert analyze(store, AnalysisOptions(), now_ms=NOW).skipped
-    monkeypatch.setattr(skip, "VERSION", "0.2.0")
+    monkeypatch.setattr(skip, "ANALYSIS_CODE", skip.ANALYSIS_CODE + "-changed")
     assert not analyze(store, AnalysisOptions(), now_ms=NOW).skipped
     assert analyze(store, AnalysisOptions(), now_ms=NOW).skipped
+
+
+def test_the_analysis_code_digest_follows_the_detectors_not_the_rest(tmp_path, monkeypatch):
+    """A release that changes a detector (same version number) changes the digest; a change
+    outside reconstruct/, detect/ and analyze.py does not."""
+    for name in ("reconstruct/skip.py", "reconstruct/flows.py", "detect/orphan.py",
+                 "analyze.py", "ingest/batch.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(skip, "__file__", str(tmp_path / "reconstruct" / "skip.py"))
+    first = skip._analysis_code()
+    assert first == skip._analysis_code()
+    (tmp_path / "ingest" / "batch.py").write_text("# changed\n")
+    assert skip._analysis_code() == first
+    digests = {first}
+    for name in ("detect/orphan.py", "reconstruct/flows.py", "analyze.py"):
+        (tmp_path / name).write_text("# changed\n")
+        digests.add(skip._analysis_code())
+    assert len(digests) == 4
+    (tmp_path / "detect" / "new_detector.py").write_text("")
+    assert skip._analysis_code() not in digests
 
 
 def test_the_last_full_pass_is_remembered_with_its_duration(store):

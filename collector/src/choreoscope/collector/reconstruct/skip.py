@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from ..store import Store
@@ -14,16 +15,27 @@ from .flows import Dag, Flow
 STATE_KEY = "analysis.state"  # meta row: the last pass's fingerprints, time and summary
 
 
-def _collector_version() -> str:
+def _analysis_code() -> str:
+    """A digest of the code a pass runs (reconstruct/, detect/, analyze.py) and of the
+    distribution's version. Part of the fingerprint: a collector whose analysis differs
+    recomputes the flows after an upgrade instead of skipping until new data arrives (the
+    version alone is not enough: it does not change with every release of the code)."""
     try:
-        return metadata.version("choreoscope-collector")
+        version = metadata.version("choreoscope-collector")
     except metadata.PackageNotFoundError:  # running from a source tree
-        return "unknown"
+        version = "unknown"
+    digest = hashlib.sha256(version.encode())
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted([*package.glob("reconstruct/*.py"), *package.glob("detect/*.py"),
+                        package / "analyze.py"]):
+        try:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        except OSError:  # installed without its sources: the version stands for them
+            continue
+    return f"{version}:{digest.hexdigest()[:16]}"
 
 
-# Part of the fingerprint: a collector of another version may analyse differently, so an
-# upgrade recomputes the flows instead of skipping until new data arrives.
-VERSION = _collector_version()
+ANALYSIS_CODE = _analysis_code()
 
 
 class Due:
@@ -61,15 +73,15 @@ def one(raw: Any, sql: str) -> Any:
 
 def data_fingerprint(raw: Any, options: object, dead: set[str]) -> list[Any]:
     """What the pass reads, summarised: row counts and latest times of every input table,
-    the dead outbox flows, the options and the collector's version. Taken before reading, so a change made while the
-    pass runs shows as a difference next time."""
+    the dead outbox flows, the options and the analysis code (`ANALYSIS_CODE`). Taken before
+    reading, so a change made while the pass runs shows as a difference next time."""
     return _plain([
         list(one(raw, "SELECT count(*), max(observed_at_ms) FROM events")),
         list(one(raw, "SELECT count(*), max(received_at_ms) FROM spans")),
         list(one(raw, "SELECT count(*), max(last_fetch_ms), sum(attempts) FROM trace_fetches")),
         hashlib.sha256("\n".join(sorted(dead)).encode()).hexdigest(),
         repr(options),
-        VERSION,
+        ANALYSIS_CODE,
     ])
 
 
