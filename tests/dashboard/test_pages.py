@@ -616,3 +616,22 @@ def test_someone_elses_tables_are_reported_in_one_line(tmp_path: Path,
         f"The store `sqlite:///{beside}` cannot be read: " + md(
             f"expected the store's table events to be Choreoscope's, but it has no column "
             f"{columns}: use another database (or SQLite file)")]
+
+
+def test_a_store_an_earlier_collector_wrote_is_read_as_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store made before the collector's bookkeeping tables existed (no `topic_ids`, no
+    `trace_fetches`: not upgraded yet, its old collector may still run) shows on every page;
+    the dashboard never reads those tables."""
+    path = tmp_path / "earlier.db"
+    fill(f"sqlite:///{path}").dispose()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        for name in schema.BOOKKEEPING_TABLES:
+            conn.execute(f"DROP TABLE {name}")
+    monkeypatch.setenv("CHOREOSCOPE_STORE", f"sqlite:///{path}")
+    monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
+    for page in PAGES:
+        at = run(page)
+        assert not [e.value for e in at.error if "cannot be read" in e.value], page
+    assert run("flows").dataframe[0].value.shape[0] > 0
+    assert [e.value for e in run().error] == ["1 outbox source(s) unreachable"]  # as filled

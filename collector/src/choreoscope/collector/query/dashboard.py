@@ -68,16 +68,17 @@ def open_readonly(url: str) -> Store:
 def has_tables(store: Store) -> bool:
     """Whether the store has been created by a collector (its `events` table exists).
 
-    Raises `StoreError` when the database holds someone else's tables: one of ours missing,
-    or without our columns (the collector's own check, `Store.check_columns`). Connection
-    errors propagate: an unreachable store is not an empty one."""
+    Raises `StoreError` when the database holds someone else's tables: one of ours that the
+    queries read missing, or without our columns (the collector's own check,
+    `Store.check_columns`). Connection errors propagate: an unreachable store is not an
+    empty one."""
     from sqlalchemy import inspect
     from sqlalchemy.exc import NoSuchTableError
 
     if not inspect(store.engine).has_table("events"):
         return False
     try:
-        store.check_columns()
+        store.check_columns(reading=True)
     except NoSuchTableError as exc:
         raise StoreError(f"expected the store's tables to be Choreoscope's, but it has no table "
                          f"{exc}: use another database (or SQLite file)") from exc

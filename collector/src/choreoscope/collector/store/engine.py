@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -10,9 +11,12 @@ from sqlalchemy import Engine, Table, create_engine, event, inspect, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.schema import CreateIndex
 
 from . import schema
 from .masking import mask_url
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///choreoscope.db"
 _URL_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")
@@ -64,23 +68,47 @@ class Store:
         self.dialect = self.engine.dialect.name  # "sqlite" | "postgresql"
 
     def create(self) -> Store:
-        """Create missing tables, drop retired indexes and record the schema version
-        (idempotent). Raises `StoreError` when a table of ours exists without our columns:
-        the database holds someone else's tables of the same name."""
+        """Create missing tables and indexes, drop retired indexes and record the schema
+        version (idempotent): a store an earlier collector made is upgraded in place. Raises
+        `StoreError` when a table of ours exists without our columns: the database holds
+        someone else's tables of the same name."""
         schema.metadata.create_all(self.engine)
         self.check_columns()
+        self._upgrade_indexes()
         with self.engine.begin() as conn:
-            for name in schema.RETIRED_INDEXES:
-                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
             self._upsert(conn, schema.meta, [{"key": "schema_version",
                                               "value": str(schema.SCHEMA_VERSION)}], ["key"])
         return self
 
-    def check_columns(self) -> None:
-        """Raise `StoreError` when a table of ours lacks our columns (SQLAlchemy's
-        NoSuchTableError when one is missing altogether)."""
+    def _upgrade_indexes(self) -> None:
+        """Indexes added since the tables were made (`create_all` skips existing tables with
+        their indexes), and retired ones dropped."""
         found = inspect(self.engine)
         for table in schema.metadata.sorted_tables:
+            have = {ix["name"] for ix in found.get_indexes(table.name)}
+            for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                if index.name not in have:
+                    log.info("store: creating index %s on %s (upgrade of an earlier store)",
+                             index.name, table.name)
+                    # IF NOT EXISTS: another collector starting beside us may be faster
+                    with self.engine.begin() as conn:
+                        conn.execute(CreateIndex(index, if_not_exists=True))
+            for name in schema.RETIRED_INDEXES:
+                if name in have:
+                    log.info("store: dropping index %s, which this version no longer uses", name)
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+
+    def check_columns(self, *, reading: bool = False) -> None:
+        """Raise `StoreError` when a table of ours lacks our columns (SQLAlchemy's
+        NoSuchTableError when one is missing altogether). `reading`: the collector's
+        bookkeeping tables may be missing (an earlier collector made the store; the query
+        layer never reads them)."""
+        found = inspect(self.engine)
+        for table in schema.metadata.sorted_tables:
+            if reading and table.name in schema.BOOKKEEPING_TABLES and not found.has_table(
+                    table.name):
+                continue
             have = {c["name"] for c in found.get_columns(table.name)}
             missing = sorted(c.name for c in table.columns if c.name not in have)
             if missing:

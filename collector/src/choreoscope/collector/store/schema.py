@@ -59,11 +59,11 @@ Index("ix_events_flow", events.c.flow_id)
 Index("ix_events_event_id", events.c.event_id)
 Index("ix_events_trace", events.c.trace_id)
 Index("ix_events_observed", events.c.observed_at_ms)
-# No index on causation_id: orphans are found through ix_events_event_id, and an index
-# nothing reads cost every ingested row a B-tree insert. Stores created before keep it
-# until `Store.create` drops it (RETIRED_INDEXES).
-RETIRED_INDEXES = ("ix_events_causation",)
-# No index on type alone: ix_events_type_version (type, schema_version) serves type lookups.
+# Indexes of earlier versions, dropped by `Store.create` from the stores they made. None on
+# causation_id: orphans are found through ix_events_event_id, and an index nothing reads
+# cost every ingested row a B-tree insert. None on type alone: ix_events_type_version
+# (type, schema_version) serves type lookups.
+RETIRED_INDEXES = ("ix_events_causation", "ix_events_type")
 # Dashboard (event health): small partial indexes over the few problem / untraced events, and
 # schema versions per type counted from the index alone.
 Index("ix_events_problems", events.c.source, events.c.type,
@@ -207,7 +207,8 @@ consumer_lag = Table(
 )
 
 # The id the broker gave each topic, as last seen by the ingest: a topic deleted and created
-# again under its name gets a new id and restarts its offsets (ingest/topics.py).
+# again under its name gets a new id and restarts its offsets (ingest/topics.py). Added after
+# the first release: readers of a store an earlier collector wrote do without it.
 topic_ids = Table(
     "topic_ids",
     metadata,
@@ -215,6 +216,10 @@ topic_ids = Table(
     Column("topic_id", String(64), nullable=False),
     Column("seen_at_ms", BigInteger, nullable=False),
 )
+
+# The collector's own bookkeeping, which the query layer never reads: a store that lacks
+# one (written by an earlier collector, not yet upgraded) can still be read.
+BOOKKEEPING_TABLES = ("trace_fetches", "topic_ids")
 
 # Small key/value facts: schema version, collector counters (dropped spans, ...).
 meta = Table(
