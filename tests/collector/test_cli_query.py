@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -282,3 +285,36 @@ def test_real_subprocess(url: str) -> None:
     done = subprocess.run([str(CHOREOSCOPE), "--store", url, "flow", "missing"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout) == (1, "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root to run the query as another user")
+def test_a_reader_who_may_not_write_beside_a_closed_sqlite_store_is_told_why() -> None:
+    """After the collector closed the store (no -wal/-shm left), a user who may read the file
+    but not write in its folder cannot read it: SQLite must create those files. One line
+    says so and what to do, instead of only SQLite's 'attempt to write a readonly database'."""
+    with tempfile.TemporaryDirectory(prefix="choreoscope-ro-") as tmp:  # not under pytest's
+        _read_as_nobody(Path(tmp) / "closed")  # tmp_path, which only root may enter
+
+
+def _read_as_nobody(folder: Path) -> None:
+    folder.mkdir()
+    fill(Store(f"sqlite:///{folder}/store.db").create()).dispose()
+    assert sorted(p.name for p in folder.iterdir()) == ["store.db"]
+    for path in (folder.parent, folder):
+        path.chmod(0o755)
+    (folder / "store.db").chmod(0o644)
+    done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           str(CHOREOSCOPE), "--store", f"sqlite:///{folder}/store.db", "flows"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"choreoscope: cannot read the store sqlite:///{folder}/store.db: attempt to write a "
+        f"readonly database (a SQLite store is read through store.db-wal and -shm beside it, "
+        f"which this user cannot create in {folder}: read it while the collector runs, or as "
+        f"a user who may write there)\n")
+    folder.chmod(0o777)  # now the reader may create them: it reads the store
+    done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           str(CHOREOSCOPE), "--store", f"sqlite:///{folder}/store.db", "flows",
+                           "--json"], capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, json.loads(done.stdout)) == (0, expected.FLOWS)

@@ -56,7 +56,8 @@ def state(store_url: str) -> dict[str, Any]:
 
             any_event = conn.execute(text("SELECT 1 FROM events LIMIT 1")).first()
     except Exception as exc:  # noqa: BLE001
-        return {"state": "unreachable", "detail": q.mask_secrets(str(exc))}
+        return {"state": "unreachable",
+                "detail": q.read_failure(store_url, q.mask_secrets(str(exc)))}
     return {"state": "ok" if any_event else "empty", "detail": None}
 
 

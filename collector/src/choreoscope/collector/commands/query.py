@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..outbox_monitor import scrub_error
+    from ..query.dashboard import read_failure
     from ..store.masking import mask_url
 
     store = None
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         return _COMMANDS[args.query](store, args)
     except SQLAlchemyError as exc:
         print(f"choreoscope: cannot read the store {mask_url(args.store)}: "
-              f"{scrub_error(exc, args.store)}", file=sys.stderr)
+              f"{read_failure(args.store, scrub_error(exc, args.store))}", file=sys.stderr)
         return 1
     finally:
         if store is not None:

@@ -30,6 +30,23 @@ def sqlite_path(url: str) -> str | None:
     return None if path in ("", ":memory:") else path
 
 
+def read_failure(url: str, message: str) -> str:
+    """`message` (why the store at `url` could not be read), with what to do when it is
+    SQLite refusing a reader that may not write beside the store: SQLite reads a WAL store
+    through its `-wal` and `-shm` files, which a reader must create when no collector has
+    the store open."""
+    path = sqlite_path(url)
+    if path is None or not ("readonly database" in message
+                            or "unable to open database file" in message):
+        return message
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.access(folder, os.W_OK) or os.path.exists(path + "-shm"):
+        return message
+    return (f"{message} (a SQLite store is read through {os.path.basename(path)}-wal and -shm "
+            f"beside it, which this user cannot create in {folder}: read it while the "
+            f"collector runs, or as a user who may write there)")
+
+
 def open_readonly(url: str) -> Store:
     """The store at `url`, opened so that no statement can write to it.
 
