@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -15,6 +17,7 @@ from sqlalchemy import func, select
 
 from choreoscope.collector.ingest import BusIngest
 from choreoscope.collector.ingest.share import DecodeShare
+from choreoscope.collector.ingest.writer import ProcessWriter
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import events
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
@@ -410,6 +413,103 @@ def test_killing_the_writer_process_loses_nothing(bootstrap, topic, group, tmp_p
         assert ingest.writer.restarts >= 1
     assert committed[0].offset == 600
     assert [r["offset"] for r in _rows(store)] == list(range(600))
+    store.dispose()
+
+
+class _KillBeforeSecondSend(ProcessWriter):
+    """The real writer process, killed right before the second batch is handed to it, with
+    the first batch still unanswered (the second one waiting in the ingest's queue)."""
+
+    def __init__(self, url: str, ingest_queue: Any = None) -> None:
+        super().__init__(url)
+        self.ingest_queue = ingest_queue
+        self.sends = 0
+
+    def send(self, *args: Any, **kw: Any) -> None:
+        self.sends += 1
+        if self.sends == 1:
+            super().send(*args, **kw)
+            deadline = time.monotonic() + 30
+            while self.ingest_queue.qsize() == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the next batch is read before this one is answered
+            return
+        if self.sends == 2:
+            process = self._process
+            assert process is not None and process.pid is not None
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(10)
+        super().send(*args, **kw)
+
+
+class _Order(collections.deque):
+    """The ingest's stored-not-committed batches, remembering the order they were added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[int] = []
+
+    def append(self, batch: Any) -> None:
+        self.added.append(min(batch.offsets.values()))
+        super().append(batch)
+
+
+def test_a_writer_dying_before_a_send_keeps_the_batches_in_order(
+        bootstrap, topic, group, tmp_path) -> None:
+    """The writer dies as the second batch is handed over, the first unanswered: the first is
+    recorded as stored (its offsets committed) before the second, never after it; every row
+    lands once and the count of new rows is exact."""
+    p = _producer(bootstrap)
+    for i in range(150):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/o.db").create()
+    ingest = _ingest(store, bootstrap, topic, group, batch_size=50, writer="process")
+    writer = _KillBeforeSecondSend(str(store.url), ingest._queue)
+    ingest.writer = writer
+    ingest.share = None
+    ingest._stored = order = _Order()
+    with ingest:
+        _until(ingest, 150)
+        ingest.drain()
+        committed = ingest.consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    assert writer.sends >= 3 and writer.restarts >= 1
+    assert order.added == sorted(order.added)
+    assert (committed[0].offset, ingest.inserted) == (150, 150)
+    assert [r["offset"] for r in _rows(store)] == list(range(150))
+    store.dispose()
+
+
+def test_a_writer_that_does_not_answer_is_logged_while_it_lasts(
+        bootstrap, topic, group, tmp_path, monkeypatch, caplog) -> None:
+    """A stopped writer (or a store that holds it) shows in the log while ingest waits, not
+    only once its error comes; when it goes on, every record is stored once."""
+    from choreoscope.collector.ingest import consumer
+
+    monkeypatch.setattr(consumer, "ANSWER_PATIENCE_S", 0.5)
+    p = _producer(bootstrap)
+    for i in range(100):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/s.db").create()
+    caplog.set_level("WARNING", logger="choreoscope.collector.ingest.consumer")
+    with _ingest(store, bootstrap, topic, group, batch_size=50, writer="process") as ingest:
+        child = ingest.writer._process
+        assert child is not None and child.pid is not None
+        os.kill(child.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 60
+            while ingest.consumed_offsets.get((topic, 0), 0) < 100 and (
+                    time.monotonic() < deadline):
+                ingest.step()
+            time.sleep(1.6)
+        finally:
+            os.kill(child.pid, signal.SIGCONT)
+        _until(ingest, 100)
+    waits = [r.getMessage() for r in caplog.records if "has not answered" in r.getMessage()]
+    assert waits[:3] == [
+        f"ingest: the store writer has not answered for {s:.0f}s (store locked or slow?); "
+        "offsets not committed" for s in (0.5, 1.0, 1.5)]
+    assert [r["offset"] for r in _rows(store)] == list(range(100))
     store.dispose()
 
 

@@ -16,7 +16,6 @@ decodes the last part of each batch too, as much as keeps both processes equally
 from __future__ import annotations
 
 import collections
-import contextlib
 import gc
 import logging
 import queue
@@ -40,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "choreoscope-collector"
 WRITE_WINDOW = 2  # batches handed to the batch writer before waiting for the oldest
+ANSWER_PATIENCE_S = 30.0  # waiting longer for the writer's answer is logged
 METADATA_REFRESH_MS = 5000
 _SECRET_OPTION = re.compile(r"password|secret|token|jaas|key$", re.IGNORECASE)
 
@@ -249,44 +249,64 @@ class BusIngest:
                 continue
             try:
                 self.writer.send(COLUMNS, batch.rows, batch.raw, batch.observed_at_ms)
-            except StoreUnavailable as exc:
-                self._recover(batch, sent, exc)
+            except StoreUnavailable as exc:  # the batches sent before it come first
+                self._recover([*sent, batch], batch, exc)
+                sent.clear()
                 continue
             sent.append(batch)
             if len(sent) >= WRITE_WINDOW:
                 self._settle(sent)
 
     def _settle(self, sent: collections.deque[Batch]) -> None:
-        """Read the writer's answer for the oldest batch sent."""
-        batch = sent.popleft()
+        """Read the writer's answer for the oldest batch sent (saying so while it takes
+        long: a locked or stopped store shows in the log before its error comes)."""
+        batch = sent[0]
+        waited_s = 0.0
+        while not self.writer.ready(ANSWER_PATIENCE_S):
+            waited_s += ANSWER_PATIENCE_S
+            log.warning("ingest: the store writer has not answered for %.0fs (store locked "
+                        "or slow?); offsets not committed", waited_s)
+        failure: StoreUnavailable | None = None
         try:
             inserted = self.writer.receive()
         except StoreUnavailable as exc:
-            self._recover(batch, sent, exc)
-            return
+            failure = exc
         except Exception as exc:  # never let the writer thread die; later batches wait
             log.exception("ingest: writing a batch failed")
-            self._recover(batch, sent, StoreUnavailable(f"{type(exc).__name__}: {exc}"))
+            failure = StoreUnavailable(f"{type(exc).__name__}: {exc}")
+        if failure is not None:
+            self._recover(list(sent), batch, failure)
+            sent.clear()
             return
+        sent.popleft()
         self.inserted += inserted
         if self.share is not None:
             self.share.update(batch.cpu_s, self.writer.last_cpu_s)
         self._stored.append(batch)
         self._queue.task_done()
 
-    def _recover(self, failed: Batch, sent: collections.deque[Batch],
+    def _recover(self, batches: list[Batch], failed: Batch,
                  failure: StoreUnavailable) -> None:
-        """Store `failed` and every batch sent after it again, one at a time and in order,
-        retrying with backoff; answers still due for the later ones are read and dropped
-        (storing twice changes nothing)."""
-        later = list(sent)
-        sent.clear()
-        for _ in later:
-            with contextlib.suppress(Exception):
-                self.writer.receive()
-        for batch in (failed, *later):
+        """After `failed` did not reach the store: `batches` are those handed to the writer
+        and not settled, oldest first, `failed` among them. The answers still due for the
+        others are read; each is then recorded as stored in order, `failed` and those whose
+        answer was a failure stored again (retrying with backoff). A batch is never
+        recorded as stored before one read earlier: its offsets would be committed first."""
+        answers: dict[int, int | None] = {}
+        for batch in batches:
+            if batch is not failed:  # the answers come in the order sent
+                try:
+                    answers[id(batch)] = self.writer.receive()
+                except Exception:  # noqa: BLE001 - stored again below
+                    answers[id(batch)] = None
+        for batch in batches:
             try:
-                self._write(batch, failure if batch is failed else None)
+                inserted = answers.get(id(batch))
+                if inserted is None:
+                    self._write(batch, failure if batch is failed else None)
+                elif not self._dropped:
+                    self.inserted += inserted
+                    self._stored.append(batch)
             finally:
                 self._queue.task_done()
 
