@@ -160,6 +160,11 @@ _RAW = [
     ("orders", 0, 11, None, b"\x00\x01 garbage", None, None),
     ("orders", 0, 12, None, b'{"eventId":"e12","eventType":"order.shipped","data":{"to":"'
      + b"x" * 100 + b'"}}', None, 1_767_323_046_000),
+    # nested 984 deep with a key to redact: withheld the same in either process (the
+    # writer's shallower stack once let it store what the ingest could not)
+    ("orders", 0, 13, [("ce_specversion", b"1.0"), ("ce_id", b"e13"), ("ce_type", b"x.done"),
+                       ("ce_source", b"shop")],
+     b'{"a":' * 984 + b'{"email":"x"}' + b"}" * 984, None, None),
 ]
 
 
@@ -173,7 +178,7 @@ def test_raw_records_are_decoded_by_the_writer_as_the_ingest_would(tmp_path, kin
     writer = (ProcessWriter(store.url, redactor) if kind == "process"
               else ThreadWriter(store, Redactor(r"sku|email", max_bytes=64))).start()
     try:
-        assert writer.write(COLUMNS, [_row(0)], list(_RAW), 7000) == 4
+        assert writer.write(COLUMNS, [_row(0)], list(_RAW), 7000) == 5
         expected = [_row(0), *(record_row(*r, redactor, 7000) for r in _RAW)]
         with store.engine.connect() as conn:
             stored = [tuple(r) for r in conn.execute(
@@ -182,7 +187,9 @@ def test_raw_records_are_decoded_by_the_writer_as_the_ingest_would(tmp_path, kin
         data = [r[COLUMNS.index("data")] for r in stored[1:]]
         assert data[0] == '{"sku":"[REDACTED]","customer":{"email":"[REDACTED]"}}'
         assert json.loads(data[2])["_truncated"] is True  # 64 bytes at most
-        assert [r[COLUMNS.index("observed_at_ms")] for r in stored] == [1000, 7000, 7000, 7000]
+        assert json.loads(data[3])["_withheld"] is True
+        assert stored[4][COLUMNS.index("event_id")] == "e13"
+        assert [r[COLUMNS.index("observed_at_ms")] for r in stored] == [1000] + [7000] * 4
         cpu_s = writer.last_cpu_s
         assert (cpu_s is None) if kind == "thread" else (cpu_s is not None and cpu_s >= 0)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -117,3 +118,77 @@ def test_stored_text_of_raw_json_is_the_redacted_data(data, spacing) -> None:
     raw = json.dumps(data, separators=spacing, ensure_ascii=False).encode()
     text, _ = r.data_json(json.loads(raw), raw)
     assert json.loads(text) == json.loads(json.dumps(r.redact(data)))
+
+
+WITHHELD = ("not JSON that redaction can walk, and it holds text the redaction pattern "
+            "matches")
+
+
+def test_text_that_is_not_strict_json_is_redacted_when_python_reads_it() -> None:
+    """NaN and Infinity (refused by the decoder, read by Python's json) and a JSON document
+    inside a JSON string: stored as a JSON string of their redacted JSON."""
+    r = Redactor()
+    nan = '{"order_id": "o1", "card": {"number": "4111"}, "customer": {"email": "a@x"}, "x": NaN}'
+    assert r.data_json(nan) == (json.dumps(
+        '{"order_id":"o1","card":"[REDACTED]","customer":{"email":"[REDACTED]"},"x":NaN}'),
+        False)
+    assert r.data_json('[{"token": "t", "v": -Infinity}]') == (
+        json.dumps('[{"token":"[REDACTED]","v":-Infinity}]'), False)
+    assert r.data_json(json.dumps({"password": "p", "n": 1})) == (
+        json.dumps('{"password":"[REDACTED]","n":1}'), False)
+
+
+def test_text_or_bytes_that_cannot_be_walked_are_withheld_when_the_pattern_matches() -> None:
+    """Text Python's json cannot read (trailing comma, a Python dict, a sentence) and bytes
+    (UTF-16 included) are withheld behind a marker once the pattern matches anywhere in
+    them; without a match they are stored as before."""
+    r = Redactor()
+    for text in ('{"email": "a@x",}', "{'password': 'p'}", "my token is 42",
+                 '"{\\"email\\": \\"a\\"}"', "email:" + "1" * 5000):
+        size = len(text.encode())
+        assert r.data_json(text) == (json.dumps(
+            {"_withheld": True, "size": size, "reason": WITHHELD}, separators=(",", ":")),
+            True), text
+    utf16 = '{"Email": "a@x"}'.encode("utf-16")
+    assert json.loads(r.data_json(utf16)[0]) == {"_withheld": True, "size": len(utf16),
+                                                 "reason": WITHHELD}
+    assert r.data_json("plain text") == ('"plain text"', False)
+    assert r.data_json(b"\xff\xfe\x00binary") == ('{"_base64":"//4AYmluYXJ5"}', False)
+    assert r.data_json('{"a": 1,}') == (json.dumps('{"a": 1,}'), False)
+    assert Redactor("ssn").data_json("my token is 42") == ('"my token is 42"', False)
+
+
+def _nested(levels: int) -> dict:
+    data: dict = {"email": "a@x"}
+    for _ in range(levels):
+        data = {"k": data}
+    return data
+
+
+def _at_stack_depth(frames: int, call):
+    return call() if frames == 0 else _at_stack_depth(frames - 1, call)
+
+
+def test_data_nested_too_deep_to_walk_is_withheld_whatever_the_callers_stack() -> None:
+    """Beyond MAX_DEPTH levels data is not walked: a marker, the same at any stack depth
+    (before, the writer process and the ingest could store the same record differently)."""
+    from choreoscope.collector.ingest.redact import MAX_DEPTH
+
+    r = Redactor()
+    deep = _nested(MAX_DEPTH + 1)
+    raw = json.dumps(deep).encode()
+    marker = json.dumps({"_withheld": True, "size": len(raw),
+                         "reason": f"nested deeper than {MAX_DEPTH} levels"},
+                        separators=(",", ":"))
+    for frames in (0, 250, 500):  # the ingest and the writer call from 30-60 frames
+        assert _at_stack_depth(frames, lambda: r.data_json(deep, raw)) == (marker, True)
+        assert json.loads(_at_stack_depth(frames, lambda: r.data_json(_nested(980))[0]))[
+            "_withheld"] is True
+    ok = _nested(MAX_DEPTH - 1)
+    assert json.loads(r.data_json(ok)[0]) == json.loads(json.dumps(ok).replace(
+        '"a@x"', '"[REDACTED]"'))
+    clean_raw = ("[" * 990 + '"x"' + "]" * 990).encode()
+    clean = orjson.loads(clean_raw)  # what the decoder hands over
+    assert r.data_json(clean, clean_raw) == (clean_raw.decode(), False)  # nothing to redact
+    assert json.loads(r.data_json("[" * 990 + '"email"' + "]" * 990)[0])["reason"] == (
+        f"nested deeper than {MAX_DEPTH} levels")

@@ -5,6 +5,12 @@
 "[REDACTED]", and turns data whose JSON is larger than `max_bytes` into a truncation marker
 `{"_truncated": true, "size": N, "preview": "..."}` whose preview is cut from the redacted
 JSON, so a redacted value never reaches the store.
+
+Data that cannot be walked is never stored unredacted: text that is not JSON (NaN, a
+Python dict, ...) or bytes, holding something the pattern matches, are redacted as JSON if
+they read as such (NaN and Infinity allowed) or else withheld behind a marker
+`{"_withheld": true, "size": N, "reason": "..."}`; data nested deeper than `MAX_DEPTH`
+becomes a marker too (the same in every process, whatever its stack).
 """
 
 from __future__ import annotations
@@ -19,6 +25,54 @@ DEFAULT_PATTERN = r"email|phone|card|password|token|secret"
 REDACTED = "[REDACTED]"
 DEFAULT_MAX_BYTES = 64 * 1024
 PREVIEW_CHARS = 1024
+MAX_DEPTH = 200  # data nested deeper is not walked (nor encoded by the recursive stdlib)
+
+
+class _TooDeep(Exception):
+    """Data nested deeper than MAX_DEPTH."""
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Whether containers nest in `obj` deeper than `limit` levels (no recursion)."""
+    stack = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            values = item.values() if isinstance(item, dict) else item
+            stack.extend((v, depth + 1) for v in values)
+    return False
+
+
+_NESTING_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+
+
+def _text_deeper_than(text: str, limit: int) -> bool:
+    """Whether JSON-like `text` opens brackets deeper than `limit` levels outside strings."""
+    depth = 0
+    in_string = False
+    for token in _NESTING_TOKENS.finditer(text):
+        t = token.group()
+        if t == '"':
+            in_string = not in_string
+        elif in_string or len(t) == 2:
+            continue
+        elif t in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _std_dumps_checked(obj: Any) -> str:
+    """The stdlib encoding (recursive: refused beyond MAX_DEPTH, so its outcome does not
+    depend on how deep the caller's stack is)."""
+    if _deeper_than(obj, MAX_DEPTH):
+        raise _TooDeep
+    return _std_dumps(obj)
 
 _WORD = re.compile(r"[a-z0-9_-]+")
 _BOM = b"\xef\xbb\xbf"
@@ -32,7 +86,7 @@ except ImportError as exc:  # pragma: no cover - orjson is a collector dependenc
     if exc.name != "orjson":
         raise
 
-    _dumps = _std_dumps
+    _dumps = _std_dumps_checked
 else:
 
     def _dumps(obj: Any) -> str:
@@ -41,7 +95,7 @@ else:
         try:
             return _orjson_dumps(obj).decode("utf-8")
         except (TypeError, ValueError):
-            return _std_dumps(obj)
+            return _std_dumps_checked(obj)
 
 
 class Redactor:
@@ -72,8 +126,11 @@ class Redactor:
             self._verdicts[name] = hit
         return hit
 
-    def redact(self, data: Any) -> Any:
-        """A copy of `data` with the values of matching keys replaced (non-containers as is)."""
+    def redact(self, data: Any, depth: int = 0) -> Any:
+        """A copy of `data` with the values of matching keys replaced (non-containers as is);
+        raises _TooDeep for containers nested deeper than MAX_DEPTH."""
+        if depth > MAX_DEPTH:
+            raise _TooDeep
         kind = type(data)
         if kind is dict:
             verdicts = self._verdicts
@@ -85,14 +142,15 @@ class Redactor:
                 if hit:
                     out[k] = REDACTED
                 elif type(v) is dict or type(v) is list:
-                    out[k] = self.redact(v)
+                    out[k] = self.redact(v, depth + 1)
                 else:
                     out[k] = v
             return out
         if kind is list:
-            return [self.redact(v) if type(v) is dict or type(v) is list else v for v in data]
+            return [self.redact(v, depth + 1) if type(v) is dict or type(v) is list else v
+                    for v in data]
         if isinstance(data, dict | list):  # subclasses: the slow, general way
-            return self.redact(dict(data) if isinstance(data, dict) else list(data))
+            return self.redact(dict(data) if isinstance(data, dict) else list(data), depth)
         return data
 
     def data_json(self, data: Any, raw: bytes | None = None) -> tuple[str | None, bool]:
@@ -102,6 +160,28 @@ class Redactor:
         text is stored as it is when nothing in it needs redacting (no re-encoding)."""
         if data is None:
             return None, False
+        try:
+            text = self._json_text(data, raw)
+        except _TooDeep:
+            return _withheld(data, raw, f"nested deeper than {MAX_DEPTH} levels")
+        if text is None:
+            return _withheld(data, raw, "not JSON that redaction can walk, and it holds "
+                                        "text the redaction pattern matches")
+        if text.isascii():
+            size = len(text)
+        else:
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:  # lone surrogates (JSON "\ud800"): keep them escaped
+                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+                size = len(text.encode("utf-8"))
+        if size <= self.max_bytes:
+            return text, False
+        marker = {"_truncated": True, "size": size, "preview": text[:PREVIEW_CHARS]}
+        return _dumps(marker), True
+
+    def _json_text(self, data: Any, raw: bytes | None) -> str | None:
+        """The JSON text of `data`, redacted; None when it must be withheld."""
         text = None
         if type(data) is dict or type(data) is list:
             if raw is not None and self._bwords is not None and not raw.startswith(_BOM):
@@ -129,23 +209,31 @@ class Redactor:
                 else:
                     text = _dumps(self.redact(data))
         elif isinstance(data, bytes | bytearray | memoryview):
+            # Bytes that are not UTF-8: UTF-16 keys read once their NULs are dropped.
+            if self._search(bytes(data).replace(b"\0", b"").decode("latin-1")):
+                return None
             text = _dumps({"_base64": base64.b64encode(bytes(data)).decode("ascii")})
         elif isinstance(data, dict | list):
             text = _dumps(self.redact(data))
+        elif isinstance(data, str) and self._search(data):
+            return self._loose_json_text(data)
         else:
             text = _dumps(data)
-        if text.isascii():
-            size = len(text)
-        else:
-            try:
-                size = len(text.encode("utf-8"))
-            except UnicodeEncodeError:  # lone surrogates (JSON "\ud800"): keep them escaped
-                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-                size = len(text.encode("utf-8"))
-        if size <= self.max_bytes:
-            return text, False
-        marker = {"_truncated": True, "size": size, "preview": text[:PREVIEW_CHARS]}
-        return _dumps(marker), True
+        return text
+
+    def _loose_json_text(self, text: str) -> str | None:
+        """Text that is no JSON the decoder accepts (NaN, a JSON document inside a JSON
+        string, ...) and that the pattern matches: as a JSON string of its redacted JSON
+        when Python's json reads it (NaN and Infinity kept), else None (withheld)."""
+        if _text_deeper_than(text, MAX_DEPTH):
+            raise _TooDeep
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(parsed, dict | list):
+            return None
+        return _dumps(_std_dumps(self.redact(parsed)))
 
     def text_headers_json(self, headers: dict[str, str]) -> str | None:
         """`headers_json` of headers already decoded to text (names distinct)."""
@@ -203,3 +291,16 @@ class Redactor:
             else:
                 out[name] = bytes(value).decode("utf-8", "replace")
         return out
+
+
+def _withheld(data: Any, raw: bytes | None, reason: str) -> tuple[str, bool]:
+    """The marker stored instead of data that could not be redacted."""
+    if raw is not None:
+        size = len(raw)
+    elif isinstance(data, bytes | bytearray | memoryview):
+        size = len(bytes(data))
+    elif isinstance(data, str):
+        size = len(data.encode("utf-8", "surrogatepass"))
+    else:
+        size = None
+    return _dumps({"_withheld": True, "size": size, "reason": reason}), True
