@@ -513,6 +513,46 @@ def test_a_writer_that_does_not_answer_is_logged_while_it_lasts(
     store.dispose()
 
 
+def test_the_metrics_say_while_batches_cannot_be_stored(
+        bootstrap, topic, group, tmp_path) -> None:
+    """`choreoscope_ingest_store_failing` is 1 while the store refuses the batches (the
+    store-derived metrics cannot say it: they read a store that may still be readable), and
+    0 again once a batch is stored; the failures are counted."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from choreoscope.collector.metrics import IngestMetrics
+
+    def scrape() -> tuple[float, float]:
+        samples = {line.split()[0]: float(line.split()[1])
+                   for line in generate_latest(registry).decode().splitlines()
+                   if line.startswith("choreoscope_ingest_store_fail")}
+        return (samples["choreoscope_ingest_store_failing"],
+                samples["choreoscope_ingest_store_failures_total"])
+
+    p = _producer(bootstrap)
+    for i in range(3):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
+    p.flush(10)
+    down = Store("postgresql://nobody@127.0.0.1:1/none")
+    good = Store(f"sqlite:///{tmp_path}/m.db").create()
+    ingest = None
+    registry = CollectorRegistry()
+    registry.register(IngestMetrics(lambda: ingest))
+    assert scrape() == (0, 0)
+    ingest = _ingest(down, bootstrap, topic, group, writer="thread")
+    with ingest:
+        deadline = time.monotonic() + 60
+        while ingest.store_failures == 0 and time.monotonic() < deadline:
+            ingest.step()
+        assert scrape()[0] == 1
+        ingest.writer.store = good  # the store is back: the batch in hand is stored
+        _until(ingest, 3)
+    failing, failures = scrape()
+    assert (failing, failures >= 1) == (0, True)
+    assert [r["offset"] for r in _rows(good)] == [0, 1, 2]
+    good.dispose()
+
+
 def test_a_member_left_without_partitions_says_so(caplog: pytest.LogCaptureFixture) -> None:
     """Two minutes without a partition is logged once, then every ten minutes while it lasts;
     an assignment resets the clock."""

@@ -20,13 +20,19 @@ the last snapshot (never touching the database). Metrics live in their own regis
     choreoscope_store_up                                   1 when the last refresh succeeded
     choreoscope_analysis_last_pass_timestamp_seconds       when flows were last analysed
     choreoscope_analysis_last_pass_duration_seconds        how long that pass took
+
+Two more come from the collector process itself (`IngestMetrics`), not from the store: they
+must show exactly when the store cannot be written (locked, full, unreachable).
+
+    choreoscope_ingest_store_failures_total                failed attempts to store a batch
+    choreoscope_ingest_store_failing                       1 while batches cannot be stored
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +217,30 @@ def _read(store: Store) -> Snapshot:
 def _counts(conn: Any, column: Any) -> dict[str, int]:
     return {str(k): int(n) for k, n in conn.execute(
         select(column, func.count()).group_by(column)) if k is not None}
+
+
+class IngestMetrics(Collector):
+    """The ingest's own figures of storing, read from the running `BusIngest` (None before
+    it starts) at each scrape."""
+
+    def __init__(self, ingest_of: Callable[[], Any]) -> None:
+        self._ingest_of = ingest_of
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self._ingest_of())
+
+    def _families(self, ingest: Any) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "choreoscope_ingest_store_failures",
+            "Failed attempts to store a batch of events (store unreachable, locked or full)",
+            value=getattr(ingest, "store_failures", 0))
+        yield GaugeMetricFamily(
+            "choreoscope_ingest_store_failing",
+            "1 while the ingest cannot store its batches (their offsets wait uncommitted)",
+            value=1 if getattr(ingest, "store_failing", False) else 0)
 
 
 # --- registries and the HTTP endpoint ------------------------------------------------------------

@@ -195,6 +195,7 @@ class Collector:
         from . import metrics
 
         self.metrics_registry = metrics.new_registry()
+        self.metrics_registry.register(metrics.IngestMetrics(lambda: self.ingest))
         host, port = self.settings.metrics_host, self.settings.metrics_port
         try:
             self.metrics_server = metrics.start_metrics_server(self.metrics_registry, port, host)

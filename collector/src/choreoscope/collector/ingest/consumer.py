@@ -90,6 +90,7 @@ class BusIngest:
         self.inserted = 0  # rows new to the store
         self.batches = 0
         self.store_failures = 0
+        self.store_failing = False  # the last attempt to store a batch failed
         self.commit_failures = 0
         self.last_offsets: dict[tuple[str, int], int] = {}  # of the last batch committed
         self.consumed_offsets: dict[tuple[str, int], int] = {}  # next offset read, per partition
@@ -280,6 +281,7 @@ class BusIngest:
             return
         sent.popleft()
         self.inserted += inserted
+        self.store_failing = False
         if self.share is not None:
             self.share.update(batch.cpu_s, self.writer.last_cpu_s)
         self._stored.append(batch)
@@ -306,6 +308,7 @@ class BusIngest:
                     self._write(batch, failure if batch is failed else None)
                 elif not self._dropped:
                     self.inserted += inserted
+                    self.store_failing = False
                     self._stored.append(batch)
             finally:
                 self._queue.task_done()
@@ -412,10 +415,12 @@ class BusIngest:
                 try:
                     self.inserted += self.writer.write(COLUMNS, batch.rows, batch.raw,
                                                        batch.observed_at_ms)
+                    self.store_failing = False
                     return True
                 except StoreUnavailable as exc:
                     failure = exc
             self.store_failures += 1
+            self.store_failing = True
             log.warning("ingest: store unavailable (%s); retrying in %.1fs, offsets not "
                         "committed", failure, delay)
             failure = None

@@ -192,7 +192,7 @@ class ProcessWriter:
 
     def _stopped(self, exc: BaseException) -> StoreUnavailable:
         code = self._reap()
-        return StoreUnavailable(f"the store writer process stopped ({exc or type(exc).__name__}, "
+        return StoreUnavailable(f"the store writer process stopped ({str(exc) or type(exc).__name__}, "
                                 f"exit code {code}); it is started again")
 
     def _reap(self) -> int | None:
