@@ -192,8 +192,9 @@ class ProcessWriter:
 
     def _stopped(self, exc: BaseException) -> StoreUnavailable:
         code = self._reap()
-        return StoreUnavailable(f"the store writer process stopped ({str(exc) or type(exc).__name__}, "
-                                f"exit code {code}); it is started again")
+        reason = str(exc) or type(exc).__name__
+        return StoreUnavailable(f"the store writer process stopped ({reason}, exit code "
+                                f"{code}); it is started again")
 
     def _reap(self) -> int | None:
         """Stop and forget the child (a later send starts a new one); its exit code."""
