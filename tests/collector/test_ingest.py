@@ -40,6 +40,14 @@ def _ingest(store: Store, bootstrap: str, topics: str, group: str, **kw) -> BusI
                      kafka_options=FAST, clock=lambda: OBSERVED_S, **kw)
 
 
+def _produce_numbered(bootstrap: str, topic: str, count: int) -> None:
+    """`count` records `{"i": 0}`, `{"i": 1}`, ... on partition 0."""
+    p = _producer(bootstrap)
+    for i in range(count):
+        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
+    p.flush(10)
+
+
 def _until(ingest: BusIngest, count: int, limit_s: float = 60.0) -> None:
     deadline = time.monotonic() + limit_s
     while ingest.records < count and time.monotonic() < deadline:
@@ -265,10 +273,7 @@ def test_run_to_end_reads_past_a_high_watermark_below_the_committed_offset(
     """Tansu's high watermark can lag behind the last records, below the group's committed
     offset: --once must still read what follows that offset once the group has assigned it
     its partitions, not stop at the first empty batch before the join."""
-    p = _producer(bootstrap)
-    for i in range(30):
-        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
-    p.flush(10)
+    _produce_numbered(bootstrap, topic, 30)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     c.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
     c.close()
@@ -288,10 +293,7 @@ def test_run_to_end_reads_past_a_high_watermark_below_the_committed_offset(
 def test_unreachable_store_commits_nothing_and_loses_nothing(
         bootstrap: str, topic: str, group: str, tmp_path) -> None:
     """While the store is down no offset is committed; a later run stores every record."""
-    p = _producer(bootstrap)
-    for i in range(5):
-        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
-    p.flush(10)
+    _produce_numbered(bootstrap, topic, 5)
     down = Store("postgresql://nobody@127.0.0.1:1/none")
     stop = threading.Event()
     stop.set()  # give up after the first failed attempt
@@ -368,10 +370,7 @@ def test_a_bug_while_building_a_row_keeps_the_record(bootstrap, topic, group, tm
 
 def test_nothing_is_committed_past_a_batch_given_up(bootstrap, topic, group, tmp_path) -> None:
     """After a batch is given up on shutdown, later batches are neither stored nor committed."""
-    p = _producer(bootstrap)
-    for i in range(6):
-        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
-    p.flush(10)
+    _produce_numbered(bootstrap, topic, 6)
     down = Store("postgresql://nobody@127.0.0.1:1/none")
     good = Store(f"sqlite:///{tmp_path}/g.db").create()
     stop = threading.Event()
@@ -395,10 +394,7 @@ def test_nothing_is_committed_past_a_batch_given_up(bootstrap, topic, group, tmp
 def test_killing_the_writer_process_loses_nothing(bootstrap, topic, group, tmp_path) -> None:
     """SIGKILL of the writer process while batches are in flight: they are stored again in
     order by a new writer, every record lands once, and the committed offsets reach the end."""
-    p = _producer(bootstrap)
-    for i in range(600):
-        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
-    p.flush(10)
+    _produce_numbered(bootstrap, topic, 600)
     store = Store(f"sqlite:///{tmp_path}/w.db").create()
     with _ingest(store, bootstrap, topic, group, batch_size=50, writer="process") as ingest:
         deadline = time.monotonic() + 60
@@ -458,10 +454,7 @@ def test_a_writer_dying_before_a_send_keeps_the_batches_in_order(
     """The writer dies as the second batch is handed over, the first unanswered: the first is
     recorded as stored (its offsets committed) before the second, never after it; every row
     lands once and the count of new rows is exact."""
-    p = _producer(bootstrap)
-    for i in range(150):
-        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
-    p.flush(10)
+    _produce_numbered(bootstrap, topic, 150)
     store = Store(f"sqlite:///{tmp_path}/o.db").create()
     ingest = _ingest(store, bootstrap, topic, group, batch_size=50, writer="process")
     writer = _KillBeforeSecondSend(str(store.url), ingest._queue)
@@ -486,10 +479,7 @@ def test_a_writer_that_does_not_answer_is_logged_while_it_lasts(
     from choreoscope.collector.ingest import consumer
 
     monkeypatch.setattr(consumer, "ANSWER_PATIENCE_S", 0.5)
-    p = _producer(bootstrap)
-    for i in range(100):
-        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
-    p.flush(10)
+    _produce_numbered(bootstrap, topic, 100)
     store = Store(f"sqlite:///{tmp_path}/s.db").create()
     caplog.set_level("WARNING", logger="choreoscope.collector.ingest.consumer")
     with _ingest(store, bootstrap, topic, group, batch_size=50, writer="process") as ingest:
@@ -529,10 +519,7 @@ def test_the_metrics_say_while_batches_cannot_be_stored(
         return (samples["choreoscope_ingest_store_failing"],
                 samples["choreoscope_ingest_store_failures_total"])
 
-    p = _producer(bootstrap)
-    for i in range(3):
-        p.produce(topic, value=json.dumps({"i": i}).encode(), partition=0)
-    p.flush(10)
+    _produce_numbered(bootstrap, topic, 3)
     down = Store("postgresql://nobody@127.0.0.1:1/none")
     good = Store(f"sqlite:///{tmp_path}/m.db").create()
     ingest = None
