@@ -64,3 +64,22 @@ def test_create_upgrades_the_indexes_of_an_earlier_store(kind, tmp_path, request
 
 def _indexes(store: Store, table: str = "events") -> set[str]:
     return {ix["name"] for ix in inspect(store.engine).get_indexes(table)}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_database_errors_never_carry_the_rows_values(kind, tmp_path, request) -> None:
+    """A statement the database refuses raises (and is logged) without its parameters: a
+    payload or an id in them never reaches a log line."""
+    from sqlalchemy.exc import IntegrityError
+
+    from choreoscope.collector.store.schema import meta
+
+    url = (f"sqlite:///{tmp_path}/s.db" if kind == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    store = Store(url).create()
+    with pytest.raises(IntegrityError) as raised, store.engine.begin() as conn:
+        conn.execute(meta.insert(), [{"key": "k", "value": "secret-payload-1"},
+                                     {"key": "k", "value": "secret-payload-2"}])
+    assert "secret-payload" not in str(raised.value)
+    assert "[SQL parameters hidden due to hide_parameters=True]" in str(raised.value)
+    store.dispose()

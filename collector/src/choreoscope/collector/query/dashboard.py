@@ -63,7 +63,7 @@ def open_readonly(url: str) -> Store:
             raise FileNotFoundError(f"expected a store database at {absolute}, got no such file")
         engine = create_engine(
             f"sqlite:///file:{absolute}?mode=ro&uri=true",
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True,
         )
 
         @event.listens_for(engine, "connect")
@@ -76,7 +76,7 @@ def open_readonly(url: str) -> Store:
         store.engine = engine
     elif store.dialect == "postgresql":
         store.engine = create_engine(
-            store.url, pool_pre_ping=True,
+            store.url, pool_pre_ping=True, hide_parameters=True,
             connect_args={"options": "-c default_transaction_read_only=on"},
         )
     return store

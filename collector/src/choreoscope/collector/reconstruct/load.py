@@ -6,9 +6,12 @@ sit in memory at once and no per-row objects beyond one tuple are built.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
 
 
 class EventRow(NamedTuple):
@@ -115,7 +118,10 @@ def stream(raw: Any, dialect: str, sql: str, name: str, size: int = 5000) -> Ite
                 return
             yield from batch
     finally:
-        cur.close()
+        try:
+            cur.close()
+        except Exception as exc:  # noqa: BLE001 - the connection is gone: nothing to close
+            log.debug("closing the cursor of %s failed: %s", name, exc)
 
 
 def events_by_flow(raw: Any, dialect: str) -> Iterator[EventRow]:
