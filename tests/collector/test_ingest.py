@@ -414,7 +414,8 @@ def test_killing_the_writer_process_loses_nothing(bootstrap, topic, group, tmp_p
 
 class _KillBeforeSecondSend(ProcessWriter):
     """The real writer process, killed right before the second batch is handed to it, with
-    the first batch still unanswered (the second one waiting in the ingest's queue)."""
+    the answer for the first batch not read yet (the second one waiting in the ingest's
+    queue)."""
 
     def __init__(self, url: str, ingest_queue: Any = None) -> None:
         super().__init__(url)
@@ -430,8 +431,9 @@ class _KillBeforeSecondSend(ProcessWriter):
                 time.sleep(0.01)  # the next batch is read before this one is answered
             return
         if self.sends == 2:
-            process = self._process
-            assert process is not None and process.pid is not None
+            process, conn = self._process, self._conn
+            assert process is not None and process.pid is not None and conn is not None
+            assert conn.poll(30)  # the first batch is stored, its answer not read yet
             os.kill(process.pid, signal.SIGKILL)
             process.join(10)
         super().send(*args, **kw)

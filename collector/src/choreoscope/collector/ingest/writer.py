@@ -124,9 +124,12 @@ class ProcessWriter:
         self._last_cpu_s: float | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
+        self._broken = False  # a send failed: the child is gone once its answers are read
         self.restarts = 0
 
     def start(self) -> ProcessWriter:
+        if self._broken:
+            self._reap()
         if self._process is None:
             ctx = multiprocessing.get_context("spawn")  # never fork librdkafka's threads
             parent, child = ctx.Pipe()
@@ -145,7 +148,17 @@ class ProcessWriter:
         try:
             conn.send((columns, rows, raw or None, observed_at_ms))
         except OSError as exc:
-            raise self._stopped(exc) from None
+            # Answers it sent before dying may still wait in the pipe: receive() reads them,
+            # the next send starts a new child.
+            self._broken = True
+            process = self._process
+            if process is not None:
+                process.join(1)
+            reason = str(exc) or type(exc).__name__
+            raise StoreUnavailable(
+                f"the store writer process stopped ({reason}, exit code "
+                f"{process.exitcode if process is not None else None}); it is started "
+                "again") from None
         except Exception as exc:  # noqa: BLE001 - a row that cannot be serialized: retried
             raise StoreUnavailable(f"could not hand the batch over: {type(exc).__name__}: "
                                    f"{exc}") from None
@@ -200,6 +213,7 @@ class ProcessWriter:
         """Stop and forget the child (a later send starts a new one); its exit code."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
+        self._broken = False
         if conn is not None:
             conn.close()
         if process is None:
