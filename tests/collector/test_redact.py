@@ -120,42 +120,65 @@ def test_stored_text_of_raw_json_is_the_redacted_data(data, spacing) -> None:
     assert json.loads(text) == json.loads(json.dumps(r.redact(data)))
 
 
-WITHHELD = ("not JSON that redaction can walk, and it holds text the redaction pattern "
-            "matches")
+WITHHELD = ("not JSON that redaction can walk, and it may hold a field the redaction "
+            "pattern matches")
 
 
-def test_text_that_is_not_strict_json_is_redacted_when_python_reads_it() -> None:
-    """NaN and Infinity (refused by the decoder, read by Python's json) and a JSON document
-    inside a JSON string: stored as a JSON string of their redacted JSON."""
+def _withheld(value: str | bytes) -> tuple[str, bool]:
+    size = len(value if isinstance(value, bytes) else value.encode())
+    return json.dumps({"_withheld": True, "size": size, "reason": WITHHELD},
+                      separators=(",", ":")), True
+
+
+def test_text_python_reads_as_json_is_withheld_when_a_key_matches() -> None:
+    """NaN and Infinity (refused by the decoder, read by Python's json), a JSON document
+    inside a JSON string, escaped keys, UTF-16/32 bytes: withheld when one of their keys
+    matches, stored as before when none does."""
     r = Redactor()
-    nan = '{"order_id": "o1", "card": {"number": "4111"}, "customer": {"email": "a@x"}, "x": NaN}'
-    assert r.data_json(nan) == (json.dumps(
-        '{"order_id":"o1","card":"[REDACTED]","customer":{"email":"[REDACTED]"},"x":NaN}'),
-        False)
-    assert r.data_json('[{"token": "t", "v": -Infinity}]') == (
-        json.dumps('[{"token":"[REDACTED]","v":-Infinity}]'), False)
-    assert r.data_json(json.dumps({"password": "p", "n": 1})) == (
-        json.dumps('{"password":"[REDACTED]","n":1}'), False)
+    for value in ('{"order_id": "o1", "customer": {"email": "a@x"}, "x": NaN}',
+                  '[{"token": "t", "v": -Infinity}]',
+                  json.dumps({"password": "p", "n": 1}),
+                  '{"em\\u0061il": "a@x"}', '{"em\\u0061il": "a@x", "x": NaN}',
+                  '{"email": "a@x"}'.encode("utf-16-le"),
+                  '{"email": "a@x"}'.encode("utf-32"),
+                  b'{"em\\u0061il": "a@x"}'):
+        assert r.data_json(value) == _withheld(value), value
+    assert r.data_json('{"x": NaN}') == (json.dumps('{"x": NaN}'), False)
+    anchored = Redactor(r"^email$|^token$")
+    assert anchored.data_json('{"email": "a@x", "x": NaN}') == _withheld(
+        '{"email": "a@x", "x": NaN}')
+    assert anchored.data_json("{'token': 't'}") == _withheld("{'token': 't'}")
+    assert anchored.data_json('{"emails": 1, "x": NaN}') == (
+        json.dumps('{"emails": 1, "x": NaN}'), False)
 
 
 def test_text_or_bytes_that_cannot_be_walked_are_withheld_when_the_pattern_matches() -> None:
     """Text Python's json cannot read (trailing comma, a Python dict, a sentence) and bytes
-    (UTF-16 included) are withheld behind a marker once the pattern matches anywhere in
-    them; without a match they are stored as before."""
+    are withheld behind a marker once the pattern matches anywhere in them; without a match
+    they are stored as before."""
     r = Redactor()
     for text in ('{"email": "a@x",}', "{'password': 'p'}", "my token is 42",
                  '"{\\"email\\": \\"a\\"}"', "email:" + "1" * 5000):
-        size = len(text.encode())
-        assert r.data_json(text) == (json.dumps(
-            {"_withheld": True, "size": size, "reason": WITHHELD}, separators=(",", ":")),
-            True), text
-    utf16 = '{"Email": "a@x"}'.encode("utf-16")
-    assert json.loads(r.data_json(utf16)[0]) == {"_withheld": True, "size": len(utf16),
-                                                 "reason": WITHHELD}
+        assert r.data_json(text) == _withheld(text), text
     assert r.data_json("plain text") == ('"plain text"', False)
+    assert r.data_json("C:\\Users\\x") == (json.dumps("C:\\Users\\x"), False)
     assert r.data_json(b"\xff\xfe\x00binary") == ('{"_base64":"//4AYmluYXJ5"}', False)
     assert r.data_json('{"a": 1,}') == (json.dumps('{"a": 1,}'), False)
     assert Redactor("ssn").data_json("my token is 42") == ('"my token is 42"', False)
+
+
+def test_keys_that_fold_into_the_pattern_are_redacted_from_raw_values() -> None:
+    """Case-insensitive matching folds some non-ASCII letters into ASCII ones (long s,
+    Kelvin sign, dotted capital I): such keys are redacted although the value's lower-cased
+    bytes hold no pattern word; a UTF-16 value is never stored as it came."""
+    r = Redactor()
+    for key in ("pa\u017f\u017fword", "to\u212aen", "EMA\u0130L"):
+        raw = json.dumps({key: "s3cret"}, ensure_ascii=False).encode()
+        assert json.loads(r.data_json(json.loads(raw), raw)[0]) == {key: REDACTED}, key
+    utf16 = '{"email": "a@x"}'.encode("utf-16-le")
+    assert json.loads(r.data_json({"email": "a@x"}, utf16)[0]) == {"email": REDACTED}
+    clean = b'{"sku": "A-1", "qty": 2}'
+    assert r.data_json(json.loads(clean), clean) == (clean.decode(), False)  # as it came
 
 
 def _nested(levels: int) -> dict:

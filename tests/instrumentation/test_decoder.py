@@ -632,6 +632,16 @@ def test_hand_written_bad_fields() -> None:
     ]
 
 
+def test_a_sequence_holding_an_object_is_named_not_quoted() -> None:
+    """A hand-written envelope whose sequence is an object: the problem names its kind, it
+    does not quote it (it may hold payload fields; problems are shown with the anomalies)."""
+    value = {"eventId": "e1", "eventType": "a.done", "sequence": {"password": "s3cret"},
+             "data": None}
+    event = decode_record(None, json.dumps(value).encode())
+    assert "bad_sequence: a dict is not an integer" in event.problems
+    assert "s3cret" not in json.dumps(event.problems)
+
+
 def test_every_problem_code_is_tested() -> None:
     """The problem-code table above covers every code the decoder defines."""
     codes = {

@@ -581,7 +581,10 @@ def _sequence(raw: Any, problems: list[str]) -> int | None:
             return int(raw)
         except ValueError:
             pass
-    problems.append(f"{BAD_SEQUENCE}: {raw!r} is not an integer")
+    # A container is named, not quoted: it may carry payload fields (a JSON envelope's
+    # sequence holding an object), and problems are shown wherever anomalies are.
+    shown = repr(raw) if isinstance(raw, str | int | float) else f"a {type(raw).__name__}"
+    problems.append(f"{BAD_SEQUENCE}: {shown} is not an integer")
     return None
 
 

@@ -7,10 +7,11 @@
 JSON, so a redacted value never reaches the store.
 
 Data that cannot be walked is never stored unredacted: text that is not JSON (NaN, a
-Python dict, ...) or bytes, holding something the pattern matches, are redacted as JSON if
-they read as such (NaN and Infinity allowed) or else withheld behind a marker
-`{"_withheld": true, "size": N, "reason": "..."}`; data nested deeper than `MAX_DEPTH`
-becomes a marker too (the same in every process, whatever its stack).
+Python dict, ...) or bytes are withheld behind a marker
+`{"_withheld": true, "size": N, "reason": "..."}` when Python's json reads them and a key
+matches (NaN, a JSON document inside a string, UTF-16 bytes), or when it does not read
+them and the pattern matches the text or one of its words. Data nested deeper than
+`MAX_DEPTH` becomes a marker too (the same in every process, whatever its stack).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def _deeper_than(obj: Any, limit: int) -> bool:
     return False
 
 
+# The words of a text that is not JSON, tried as keys (a pattern with anchors matches no
+# whole text): what lies between quotes, brackets, separators and spaces.
+_TOKENS = re.compile(r"""[^\s"'{}\[\](),:;=]+""")
 _NESTING_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 
 
@@ -165,8 +169,8 @@ class Redactor:
         except _TooDeep:
             return _withheld(data, raw, f"nested deeper than {MAX_DEPTH} levels")
         if text is None:
-            return _withheld(data, raw, "not JSON that redaction can walk, and it holds "
-                                        "text the redaction pattern matches")
+            return _withheld(data, raw, "not JSON that redaction can walk, and it may "
+                                        "hold a field the redaction pattern matches")
         if text.isascii():
             size = len(text)
         else:
@@ -184,56 +188,60 @@ class Redactor:
         """The JSON text of `data`, redacted; None when it must be withheld."""
         text = None
         if type(data) is dict or type(data) is list:
-            if raw is not None and self._bwords is not None and not raw.startswith(_BOM):
-                # A backslash may escape a key's letters (`"em\\u0061il"`): walk then.
-                hit = b"\\" in raw
-                if not hit:
-                    low = raw.lower()
-                    for word in self._bwords:
-                        if word in low:
-                            hit = True
-                            break
-                if hit:
-                    text = _dumps(self.redact(data))
+            # The word filter below may skip the walk only for plain ASCII UTF-8: a
+            # backslash may escape a key's letters (`"em\\u0061il"`), a NUL means UTF-16/32
+            # text, and case-insensitive matching folds some non-ASCII letters into ASCII
+            # ones (U+017F long s, U+212A Kelvin sign, U+0130 dotted capital I).
+            if (raw is not None and self._bwords is not None and raw.isascii()
+                    and b"\\" not in raw and b"\0" not in raw):
+                low = raw.lower()
+                for word in self._bwords:
+                    if word in low:
+                        text = _dumps(self.redact(data))
+                        break
                 else:
-                    try:
-                        text = raw.decode("utf-8")
-                    except UnicodeDecodeError:  # UTF-16/32 JSON: re-encode below
-                        text = None
+                    text = raw.decode("ascii")
             if text is None:
                 if self._words is not None:
                     text = _dumps(data)
                     lowered = text.lower()
-                    if any(w in lowered for w in self._words):
+                    if not text.isascii() or any(w in lowered for w in self._words):
                         text = _dumps(self.redact(data))
                 else:
                     text = _dumps(self.redact(data))
         elif isinstance(data, bytes | bytearray | memoryview):
-            # Bytes that are not UTF-8: UTF-16 keys read once their NULs are dropped.
-            if self._search(bytes(data).replace(b"\0", b"").decode("latin-1")):
+            blob = bytes(data)
+            if self._unwalked(blob, blob.replace(b"\0", b"").decode("latin-1")):
                 return None
-            text = _dumps({"_base64": base64.b64encode(bytes(data)).decode("ascii")})
+            text = _dumps({"_base64": base64.b64encode(blob).decode("ascii")})
         elif isinstance(data, dict | list):
             text = _dumps(self.redact(data))
-        elif isinstance(data, str) and self._search(data):
-            return self._loose_json_text(data)
+        elif isinstance(data, str):
+            if self._unwalked(data, data):
+                return None
+            text = _dumps(data)
         else:
             text = _dumps(data)
         return text
 
-    def _loose_json_text(self, text: str) -> str | None:
-        """Text that is no JSON the decoder accepts (NaN, a JSON document inside a JSON
-        string, ...) and that the pattern matches: as a JSON string of its redacted JSON
-        when Python's json reads it (NaN and Infinity kept), else None (withheld)."""
+    def _unwalked(self, value: str | bytes, text: str) -> bool:
+        """Whether `value`, data the decoder could not read as JSON (or a JSON string) with
+        `text` its readable form, may hold a redacted field: Python's json reads it (NaN,
+        a JSON document inside a string, UTF-16) and a key matches, or it does not read
+        and the pattern matches the text or one of its words."""
+        looks_json = text.lstrip()[:1] in ("{", "[")
+        if not looks_json and "\\" not in text and not self._search(text):
+            return False
         if _text_deeper_than(text, MAX_DEPTH):
             raise _TooDeep
         try:
-            parsed = json.loads(text)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(parsed, dict | list):
-            return None
-        return _dumps(_std_dumps(self.redact(parsed)))
+            parsed = json.loads(value)
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            parsed = None
+        if isinstance(parsed, dict | list):
+            return self.redact(parsed) != parsed
+        return self._search(text) is not None or any(
+            self.matches(word) for word in _TOKENS.findall(text))
 
     def text_headers_json(self, headers: dict[str, str]) -> str | None:
         """`headers_json` of headers already decoded to text (names distinct)."""
