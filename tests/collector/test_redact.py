@@ -148,6 +148,8 @@ def test_text_python_reads_as_json_is_withheld_when_a_key_matches() -> None:
     assert anchored.data_json('{"email": "a@x", "x": NaN}') == _withheld(
         '{"email": "a@x", "x": NaN}')
     assert anchored.data_json("{'token': 't'}") == _withheld("{'token': 't'}")
+    assert anchored.data_json("token=t, user=u") == _withheld("token=t, user=u")
+    assert anchored.data_json("tokens are fine") == ('"tokens are fine"', False)
     assert anchored.data_json('{"emails": 1, "x": NaN}') == (
         json.dumps('{"emails": 1, "x": NaN}'), False)
 

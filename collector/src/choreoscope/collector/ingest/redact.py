@@ -229,8 +229,11 @@ class Redactor:
         `text` its readable form, may hold a redacted field: Python's json reads it (NaN,
         a JSON document inside a string, UTF-16) and a key matches, or it does not read
         and the pattern matches the text or one of its words."""
-        looks_json = text.lstrip()[:1] in ("{", "[")
-        if not looks_json and "\\" not in text and not self._search(text):
+        matched = self._search(text) is not None or (
+            # a pattern of plain words matches a text wherever it matches one of its words;
+            # another (anchors, ...) is tried on each word, as on keys
+            self._words is None and any(self.matches(w) for w in _TOKENS.findall(text)))
+        if not matched and "\\" not in text and text.lstrip()[:1] not in ("{", "["):
             return False
         if _text_deeper_than(text, MAX_DEPTH):
             raise _TooDeep
@@ -240,8 +243,7 @@ class Redactor:
             parsed = None
         if isinstance(parsed, dict | list):
             return self.redact(parsed) != parsed
-        return self._search(text) is not None or any(
-            self.matches(word) for word in _TOKENS.findall(text))
+        return matched
 
     def text_headers_json(self, headers: dict[str, str]) -> str | None:
         """`headers_json` of headers already decoded to text (names distinct)."""
