@@ -79,7 +79,6 @@ def _std_dumps_checked(obj: Any) -> str:
     return _std_dumps(obj)
 
 _WORD = re.compile(r"[a-z0-9_-]+")
-_BOM = b"\xef\xbb\xbf"
 _std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 _dumps: Callable[[Any], str]

@@ -154,11 +154,8 @@ class ProcessWriter:
             process = self._process
             if process is not None:
                 process.join(1)
-            reason = str(exc) or type(exc).__name__
-            raise StoreUnavailable(
-                f"the store writer process stopped ({reason}, exit code "
-                f"{process.exitcode if process is not None else None}); it is started "
-                "again") from None
+            code = process.exitcode if process is not None else None
+            raise _stopped_error(exc, code) from None
         except Exception as exc:  # noqa: BLE001 - a row that cannot be serialized: retried
             raise StoreUnavailable(f"could not hand the batch over: {type(exc).__name__}: "
                                    f"{exc}") from None
@@ -204,10 +201,7 @@ class ProcessWriter:
         self._reap()
 
     def _stopped(self, exc: BaseException) -> StoreUnavailable:
-        code = self._reap()
-        reason = str(exc) or type(exc).__name__
-        return StoreUnavailable(f"the store writer process stopped ({reason}, exit code "
-                                f"{code}); it is started again")
+        return _stopped_error(exc, self._reap())
 
     def _reap(self) -> int | None:
         """Stop and forget the child (a later send starts a new one); its exit code."""
@@ -223,6 +217,12 @@ class ProcessWriter:
         process.join(5)
         self.restarts += 1
         return process.exitcode
+
+
+def _stopped_error(exc: BaseException, code: int | None) -> StoreUnavailable:
+    reason = str(exc) or type(exc).__name__
+    return StoreUnavailable(f"the store writer process stopped ({reason}, exit code {code}); "
+                            "it is started again")
 
 
 def _serve(conn: Connection, url: str,
