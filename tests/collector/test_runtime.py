@@ -144,3 +144,52 @@ def test_a_long_analysis_pass_holds_back_no_other_task(collector: Collector) -> 
     finally:
         release.set()
         collector.close()
+
+
+def test_the_redaction_pattern_reaches_both_trace_sources(tmp_path) -> None:
+    """`--redact` applies to span attributes stored from the OTLP receiver and from Jaeger."""
+    import http.client
+    import json
+
+    from sqlalchemy import select
+
+    from choreoscope.collector.broker import free_port
+    from choreoscope.collector.store.schema import spans
+    from tests.collector.traces.jaeger_server import FakeJaeger, Reply, fixture
+    from tests.collector.traces.test_fetcher import add_event
+
+    def stored(origin: str) -> set[str]:  # the values stored under customer_id
+        with store.engine.connect() as db:
+            rows = db.execute(select(spans.c.attributes, spans.c.events)
+                              .where(spans.c.origin == origin)).all()
+        found = [json.loads(r.attributes) for r in rows]
+        found += [e["attributes"] for r in rows for e in json.loads(r.events)]
+        return {str(a["customer_id"]) for a in found if "customer_id" in a}
+
+    hotrod = "2ea75461946a7dd10f2c15ab36a076cb"  # getTrace-response.json: spans with customer_id
+    otlp_span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "process orders",
+                 "kind": 5, "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+                 "attributes": [{"key": "customer_id", "value": {"stringValue": "c-77"}},
+                                {"key": "order.id", "value": {"stringValue": "o-1"}}]}
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [otlp_span]}]}]}).encode()
+    with FakeJaeger() as jaeger:
+        jaeger.routes[f"/api/v3/traces/{hotrod}"] = Reply(body=fixture("getTrace-response.json"))
+        settings = CollectSettings.resolve(env={}, redact="customer", otlp_port=str(free_port()),
+                                           jaeger=jaeger.url)
+        collector = Collector(f"sqlite:///{tmp_path}/r.db", settings)
+        store = collector.open_store()
+        collector._start_receiver()
+        collector._start_fetcher()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", collector.receiver.port, timeout=10)
+            conn.request("POST", "/v1/traces", body=body,
+                         headers={"Content-Type": "application/json"})
+            assert conn.getresponse().status == 200
+            conn.close()
+            assert collector.receiver.flush()
+            add_event(store, 0, hotrod, 1_000)
+            assert collector.fetcher.run_once(now_ms=10_000) == 40
+        finally:
+            collector.receiver.stop()
+    assert stored("otlp") == {"[REDACTED]"} and stored("jaeger") == {"[REDACTED]"}
+    store.dispose()

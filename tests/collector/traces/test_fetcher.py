@@ -94,6 +94,29 @@ def test_due_traces_are_fetched_stored_and_refetched_while_active(store: Store) 
     assert span_count(store, T_HOTROD) == 40
 
 
+def test_span_attributes_matching_the_pattern_are_redacted(store: Store) -> None:
+    """Jaeger's spans are stored with the values of attributes (of spans and of their events)
+    whose key the redaction pattern matches replaced, every other attribute as fetched."""
+    from choreoscope.collector.ingest.redact import Redactor
+
+    add_event(store, 0, T_HOTROD, T0)
+    with FakeJaeger() as jaeger:
+        jaeger.routes[f"/api/v3/traces/{T_HOTROD}"] = Reply(body=fixture("getTrace-response.json"))
+        assert fetcher(store, jaeger.url, redactor=Redactor("customer|^driver$")).run_once(
+            now_ms=T0 + 5000) == 40
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(spans.c.attributes, spans.c.events)).all()
+    attributes = [json.loads(r.attributes) for r in rows]
+    events = [ev["attributes"] for r in rows for ev in json.loads(r.events)]
+    seen: dict[str, set[str]] = {}
+    for a in attributes + events:
+        for key in ("customer_id", "driver", "driver_id"):
+            if key in a:
+                seen.setdefault(key, set()).add(str(a[key]))
+    assert seen["customer_id"] == {"[REDACTED]"} and seen["driver"] == {"[REDACTED]"}
+    assert "[REDACTED]" not in seen["driver_id"] and len(seen["driver_id"]) > 1
+
+
 def test_catch_up_fetches_every_trace_at_once_for_a_last_pass(store: Store) -> None:
     """`collect --once` has no later pass: catch_up fetches the traces first seen just now
     (not due before the settle delay) and beyond one batch; a trace Jaeger lacks is missing,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -116,8 +117,10 @@ class _RawSpan(Span):
 
     raw: dict[str, Any]
 
-    def row(self, *, origin: str, received_at_ms: int) -> dict[str, Any]:
-        return {**super().row(origin=origin, received_at_ms=received_at_ms), **self.raw}
+    def row(self, *, origin: str, received_at_ms: int,
+            redact: Callable[[str], bool] | None = None) -> dict[str, Any]:
+        return {**super().row(origin=origin, received_at_ms=received_at_ms, redact=redact),
+                **self.raw}
 
 
 def _refused_rows() -> list[Span]:

@@ -332,6 +332,43 @@ def test_instrumentation_span_attributes_fill_the_columns(store: Store,
         "out_of_order": False}
 
 
+def test_span_attributes_matching_the_pattern_are_redacted(store: Store) -> None:
+    """With a redactor, attribute values of the span, its events and links whose key matches
+    are stored as "[REDACTED]"; the others and the columns filled from attributes are kept."""
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    from choreoscope.collector.ingest.redact import Redactor
+
+    receiver = OtlpReceiver(store, port=0, redactor=Redactor(r"email|^api_key$")).start()
+    try:
+        provider = TracerProvider(resource=Resource.create({"service.name": "billing"}))
+        provider.add_span_processor(SimpleSpanProcessor(
+            OTLPSpanExporter(endpoint=receiver.endpoint, timeout=10)))
+        linked = SpanContext(0xAB, 0xCD, is_remote=True, trace_flags=TraceFlags(1))
+        with provider.get_tracer("t").start_as_current_span(
+                "process orders", kind=SpanKind.CONSUMER,
+                links=[Link(linked, {"customer.email": "a@b.c", "n": 1})],
+                attributes={"messaging.message.id": "ev-1", "user.Email": "a@b.c",
+                            "api_key": "k-123", "api_key_id": "kid-9", "order.total": 42.5}
+        ) as span:
+            span.add_event("retry", {"contact_email": "a@b.c", "attempt": 2})
+        provider.shutdown()
+        assert receiver.flush()
+    finally:
+        receiver.stop()
+    [row] = stored(store)
+    assert row["message_id"] == "ev-1"
+    assert json.loads(row["attributes"]) == {
+        "messaging.message.id": "ev-1", "user.Email": "[REDACTED]", "api_key": "[REDACTED]",
+        "api_key_id": "kid-9", "order.total": 42.5}
+    [event] = json.loads(row["events"])
+    assert (event["name"], event["attributes"]) == (
+        "retry", {"contact_email": "[REDACTED]", "attempt": 2})
+    [link] = json.loads(row["links"])
+    assert link["attributes"] == {"customer.email": "[REDACTED]", "n": 1}
+    assert "a@b.c" not in json.dumps(row) and "k-123" not in json.dumps(row)
+
+
 def test_mangled_bodies_always_get_an_answer(receiver: OtlpReceiver) -> None:
     """Mangled TracesData gets 200 (with rejected spans) or 400, never a dropped connection."""
     from tests.collector.traces.test_otlp import mutations

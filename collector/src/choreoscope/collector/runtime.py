@@ -154,9 +154,13 @@ class Collector:
         s = self.settings
         return BusIngest(
             store, bootstrap=s.bootstrap, topics=s.topics, group=s.group, start=s.start,
-            redactor=Redactor(s.redact, s.max_data_bytes), batch_size=s.batch_size,
+            redactor=self.redactor(), batch_size=s.batch_size,
             batch_timeout_s=s.batch_timeout, kafka_options=s.kafka_options, clock=self.clock,
         )
+
+    def redactor(self) -> Redactor:
+        """The redaction of `--redact`: event data and headers, span attributes."""
+        return Redactor(self.settings.redact, self.settings.max_data_bytes)
 
     def _parse_outbox(self) -> list[Any]:
         if not self.settings.outbox:
@@ -170,7 +174,8 @@ class Collector:
 
         host, port = self.settings.otlp_host, self.settings.otlp_port
         try:
-            self.receiver = OtlpReceiver(self.opened, host=host, port=port).start()
+            self.receiver = OtlpReceiver(self.opened, host=host, port=port,
+                                         redactor=self.redactor()).start()
         except OSError as exc:
             raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): spans sent "
                           "there are lost; give a free --otlp-port (0: no receiver)") from exc
@@ -182,7 +187,7 @@ class Collector:
         jaeger = self.settings.jaeger
         if not jaeger:  # started only when --jaeger is set
             raise ValueError("expected a Jaeger URL (--jaeger), got none")
-        self.fetcher = TraceFetcher(self.opened, jaeger)
+        self.fetcher = TraceFetcher(self.opened, jaeger, redactor=self.redactor())
         log.info("fetching traces from Jaeger at %s", self.settings.jaeger)
 
     def _start_lag(self) -> None:

@@ -144,7 +144,8 @@ _DECLARED = (
     Setting("poll_interval", _seconds, 10.0,
             "seconds between outbox polls and consumer lag measurements"),
     Setting("redact", _regex, r"email|phone|card|password|token|secret",
-            "regex (case-insensitive) of data keys and header names whose values are redacted"),
+            "regex (case-insensitive) of data keys, header names and span attribute keys whose "
+            "values are redacted"),
     Setting("max_data_bytes", _positive_int, 64 * 1024,
             "largest stored data JSON in bytes; larger data keeps a truncation marker"),
     Setting("kafka_option", _kafka_option, (),

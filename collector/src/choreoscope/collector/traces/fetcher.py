@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from ..ingest.redact import Redactor
 from ..store import Store
 from ..store.schema import events, trace_fetches
 from .jaeger import JaegerClient, JaegerError, JaegerUnavailable
@@ -81,6 +82,7 @@ class TraceFetcher:
         batch_size: int = 200,
         pass_budget_s: float = 10.0,
         client: JaegerClient | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         for name, value in (("settle_s", settle_s), ("timeout_s", timeout_s),
                             ("backoff_s", backoff_s), ("search_interval_s", search_interval_s)):
@@ -91,7 +93,7 @@ class TraceFetcher:
                              f"got {max_attempts!r} and {batch_size!r}")
         self.store = store
         self.client = client or JaegerClient(jaeger_url, timeout_s=timeout_s)
-        self.sink = SpanSink(store)
+        self.sink = SpanSink(store, redactor)
         self.settle_ms = int(settle_s * 1000)
         self.refetch_while_active_ms = int(refetch_while_active_s * 1000)
         self.refetch_interval_ms = int(refetch_interval_s * 1000)

@@ -6,9 +6,11 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ingest.redact import REDACTED
 from ..store.text import clean_text, without_surrogates
 
 KINDS = ("internal", "server", "client", "producer", "consumer")
@@ -93,8 +95,16 @@ class Span:
                     return exc_type
         return None
 
-    def row(self, *, origin: str, received_at_ms: int) -> dict[str, Any]:
-        """The `spans` table row for this span."""
+    def row(self, *, origin: str, received_at_ms: int,
+            redact: Callable[[str], bool] | None = None) -> dict[str, Any]:
+        """The `spans` table row for this span; the attributes (of the span, its events and
+        links) whose key `redact` matches are stored as "[REDACTED]". The columns filled from
+        attributes (message id, group, ...) keep their values: they place the span."""
+        attributes, events, links = self.attributes, self.events, self.links
+        if redact is not None:
+            attributes = _redacted(attributes, redact)
+            events = [_with_redacted_attributes(item, redact) for item in events]
+            links = [_with_redacted_attributes(item, redact) for item in links]
         return {
             "trace_id": self.trace_id,
             "span_id": self.span_id,
@@ -114,12 +124,29 @@ class Span:
             "partition": _bounded(self.partition, _INT32),
             "offset": _bounded(self.offset, _INT64),
             "out_of_order": self.out_of_order,
-            "attributes": _to_json(self.attributes) if self.attributes else "{}",
-            "links": _to_json(self.links) if self.links else "[]",
-            "events": _to_json(self.events) if self.events else "[]",
+            "attributes": _to_json(attributes) if attributes else "{}",
+            "links": _to_json(links) if links else "[]",
+            "events": _to_json(events) if events else "[]",
             "origin": origin,
             "received_at_ms": received_at_ms,
         }
+
+
+def _redacted(attributes: dict[str, Any], redact: Callable[[str], bool]) -> dict[str, Any]:
+    """`attributes` with the values of the keys `redact` matches replaced (the same dict
+    when none does)."""
+    if not any(isinstance(k, str) and redact(k) for k in attributes):
+        return attributes
+    return {k: REDACTED if isinstance(k, str) and redact(k) else v for k, v in attributes.items()}
+
+
+def _with_redacted_attributes(item: Any, redact: Callable[[str], bool]) -> Any:
+    """A span event or link with its attributes redacted."""
+    attributes = item.get("attributes") if isinstance(item, dict) else None
+    if not isinstance(attributes, dict):
+        return item
+    kept = _redacted(attributes, redact)
+    return item if kept is attributes else {**item, "attributes": kept}
 
 
 # One encoder for every row (json.dumps with options builds a new one per call).

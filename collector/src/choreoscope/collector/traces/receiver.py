@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from ..ingest.redact import Redactor
 from ..store import Store
 from .otlp import Decoded, decode_json, decode_protobuf
 from .writer import SpanWriter
@@ -47,7 +48,8 @@ class OtlpReceiver:
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 4318,
                  max_body: int = 8 * 1024 * 1024, *, max_queue: int = 100_000,
                  batch_size: int = 2_000, flush_interval_s: float = 0.2,
-                 max_concurrent: int = 4, busy_timeout_s: float = 5.0) -> None:
+                 max_concurrent: int = 4, busy_timeout_s: float = 5.0,
+                 redactor: Redactor | None = None) -> None:
         if min(max_body, max_queue, batch_size, max_concurrent) < 1:
             raise ValueError("expected max_body, max_queue, batch_size and max_concurrent >= 1, "
                              f"got {max_body!r}, {max_queue!r}, {batch_size!r}, "
@@ -63,7 +65,7 @@ class OtlpReceiver:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self.writer = SpanWriter(store, origin="otlp", dropped_meta_key=DROPPED_META_KEY,
                                  max_queue=max_queue, batch_size=batch_size,
-                                 flush_interval_s=flush_interval_s)
+                                 flush_interval_s=flush_interval_s, redactor=redactor)
         self.spans_received = 0
         self.spans_rejected = 0
         self._count_lock = threading.Lock()

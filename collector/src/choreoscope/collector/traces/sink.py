@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..ingest.redact import Redactor
 from ..store import Store
 from ..store.engine import UNAVAILABLE_ERRORS, describe_error
 from ..store.schema import spans as spans_table
@@ -31,10 +32,13 @@ _MINIMAL = ("trace_id", "span_id", "parent_span_id", "kind", "start_us", "durati
 
 
 class SpanSink:
-    """`export(spans, origin=...)` stores spans; a span already stored is left as it is."""
+    """`export(spans, origin=...)` stores spans; a span already stored is left as it is.
+    With a `redactor`, attribute values under keys its pattern matches are stored as
+    "[REDACTED]", as in event data."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, redactor: Redactor | None = None) -> None:
         self.store = store
+        self._redact = redactor.matches if redactor is not None else None
         mark = _PLACEHOLDER.get(store.dialect)
         # A plain DB-API executemany: SQLAlchemy's per-row parameter processing would cost more
         # than the insert itself on the OTLP receiver's hot path.
@@ -59,7 +63,7 @@ class SpanSink:
         for span in spans:
             key = (span.trace_id, span.span_id)
             if key not in rows:
-                rows[key] = span.row(origin=origin, received_at_ms=now_ms)
+                rows[key] = span.row(origin=origin, received_at_ms=now_ms, redact=self._redact)
         batch = list(rows.values())
         stored = 0
         for i in range(0, len(batch), _CHUNK):

@@ -15,6 +15,7 @@ from collections import deque
 
 from sqlalchemy import select
 
+from ..ingest.redact import Redactor
 from ..store import Store
 from ..store.schema import meta
 from .model import Span
@@ -28,7 +29,7 @@ class SpanWriter:
 
     def __init__(self, store: Store, *, origin: str, dropped_meta_key: str,
                  max_queue: int = 100_000, batch_size: int = 2_000,
-                 flush_interval_s: float = 0.2) -> None:
+                 flush_interval_s: float = 0.2, redactor: Redactor | None = None) -> None:
         if max_queue < 1 or batch_size < 1:
             raise ValueError(f"expected max_queue and batch_size >= 1, got {max_queue!r} and "
                              f"{batch_size!r}")
@@ -38,7 +39,7 @@ class SpanWriter:
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        self.sink = SpanSink(store)
+        self.sink = SpanSink(store, redactor)
         self.spans_stored = 0
         self.spans_dropped = 0
         self._dropped_unsaved = 0
