@@ -3,7 +3,9 @@
 In one run, over one topic of N events (default 200,000) carrying the full envelope (ten ce_*
 headers, traceparent, a JSON payload with a field to redact):
 
-1. raw poll throughput of kafka-python (what the services use) and of confluent-kafka;
+1. raw poll throughput of kafka-python (what the services use; with the C CRC32C of the crc32c
+   package, which choreoscope-instrumentation installs, and in a child process without it, as
+   a bare `pip install kafka-python` runs) and of confluent-kafka;
 2. the collector's full ingest (consume, decode, problems, redaction, rows, one transaction
    per batch, synchronous offset commit) into SQLite and PostgreSQL;
 3. a per-record cost breakdown of that ingest (decode / rows+redaction / store), measured in
@@ -16,7 +18,7 @@ join and first fetch excluded), the same way for every client.
     .venv/bin/python bench/collector_ingest.py [--events 200000] [--bootstrap HOST:PORT]
         [--postgres URL | --no-postgres] [--no-reconstruct] [--reconstruct-sizes 100000,1000000]
 
-Target (issue 3): SQLite ingest >= 2x kafka-python raw poll.
+Target (issue 3): SQLite ingest >= 2x kafka-python raw poll (judged against the C CRC32C one).
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def _rate(label: str, poll: Callable[[], int], n: int, timeout_s: float = 600.0)
     return rate
 
 
-def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
+def raw_kafka_python(bootstrap: str, topic: str, n: int,
+                     label: str = "kafka-python raw poll") -> float:
     from kafka import KafkaConsumer
 
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
@@ -116,9 +119,25 @@ def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
         return sum(len(records) for records in c.poll(timeout_ms=500, max_records=BATCH).values())
 
     try:
-        return _rate("kafka-python raw poll", poll, n)
+        return _rate(label, poll, n)
     finally:
         c.close()
+
+
+def raw_kafka_python_pure_crc(bootstrap: str, topic: str, n: int) -> float:
+    """kafka-python's raw poll as `pip install kafka-python` alone gives it: without the
+    crc32c package (which choreoscope-instrumentation depends on), every record batch is
+    checksummed in pure Python. Measured in a child process that cannot import crc32c."""
+    code = ("import sys; sys.modules['crc32c'] = None; "
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "import collector_ingest as b; from kafka.record import util; "
+            "assert util.crc32c_c is None; "
+            f"print(b.raw_kafka_python({bootstrap!r}, {topic!r}, {n}, "
+            "'kafka-python raw poll, pure-Python CRC'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=900).stdout.splitlines()
+    print("\n".join(out[:-1]), flush=True)
+    return float(out[-1])
 
 
 def raw_confluent(bootstrap: str, topic: str, n: int, keep: list[Any]) -> float:
@@ -279,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     print(f"round {round_}/{args.rounds}", flush=True)
                     measured = {
                         "kafka_python": raw_kafka_python(bootstrap, topic, n),
+                        "kafka_python_pure_crc": raw_kafka_python_pure_crc(bootstrap, topic, n),
                         "confluent": raw_confluent(bootstrap, topic, n, kept),
                         "sqlite": collector(bootstrap, topic, n,
                                             f"sqlite:///{tmp}/ingest{round_}.db",
@@ -309,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"   (target >= 2x: {'met' if results['sqlite'] >= 2 * kp else 'NOT met'})")
     if "postgres" in results:
         print(f"  collector PostgreSQL / kafka-python raw {results['postgres'] / kp:6.2f}x")
+    pure = results["kafka_python_pure_crc"]
+    print(f"  kafka-python raw, C / pure-Python CRC32C {kp / pure:6.2f}x")
+    print(f"  collector SQLite / kafka-python raw with pure-Python CRC32C (no crc32c package) "
+          f"{results['sqlite'] / pure:6.2f}x")
     print(f"  collector SQLite / confluent-kafka raw  {results['sqlite'] / results['confluent']:6.2f}x")
     print(f"  decoding shared / writer decoding nothing {results['sqlite'] / results['sqlite_unshared']:5.2f}x")
     print(f"\nper-record cost, {len(kept):,} records in memory (microseconds):")
