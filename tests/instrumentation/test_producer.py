@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.serializer import Serializer
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -535,6 +536,33 @@ def test_traced_producer_publishes_the_return_value(
     assert str(inspect.signature(place)) == "(n: 'int', *, note: 'str' = '') -> 'dict[str, Any]'"
     [record] = read_back(bootstrap, topic, 1)
     assert (record.key, record.value) == (b"7", b'{"id":"7","note":"hi"}')
+
+
+def test_traced_producer_takes_its_own_tracer_provider(
+    producer: TracedProducer, span_exporter: InMemorySpanExporter, bootstrap: str, topic: str
+) -> None:
+    """`tracer_provider=` sends the decorated calls' spans there, through the same Kafka
+    producer and source; the producer's other sends keep its own provider."""
+    other = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(other))
+
+    @traced_producer(producer, topic, "order.placed", key="k1", tracer_provider=provider)
+    def place() -> dict[str, Any]:
+        return {"n": 1}
+
+    event = place()
+    plain = producer.publish(topic, "order.placed", {"n": 2}, key="k2")
+    producer.flush()
+    provider.shutdown()
+    assert [(s.name, s.attributes["messaging.message.id"]) for s in other.get_finished_spans()
+            ] == [(f"send {topic}", event.id)]
+    assert [s.attributes["messaging.message.id"] for s in span_exporter.get_finished_spans()
+            ] == [plain.id]
+    first, second = read_back(bootstrap, topic, 2)
+    assert (dict(first.headers)["ce_source"], dict(first.headers)["ce_id"]) == (
+        b"orders", event.id.encode())
+    assert dict(second.headers)["ce_id"] == plain.id.encode()
 
 
 def test_traced_producer_wraps_async_functions(producer: TracedProducer, topic: str) -> None:

@@ -17,6 +17,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, overload
 
+from opentelemetry import trace
+
 from .errors import UsageError
 from .event import Event
 from .producer import TracedProducer
@@ -69,11 +71,13 @@ def traced_producer(
     key: KeyArg = None,
     subject: SubjectArg = None,
     schema_version: str = "1",
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> _Decorator:
     """Decorate a function returning a dict: each call publishes it and returns the `Event`.
 
     The dict is the event's data, published on `topic` as `event_type` through `producer`
     (from `instrument_producer`). `key` and `subject` are values or callables of the dict.
+    `tracer_provider` makes the send spans of these calls, instead of the producer's own.
     Misuse raises `UsageError` (a `TypeError`): a producer that is not a `TracedProducer`, a
     non-str topic or type, non-callable non-str key or subject at decoration time; a
     function that returns something other than a dict at call time.
@@ -90,6 +94,11 @@ def traced_producer(
         raise UsageError(f"expected the key as a str, bytes, a callable or None, got {key!r}")
     if subject is not None and not isinstance(subject, str) and not callable(subject):
         raise UsageError(f"expected the subject as a str, a callable or None, got {subject!r}")
+    if tracer_provider is not None:
+        # The same Kafka producer and source; only the spans go elsewhere. The wake-up
+        # coalescing, if the producer has it, is already on the Kafka producer itself.
+        producer = TracedProducer(producer.wrapped, service=producer.service,
+                                  tracer_provider=tracer_provider, coalesce_wakeups=False)
     key_of = key if callable(key) else None
     subject_of = subject if callable(subject) else None
     qualname = f"{topic}/{event_type}"
