@@ -506,6 +506,24 @@ def test_changing_a_filter_keeps_the_chosen_flow(env: None) -> None:
     assert at.query_params["flow"] == "ord-1" and at.query_params["status"] == "failed"
 
 
+def test_the_table_highlights_the_flow_shown_or_none(env: None) -> None:
+    """The browser keeps a table's selection as a row position: the table is a new widget
+    whenever its rows change, highlighting the chosen flow where it now is, or no row (never
+    the flow that took its old place)."""
+    def table(at: AppTest) -> tuple[str, list[str], list[int]]:
+        df = at.dataframe[0]
+        default = json.loads(df.proto.selection_default or '{"selection": {"rows": []}}')
+        return df.key, df.value["correlation_id"].tolist(), default["selection"]["rows"]
+
+    at = run("flows", flow="ord-2")
+    key, ids, rows = table(at)
+    assert [ids[i] for i in rows] == ["ord-2"]
+    at.selectbox(key="flows:status").set_value("failed").run()
+    assert table(at)[1:] == (["ord-3"], []) and table(at)[0] != key
+    at.selectbox(key="flows:status").set_value("").run()
+    assert table(at) == (key, ids, rows)
+
+
 def test_a_filter_leaving_fewer_pages_shows_the_last_one(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """On page 4 of the flows (50 a page), a filter leaving 62 flows shows page 2 of 2; on
@@ -564,10 +582,25 @@ def test_unreachable_store_is_reported_without_its_password(
     """A store that refuses connections is shown as unreachable, its password masked."""
     monkeypatch.setenv("CHOREOSCOPE_STORE", "postgresql://cs:s3cret@127.0.0.1:1/store")
     at = run("flows")
-    assert at.title[0].value == "Welcome to Choreoscope"
+    assert at.title[0].value == "The store cannot be read"
+    assert at.code.len == 0  # an outage, not a first run: no set-up steps
     assert at.error[0].value.startswith(
         "The store `postgresql://cs:***@127.0.0.1:1/store` cannot be read: ")
     assert "s3cret" not in text_of(at)
+
+
+@pytest.mark.postgres
+def test_the_first_run_command_never_holds_a_masked_password(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty store whose URL has a password: the command to copy reads the URL from
+    CHOREOSCOPE_STORE (a masked one would not connect), and the password is shown nowhere."""
+    url = postgres_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret@")
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    at = run("flows")
+    assert at.title[0].value == "Welcome to Choreoscope"
+    assert at.code[0].value == ('choreoscope --store "$CHOREOSCOPE_STORE" collect --bootstrap '
+                                "localhost:9092 --otlp-port 4318")
+    assert "s3cret" not in text_of(at) + "".join(c.value for c in at.code)
 
 
 def test_bus_text_is_never_read_as_markdown(weird: None) -> None:
@@ -605,7 +638,7 @@ def test_someone_elses_tables_are_reported_in_one_line(tmp_path: Path,
     monkeypatch.setenv("CHOREOSCOPE_STORE", f"sqlite:///{alone}")
     for page in PAGES:
         at = run(page)
-        assert at.title[0].value == "Welcome to Choreoscope"
+        assert at.title[0].value == "The store cannot be read"
         assert [e.value for e in at.error] == [
             f"The store `sqlite:///{alone}` cannot be read: " + md(
                 "expected the store's tables to be Choreoscope's, but it has no table "

@@ -10,11 +10,12 @@ from . import fmt
 
 
 def render(state: dict[str, object], store_url: str) -> None:
-    st.title("Welcome to Choreoscope")
     shown = mask_url(store_url)
     if state["state"] == "unreachable":
-        st.error(f"The store `{shown}` cannot be read: {fmt.md(state['detail'])}")
-    elif state["state"] == "missing":
+        _unreachable(shown, str(state["detail"]))
+        return
+    st.title("Welcome to Choreoscope")
+    if state["state"] == "missing":
         st.info(f"No store yet at `{state['detail']}`. It appears when the collector first runs.")
     else:
         st.info(f"The store `{shown}` has no events yet.")
@@ -23,8 +24,14 @@ def render(state: dict[str, object], store_url: str) -> None:
         "Three steps get the first flows onto this page:"
     )
     st.markdown("**1. Run the collector** against your brokers, with this same store:")
-    st.code(f"choreoscope --store '{shown}' collect --bootstrap localhost:9092 "
+    # A masked password would not work in a copied command: it reads the URL from the
+    # environment then.
+    store = f"'{shown}'" if shown == store_url else '"$CHOREOSCOPE_STORE"'
+    st.code(f"choreoscope --store {store} collect --bootstrap localhost:9092 "
             "--otlp-port 4318", language="bash")
+    if shown != store_url:
+        st.caption(f"With `CHOREOSCOPE_STORE` set to the store's URL (`{shown}`, password "
+                   "included), as this dashboard has it.")
     st.markdown("**2. Instrument your services** (optional, but gives traces, causation and "
                 "correlation ids):")
     st.code(
@@ -45,3 +52,17 @@ def render(state: dict[str, object], store_url: str) -> None:
                 "collector and this dashboard):")
     st.code("choreoscope demo", language="bash")
     st.caption("This page refreshes on its own; it turns into the overview when events arrive.")
+
+
+def _unreachable(shown: str, detail: str) -> None:
+    """A store that exists but cannot be read: not a first run, an outage."""
+    st.title("The store cannot be read")
+    st.error(f"The store `{shown}` cannot be read: {fmt.md(detail)}")
+    st.markdown(
+        "Nothing here is shown until it can be: check that the database is up and reachable "
+        "from this host, that the URL (`--store` or `CHOREOSCOPE_STORE`) names the store the "
+        "collector writes, and that this user may read it. A collector that cannot write to "
+        "it either commits no offset meanwhile, and stores what it reads once it can."
+    )
+    st.caption("With auto-refresh on, this page tries again on its own and turns into the "
+               "overview once the store answers.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pandas as pd
@@ -70,8 +71,8 @@ def _filters() -> dict[str, Any]:
             "window_s": windows.WINDOWS[window]}
 
 
-def _choose(rows: list[str]) -> None:
-    selection = st.session_state.get(f"{PAGE}:table", {}).get("selection", {}).get("rows", [])
+def _choose(key: str, rows: list[str]) -> None:
+    selection = st.session_state.get(key, {}).get("selection", {}).get("rows", [])
     if selection and selection[0] < len(rows):
         params.set_widget("flow", PAGE, rows[selection[0]])
         st.session_state[_CHANGED] = True
@@ -102,8 +103,12 @@ def _table(f: dict[str, Any]) -> None:
     ids = df["correlation_id"].tolist()
     st.caption(f"{total:,} flows match · newest activity first · select a row for its detail")
     chosen = st.session_state.get(f"{PAGE}:flow") or ""
+    # The browser keeps a selection as a row position: a table keyed by its rows starts
+    # afresh when they change (a refresh, a filter, another page), highlighting the flow
+    # shown below if it is among them, never whatever flow took its place.
+    key = f"{PAGE}:table:{hashlib.sha256(chr(0).join(ids).encode()).hexdigest()[:16]}"
     st.dataframe(df[cols], hide_index=True, width="stretch", column_config=config,
-                 key=f"{PAGE}:table", on_select=lambda: _choose(ids),
+                 key=key, on_select=lambda: _choose(key, ids),
                  selection_mode="single-row",
                  selection_default={"selection": {"rows": [ids.index(chosen)]}}
                  if chosen in ids else None)

@@ -119,7 +119,8 @@ def expander_title(row: dict[str, Any]) -> str:
 
 def _explain(row: dict[str, Any]) -> None:
     extra = row["extra"] or {}
-    with st.expander(expander_title(row)):
+    # Keyed by the anomaly, so one left open stays open while refreshes move it down the list.
+    with st.expander(expander_title(row), key=f"{PAGE}:open:{row['id']}", on_change="rerun"):
         st.markdown(f"{fmt.md(row['detail'])}  \n_{EXPLAIN.get(row['subkind'] or '', '')}_")
         expected, observed = extra.get("expected"), extra.get("observed")
         if expected and observed:
