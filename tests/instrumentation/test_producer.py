@@ -256,6 +256,83 @@ def test_ce_headers_the_caller_set_win_without_duplicates(
     )
 
 
+LEGACY_ENVELOPE = {"eventId": "evt-123", "eventType": "price.changed", "source": "pricing",
+                   "timestamp": "2026-01-02T03:04:05Z", "version": "2",
+                   "correlationId": "corr-9", "causationId": "evt-100", "data": {"sku": "A"}}
+
+
+def test_a_value_carrying_its_own_envelope_is_sent_as_it_is(
+    producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """A hand-written envelope (bytes or dict) gets no binary-mode header that would
+    contradict it, only the trace context: it is read as the event it carries, and the span
+    names that event. A payload merely holding such a key deeper down is data as before."""
+    from choreoscope.instrumentation.decoder import decode_record
+
+    producer.send(topic, value=json.dumps(LEGACY_ENVELOPE).encode(), key=b"A", partition=0)
+    producer.send(topic, value=LEGACY_ENVELOPE, partition=0)
+    producer.send(topic, value={"order": 1, "audit": {"eventId": "x"}}, partition=0)
+    producer.flush()
+    records = read_back(bootstrap, topic, 3)
+    spans = span_exporter.get_finished_spans()
+    for record, span in zip(records[:2], spans[:2], strict=True):
+        assert [name for name, _ in record.headers] == ["traceparent"]
+        assert dict(record.headers)["traceparent"] == format_traceparent(
+            span.context.trace_id, span.context.span_id, span.context.trace_flags).encode()
+        event = decode_record(record.headers, record.value)
+        assert (event.envelope, event.id, event.type, event.source, event.correlation_id,
+                event.causation_id, event.schema_version, event.data, event.problems) == (
+            "json_envelope", "evt-123", "price.changed", "pricing", "corr-9", "evt-100", "2",
+            {"sku": "A"}, [])
+        assert (span.attributes[semconv.MESSAGING_MESSAGE_ID],
+                span.attributes[semconv.CLOUDEVENTS_EVENT_TYPE]) == ("evt-123", "price.changed")
+    plain = dict(records[2].headers)
+    assert plain["ce_type"] == topic.encode() and plain["ce_source"] == b"orders"
+
+
+def test_a_cloudevents_structured_record_keeps_its_identity(
+    producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """What the CloudEvents SDK writes in structured mode, sent through our producer, the
+    SDK still reads as the same event (no ce_* header beside its envelope); a traceparent in
+    the envelope parents our span and stays the record's only trace context."""
+    from cloudevents.core.bindings.kafka import KafkaMessage, from_structured, to_structured
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    attributes = {"id": "sdk-2", "source": "legacy-sdk", "type": "thing.happened",
+                  "specversion": "1.0", "subject": "s2", "correlationid": "corr-2"}
+    plain = to_structured(CloudEvent(attributes=attributes, data={"b": 2}), JSONFormat())
+    traced = to_structured(CloudEvent(attributes={**attributes, "id": "sdk-3",
+                                                  "traceparent": CALLER_TRACEPARENT},
+                                      data={"b": 3}), JSONFormat())
+    for message in (plain, traced):
+        producer.send(topic, value=message.value, headers=list(message.headers.items()),
+                      partition=0)
+    producer.flush()
+    first, second = read_back(bootstrap, topic, 2)
+    assert [n for n, _ in first.headers] == ["content-type", "traceparent"]
+    assert [n for n, _ in second.headers] == ["content-type"]
+    for record, wanted in ((first, "sdk-2"), (second, "sdk-3")):
+        got = from_structured(KafkaMessage(headers=dict(record.headers), key=record.key,
+                                           value=record.value), JSONFormat())
+        assert (got.get_id(), got.get_type(), got.get_data()) == (
+            wanted, "thing.happened", {"b": 2 if wanted == "sdk-2" else 3})
+    by_id = {s.attributes[semconv.MESSAGING_MESSAGE_ID]: s for s in
+             span_exporter.get_finished_spans()}
+    assert sorted(by_id) == ["sdk-2", "sdk-3"]
+    assert by_id["sdk-3"].parent.span_id == 0xB7AD6B7169203331
+
+
+def test_a_header_name_in_bytes_gets_kafka_pythons_own_error(
+    producer: TracedProducer, topic: str
+) -> None:
+    """kafka-python takes header names as str only: a bytes one fails with its message, not
+    with an error from our reading of the caller's headers."""
+    with pytest.raises(TypeError, match=r"All headers items must be \(str, bytes\) tuples"):
+        producer.send(topic, value=b"{}", headers=[(b"ce_type", b"x")])
+
+
 def test_plain_send_types_the_event_by_topic_and_subjects_it_by_key(
     producer: TracedProducer, bootstrap: str, topic: str
 ) -> None:

@@ -6,13 +6,16 @@ Helpers of `producer.py`, apart so that the producer module reads as the send pa
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
 from . import wire
+from .decoder import decode_record
 from .event import Event
 from .traceparent import InvalidTraceparent, parse_traceparent, remote_context
 
@@ -48,9 +51,11 @@ def read_caller_headers(headers: list[Any], event: Event) -> str | None:
     for item in headers:
         try:
             name, raw = item
-            name = name.lower()
-        except (AttributeError, TypeError, ValueError):
+        except (TypeError, ValueError):
             continue
+        if type(name) is not str:  # kafka-python rejects the list with its own message
+            continue
+        name = name.lower()
         if name.startswith("ce_") or name == wire.TRACEPARENT:
             text = _text(raw)
             if text is None:
@@ -102,3 +107,30 @@ def context_from_traceparent(value: str, tracestate: str | None) -> Context | No
         _log.warning("choreoscope: ignoring an invalid traceparent %r: %s", value, exc)
         return None
     return remote_context(parsed, tracestate, otel_context.get_current())
+
+
+# Keys whose presence in a JSON value may mean it carries its own envelope, and a search for
+# them as they appear in JSON text: a value without any is decided by that one search.
+_ENVELOPE_KEYS = ("specversion", "eventId", "event_id", "eventType", "event_type")
+_ENVELOPE_MARKER = re.compile(f'"(?:{"|".join(_ENVELOPE_KEYS)})"'.encode()).search
+CARRIED = ("structured", "json_envelope")
+
+
+def carried_envelope(value: Any) -> Event | None:
+    """The envelope `value` already carries, decoded: a CloudEvents structured-mode JSON
+    object or the hand-written JSON envelope (the decoder's reading). None for any other
+    value: data of its own, to which `send` adds the binary-mode headers."""
+    if type(value) is dict:
+        if not any(k in value for k in _ENVELOPE_KEYS):
+            return None
+        try:
+            value = json.dumps(value, default=wire.json_default).encode()
+        except (TypeError, ValueError):
+            return None
+    elif type(value) is bytes:
+        if value[:1] != b"{" or _ENVELOPE_MARKER(value) is None:
+            return None
+    else:
+        return None
+    event = decode_record(None, value)
+    return event if event.envelope in CARRIED else None

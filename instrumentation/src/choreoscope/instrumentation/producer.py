@@ -28,6 +28,7 @@ from ._deferred_span import SendSpan, SendSpanStarter, log_failure_once
 from ._fastspan import SpanStarter
 from ._plain_send import PlainSend
 from ._send_inputs import (
+    carried_envelope,
     context_from_traceparent,
     key_as_text,
     merge_headers,
@@ -164,6 +165,11 @@ class TracedProducer:
         every value goes to it untouched); bytes go as they are, declared
         `application/octet-stream` unless they start like JSON (`{` or `[`).
 
+        A value that already carries its envelope (a CloudEvents structured-mode object, or a
+        hand-written `{eventId, eventType, ...}` one) and no caller `ce_*` header is the event
+        as it stands: no binary-mode header is added beside it (only `traceparent`, unless the
+        envelope holds one, which then parents the span), and the span names its id.
+
         The event type is the caller's `ce_type` header, else the topic name (not checked for
         past tense, here or by the decoder: nobody chose it). The subject defaults to the key, the schema version to
         `1`, the time (`ce_time`) to `timestamp_ms` when given, else now. Returns kafka-python's future; a failed delivery fails it and marks the span
@@ -180,6 +186,7 @@ class TracedProducer:
                 _check_type(event.type)
         elif type(headers) in _HEADER_SEQUENCES:
             headers_out = None  # empty
+        own_identity = event.id is not None or event.type is not None  # caller's ce_* headers
         if event.type is None:
             event.type = topic
         if timestamp_ms is not None and event.time is None:
@@ -201,6 +208,15 @@ class TracedProducer:
                 value = json.dumps(value, separators=(",", ":"), default=wire.json_default).encode()
             elif isinstance(value, _BYTES_LIKE) and bytes(value[:1]) not in _JSON_OPENERS:
                 content_type = _OCTET_STREAM
+        carried = None
+        if not own_identity and content_type is None:
+            carried = carried_envelope(value)
+            if carried is not None:
+                # The value is the event (structured mode, or a hand-written envelope): no
+                # binary-mode headers beside it, and the span names the event it carries.
+                event = carried
+                if caller_traceparent is None and carried.traceparent:
+                    caller_traceparent = carried.traceparent
         parent = None
         if caller_traceparent is not None:
             parent = context_from_traceparent(caller_traceparent, None)
@@ -218,6 +234,7 @@ class TracedProducer:
             parent,
             None,
             caller_traceparent is not None,
+            carried is not None,
         )
 
     def publish(
@@ -387,6 +404,7 @@ class TracedProducer:
         parent: Context | None,
         extra_attributes: dict[str, Any] | None,
         keep_caller_traceparent: bool,
+        envelope_in_value: bool = False,
     ) -> Any:
         span: SendSpan | None = None
         traceparent = tracestate = None
@@ -408,7 +426,10 @@ class TracedProducer:
                     event.tracestate = tracestate
         except Exception:  # noqa: BLE001 - telemetry never takes the host down
             log_failure_once("could not start the producer span; sending without it")
-        headers = wire.encode_headers(event, traceparent, tracestate, content_type)
+        if envelope_in_value:
+            headers = wire.trace_headers(traceparent, tracestate)
+        else:
+            headers = wire.encode_headers(event, traceparent, tracestate, content_type)
         if caller_headers is not None and type(caller_headers) is list:
             headers = merge_headers(caller_headers, headers)
         elif caller_headers is not None:

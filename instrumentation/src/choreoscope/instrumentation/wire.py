@@ -73,6 +73,18 @@ def encode_headers(
     return headers
 
 
+def trace_headers(traceparent: str | None, tracestate: str | None = None) -> Headers:
+    """Only the W3C trace context headers: for a record whose value carries its envelope
+    (CloudEvents structured mode, a hand-written envelope), which binary-mode headers
+    beside it would contradict."""
+    headers: Headers = []
+    if traceparent:
+        headers.append((TRACEPARENT, traceparent.encode()))
+        if tracestate:
+            headers.append((TRACESTATE, tracestate.encode()))
+    return headers
+
+
 def encode_value(data: Any) -> tuple[bytes | None, str | None]:
     """The record value for `data` and the content type to declare (None means JSON).
 
