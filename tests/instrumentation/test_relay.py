@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -438,6 +439,39 @@ def test_broker_side_failure_counts_as_an_attempt(
     [big, small] = outbox_rows(outbox)
     assert (big["status"], big["attempts"], small["status"]) == ("dead", 1, "sent")
     assert big["last_error"].startswith("MessageSizeTooLargeError")
+
+
+def test_a_closed_producer_never_makes_a_row_dead(
+    tmp_path: Path, bootstrap: str, topic: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A producer closed under the relay (shutdown in the wrong order) is the relay's failure:
+    past max_attempts the rows stay pending, said once in the log, and a relay with an open
+    producer sends them."""
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    commit_rows(outbox, url, "A", "B", aggregatetype=topic)
+    closed = KafkaProducer(bootstrap_servers=bootstrap)
+    closed.close()
+    relay = OutboxRelay(outbox, closed, max_attempts=1)
+    with caplog.at_level(logging.ERROR, logger="choreoscope.instrumentation.relay"):
+        for _ in range(3):
+            assert relay.run_once() == 0
+            make_stale(outbox, url)
+    assert [(status, attempts) for _, status, attempts in statuses(outbox)] == [
+        ("pending", 3), ("pending", 3)]
+    assert outbox_rows(outbox)[0]["last_error"].startswith("IllegalStateError: ")
+    assert "KafkaProducer already closed" in outbox_rows(outbox)[0]["last_error"]
+    logged = [r.getMessage() for r in caplog.records if "producer is closed" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].endswith(
+        "KafkaProducer already closed!); rows stay pending until a relay with an open "
+        "producer sends them")
+    open_producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        assert OutboxRelay(outbox, open_producer).run_once() == 2
+    finally:
+        open_producer.close()
+    assert [status for _, status, _ in statuses(outbox)] == ["sent", "sent"]
 
 
 def test_bad_rows_die_without_stopping_the_relay(

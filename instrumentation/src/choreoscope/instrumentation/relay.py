@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kafka.errors import IllegalStateError
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
@@ -139,6 +140,7 @@ class OutboxRelay:
         self._conn: Any = None
         self._dialect: _dbapi.Dialect | None = None
         self._busy = False
+        self._closed_producer_logged = False
 
     def run_once(self) -> int:
         """Publish what is due now, round after round; returns the number of rows sent.
@@ -275,7 +277,14 @@ class OutboxRelay:
         message = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
         # Errors Kafka calls retriable (broker unreachable, timeouts, leader moves) are the
         # bus's, not the row's: the row backs off and stays pending however long they last.
-        if attempts >= self.max_attempts and getattr(error, "retriable", False) is not True:
+        # So does a producer closed under the relay (a shutdown in the wrong order): the
+        # relay's failure, never the row's.
+        if isinstance(error, IllegalStateError) and not self._closed_producer_logged:
+            self._closed_producer_logged = True
+            log.error("outbox relay: its producer is closed (%s); rows stay pending until a "
+                      "relay with an open producer sends them", error)
+        if (attempts >= self.max_attempts and getattr(error, "retriable", False) is not True
+                and not isinstance(error, IllegalStateError)):
             status, next_at = STATUS_DEAD, None
             log.warning("outbox row %s (%s %s) is dead after %d attempts: %s",
                         row.seq, row.aggregatetype, row.aggregateid, attempts, message)
