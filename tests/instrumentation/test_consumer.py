@@ -318,6 +318,16 @@ def test_bad_configuration_rejected() -> None:
         traced_consumer(service="s", max_subjects=0)
     with pytest.raises(UsageError, match=r"expected a handler \(event\) -> Any, got int"):
         traced_consumer(service="s")(42)  # type: ignore[call-overload]
+
+    def gen(event: Event):  # type: ignore[no-untyped-def]
+        yield event
+
+    async def agen(event: Event):  # type: ignore[no-untyped-def]
+        yield event
+
+    for fn in (gen, agen):
+        with pytest.raises(UsageError, match=r"got the generator function .*gen'"):
+            traced_consumer(service="s")(fn)
     with pytest.raises(UsageError, match="expected the service name as a str, got int"):
         traced_consumer(service=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="expected a non-empty consumer group name or None"):

@@ -684,6 +684,20 @@ def test_instrument_producer_rejects_what_is_not_a_producer(bootstrap: str) -> N
         traced.close(timeout=5)
 
 
+def test_a_traced_producer_works_in_a_with_statement(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider
+) -> None:
+    """As kafka-python's own producer: `with` gives the traced producer and closes the
+    wrapped one on the way out (what is queued is sent first)."""
+    with instrument_producer(KafkaProducer(bootstrap_servers=bootstrap), service="orders",
+                             tracer_provider=tracer_provider) as producer:
+        assert isinstance(producer, TracedProducer)
+        event = producer.publish(topic, "order.placed", {"n": 1}, key="k")
+    assert producer.wrapped._closed
+    [record] = read_back(bootstrap, topic, 1)
+    assert dict(record.headers)["ce_id"] == event.id.encode()
+
+
 def test_everything_else_passes_through(producer: TracedProducer, topic: str) -> None:
     """Attributes not defined by the wrapper come from the wrapped producer."""
     producer.publish(topic, "order.placed", {})
@@ -722,14 +736,20 @@ def test_publish_rejects_a_non_str_type(producer: TracedProducer, topic: str) ->
 def test_publish_rejects_what_it_cannot_send(
     producer: TracedProducer, bootstrap: str, topic: str
 ) -> None:
-    """A non-str subject, data JSON cannot hold, or no data and no key (a tombstone needs a
-    key) are UsageErrors raised before anything is sent; send() refuses such a dict too."""
+    """A non-str subject, data JSON cannot hold (an object, NaN, an infinity), or no data and
+    no key (a tombstone needs a key) are UsageErrors raised before anything is sent; send()
+    refuses such a dict too."""
     with pytest.raises(UsageError, match="expected the subject as a str or None, got 5"):
         producer.publish(topic, "order.placed", {}, subject=5)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="cannot send a object as JSON event data"):
         producer.publish(topic, "order.placed", {"x": object()})
     with pytest.raises(UsageError, match="cannot send a object as JSON event data"):
         producer.send(topic, value={"x": object()})
+    for not_json in (float("nan"), float("inf"), -float("inf")):  # no such JSON numbers
+        with pytest.raises(UsageError, match="Out of range float values are not JSON"):
+            producer.publish(topic, "reading.taken", {"temp": not_json})
+        with pytest.raises(UsageError, match="instead of NaN or an infinity"):
+            producer.send(topic, value={"temp": [not_json]})
     with pytest.raises(UsageError, match=r"tombstone .* only with a key"):
         producer.publish(topic, "order.deleted", None)
     producer.publish(topic, "order.deleted", None, key="ord_1")

@@ -250,6 +250,13 @@ class _Decorator:
     def __call__(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(handler):
             raise UsageError(f"expected a handler (event) -> Any, got {type(handler).__name__}")
+        if inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler):
+            # Its body would run after the span and the handled event's context had ended:
+            # what it publishes would start new flows.
+            raise UsageError(
+                f"expected a handler that runs when called, got the generator function "
+                f"{getattr(handler, '__qualname__', handler)!r}: collect its results in a list "
+                "(or drive it) inside a plain handler")
         processing = self._processing
 
         is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(

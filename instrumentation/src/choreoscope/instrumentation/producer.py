@@ -14,7 +14,6 @@ correlation id, takes its id as causation id, and the span continues the handler
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -145,6 +144,20 @@ class TracedProducer:
     def __repr__(self) -> str:
         return f"TracedProducer({self.wrapped!r}, service={self.service!r})"
 
+    # `with` looks special methods up on the type, past `__getattr__`: pass them on here.
+    def __enter__(self) -> TracedProducer:
+        enter = getattr(type(self.wrapped), "__enter__", None)
+        if enter is not None:
+            enter(self.wrapped)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        leave = getattr(type(self.wrapped), "__exit__", None)
+        if leave is not None:
+            return leave(self.wrapped, *exc_info)
+        self.wrapped.close()
+        return None
+
     # -- the three ways to send ------------------------------------------------------------
 
     def send(
@@ -205,7 +218,7 @@ class TracedProducer:
                 if value[:1] not in _JSON_OPENERS:
                     content_type = _OCTET_STREAM
             elif kind is dict or kind is list:
-                value = json.dumps(value, separators=(",", ":"), default=wire.json_default).encode()
+                value = wire.json_bytes(value)
             elif isinstance(value, _BYTES_LIKE) and bytes(value[:1]) not in _JSON_OPENERS:
                 content_type = _OCTET_STREAM
         carried = None

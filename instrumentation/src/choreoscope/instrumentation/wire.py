@@ -97,7 +97,18 @@ def encode_value(data: Any) -> tuple[bytes | None, str | None]:
         return bytes(data), "application/octet-stream"
     if isinstance(data, str):
         return data.encode(), "text/plain; charset=utf-8"
-    return json.dumps(data, separators=(",", ":"), default=json_default).encode(), None
+    return json_bytes(data), None
+
+
+def json_bytes(data: Any) -> bytes:
+    """Compact JSON of event data (see `json_default`); NaN and infinities, which JSON has no
+    numbers for (a consumer's parser refuses them), raise `UsageError`."""
+    try:
+        return json.dumps(data, separators=(",", ":"), default=json_default,
+                          allow_nan=False).encode()
+    except ValueError as exc:  # NaN / Infinity, or a container holding itself
+        raise UsageError(f"cannot send this as JSON event data: {exc} (send null or a string "
+                         "instead of NaN or an infinity)") from None
 
 
 def json_default(value: Any) -> Any:
