@@ -325,6 +325,24 @@ def test_add_writes_the_exact_row(db_url: str, tracer_provider: TracerProvider) 
     }
 
 
+def test_ce_time_has_microseconds_as_publish_stamps_it(tmp_path: Path) -> None:
+    """An outbox row's ce_time has microseconds: one written just after a publish (same
+    handler, same millisecond) never reads as older than it (consumers compare ce_time)."""
+    from choreoscope.instrumentation._clock import epoch_us, utc_now_rfc3339
+
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    conn = dbapi_connect(url)
+    for n in range(50):
+        published = utc_now_rfc3339()  # what publish() stamps
+        event = add_order(outbox, conn, f"ord_{n}")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", event.time)
+        assert epoch_us(event.time) >= epoch_us(published)
+    conn.commit()
+    conn.close()
+
+
 def test_add_inside_a_handler_inherits_the_chain(tmp_path: Path) -> None:
     """Inside a handler the event keeps the correlation id and is caused by the handled event."""
     url = f"sqlite:///{tmp_path / 'svc.db'}"

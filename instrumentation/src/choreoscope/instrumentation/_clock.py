@@ -13,8 +13,12 @@ _cached: tuple[int, str] = (-1, "")
 
 def utc_now_rfc3339() -> str:
     """Now as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, UTC)."""
+    return rfc3339_from_ns(time.time_ns())
+
+
+def rfc3339_from_ns(ns: int) -> str:
+    """Epoch nanoseconds as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, UTC)."""
     global _cached
-    ns = time.time_ns()
     second, rest = divmod(ns, 1_000_000_000)
     cached_second, prefix = _cached
     if second != cached_second:

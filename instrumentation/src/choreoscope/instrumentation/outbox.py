@@ -41,6 +41,7 @@ from typing import Any
 from opentelemetry import trace
 
 from . import _dbapi, wire
+from ._clock import rfc3339_from_ns
 from .context import current_event
 from .event import Event
 from .ids import new_event_id
@@ -188,14 +189,17 @@ class Outbox:
 
         executor = _dbapi.executor_for(conn)
         dialect = executor.dialect
-        now_ms = _now_ms()
+        now_ns = time.time_ns()
+        now_ms = now_ns // 1_000_000
         event = Event(
             id=new_event_id(),
             type=event_type,
             source=self.service,
             subject=aggregateid,
             schema_version=schema_version,
-            time=_dbapi.format_time(now_ms),
+            # Microseconds, as publish() stamps them: a handler's publish and outbox row in
+            # one millisecond keep their order by time.
+            time=rfc3339_from_ns(now_ns),
             data=data,
         )
         handled = current_event()
@@ -285,10 +289,6 @@ def _warn_if_not_past_tense(event_type: str) -> None:
             "it is written anyway",
             event_type,
         )
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _quiet_rollback(conn: Any) -> None:
