@@ -6,7 +6,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,49 @@ def test_schema_qualified_table(postgres_url: str) -> None:
     outbox.create_table()
     commit_rows(outbox, postgres_url, "ord_1")
     assert [r["aggregateid"] for r in outbox_rows(outbox)] == ["ord_1"]
+
+
+def test_schema_qualified_table_on_sqlite(tmp_path: Path) -> None:
+    """On SQLite too: `main.outbox` gets its table and indexes (SQLite puts the schema on the
+    index name, never on its table), and rows go in and out of it."""
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, table="main.events_outbox", service="s")
+    outbox.create_table()
+    outbox.create_table()  # idempotent
+    commit_rows(outbox, url, "ord_1")
+    assert [r["aggregateid"] for r in outbox_rows(outbox)] == ["ord_1"]
+    with closing(sqlite3.connect(tmp_path / "svc.db")) as conn:
+        indexes = {r[0] for r in conn.execute(
+            "select name from sqlite_master where type = 'index' and tbl_name = 'events_outbox'"
+            " and sql is not null")}
+    assert indexes == {"events_outbox_status_next_idx", "events_outbox_aggregate_seq_idx",
+                       "events_outbox_pending_idx"}
+
+
+def test_a_sqlite_url_with_query_parameters_names_the_same_file(tmp_path: Path) -> None:
+    """`?timeout=...` (and SQLAlchemy's other parameters) are read as SQLAlchemy reads them,
+    never as part of the file name: the service's engine with the same URL sees the outbox;
+    `uri=true` opens a `file:` URI with SQLite's own parameters."""
+    from sqlalchemy import create_engine
+
+    path = tmp_path / "svc.db"
+    url = f"sqlite:///{path}?timeout=5&check_same_thread=false"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        add_order(outbox, conn, "ord_1")
+    engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["svc.db"]
+    assert [r["aggregateid"] for r in outbox_rows(outbox)] == ["ord_1"]
+    readonly = Outbox(f"sqlite:///file:{path}?mode=ro&uri=true", service="s")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        readonly.create_table()
+        with closing(readonly._open()[0]) as conn:
+            conn.execute("insert into outbox (id, aggregatetype, aggregateid, type)"
+                         " values ('x', 'a', 'b', 'c')")
+    with pytest.raises(ValueError, match=r"expected the timeout of .* in seconds"):
+        Outbox(f"sqlite:///{path}?timeout=soon", service="s")
 
 
 def test_create_table_with_sqlalchemy_engine(db_url: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -211,6 +212,29 @@ def connection_factory(db: Any) -> tuple[Callable[[], Any], Dialect | None]:
     )
 
 
+def _sqlite_factory(path: str, query: str, url: str) -> Callable[[], Any]:
+    """sqlite3's connect for the path and query of a SQLAlchemy-style SQLite URL: `timeout`
+    (seconds, default 30) and `uri=true` (the path is a `file:` URI, its other parameters
+    SQLite's) are read as SQLAlchemy reads them; other parameters (`check_same_thread`, ...)
+    do not change which file is opened, and are left to the caller's own engine."""
+    params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    try:
+        timeout = float(params.pop("timeout", 30.0))
+    except ValueError:
+        raise ValueError(f"expected the timeout of {url!r} in seconds") from None
+    if params.pop("uri", "").lower() in ("true", "1", "yes"):
+        rest = urllib.parse.urlencode(
+            {k: v for k, v in params.items() if k not in _SQLALCHEMY_SQLITE_ARGS})
+        target = f"{path}?{rest}" if rest else path
+        return lambda: sqlite3.connect(target, timeout=timeout, uri=True)
+    return lambda: sqlite3.connect(path, timeout=timeout)
+
+
+# Query parameters SQLAlchemy's pysqlite dialect takes for itself, never SQLite's.
+_SQLALCHEMY_SQLITE_ARGS = ("timeout", "uri", "check_same_thread", "isolation_level",
+                           "detect_types", "cached_statements")
+
+
 def _url_factory(url: str) -> tuple[Callable[[], Any], Dialect]:
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
@@ -218,12 +242,13 @@ def _url_factory(url: str) -> tuple[Callable[[], Any], Dialect]:
         raise ValueError(f"expected a URL like sqlite:///path or postgresql://..., got {url!r}")
     if scheme in ("sqlite", "sqlite+pysqlite"):
         path = rest[1:] if rest.startswith("/") else rest
+        path, _, query = path.partition("?")
         if path in ("", ":memory:"):
             raise ValueError(
                 "expected a SQLite file path (sqlite:///path/to/db), got an in-memory database "
                 f"{url!r}: the relay's connection would not see the rows"
             )
-        return (lambda: sqlite3.connect(path, timeout=30.0)), SQLITE
+        return _sqlite_factory(path, query, url), SQLITE
     if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         dsn = "postgresql://" + rest
 

@@ -141,7 +141,10 @@ class Outbox:
         conn, dialect = self._open()
         try:
             ddl = _POSTGRES_DDL if dialect.postgres else _SQLITE_DDL
-            name = self.table.rsplit(".", 1)[-1]
+            name, on = self.table.rsplit(".", 1)[-1], self.table
+            if not dialect.postgres and "." in self.table:
+                # SQLite names the schema on the index, never on its table.
+                name, on = self.table, self.table.rsplit(".", 1)[-1]
             cur = conn.cursor()
             if dialect.postgres:
                 if getattr(conn, "autocommit", False):
@@ -152,7 +155,7 @@ class Outbox:
                             (f"choreoscope.outbox {self.table}",))
             cur.execute(ddl.format(table=self.table))
             for index in _INDEXES:
-                cur.execute(index.format(name=name, table=self.table))
+                cur.execute(index.format(name=name, table=on))
             conn.commit()
         except BaseException:
             _quiet_rollback(conn)
