@@ -262,6 +262,45 @@ def test_a_sqlite_url_with_query_parameters_names_the_same_file(tmp_path: Path) 
         Outbox(f"sqlite:///{path}?timeout=soon", service="s")
 
 
+@pytest.mark.postgres
+def test_asyncio_connections_are_refused_with_the_way_to_use_them(postgres_url: str) -> None:
+    """An asyncio connection (SQLAlchemy's AsyncConnection or AsyncSession, psycopg's
+    AsyncConnection) gets a TypeError saying how to add through run_sync, and nothing is
+    written; through run_sync the row goes in with the caller's transaction."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    outbox = Outbox(postgres_url, service="s")
+    outbox.create_table()
+    refused: list[str] = []
+
+    def add(conn: Any) -> None:
+        try:
+            add_order(outbox, conn, "ord_x")
+        except TypeError as exc:
+            refused.append(str(exc))
+
+    async def main() -> None:
+        engine = create_async_engine(sqlalchemy_url(postgres_url).replace(
+            "postgresql+psycopg://", "postgresql+psycopg_async://"))
+        async with engine.begin() as conn:
+            add(conn)
+            await conn.run_sync(lambda sync_conn: add_order(outbox, sync_conn, "ord_1"))
+        async with AsyncSession(engine) as session, session.begin():
+            add(session)
+        native = await psycopg.AsyncConnection.connect(postgres_url)
+        add(native)
+        await native.close()
+        await engine.dispose()
+
+    asyncio.run(main())
+    assert len(refused) == 3
+    assert all(r.startswith("expected a synchronous connection, got the asyncio one ")
+               and "run_sync" in r for r in refused)
+    assert [r["aggregateid"] for r in outbox_rows(outbox)] == ["ord_1"]
+
+
 def test_create_table_with_sqlalchemy_engine(db_url: str) -> None:
     """A SQLAlchemy Engine works as the outbox's database."""
     from sqlalchemy import create_engine

@@ -15,6 +15,7 @@ an integer of milliseconds since the epoch.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sqlite3
 import urllib.parse
@@ -154,6 +155,13 @@ class Executor:
 
 def executor_for(conn: Any) -> Executor:
     """An `Executor` for a SQLAlchemy Connection or Session, or a sqlite3/psycopg connection."""
+    if inspect.iscoroutinefunction(getattr(conn, "execute", None)):
+        raise TypeError(
+            f"expected a synchronous connection, got the asyncio one {_describe(conn)}: the "
+            "outbox writes with blocking calls. With SQLAlchemy's asyncio API call it through "
+            "`await conn.run_sync(lambda sync_conn: outbox.add(sync_conn, ...))` (a session "
+            "has run_sync too); with psycopg, give a psycopg.Connection"
+        )
     if hasattr(conn, "exec_driver_sql") and hasattr(conn, "dialect"):  # SQLAlchemy Connection
         return _sqlalchemy_executor(conn)
     if _is_sqlalchemy_session(conn):
