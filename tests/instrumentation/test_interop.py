@@ -159,7 +159,8 @@ def test_confluent_kafka_hand_written_headers(
     bootstrap: str, topic: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
 ) -> None:
     """A record produced by confluent-kafka with hand-written ce_* headers decodes fully,
-    through our decorator (kafka-python record) and as confluent-kafka consumes it."""
+    through our decorator (kafka-python record), as confluent-kafka consumes it, and through
+    our decorator again when handed the confluent-kafka Message."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
     from confluent_kafka import TopicPartition as CTopicPartition
 
@@ -210,6 +211,7 @@ def test_confluent_kafka_hand_written_headers(
             if message is not None and message.error():
                 message = None
         assert message is not None
+        handled = handle_one(message, tracer_provider)  # a confluent-kafka Message, handed over
         decoded = decode_record(
             message.headers(),
             message.value(),
@@ -223,6 +225,10 @@ def test_confluent_kafka_hand_written_headers(
         consumer.close()
     event.timestamp_ms = decoded.timestamp_ms  # kafka-python and confluent agree on the rest
     assert (decoded, decoded.problems) == (event, [])
+    assert (handled, handled.problems) == (decoded, [])
+    process = span_exporter.get_finished_spans()[-1]
+    assert (process.attributes["messaging.message.id"], process.parent.span_id) == (
+        "conf-1", int(TP[36:52], 16))
 
 
 # --- CloudEvents SDK -------------------------------------------------------------------

@@ -7,6 +7,8 @@
     for record in kafka_consumer:
         on_order_placed(record)
 
+The record is kafka-python's `ConsumerRecord`; a confluent-kafka `Message` is read too.
+
 Around exactly the handler call the wrapper opens the CONSUMER span `process {topic}` whose
 parent is the producer's span (from the record's `traceparent`), linked to the span that was
 current before, if any. Inside the handler `current_event()` is the event and the consumer
@@ -124,12 +126,15 @@ class _Processing:
                 "choreoscope: expected a Kafka ConsumerRecord, got %s; handled as an empty record",
                 type(record).__name__,
             )
+        value = get(record, "value", None)
+        if callable(value):  # a confluent-kafka Message: its fields are methods
+            return _decode_message(record)
         key = get(record, "key", None)
         if key is not None and type(key) is not bytes:
             key = _key_bytes(key)  # a consumer with a key_deserializer
         return decode_record(
             get(record, "headers", None),
-            get(record, "value", None),
+            value,
             topic=get(record, "topic", None),
             partition=get(record, "partition", None),
             offset=get(record, "offset", None),
@@ -343,3 +348,19 @@ def _name_of(handler: Any) -> str:
     """How a misdecorated handler is named in an error: its qualified name, else its repr."""
     name = getattr(handler, "__qualname__", None)
     return f"{name}()" if isinstance(name, str) else repr(handler)
+
+
+def _decode_message(message: Any) -> Event:
+    """A confluent-kafka `Message` (what a service on that client hands over), read through
+    its methods as kafka-python's record is through its attributes."""
+    ts_type, ts = message.timestamp()
+    key = message.key()
+    return decode_record(
+        message.headers(),
+        message.value(),
+        topic=message.topic(),
+        partition=message.partition(),
+        offset=message.offset(),
+        key=key if key is None or type(key) is bytes else _key_bytes(key),
+        timestamp_ms=ts if ts_type else None,
+    )
