@@ -43,8 +43,41 @@ def test_dag_merges_duplicates_and_orders_causally(tmp_path):
     assert dag.cause == {"e3": "e2", "e2": "e1", "e4": "e1"}
     assert dag.order == ["e1", "e2", "e3", "e4"]  # e2 (t+1) before e4 (t+3), then e3 (t+2)
     assert dag.leaves == ["e3", "e4"]
-    assert variant(dag) == ("order.placed > payment.authorized > shipment.scheduled > "
-                            "inventory.reserved")
+    # the parallel branches by type (inventory before payment), not by bus time
+    assert variant(dag) == ("order.placed > inventory.reserved > payment.authorized > "
+                            "shipment.scheduled")
+
+
+def test_interleaved_parallel_branches_are_one_variant(tmp_path):
+    """Flows of one causal shape are one variant whatever order their parallel branches
+    reached the bus in; a different shape (the same types caused differently) is another.
+    Two events of one type are placed by what they caused, not by their bus times."""
+    store = new_store(tmp_path)
+    shape = [("p", "order.placed", None), ("n1", "notification.sent", "p"),
+             ("a", "payment.authorized", "p"), ("r", "inventory.reserved", "a"),
+             ("n2", "notification.sent", "a"), ("s", "shipment.scheduled", "r"),
+             ("x", "notification.sent", "n1")]
+    timings = [[0, 1, 2, 3, 4, 5, 6], [0, 9, 1, 8, 2, 3, 10], [0, 5, 1, 2, 6, 3, 4],
+               [0, 2, 6, 7, 1, 8, 3]]
+    rows = [ev(f"{flow}-{name}", kind, flow=f"f{flow}", offset=flow * 10 + i,
+               cause=f"{flow}-{cause}" if cause else None, ts=T0 + t)
+            for flow, times in enumerate(timings)
+            for i, ((name, kind, cause), t) in enumerate(zip(shape, times, strict=True))]
+    # another shape: the second notification caused by the shipment, not by the payment
+    rows += [ev(f"o-{name}", kind, flow="fo", offset=100 + i,
+                cause=("o-s" if name == "n2" else f"o-{cause}") if cause else None, ts=T0 + i)
+             for i, (name, kind, cause) in enumerate(shape)]
+    put(store, rows)
+    variants = {flow_id: variant(dag) for flow_id, (_, dag) in load_flows(store).items()}
+    assert sorted(variants) == ["f0", "f1", "f2", "f3", "fo"]
+    assert set(variants.values()) == {
+        "order.placed > notification.sent > notification.sent > payment.authorized > "
+        "inventory.reserved > notification.sent > shipment.scheduled",
+        "order.placed > notification.sent > notification.sent > payment.authorized > "
+        "inventory.reserved > shipment.scheduled > notification.sent",
+    }
+    assert len({variants[f"f{i}"] for i in range(len(timings))}) == 1
+    assert variants["fo"] != variants["f0"]
 
 
 def test_span_parents_give_the_cause_when_causation_id_is_missing(tmp_path):

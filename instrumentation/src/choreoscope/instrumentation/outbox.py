@@ -179,7 +179,9 @@ class Outbox:
         `conn` is a SQLAlchemy Connection or Session, or a sqlite3/psycopg connection. Inside
         a handler, the event inherits the correlation id of the handled event and is caused
         by it; the span current now becomes the parent of the relay's `send` span. The
-        returned event's `sequence` is the row's `seq`.
+        returned event's `sequence` is the row's `seq`. `data=None` makes the relay send a
+        tombstone (a null value keyed by `aggregateid`), which deletes the key's earlier
+        records on a compacted topic.
         """
         aggregatetype = _checked_text("aggregatetype", aggregatetype)
         aggregateid = _checked_text("aggregateid", aggregateid, allow_int=True)

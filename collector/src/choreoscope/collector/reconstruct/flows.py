@@ -10,6 +10,7 @@ under the CONSUMER span that handled the cause). Status, first match wins: `fail
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -153,8 +154,45 @@ def _topological(nodes: Mapping[str, EventRow], cause: Mapping[str, str],
 
 
 def variant(dag: Dag) -> str:
-    """Event types in causal order, joined with " > "."""
-    return VARIANT_SEPARATOR.join(dag.nodes[n].type or UNKNOWN_TYPE for n in dag.order)
+    """Event types in causal order, joined with " > ".
+
+    Events of parallel branches (none caused the other) come in the order of their types,
+    then of what follows them, never in the order they happened to reach the bus: flows of
+    one causal shape are one variant however their branches interleaved, so a variant is
+    rare for its shape, never for its timing."""
+    nodes, children = dag.nodes, dag.children
+    shape = _shapes(dag)
+    heap = [(shape[n], n) for n in nodes if n not in dag.cause]
+    heapq.heapify(heap)
+    types: list[str] = []
+    seen: set[str] = set()
+    while heap:
+        _, n = heapq.heappop(heap)
+        if n in seen:
+            continue
+        seen.add(n)
+        types.append(nodes[n].type or UNKNOWN_TYPE)
+        for child in children.get(n, ()):
+            heapq.heappush(heap, (shape[child], child))
+    if len(seen) < len(nodes):  # a causation cycle: the rest by shape
+        types.extend(nodes[n].type or UNKNOWN_TYPE
+                     for n in sorted((n for n in nodes if n not in seen), key=shape.__getitem__))
+    return VARIANT_SEPARATOR.join(types)
+
+
+def _shapes(dag: Dag) -> dict[str, str]:
+    """Per event, a text that is the same for two events exactly when they have one type and
+    what they caused has the same shape: its type, then its effects' shapes in order (a
+    digest beyond 64 characters, so it stays short in a long chain, the same in every
+    process)."""
+    shape: dict[str, str] = {}
+    for n in reversed(dag.order):
+        kind = dag.nodes[n].type or UNKNOWN_TYPE
+        below = sorted(shape.get(c, "") for c in dag.children.get(n, ()))
+        text = f"{kind}({','.join(below)})" if below else kind
+        shape[n] = text if len(text) <= 64 else (
+            kind + "#" + hashlib.sha256(text.encode()).hexdigest()[:32])
+    return shape
 
 
 def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: int,

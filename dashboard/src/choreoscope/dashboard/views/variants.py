@@ -15,8 +15,9 @@ RARE_SHARE = 0.05
 def render() -> None:
     if not shell.start("Variants"):
         return
-    st.caption("A variant is the sequence of event types of a flow, in causal order. "
-               f"Variants taken by fewer than {RARE_SHARE:.0%} of flows are highlighted as rare.")
+    st.caption("A variant is the sequence of event types of a flow, in causal order; events "
+               "of parallel branches come by type, so flows of one causal shape share a "
+               f"variant however their branches interleaved. Variants taken by fewer than {RARE_SHARE:.0%} of flows are highlighted as rare.")
     refresh.live(_body)
 
 
