@@ -121,6 +121,25 @@ def test_overview_says_when_flows_were_analysed(tmp_path: Path,
     assert "· flows analysed 2026-11-18 11:06:40 UTC (the pass took 1 min 15 s) ·" in caption
 
 
+def test_a_young_store_without_outbox_or_lag(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events of the last two minutes are a rate over those two minutes, not over five; no
+    outbox monitored and no lag measured show as no figure, not as 0."""
+    from choreoscope.collector.store import Store
+    from tests.dashboard.store_rows import _event
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    now = int(time.time() * 1000)
+    rows = [_event("orders", i, f"e{i}", "order.placed", "shop", f"c{i}", None,
+                   now - 120_000 + i * 3_000) for i in range(40)]
+    add(Store(url).create(), {schema.events: rows}).dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
+    m = metrics(run())
+    assert float(m["Events / min (last 5 min)"]) == pytest.approx(20.0, rel=0.05)
+    assert (m["Outbox backlog"], m["Consumer lag"]) == ("—", "—")
+
+
 def charts(at: AppTest) -> list[dict[str, Any]]:
     """The Vega-Lite specs of the page's charts."""
     return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]

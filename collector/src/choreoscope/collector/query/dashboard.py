@@ -122,7 +122,8 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
     `now_ms`, or at the last stored event when nothing arrived within the window.
     """
     with store.engine.connect() as conn:
-        last_seen = conn.execute(text("SELECT max(observed_at_ms) FROM events")).scalar_one()
+        first_seen, last_seen = conn.execute(
+            text("SELECT min(observed_at_ms), max(observed_at_ms) FROM events")).one()
         end = now_ms if last_seen is None or last_seen >= now_ms - window_ms else int(last_seen)
         since = end - window_ms
         last_5 = conn.execute(text("SELECT count(*) FROM events WHERE observed_at_ms >= :t"),
@@ -171,6 +172,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "window_end_ms": end,
         "events_last_5_min": int(last_5),
         "last_event_ms": last_seen,
+        "first_event_ms": first_seen,
         "otlp_spans_dropped": int(dropped) if dropped and str(dropped).isdigit() else 0,
         "analysed_at_ms": analysed[0] if analysed else None,
         "analysis_s": analysed[1] if analysed else None,

@@ -34,15 +34,17 @@ def _body() -> None:
 
     st.subheader("Traffic")
     c = st.columns(4)
-    c[0].metric("Events / min (last 5 min)", f"{o['events_last_5_min'] / 5:.1f}",
+    c[0].metric("Events / min (last 5 min)", f"{_per_minute(o):.1f}",
                 chart_data=recent[-30:] if o["events_last_5_min"] else None, chart_type="bar",
                 border=True, help="Records stored per minute, averaged over the last five "
-                                  "minutes; the bars are the last 30 minutes of traffic.")
+                                  "minutes (over the minutes since the first, when the store "
+                                  "is younger); the bars are the last 30 minutes of traffic.")
     c[1].metric("Events stored", f"{o['events_total']:,}", border=True)
     c[2].metric("Events with a trace", fmt.share(o["traced_share"]), border=True,
                 help="Share of records carrying a W3C traceparent header.")
-    c[3].metric("Consumer lag", f"{o['consumer_lag']:,}", border=True,
-                help=f"Summed over {o['consumer_groups']} consumer group(s).")
+    c[3].metric("Consumer lag", f"{o['consumer_lag']:,}" if o["consumer_groups"] else "—",
+                border=True, help=f"Summed over {o['consumer_groups']} consumer group(s)."
+                if o["consumer_groups"] else "No consumer lag measured yet.")
     c[0].page_link("views/flow_map.py", label="Flow map", icon=":material/arrow_forward:")
     c[1].page_link("views/flows.py", label="All flows", icon=":material/arrow_forward:")
     c[2].page_link("views/event_health.py", label="Event health", icon=":material/arrow_forward:")
@@ -92,15 +94,27 @@ def _body() -> None:
     _anomaly_minutes(o["anomalies_per_minute"], o["anomalies_since_ms"], o["now_ms"])
 
 
+def _per_minute(o: dict[str, Any]) -> float:
+    """Events per minute over the last five minutes, or over the minutes since the first
+    event when the store is younger (at least one: a first burst is not a rate)."""
+    first = o.get("first_event_ms")
+    minutes = 5.0
+    if first is not None:
+        minutes = min(5.0, max(1.0, (o["now_ms"] - first) / 60_000))
+    return o["events_last_5_min"] / minutes
+
+
 def _outbox(o: dict[str, Any], backlog: Any, oldest: Any) -> None:
     """Backlog and oldest pending row over the outbox sources measured; a source never
     measured (unreachable from the start) has no figures and is said to have none."""
     never, unreachable = o["outbox_never_measured"], o["outbox_unreachable"]
     measured = o["outbox_sources"] - never
-    backlog.metric("Outbox backlog", f"{o['outbox_pending']:,}" if measured or not never
-                   else "—", border=True,
+    backlog.metric("Outbox backlog", f"{o['outbox_pending']:,}" if measured else "—",
+                   border=True,
                    help=f"Pending rows over {measured} measured outbox source(s); "
-                        f"{o['outbox_dead']} dead.")
+                        f"{o['outbox_dead']} dead." if measured else
+                        "No outbox measured: none is monitored (`collect --outbox NAME=URL`) "
+                        "or none answered yet.")
     oldest.metric("Oldest pending outbox row", fmt.duration(
         None if o["outbox_oldest_pending_age_s"] is None
         else o["outbox_oldest_pending_age_s"] * 1000), border=True)
