@@ -161,6 +161,9 @@ def variant(dag: Dag) -> str:
     one causal shape are one variant however their branches interleaved, so a variant is
     rare for its shape, never for its timing."""
     nodes, children = dag.nodes, dag.children
+    if len(nodes) - len(dag.cause) <= 1 and all(len(c) == 1 for c in children.values()):
+        # One chain: no parallel branches, the topological order is the only one.
+        return VARIANT_SEPARATOR.join(nodes[n].type or UNKNOWN_TYPE for n in dag.order)
     shape = _shapes(dag)
     heap = [(shape[n], n) for n in nodes if n not in dag.cause]
     heapq.heapify(heap)
