@@ -134,8 +134,13 @@ def _cause_from_spans(by_span: Mapping[str, SpanRow], span_id: str) -> str | Non
 
 
 def _topological(nodes: Mapping[str, EventRow], cause: Mapping[str, str],
-                 children: Mapping[str, list[str]]) -> list[str]:
-    heap = [(bus_ms(e), n) for n, e in nodes.items() if n not in cause]
+                 children: Mapping[str, list[str]],
+                 key: Callable[[str], int | str] | None = None) -> list[str]:
+    """Causes before their effects; of the events ready at once, the least `key` first (by
+    default the bus time). Events in a causation cycle come last, by `key`."""
+    if key is None:
+        key = _bus_time_of(nodes)
+    heap = [(key(n), n) for n in nodes if n not in cause]
     heapq.heapify(heap)
     order: list[str] = []
     seen: set[str] = set()
@@ -146,11 +151,14 @@ def _topological(nodes: Mapping[str, EventRow], cause: Mapping[str, str],
         seen.add(n)
         order.append(n)
         for child in children.get(n, ()):
-            heapq.heappush(heap, (bus_ms(nodes[child]), child))
-    if len(order) < len(nodes):  # a causation cycle: place the rest by time
-        order.extend(sorted((n for n in nodes if n not in seen),
-                            key=lambda n: (bus_ms(nodes[n]), n)))
+            heapq.heappush(heap, (key(child), child))
+    if len(order) < len(nodes):  # a causation cycle: place the rest by key
+        order.extend(sorted((n for n in nodes if n not in seen), key=lambda n: (key(n), n)))
     return order
+
+
+def _bus_time_of(nodes: Mapping[str, EventRow]) -> Callable[[str], int]:
+    return lambda n: bus_ms(nodes[n])
 
 
 def variant(dag: Dag) -> str:
@@ -165,22 +173,8 @@ def variant(dag: Dag) -> str:
         # One chain: no parallel branches, the topological order is the only one.
         return VARIANT_SEPARATOR.join(nodes[n].type or UNKNOWN_TYPE for n in dag.order)
     shape = _shapes(dag)
-    heap = [(shape[n], n) for n in nodes if n not in dag.cause]
-    heapq.heapify(heap)
-    types: list[str] = []
-    seen: set[str] = set()
-    while heap:
-        _, n = heapq.heappop(heap)
-        if n in seen:
-            continue
-        seen.add(n)
-        types.append(nodes[n].type or UNKNOWN_TYPE)
-        for child in children.get(n, ()):
-            heapq.heappush(heap, (shape[child], child))
-    if len(seen) < len(nodes):  # a causation cycle: the rest by shape
-        types.extend(nodes[n].type or UNKNOWN_TYPE
-                     for n in sorted((n for n in nodes if n not in seen), key=shape.__getitem__))
-    return VARIANT_SEPARATOR.join(types)
+    order = _topological(nodes, dag.cause, children, shape.__getitem__)
+    return VARIANT_SEPARATOR.join(nodes[n].type or UNKNOWN_TYPE for n in order)
 
 
 def _shapes(dag: Dag) -> dict[str, str]:
