@@ -6,7 +6,6 @@ Helpers of `producer.py`, apart so that the producer module reads as the send pa
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 from typing import Any
@@ -120,12 +119,8 @@ def carried_envelope(value: Any) -> Event | None:
     """The envelope `value` already carries, decoded: a CloudEvents structured-mode JSON
     object or the hand-written JSON envelope (the decoder's reading). None for any other
     value: data of its own, to which `send` adds the binary-mode headers."""
-    if type(value) is dict:
+    if type(value) is dict:  # for a value_serializer: the decoder reads the dict as it is
         if not any(k in value for k in _ENVELOPE_KEYS):
-            return None
-        try:
-            value = json.dumps(value, default=wire.json_default).encode()
-        except (TypeError, ValueError):
             return None
     elif type(value) is bytes:
         if value[:1] != b"{" or _ENVELOPE_MARKER(value) is None:

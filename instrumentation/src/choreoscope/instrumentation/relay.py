@@ -279,12 +279,13 @@ class OutboxRelay:
         # bus's, not the row's: the row backs off and stays pending however long they last.
         # So does a producer closed under the relay (a shutdown in the wrong order): the
         # relay's failure, never the row's.
-        if isinstance(error, IllegalStateError) and not self._closed_producer_logged:
+        closed_producer = isinstance(error, IllegalStateError)
+        if closed_producer and not self._closed_producer_logged:
             self._closed_producer_logged = True
             log.error("outbox relay: its producer is closed (%s); rows stay pending until a "
                       "relay with an open producer sends them", error)
         if (attempts >= self.max_attempts and getattr(error, "retriable", False) is not True
-                and not isinstance(error, IllegalStateError)):
+                and not closed_producer):
             status, next_at = STATUS_DEAD, None
             log.warning("outbox row %s (%s %s) is dead after %d attempts: %s",
                         row.seq, row.aggregatetype, row.aggregateid, attempts, message)
