@@ -222,17 +222,38 @@ def test_send_never_mutates_the_callers_header_list(producer: TracedProducer, to
     assert headers == [("app", b"1")]
 
 
-def test_send_keeps_a_traceparent_the_caller_set(
+def test_a_caller_traceparent_parents_the_send_span_and_gives_way_to_it(
     producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
 ) -> None:
-    """The caller's traceparent is the only one written; our span becomes its child."""
-    producer.send(topic, value=b"{}", headers=[("traceparent", CALLER_TRACEPARENT.encode())])
+    """Headers from `propagate.inject` (traceparent, tracestate) parent our span; the record
+    carries the send span's context instead, once, so consumers are children of the send."""
+    given = [("app", b"1"), ("TraceParent", CALLER_TRACEPARENT.encode()),
+             ("tracestate", b"vendor=abc")]
+    producer.send(topic, value=b"{}", headers=given)
     producer.flush()
     [record] = read_back(bootstrap, topic, 1)
-    assert [v for n, v in record.headers if n == "traceparent"] == [CALLER_TRACEPARENT.encode()]
     [span] = span_exporter.get_finished_spans()
     assert span.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert span.parent.span_id == 0xB7AD6B7169203331
+    assert span.context.trace_state.to_header() == "vendor=abc"
+    ours = f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-{span.context.trace_flags:02x}".encode()
+    trace_headers = [(n, v) for n, v in record.headers if n.lower() in ("traceparent", "tracestate")]
+    assert trace_headers == [("traceparent", ours), ("tracestate", b"vendor=abc")]
+    assert record.headers[0] == ("app", b"1")
+    assert given[1] == ("TraceParent", CALLER_TRACEPARENT.encode())  # the caller's list as it was
+
+
+def test_an_invalid_caller_traceparent_is_replaced_by_the_send_span(
+    producer: TracedProducer, bootstrap: str, topic: str, span_exporter: InMemorySpanExporter
+) -> None:
+    """An invalid caller traceparent parents nothing and does not reach the bus."""
+    producer.send(topic, value=b"{}", headers=[("traceparent", b"00-nope")])
+    producer.flush()
+    [record] = read_back(bootstrap, topic, 1)
+    [span] = span_exporter.get_finished_spans()
+    assert span.parent is None
+    ours = f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-{span.context.trace_flags:02x}".encode()
+    assert [v for n, v in record.headers if n == "traceparent"] == [ours]
 
 
 def test_ce_headers_the_caller_set_win_without_duplicates(

@@ -34,19 +34,34 @@ _HEADER_FIELDS = {
 
 
 def merge_headers(caller: list[Any], ours: list[tuple[str, bytes]]) -> list[Any]:
-    """The caller's headers, then ours that the caller did not set (names case-insensitive)."""
+    """The caller's headers, then ours that the caller did not set (names case-insensitive),
+    except trace context: when ours has a `traceparent`, the caller's `traceparent` and
+    `tracestate` (which parented our span) give way to it."""
     taken = set()
+    replace_trace = any(h[0] == wire.TRACEPARENT for h in ours)
+    kept = []
     for item in caller:
-        # A malformed item is skipped here: kafka-python rejects the list.
-        with contextlib.suppress(AttributeError, IndexError, TypeError):
-            taken.add(item[0].lower())
-    caller.extend(h for h in ours if h[0] not in taken)
-    return caller
+        # A malformed item is kept as it is here: kafka-python rejects the list.
+        try:
+            name = item[0].lower()
+        except (AttributeError, IndexError, TypeError):
+            kept.append(item)
+            continue
+        if replace_trace and name in _TRACE_HEADERS:
+            continue
+        taken.add(name)
+        kept.append(item)
+    kept.extend(h for h in ours if h[0] not in taken)
+    return kept
 
 
-def read_caller_headers(headers: list[Any], event: Event) -> str | None:
-    """Copy the caller's `ce_*` values into `event`; return the caller's `traceparent`, if any."""
-    traceparent = None
+_TRACE_HEADERS = (wire.TRACEPARENT, wire.TRACESTATE)
+
+
+def read_caller_headers(headers: list[Any], event: Event) -> tuple[str | None, str | None]:
+    """Copy the caller's `ce_*` values into `event`; return the caller's `traceparent` and
+    `tracestate`, each None when absent."""
+    traceparent = tracestate = None
     for item in headers:
         try:
             name, raw = item
@@ -55,18 +70,20 @@ def read_caller_headers(headers: list[Any], event: Event) -> str | None:
         if type(name) is not str:  # kafka-python rejects the list with its own message
             continue
         name = name.lower()
-        if name.startswith("ce_") or name == wire.TRACEPARENT:
+        if name.startswith("ce_") or name in _TRACE_HEADERS:
             text = _text(raw)
             if text is None:
                 continue
             if name == wire.TRACEPARENT:
                 traceparent = text
+            elif name == wire.TRACESTATE:
+                tracestate = text
             elif name in _HEADER_FIELDS:
                 setattr(event, _HEADER_FIELDS[name], text)
             elif name == wire.SEQUENCE:
                 with contextlib.suppress(ValueError):
                     event.sequence = int(text)
-    return traceparent
+    return traceparent, tracestate
 
 
 def _text(raw: Any) -> str | None:

@@ -172,8 +172,10 @@ class TracedProducer:
         """kafka-python's `send`, plus the envelope headers and a `send {topic}` span.
 
         `headers` may be a list, a tuple or None; the caller's list is never changed. Headers
-        the caller set win: a `ce_*` header replaces ours (its value also goes into the span),
-        a `traceparent` is kept as it is (our span then becomes its child). A dict or list
+        the caller set win: a `ce_*` header replaces ours (its value also goes into the span).
+        A caller's `traceparent` (and `tracestate`), such as one `propagate.inject` wrote,
+        parents our span, and the record carries our span's context in its place, so
+        consumers continue the trace as children of the send. A dict or list
         `value` is sent as compact JSON unless the producer has a `value_serializer` (then
         every value goes to it untouched); bytes go as they are, declared
         `application/octet-stream` unless they start like JSON (`{` or `[`).
@@ -190,11 +192,11 @@ class TracedProducer:
         """
         # Positional: id, type, source, subject, correlation_id, causation_id, schema_version.
         event = Event(None, None, self.service, None, None, None, "1")
-        caller_traceparent: str | None = None
+        caller_traceparent = caller_tracestate = None
         headers_out: Any = headers  # None, or something kafka-python rejects itself
         if headers and type(headers) in _HEADER_SEQUENCES:
             headers_out = list(headers)
-            caller_traceparent = read_caller_headers(headers_out, event)
+            caller_traceparent, caller_tracestate = read_caller_headers(headers_out, event)
             if event.type is not None and event.type not in _checked_types:
                 _check_type(event.type)
         elif type(headers) in _HEADER_SEQUENCES:
@@ -222,6 +224,7 @@ class TracedProducer:
             elif isinstance(value, _BYTES_LIKE) and bytes(value[:1]) not in _JSON_OPENERS:
                 content_type = _OCTET_STREAM
         carried = None
+        envelope_traceparent = None
         if not own_identity and content_type is None:
             carried = carried_envelope(value)
             if carried is not None:
@@ -229,11 +232,15 @@ class TracedProducer:
                 # binary-mode headers beside it, and the span names the event it carries.
                 event = carried
                 if caller_traceparent is None and carried.traceparent:
-                    caller_traceparent = carried.traceparent
+                    # The envelope's own trace context stays the event's (it is in the
+                    # value, which is sent as it is) and parents the span.
+                    envelope_traceparent = carried.traceparent
         parent = None
-        if caller_traceparent is not None:
-            parent = context_from_traceparent(caller_traceparent, None)
-            event.traceparent = caller_traceparent
+        if envelope_traceparent is not None:
+            parent = context_from_traceparent(envelope_traceparent, carried and carried.tracestate)
+            event.traceparent = envelope_traceparent
+        elif caller_traceparent is not None:
+            parent = context_from_traceparent(caller_traceparent, caller_tracestate)
         return self._emit(
             topic,
             event,
@@ -246,7 +253,7 @@ class TracedProducer:
             content_type,
             parent,
             None,
-            caller_traceparent is not None,
+            envelope_traceparent is not None,
             carried is not None,
         )
 
@@ -416,7 +423,7 @@ class TracedProducer:
         content_type: str | None,
         parent: Context | None,
         extra_attributes: dict[str, Any] | None,
-        keep_caller_traceparent: bool,
+        keep_envelope_traceparent: bool,
         envelope_in_value: bool = False,
     ) -> Any:
         span: SendSpan | None = None
@@ -428,7 +435,7 @@ class TracedProducer:
             if extra_attributes:
                 attrs.update(extra_attributes)
             span = self._start_send_span(name, parent, attrs)
-            if not keep_caller_traceparent:
+            if not keep_envelope_traceparent:
                 sc = span.get_span_context()
                 if sc.is_valid:
                     traceparent = format_traceparent(sc.trace_id, sc.span_id, sc.trace_flags)
