@@ -296,6 +296,37 @@ def test_chunked_body(store: Store, receiver: OtlpReceiver) -> None:
     assert len(stored(store)) == 4
 
 
+@pytest.mark.parametrize(("size_line", "reason"), [
+    (b"-5", b"expected a chunk size in hexadecimal, got b'-5'"),
+    (b"-1", b"expected a chunk size in hexadecimal, got b'-1'"),
+    (b"zz", b"expected a chunk size in hexadecimal, got b'zz'"),
+    (b"2", b"a chunk of 2 bytes is not followed by a line end"),
+])
+def test_a_malformed_chunk_gets_400_at_once(receiver: OtlpReceiver, size_line: bytes,
+                                            reason: bytes) -> None:
+    """A chunk size that is negative or not hex, or a chunk longer than its size, is a 400
+    naming the fault, answered at once (never a dropped connection or a wait for more)."""
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" + size_line + b"\r\n{}}\r\n0\r\n\r\n")
+        reply = sock.makefile("rb").read()
+    assert reply.split(b" ", 2)[1] == b"400"
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["message"] == (
+        "malformed chunked body: " + reason.decode())
+    assert post(receiver, fixture("otel_traces_01.json"), "application/json")[0] == 200
+
+
+def test_a_gzip_body_of_several_members_is_read_whole(store: Store,
+                                                      receiver: OtlpReceiver) -> None:
+    """Concatenated gzip members (RFC 1952) inflate to their concatenation."""
+    raw = fixture("otel_traces_01.json")
+    status, _, _ = post(receiver, gzip.compress(raw[:700]) + gzip.compress(raw[700:]),
+                        "application/json", **{"Content-Encoding": "gzip"})
+    assert status == 200
+    assert receiver.flush()
+    assert len(stored(store)) == 4
+
+
 def test_instrumentation_span_attributes_fill_the_columns(store: Store,
                                                            receiver: OtlpReceiver) -> None:
     """Spans carrying the instrumentation's own semconv attribute sets land in the right columns."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +41,11 @@ _JSON = "application/json"
 _GRPC_INVALID_ARGUMENT = 3
 _GRPC_RESOURCE_EXHAUSTED = 8
 _GRPC_UNAVAILABLE = 14
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class _BadChunk(ValueError):
+    """A chunked request body that does not follow HTTP/1.1's framing."""
 
 
 class OtlpReceiver:
@@ -190,7 +196,11 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
         def _body(self, is_json: bool) -> bytes | None:
             limit = receiver.max_body
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                raw = self._read_chunked(limit)
+                try:
+                    raw = self._read_chunked(limit)
+                except _BadChunk as exc:
+                    self._error(400, f"malformed chunked body: {exc}", is_json, close=True)
+                    return None
                 if raw is None:
                     self._error(413, f"body over {limit} bytes", is_json, close=True)
                     return None
@@ -213,13 +223,28 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                     raise ConnectionResetError(f"body ended after {len(raw)} of {length} bytes")
             encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
             if encoding == "gzip":
+                return self._gunzip(raw, limit, is_json)
+            if encoding != "identity":
+                self._error(415, f"expected Content-Encoding gzip or identity, got {encoding!r}",
+                            is_json)
+                return None
+            return raw
+
+        def _gunzip(self, raw: bytes, limit: int, is_json: bool) -> bytes | None:
+            """The inflated body, every gzip member of it in turn (RFC 1952 allows several);
+            None, answered, when it is malformed or inflates beyond `limit`."""
+            out: list[bytes] = []
+            size = 0
+            rest = raw
+            while True:
                 inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 try:
-                    out = inflater.decompress(raw, limit + 1)
+                    part = inflater.decompress(rest, limit + 1 - size)
                 except zlib.error as exc:
                     self._error(400, f"malformed gzip body: {exc}", is_json)
                     return None
-                if len(out) > limit or inflater.unconsumed_tail:
+                size += len(part)
+                if size > limit or inflater.unconsumed_tail:
                     self._error(413, f"decompressed body over the limit of {limit} bytes",
                                 is_json)
                     return None
@@ -227,31 +252,37 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                     self._error(400, f"malformed gzip body: truncated (the gzip stream stops "
                                      f"after {len(raw)} bytes, before its end)", is_json)
                     return None
-                return out
-            if encoding != "identity":
-                self._error(415, f"expected Content-Encoding gzip or identity, got {encoding!r}",
-                            is_json)
-                return None
-            return raw
+                out.append(part)
+                rest = inflater.unused_data
+                if not rest:
+                    return b"".join(out)
 
         def _read_chunked(self, limit: int) -> bytes | None:
+            """The body of a chunked request; None when it grows over `limit`; _BadChunk
+            when a size line or a chunk's end is not what HTTP/1.1 says."""
             parts: list[bytes] = []
             size = 0
             while True:
                 line = self.rfile.readline(1024)
-                try:
-                    n = int(line.split(b";")[0].strip() or b"0", 16)
-                except ValueError:
-                    n = 0
+                if not line:
+                    raise ConnectionResetError(f"body ended after {size} bytes of chunks")
+                text = line.split(b";")[0].strip()
+                if not _HEX.fullmatch(text):
+                    raise _BadChunk(f"expected a chunk size in hexadecimal, got {text[:40]!r}")
+                n = int(text, 16)
                 if n == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
+                        pass  # trailer fields
                     return b"".join(parts)
                 size += n
                 if size > limit:
                     return None
-                parts.append(self.rfile.read(n))
-                self.rfile.readline(1024)
+                chunk = self.rfile.read(n)
+                if len(chunk) < n:
+                    raise ConnectionResetError(f"chunk ended after {len(chunk)} of {n} bytes")
+                parts.append(chunk)
+                if self.rfile.readline(1024) not in (b"\r\n", b"\n"):
+                    raise _BadChunk(f"a chunk of {n} bytes is not followed by a line end")
 
         # --- responses -------------------------------------------------------------------------
 
