@@ -279,6 +279,7 @@ def test_a_non_sdk_tracer_gets_the_attributes_through_the_api() -> None:
 def test_producer_spans_are_the_same_with_a_custom_sampler(bootstrap: str, topic: str) -> None:
     """A producer under a custom sampler exports the same attributes and the sampler sees them."""
     exported = []
+    offsets = []
     seen: list[dict[str, Any]] = []
     for sampler in (ALWAYS_ON, RecordingSampler()):
         tp, exporter = provider(sampler=sampler)
@@ -293,8 +294,10 @@ def test_producer_spans_are_the_same_with_a_custom_sampler(bootstrap: str, topic
             assert attributes.pop(name) == event.id
         conversation = attributes.pop("messaging.message.conversation_id")
         assert conversation == event.correlation_id
+        offsets.append(attributes.pop("messaging.kafka.offset"))
         exported.append((span.name, span.kind, attributes))
         if isinstance(sampler, RecordingSampler):
             seen = sampler.seen
     assert exported[0] == exported[1]
+    assert offsets == [0, 1]  # one key, one partition: the second record follows the first
     assert seen and seen[0]["cloudevents.event_type"] == "order.placed"

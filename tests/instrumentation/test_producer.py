@@ -139,13 +139,19 @@ def test_publish_returns_the_event_with_a_uuidv7_root_id(
 def test_producer_span_name_kind_and_attributes_are_exact(
     producer: TracedProducer, topic: str, span_exporter: InMemorySpanExporter
 ) -> None:
-    """The span is `send {topic}`, PRODUCER, with semconv's send attributes and status UNSET."""
+    """The span is `send {topic}`, PRODUCER, with semconv's send attributes, the partition
+    and offset the broker gave the record, and status UNSET."""
+    first = producer.send(topic, value=b"{}", key=b"ord_9").get(10)  # one key: one partition
+    span_exporter.clear()
     event = producer.publish(topic, "order.placed", {"n": 1}, key=b"ord_9")
     producer.flush()
     [span] = span_exporter.get_finished_spans()
     assert span.name == f"send {topic}"
     assert span.kind is SpanKind.PRODUCER
-    assert dict(span.attributes) == semconv.send_attributes(topic, event, "ord_9")
+    assert dict(span.attributes) == {
+        **semconv.send_attributes(topic, event, "ord_9"),
+        semconv.MESSAGING_DESTINATION_PARTITION_ID: str(first.partition),
+        semconv.MESSAGING_KAFKA_OFFSET: first.offset + 1}
     assert dict(span.attributes)[semconv.MESSAGING_MESSAGE_ID] == event.id
     assert span.status.status_code is StatusCode.UNSET
     assert span.parent is None

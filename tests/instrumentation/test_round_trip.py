@@ -173,7 +173,7 @@ def test_three_hops(
         assert record.key == b"ord_1"
 
     # Span attributes.
-    def send_attrs(t: str, event: Event) -> dict[str, Any]:
+    def send_attrs(t: str, event: Event, record: Any) -> dict[str, Any]:
         attrs = {
             "messaging.system": "kafka",
             "messaging.operation.name": "send",
@@ -186,27 +186,28 @@ def test_three_hops(
             "cloudevents.event_type": event.type,
             "cloudevents.event_source": event.source,
             "cloudevents.event_subject": "ord_1",
+            # from the broker's answer: where the record went
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
         }
         if event.causation_id:
             attrs["choreoscope.causation_id"] = event.causation_id
         return attrs
 
     def process_attrs(t: str, event: Event, group: str, record: Any) -> dict[str, Any]:
-        attrs = send_attrs(t, event)
+        attrs = send_attrs(t, event, record)
         attrs.update(
             {
                 "messaging.operation.name": "process",
                 "messaging.operation.type": "process",
                 "messaging.consumer.group.name": group,
-                "messaging.destination.partition.id": str(record.partition),
-                "messaging.kafka.offset": record.offset,
             }
         )
         return attrs
 
-    assert dict(send_o.attributes or {}) == send_attrs(t_orders, order)
-    assert dict(send_p.attributes or {}) == send_attrs(t_payments, payment)
-    assert dict(send_s.attributes or {}) == send_attrs(t_shipping, shipment)
+    assert dict(send_o.attributes or {}) == send_attrs(t_orders, order, r_order)
+    assert dict(send_p.attributes or {}) == send_attrs(t_payments, payment, r_payment)
+    assert dict(send_s.attributes or {}) == send_attrs(t_shipping, shipment, r_shipment)
     assert dict(proc_o.attributes or {}) == process_attrs(t_orders, order, "payments", r_order)
     assert dict(proc_p.attributes or {}) == process_attrs(
         t_payments, payment, "shipping", r_payment

@@ -220,12 +220,20 @@ class SendSpanStarter:
 
 
 def end_span(span: Any, outcome: Any) -> None:
-    """End `span`; an exception outcome marks it ERROR first. Never raises."""
+    """End `span`; an exception outcome marks it ERROR first, the broker's answer (record
+    metadata) gives it the partition and offset the record got. Never raises."""
     try:
         if isinstance(outcome, BaseException):
             span.set_status(Status(StatusCode.ERROR, f"{type(outcome).__name__}: {outcome}"))
             span.record_exception(outcome)
             span.set_attribute(semconv.ERROR_TYPE, type(outcome).__qualname__)
+        else:
+            partition = getattr(outcome, "partition", None)
+            offset = getattr(outcome, "offset", None)
+            if type(partition) is int and partition >= 0:
+                span.set_attribute(semconv.MESSAGING_DESTINATION_PARTITION_ID, str(partition))
+                if type(offset) is int and offset >= 0:
+                    span.set_attribute(semconv.MESSAGING_KAFKA_OFFSET, offset)
         span.end()
     except Exception:  # noqa: BLE001
         log_failure_once("could not end the producer span")
