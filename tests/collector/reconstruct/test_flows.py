@@ -135,6 +135,23 @@ def test_summary_counts_distinct_events_and_joins_spans(tmp_path):
     assert s.variant == "order.placed"
 
 
+def test_trace_ids_list_the_first_trace_first(tmp_path):
+    """A flow over several traces lists them by when each was first seen, so the first (the
+    one a single link opens) is the trace the flow began in, not the lowest id."""
+    store = new_store(tmp_path)
+    first = {**ev("e1", "order.placed", flow="f1", ts=T0), "trace_id": "f" * 32}
+    second = {**ev("e2", "payment.captured", flow="f1", cause="e1", offset=1, ts=T0 + 10),
+              "trace_id": "a" * 32}
+    late = {**ev("e3", "order.shipped", flow="f1", cause="e2", offset=2, ts=T0 + 20),
+            "trace_id": "0" * 32}
+    # a consumer span of a third trace, which began before the event that names it
+    span = {**consumer(late, "shipping", start_ms=T0 + 5), "trace_id": "0" * 32}
+    put(store, [late, second, first], [span])
+    s = summarize(*load_flows(store)["f1"], tracing_active=True, untraced_grace_ms=0,
+                  now_ms=T0)
+    assert json.loads(s.trace_ids) == ["f" * 32, "0" * 32, "a" * 32]
+
+
 def test_activity_is_bus_time_capped_by_observation(tmp_path):
     """A backlog read an hour late is idle since its bus time; a clock running ahead is capped
     by when the collector read the record."""

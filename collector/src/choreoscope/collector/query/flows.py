@@ -299,7 +299,7 @@ def _summary_from_events(correlation_id: str, ordered: list[Any]) -> dict[str, A
         "event_count": len({r["event_id"] for r in ordered if r["event_id"]}),
         "services": sorted({r["source"] for r in ordered if r["source"]}),
         "event_types": sorted({r["type"] for r in ordered if r["type"]}),
-        "trace_ids": sorted({r["trace_id"] for r in ordered if r["trace_id"]}),
+        "trace_ids": list(dict.fromkeys(r["trace_id"] for r in ordered if r["trace_id"])),
         "anomaly_count": 0,
         "variant": " > ".join(types),
         "trace_status": None,

@@ -77,7 +77,7 @@ class FlowSummary:
     event_count: int
     services: str  # JSON list, sorted
     event_types: str  # JSON list, in causal order
-    trace_ids: str  # JSON list, sorted
+    trace_ids: str  # JSON list, the trace seen first first (ties by id)
     variant: str
     failed: bool
     leaves: list[tuple[str, str, str | None, str | None]]  # (node, type, subject, source)
@@ -198,7 +198,7 @@ def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: 
     started = last = bus_ms(flow.events[0])
     activity = min(started, flow.events[0].observed_at_ms)
     services: set[str] = set()
-    trace_ids: set[str] = set()
+    trace_ids: dict[str, int] = {}  # trace id -> when it was first seen
     for e in flow.events:
         t = bus_ms(e)
         if t < started:
@@ -213,8 +213,8 @@ def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: 
             activity = happened
         if e.source:
             services.add(e.source)
-        if e.trace_id:
-            trace_ids.add(e.trace_id)
+        if e.trace_id and trace_ids.get(e.trace_id, t + 1) > t:
+            trace_ids[e.trace_id] = t
     failed = False
     for s in flow.spans:
         start_ms = s.start_us // 1000
@@ -227,7 +227,8 @@ def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: 
             activity = end_ms
         if s.service:
             services.add(s.service)
-        trace_ids.add(s.trace_id)
+        if trace_ids.get(s.trace_id, start_ms + 1) > start_ms:
+            trace_ids[s.trace_id] = start_ms
         if s.status == "error" and s.kind == "consumer":
             failed = True
     nodes = dag.nodes
@@ -242,7 +243,7 @@ def summarize(flow: Flow, dag: Dag, *, tracing_active: bool, untraced_grace_ms: 
         event_count=len(nodes),
         services=json_list(sorted(services)),
         event_types=json_list(types),
-        trace_ids=json_list(sorted(trace_ids)),
+        trace_ids=json_list(sorted(trace_ids, key=lambda t: (trace_ids[t], t))),
         variant=variant(dag),
         failed=failed,
         leaves=leaves,
