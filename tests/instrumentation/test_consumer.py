@@ -79,6 +79,7 @@ def test_span_around_handler(
         "messaging.operation.type": "process",
         "messaging.destination.name": topic,
         "messaging.consumer.group.name": "billing-g",
+        "choreoscope.service": "billing",
         "messaging.destination.partition.id": "0",
         "messaging.kafka.offset": 0,
         "messaging.kafka.message.key": "ord_1",
@@ -91,7 +92,7 @@ def test_span_around_handler(
         "choreoscope.causation_id": "evt-0",
     }
     assert span.status.status_code is StatusCode.UNSET
-    assert dict(span.attributes or {}) == semconv.process_attributes(event, "billing-g")
+    assert dict(span.attributes or {}) == semconv.process_attributes(event, "billing-g", "billing")
 
 
 def test_no_group_attribute_without_group(

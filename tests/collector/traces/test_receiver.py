@@ -346,7 +346,8 @@ def test_instrumentation_span_attributes_fill_the_columns(store: Store,
         pass
     with tracer.start_as_current_span(semconv.process_span_name("orders"),
                                       kind=SpanKind.CONSUMER,
-                                      attributes=semconv.process_attributes(event, "billing")) as s:
+                                      attributes=semconv.process_attributes(event, "billing",
+                                                                            "billing-worker")) as s:
         s.set_attribute(semconv.OUT_OF_ORDER, True)
     provider.shutdown()
     assert receiver.flush()
@@ -361,6 +362,9 @@ def test_instrumentation_span_attributes_fill_the_columns(store: Store,
         "name": "send orders", "message_id": event.id, "conversation_id": "corr-1",
         "consumer_group": None, "destination": "orders", "partition": None, "offset": None,
         "out_of_order": False}
+    # the handler's traced_consumer(service=...) names the consumer; the process names the rest
+    assert (rows["consumer"]["service"], rows["producer"]["service"]) == (
+        "billing-worker", "billing")
 
 
 def test_span_attributes_matching_the_pattern_are_redacted(store: Store) -> None:

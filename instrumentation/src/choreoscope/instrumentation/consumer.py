@@ -73,8 +73,9 @@ def traced_consumer(
 ) -> _Decorator:
     """Decorate a handler `(event: Event, ...) -> Any` so that it takes a Kafka record instead.
 
-    `service` is the consuming service's name, `group` its consumer group (recorded as
-    `messaging.consumer.group.name`). `skew` (seconds) is the clock difference tolerated
+    `service` is the consuming service's name (recorded as `choreoscope.service`: the
+    collector credits the processing to it, whatever the tracer provider's `service.name`),
+    `group` its consumer group (recorded as `messaging.consumer.group.name`). `skew` (seconds) is the clock difference tolerated
     before an older `ce_time` counts as out of order; `max_subjects` bounds the subjects
     remembered for that check. Sync handlers give a sync wrapper, async handlers an async one.
     Its options are keywords: `@traced_consumer(service="payment-service")`, never
@@ -100,18 +101,20 @@ def traced_consumer(
         raise ValueError("expected a non-empty consumer group name or None, got ''")
     tracker = OrderTracker(skew=skew, max_subjects=max_subjects)
     tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
-    return _Decorator(_Processing(tracer, group, tracker))
+    return _Decorator(_Processing(tracer, group, tracker, service))
 
 
 class _Processing:
     """What one decorated handler needs per record: decode, span, context, ordering."""
 
-    __slots__ = ("group", "start_span", "topics", "tracer", "tracker")
+    __slots__ = ("group", "service", "start_span", "topics", "tracer", "tracker")
 
-    def __init__(self, tracer: trace.Tracer, group: str | None, tracker: OrderTracker) -> None:
+    def __init__(self, tracer: trace.Tracer, group: str | None, tracker: OrderTracker,
+                 service: str | None = None) -> None:
         self.tracer = tracer
         self.start_span = SpanStarter(tracer)
         self.group = group
+        self.service = service
         self.tracker = tracker
         # Per topic: the span name and the attributes every record of it shares.
         self.topics: dict[str | None, tuple[str, dict[str, Any]]] = {}
@@ -166,7 +169,7 @@ class _Processing:
     def _topic(self, topic: str | None) -> tuple[str, dict[str, Any]]:
         """`semconv.process_attributes` without the per-record part, computed once per topic."""
         shared = semconv.process_attributes(
-            Event(id=None, type=None, source=None, topic=topic), self.group
+            Event(id=None, type=None, source=None, topic=topic), self.group, self.service
         )
         entry = (semconv.process_span_name(topic or ""), shared)
         if len(self.topics) < _MAX_CACHED_TOPICS:

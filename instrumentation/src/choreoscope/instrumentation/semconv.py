@@ -35,6 +35,9 @@ OUT_OF_ORDER = "choreoscope.out_of_order"
 OUT_OF_ORDER_EVENT = "choreoscope.out_of_order"
 ENVELOPE_PROBLEMS = "choreoscope.envelope.problems"
 OUTBOX_DELAY_MS = "choreoscope.outbox.delay_ms"
+# The consuming service `traced_consumer(service=...)` names: the collector credits the
+# processing to it rather than to the tracer provider's `service.name` when the two differ.
+SERVICE = "choreoscope.service"
 
 KAFKA = "kafka"
 
@@ -81,8 +84,9 @@ def send_attributes(topic: str, event: Event, key: str | None) -> dict[str, str]
     return attrs
 
 
-def process_attributes(event: Event, group: str | None) -> dict[str, str | int]:
-    """Attributes of the `process {topic}` CONSUMER span."""
+def process_attributes(event: Event, group: str | None,
+                       service: str | None = None) -> dict[str, str | int]:
+    """Attributes of the `process {topic}` CONSUMER span of `service`'s handler."""
     attrs: dict[str, str | int] = {
         MESSAGING_SYSTEM: KAFKA,
         MESSAGING_OPERATION_NAME: "process",
@@ -91,6 +95,8 @@ def process_attributes(event: Event, group: str | None) -> dict[str, str | int]:
     }
     if group:
         attrs[MESSAGING_CONSUMER_GROUP_NAME] = group
+    if service:
+        attrs[SERVICE] = service
     if event.partition is not None:
         attrs[MESSAGING_DESTINATION_PARTITION_ID] = str(event.partition)
     if event.offset is not None:

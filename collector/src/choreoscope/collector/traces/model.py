@@ -26,6 +26,7 @@ _PARTITION = ("messaging.destination.partition.id", "messaging.kafka.destination
 _OFFSET = ("messaging.kafka.offset", "messaging.kafka.message.offset")
 _ERROR_TYPE = "error.type"
 _OUT_OF_ORDER = "choreoscope.out_of_order"
+_HANDLER_SERVICE = "choreoscope.service"  # traced_consumer(service=...)
 
 # The latest time a span may have: 9999-12-31T23:59:59.999999Z (the last a datetime can show).
 MAX_TIME_US = 253_402_300_799_999_999
@@ -111,7 +112,9 @@ class Span:
             "parent_span_id": self.parent_span_id,
             "name": _clip(self.name, 255) or "",
             "kind": self.kind,
-            "service": _clip(self.service, 255),
+            # The handler's own service name, when the instrumentation gave one, wins over
+            # the process's: one tracer provider may serve several services' handlers.
+            "service": _clip(_text(self.attributes.get(_HANDLER_SERVICE)) or self.service, 255),
             "start_us": _bounded(self.start_us, _INT64) or 0,
             "duration_us": _bounded(self.duration_us, _INT64) or 0,
             "status": self.status,
