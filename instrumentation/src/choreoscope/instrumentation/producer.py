@@ -237,7 +237,8 @@ class TracedProducer:
                     envelope_traceparent = carried.traceparent
         parent = None
         if envelope_traceparent is not None:
-            parent = context_from_traceparent(envelope_traceparent, carried and carried.tracestate)
+            parent = context_from_traceparent(
+                envelope_traceparent, carried.tracestate if carried is not None else None)
             event.traceparent = envelope_traceparent
         elif caller_traceparent is not None:
             parent = context_from_traceparent(caller_traceparent, caller_tracestate)
