@@ -41,6 +41,7 @@ from .reconstruct.order import processed_by_group_subject
 from .reconstruct.terminal import TerminalTypes
 from .reconstruct.write import anomaly_counts, dead_outbox_flows, write_edges, write_flows
 from .store import Store
+from .traces.consumed import name_pending
 
 _BATCH = 5000
 _MAX_KEY = 400  # anomalies.key is String(512), "kind:" included
@@ -152,6 +153,8 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     horizon_ms = int(options.orphan_horizon_s * 1000)
     due = skip.Due()
 
+    with store.engine.begin() as conn:  # before the fingerprint: a span named is new data
+        name_pending(conn, now_ms)
     with raw_connection(store) as raw:
         data_fp = skip.data_fingerprint(raw, options, dead)
         last = skip.previous(store, raw, data_fp, now_ms)

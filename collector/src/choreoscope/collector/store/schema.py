@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
 )
 
 SCHEMA_VERSION = 1
@@ -103,6 +104,11 @@ spans = Table(
 )
 Index("ix_spans_message", spans.c.message_id)
 Index("ix_spans_start", spans.c.start_us)
+# Consumer spans that name no event yet (OpenTelemetry's own Kafka instrumentation writes no
+# message id; traces/consumed.py names them from their parent): few, and each pass reads them.
+_UNNAMED_CONSUMER = and_(spans.c.kind == "consumer", spans.c.message_id.is_(None))
+Index("ix_spans_unnamed_consumer", spans.c.received_at_ms,
+      sqlite_where=_UNNAMED_CONSUMER, postgresql_where=_UNNAMED_CONSUMER)
 
 # Which trace ids seen on the bus have been fetched from Jaeger, and when to try again.
 trace_fetches = Table(

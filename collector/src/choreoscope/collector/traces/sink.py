@@ -18,6 +18,7 @@ from ..store import Store
 from ..store.engine import UNAVAILABLE_ERRORS, describe_error
 from ..store.schema import spans as spans_table
 from ..store.text import clean_texts
+from .consumed import name_on_write, unnamed
 from .model import Span
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class SpanSink:
             if key not in rows:
                 rows[key] = span.row(origin=origin, received_at_ms=now_ms, redact=self._redact)
         batch = list(rows.values())
+        self._name_consumed(conn, batch)
         stored = 0
         for i in range(0, len(batch), _CHUNK):
             chunk = batch[i:i + _CHUNK]
@@ -78,6 +80,20 @@ class SpanSink:
                             len(chunk), describe_error(exc))
                 stored += sum(self._store_one(conn, row) for row in chunk)
         return stored
+
+    def _name_consumed(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """Consumer spans that name no event get the one their parent produced (consumed.py);
+        a failed lookup leaves them for the next analysis pass, never costs the spans."""
+        if not any(unnamed(row) for row in rows):
+            return
+        try:
+            with self._savepoint(conn):
+                name_on_write(conn, rows)
+        except UNAVAILABLE_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not look up the events of %d consumer spans (%s); the next "
+                        "analysis pass does", sum(map(unnamed, rows)), describe_error(exc))
 
     def _store_one(self, conn: Any, row: dict[str, Any]) -> int:
         for attempt in (row, clean_texts(row), _minimal(row)):
