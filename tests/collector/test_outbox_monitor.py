@@ -365,3 +365,58 @@ def test_the_newest_dead_rows_and_every_stuck_pending_row_are_listed(
     assert (status["pending"], status["dead"]) == (1, 6)
     assert [(r["seq"], r["reason"]) for r in status["stuck"]] == [
         (5, "dead"), (6, "age"), (7, "dead")]
+
+
+@pytest.mark.postgres
+def test_a_row_with_overlong_ids_is_recorded_and_the_next_source_still_polled(
+        tmp_path: Path, postgres_url: str) -> None:
+    """An outbox row's ids are the service's: a correlation id over the store's 128 characters
+    or an aggregate id over 255 is cut to fit in its anomaly, on PostgreSQL, which refuses
+    longer values; the sources after it are polled and stored as before."""
+    long_url, url = (f"sqlite:///{tmp_path / name}" for name in ("long.db", "service.db"))
+    for u in (long_url, url):
+        Outbox(u, service="orders").create_table()
+    insert(long_url, [{"seq": 1, "id": uid(1), "aggregateid": "a" * 300, "created_at": NOW - 1,
+                       "status": "dead", "attempts": 5, "headers": {"ce_correlationid": "c" * 200}}])
+    insert(url, ROWS)
+    pg_store = Store(postgres_url).create()
+    monitor = OutboxMonitor(pg_store, [f"long={long_url}", f"orders={url}"])
+    monitor.poll_once(now_ms=NOW)
+    monitor.close()
+    by_source = {s["source"]: s for s in outbox_status(pg_store)}
+    assert (by_source["long"]["dead"], by_source["orders"]["dead"]) == (1, 1)
+    assert by_source["long"]["stuck"][0]["correlation_id"] == "c" * 200  # the row as it is
+    found = {a["correlation_id"]: a for a in list_anomalies(pg_store, kind="stuck_outbox")}
+    assert sorted(found) == sorted(["c" * 128, "flow-1", "flow-3", "flow-4"])
+    assert found["c" * 128]["subject"] == "a" * 255
+    pg_store.dispose()
+
+
+def test_anomalies_the_store_refuses_leave_the_numbers_and_other_sources(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Should the store refuse a source's anomalies, its numbers are stored without them
+    (with a warning) and the next source is polled."""
+    from choreoscope.collector import outbox_monitor
+
+    first, second = (f"sqlite:///{tmp_path / name}" for name in ("first.db", "second.db"))
+    for u in (first, second):
+        Outbox(u, service="orders").create_table()
+        insert(u, ROWS)
+    real = outbox_monitor.record
+
+    def refuse_the_first(store: Store, conn: Any, found: list[Any], now_ms: int) -> int:
+        if found and found[0].extra["source"] == "first":
+            raise ValueError("refused")
+        return real(store, conn, found, now_ms)
+
+    monkeypatch.setattr(outbox_monitor, "record", refuse_the_first)
+    monitor = OutboxMonitor(store, [f"first={first}", f"second={second}"])
+    monitor.poll_once(now_ms=NOW)
+    monitor.close()
+    assert [(s["source"], s["pending"], s["dead"]) for s in outbox_status(store)] == [
+        ("first", 3, 1), ("second", 3, 1)]
+    assert {a["extra"]["source"] for a in list_anomalies(store, kind="stuck_outbox")} == {
+        "second"}
+    assert "outbox first: its stuck rows could not be recorded as anomalies (ValueError: " \
+           "refused)" in caplog.text

@@ -31,7 +31,7 @@ from choreoscope.instrumentation import _dbapi
 from .detect.anomaly import record
 from .detect.stuck_outbox import stuck_outbox_anomalies
 from .store import Store
-from .store.engine import normalize_url
+from .store.engine import UNAVAILABLE_ERRORS, describe_error, normalize_url
 from .store.masking import mask_secrets
 from .store.schema import outbox_sources
 
@@ -153,13 +153,27 @@ class OutboxMonitor:
             else:
                 if self._failing.pop(source.name, None) is not None:
                     log.info("outbox %s read again", source.name)
-                stuck = json.loads(row["stuck"])
-                with self.store.engine.begin() as conn:
-                    self.store.upsert(conn, outbox_sources, [row], ["source"])
-                    record(self.store, conn,
-                           stuck_outbox_anomalies(source.name, source.table, stuck), now_ms)
+                self._store(source, row, now_ms)
             written.append(row)
         return written
+
+    def _store(self, source: OutboxSource, row: dict[str, Any], now_ms: int) -> None:
+        """Store what was read of `source` and its stuck rows' anomalies. Anomalies the store
+        refuses do not keep the numbers from being stored, nor the next source from being
+        polled; a store that cannot be reached is the caller's to report."""
+        found = stuck_outbox_anomalies(source.name, source.table, json.loads(row["stuck"]))
+        try:
+            with self.store.engine.begin() as conn:
+                self.store.upsert(conn, outbox_sources, [row], ["source"])
+                record(self.store, conn, found, now_ms)
+            return
+        except UNAVAILABLE_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a row of theirs we cannot store
+            log.warning("outbox %s: its stuck rows could not be recorded as anomalies (%s); "
+                        "its numbers are stored without them", source.name, describe_error(exc))
+        with self.store.engine.begin() as conn:
+            self.store.upsert(conn, outbox_sources, [row], ["source"])
 
     def close(self) -> None:
         for source in self.sources:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,26 +50,43 @@ class Anomaly:
         if self.kind not in KINDS:
             raise ValueError(f"expected an anomaly kind in {KINDS}, got {self.kind!r}")
         return {
-            "key": _storable(f"{self.kind}:{self.key}"),
+            "key": storable_key(self.kind, self.key),
             "kind": self.kind,
-            "subkind": _storable(self.subkind),
-            "correlation_id": _storable(self.correlation_id),
-            "event_id": _storable(self.event_id),
-            "subject": _storable(self.subject),
-            "service": _storable(self.service),
-            "group_name": _storable(self.group),
+            "subkind": _storable(self.subkind, 64),
+            "correlation_id": _storable(self.correlation_id, 128),
+            "event_id": _storable(self.event_id, 128),
+            "subject": _storable(self.subject, 255),
+            "service": _storable(self.service, 255),
+            "group_name": _storable(self.group, 255),
             "detail": _storable(self.detail),
             "extra": json.dumps(self.extra, sort_keys=True, default=str) if self.extra else None,
             "detected_at_ms": detected_at_ms,
         }
 
 
-def _storable(text: str | None) -> str | None:
-    """`text` without NUL characters, which PostgreSQL text refuses: a problem quoting a
-    record's bad type, say, would otherwise fail every analysis pass."""
-    if text is None or "\x00" not in text:
+def _storable(text: str | None, limit: int | None = None) -> str | None:
+    """`text` without NUL characters, which PostgreSQL text refuses (a problem quoting a
+    record's bad type, say, would otherwise fail every analysis pass), cut to the column's
+    `limit`: ids from outside the bus (an outbox row's correlation id) are not cut at ingest."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text if limit is None or len(text) <= limit else text[:limit]
+
+
+_KEY_LIMIT = 512
+
+
+def storable_key(kind: str, key: str) -> str:
+    """The stored key of an anomaly: `kind:key`, NUL-free; one over the column's length keeps
+    its start and a hash of the whole, so two long keys stay two anomalies."""
+    text = _storable(f"{kind}:{key}")
+    assert text is not None
+    if len(text) <= _KEY_LIMIT:
         return text
-    return text.replace("\x00", "\ufffd")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{text[:_KEY_LIMIT - 65]}#{digest}"
 
 
 # What a refresh may change: everything but the key, the kind and the detection time.
@@ -91,7 +109,7 @@ def record(store: Store, conn: Any, found: list[Anomaly], detected_at_ms: int) -
     rows and inserted (a key inserted meanwhile by another collector is still ignored)."""
     by_key: dict[str | None, Anomaly] = {}
     for a in found:
-        by_key[_storable(f"{a.kind}:{a.key}")] = a  # the last found wins
+        by_key[storable_key(a.kind, a.key)] = a  # the last found wins
     known = _recorded(conn, [k for k in by_key if k is not None])
     rows = [a.row(detected_at_ms) for key, a in by_key.items() if key not in known]
     new = store.insert_ignore(conn, anomalies, rows)
