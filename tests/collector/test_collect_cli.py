@@ -114,17 +114,22 @@ def test_bad_values_are_rejected_with_expected_and_got() -> None:
         lookup("otlp_port", None, {"CHOREOSCOPE_OTLP_PORT": "99999"})
     with pytest.raises(SettingsError, match="got 'nokeyvalue'"):
         lookup("kafka_option", ["nokeyvalue"], {})
+    with pytest.raises(SettingsError, match="expected distinct source names, got a more than once"):
+        CollectSettings.resolve(env={}, outbox=["a=sqlite:///x.db", "b=sqlite:///z.db",
+                                                "a=sqlite:///y.db"])
 
 
 def test_cli_rejects_bad_configuration_at_start_up(tmp_path) -> None:
     """Bad options exit 2 with the reason, before connecting to anything."""
     for bad in (["--from", "middle"], ["--outbox", "no-equals-sign"], ["--topics", "(["],
                 ["--kafka-option", "no.such.property=1"],
-                ["--outbox", "o=sqlite:///o.db", "--outbox-stuck-after", "0"]):
+                ["--outbox", "o=sqlite:///o.db", "--outbox-stuck-after", "0"],
+                ["--outbox", "a=sqlite:///x.db", "--outbox", "a=sqlite:///y.db"]):
         r = subprocess.run(_cli("--store", f"sqlite:///{tmp_path}/x.db", "collect", *bad),
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (bad, r.stderr)
         assert "expected" in r.stderr
+        assert "Traceback" not in r.stderr
 
 
 def test_bad_numbers_and_urls_are_rejected_at_start_up(tmp_path) -> None:

@@ -224,6 +224,11 @@ class CollectSettings:
         values = {name: lookup(name, arguments.get(name), env) for name in SETTINGS}
         values["start"] = values.pop("from")
         values["kafka_options"] = dict(values.pop("kafka_option"))
+        names = [spec.partition("=")[0] for spec in values["outbox"]]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise SettingsError(f"outbox (CHOREOSCOPE_OUTBOX): expected distinct source names, "
+                                f"got {', '.join(repeated)} more than once")
         return cls(**values)
 
     @property

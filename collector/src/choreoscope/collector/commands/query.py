@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("flows", help="list flows, most recently active first")
     p.add_argument("--status", choices=FLOW_STATUSES, help="only flows in this status")
-    p.add_argument("--limit", type=_non_negative, help="at most N flows")
+    p.add_argument("--limit", type=_positive, help="at most N flows")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run, query="flows")
 
@@ -195,11 +195,11 @@ def _sqlite_path(url: str) -> str | None:
     return None if path in ("", ":memory:") or path.startswith("file:") else path
 
 
-def _non_negative(text: str) -> int:
+def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
