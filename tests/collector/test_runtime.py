@@ -50,6 +50,14 @@ def test_the_analysis_task_is_paced(collector: Collector) -> None:
     assert all(t.max_share is None for name, t in tasks.items() if name != "analysis")
 
 
+def test_retention_runs_before_the_analysis_in_a_pass_of_every_task(tmp_path) -> None:
+    """`collect --once` runs each task once in plan order: pruning first, so the flows the
+    pass writes are those of the events kept."""
+    collector = Collector(f"sqlite:///{tmp_path}/p.db", CollectSettings.resolve(env={}))
+    names = [t.name for t in collector._plan()]
+    assert names.index("retention") < names.index("analysis")
+
+
 def test_a_slow_pass_waits_before_the_next_and_says_so(
     collector: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -220,12 +220,14 @@ class Collector:
             tasks.append(_Task("trace fetch", s.analyze_interval, self.fetcher.run_once))
         if self.receiver is not None:
             tasks.append(_Task("otlp flush", s.analyze_interval, self.receiver.flush))
+        # Retention before analysis: a pass of every task in turn (`collect --once`) leaves
+        # no flow whose events were just pruned.
+        if s.retention > 0:
+            tasks.append(_Task("retention", RETENTION_INTERVAL_S, self.prune))
         tasks.append(_Task("analysis", s.analyze_interval, self.analyze,
                            max_share=ANALYSIS_MAX_SHARE))
         if self.lag is not None:
             tasks.append(_Task("consumer lag", s.poll_interval, self.lag.poll_once))
-        if s.retention > 0:
-            tasks.append(_Task("retention", RETENTION_INTERVAL_S, self.prune))
         if self.metrics_registry is not None:
             tasks.append(_Task("metrics", s.analyze_interval, self.update_metrics))
         return tasks
