@@ -462,10 +462,12 @@ def test_a_closed_producer_never_makes_a_row_dead(
         ("pending", 3), ("pending", 3)]
     assert outbox_rows(outbox)[0]["last_error"].startswith("IllegalStateError: ")
     assert "KafkaProducer already closed" in outbox_rows(outbox)[0]["last_error"]
-    logged = [r.getMessage() for r in caplog.records if "producer is closed" in r.getMessage()]
-    assert len(logged) == 1 and logged[0].endswith(
-        "KafkaProducer already closed!); rows stay pending until a relay with an open "
-        "producer sends them")
+    logged = [r.getMessage() for r in caplog.records if "producer fails" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith(
+        "outbox relay: its producer fails sends with IllegalStateError: ")
+    assert logged[0].endswith("; rows stay pending until a producer that works sends them (a "
+                              "closed producer, or one in a fatal state, never recovers: start "
+                              "a new one)")
     open_producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
         assert OutboxRelay(outbox, open_producer).run_once() == 2

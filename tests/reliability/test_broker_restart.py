@@ -7,12 +7,14 @@ it goes to a new topic (auto-created) that the collector's regex subscription pi
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaProducer
@@ -152,3 +154,61 @@ def _outbox_rows(path: Path) -> list[tuple]:
                             ).fetchall()
     finally:
         conn.close()
+
+
+def test_a_producer_a_restart_left_in_a_fatal_state_makes_no_row_dead(
+        own_broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """kafka-python's default producer is idempotent: after the broker restarts, it fails every
+    send with errors Kafka does not call retriable (the broker forgot its producer id). That is
+    the producer's state, not the rows': past max_attempts they stay pending, said once, and a
+    new producer sends them in order."""
+    box = Outbox(f"sqlite:///{tmp_path}/svc.db", service="shop")
+    box.create_table()
+
+    def write(n: int) -> None:
+        conn = sqlite3.connect(f"{tmp_path}/svc.db")
+        for i in range(n):
+            box.add(conn, aggregatetype="fatal", aggregateid=f"ord-{i % 2}",
+                    event_type="order.placed", data={"i": i})
+            conn.commit()
+        conn.close()
+
+    def relay_until(relay: OutboxRelay, done: Any, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            relay.run_once()
+            time.sleep(0.1)
+
+    kafka = KafkaProducer(bootstrap_servers=own_broker.bootstrap, request_timeout_ms=3000,
+                          max_block_ms=2000, reconnect_backoff_max_ms=500)
+    assert kafka.config["enable_idempotence"] is True  # kafka-python's default
+    relay = OutboxRelay(box, kafka, max_attempts=2, backoff=lambda _n: 0.05, send_timeout=3)
+    try:
+        write(2)
+        relay_until(relay, lambda: relay.run_once() == 0 and _statuses(tmp_path) == ["sent"] * 2,
+                    30)
+        assert _statuses(tmp_path) == ["sent"] * 2
+        own_broker.stop()
+        own_broker.start()  # the same port, an empty broker
+        write(4)
+        with caplog.at_level(logging.ERROR, logger="choreoscope.instrumentation.relay"):
+            relay_until(relay, lambda: max(a for *_x, a in _outbox_rows(tmp_path / "svc.db"))
+                        > relay.max_attempts + 2, 60)
+        rows = _outbox_rows(tmp_path / "svc.db")
+        assert [status for _seq, _agg, status, _a in rows] == ["sent"] * 2 + ["pending"] * 4, rows
+        assert max(a for *_x, a in rows) > relay.max_attempts
+        logged = [r.getMessage() for r in caplog.records if "producer fails" in r.getMessage()]
+        assert 1 <= len(logged) <= 3, logged  # once per kind of error, never per row or round
+    finally:
+        kafka.close(timeout=5)
+    fresh = KafkaProducer(bootstrap_servers=own_broker.bootstrap)
+    try:
+        relay_until(OutboxRelay(box, fresh, backoff=lambda _n: 0.05),
+                    lambda: _statuses(tmp_path) == ["sent"] * 6, 60)
+    finally:
+        fresh.close(timeout=5)
+    assert _statuses(tmp_path) == ["sent"] * 6
+
+
+def _statuses(tmp_path: Path) -> list[str]:
+    return [status for _seq, _agg, status, _a in _outbox_rows(tmp_path / "svc.db")]

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka.errors import IllegalStateError
+import kafka.errors
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
@@ -66,6 +66,18 @@ log = logging.getLogger(__name__)
 _TRACER_NAME = "choreoscope.instrumentation.outbox"
 _MAX_BACKOFF_S = 300.0
 _MAX_ERROR_CHARS = 2000
+# Kafka errors that are the record's own, whichever producer sends it (too large, a topic
+# name Kafka refuses or the service may not write to, a record the broker finds invalid): a
+# row failing with them `max_attempts` times is dead. Every other Kafka error is the bus's
+# (retriable ones) or the producer's: one closed, or stuck in a fatal state (an idempotent
+# producer whose id the broker forgot fails every send, with errors Kafka does not call
+# retriable). The row then stays pending: a new producer sends it.
+_RECORD_FAULTS: tuple[type[BaseException], ...] = tuple(
+    getattr(kafka.errors, name) for name in (
+        "MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidTopicError",
+        "TopicAuthorizationFailedError", "InvalidRecordError", "CorruptRecordError",
+        "UnsupportedForMessageFormatError", "InvalidTimestampError")
+    if isinstance(getattr(kafka.errors, name, None), type))
 # Header names the relay writes itself; any other key stored in `headers` goes along as is.
 _OWN_HEADERS = frozenset({
     wire.SPECVERSION, wire.ID, wire.TYPE, wire.SOURCE, wire.TIME, wire.SUBJECT,
@@ -83,8 +95,10 @@ class OutboxRelay:
     `aggregateid` as objects, as `publish` gives them; otherwise they go as JSON and UTF-8.
     `topic_for(aggregatetype) -> topic` defaults to the aggregate type itself. `backoff`
     is the first retry delay in seconds (doubling per attempt, at most 5 minutes) or a
-    callable `attempts -> seconds`. After `max_attempts` failed sends a row is `dead`, unless
-    its errors are ones Kafka marks retriable (broker away, timeouts): those rows stay pending.
+    callable `attempts -> seconds`. After `max_attempts` failed sends a row is `dead` when the
+    failure is the row's own (data that cannot be sent, a record Kafka refuses: too large, an
+    invalid or forbidden topic); failures of the bus (Kafka's retriable errors: broker away,
+    timeouts) or of the producer (closed, or in a fatal state) keep it pending.
     """
 
     def __init__(
@@ -140,7 +154,7 @@ class OutboxRelay:
         self._conn: Any = None
         self._dialect: _dbapi.Dialect | None = None
         self._busy = False
-        self._closed_producer_logged = False
+        self._producer_faults_logged: set[type[BaseException]] = set()
 
     def run_once(self) -> int:
         """Publish what is due now, round after round; returns the number of rows sent.
@@ -277,15 +291,14 @@ class OutboxRelay:
         message = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
         # Errors Kafka calls retriable (broker unreachable, timeouts, leader moves) are the
         # bus's, not the row's: the row backs off and stays pending however long they last.
-        # So does a producer closed under the relay (a shutdown in the wrong order): the
-        # relay's failure, never the row's.
-        closed_producer = isinstance(error, IllegalStateError)
-        if closed_producer and not self._closed_producer_logged:
-            self._closed_producer_logged = True
-            log.error("outbox relay: its producer is closed (%s); rows stay pending until a "
-                      "relay with an open producer sends them", error)
-        if (attempts >= self.max_attempts and getattr(error, "retriable", False) is not True
-                and not closed_producer):
+        # So do the producer's own failures (closed under the relay, fatal state): only a
+        # record's fault (`_record_fault`) counts towards `dead`.
+        if _producer_fault(error) and type(error) not in self._producer_faults_logged:
+            self._producer_faults_logged.add(type(error))
+            log.error("outbox relay: its producer fails sends with %s; rows stay pending until "
+                      "a producer that works sends them (a closed producer, or one in a fatal "
+                      "state, never recovers: start a new one)", message)
+        if attempts >= self.max_attempts and _record_fault(error):
             status, next_at = STATUS_DEAD, None
             log.warning("outbox row %s (%s %s) is dead after %d attempts: %s",
                         row.seq, row.aggregatetype, row.aggregateid, attempts, message)
@@ -497,6 +510,22 @@ def _backoff_function(backoff: float | Callable[[int], float]) -> Callable[[int]
         "expected backoff to be seconds (a number >= 0) or a callable attempts -> seconds, "
         f"got {backoff!r}"
     )
+
+
+def _record_fault(error: BaseException) -> bool:
+    """Whether a failed send is the row's fault: its data could not be made a record (any
+    error before the send), or Kafka refused the record itself (`_RECORD_FAULTS`)."""
+    if getattr(error, "retriable", False) is True:
+        return False
+    if isinstance(error, kafka.errors.KafkaError):
+        return isinstance(error, _RECORD_FAULTS)
+    return True
+
+
+def _producer_fault(error: BaseException) -> bool:
+    """A Kafka error neither retriable nor the record's: the producer's own state."""
+    return (isinstance(error, kafka.errors.KafkaError) and error.retriable is not True
+            and not isinstance(error, _RECORD_FAULTS))
 
 
 class _LeaseExpired(TimeoutError):
