@@ -421,6 +421,20 @@ def test_failing_row_backs_off_blocks_its_aggregate_then_dies(
     assert all(s.events[0].name == "exception" for s in failed)
 
 
+def test_an_aggregate_is_its_type_and_id(
+    db_url: str, outbox: Outbox, producer: KafkaProducer, bootstrap: str, topic: str,
+) -> None:
+    """A failing `customers/42` holds back only its own later rows: `orders/42`, the same id
+    of another aggregate type, goes out."""
+    commit_rows(outbox, db_url, "42", aggregatetype="customers", topic=BAD_TOPIC)
+    commit_rows(outbox, db_url, "42", "43", aggregatetype=topic)
+    relay = OutboxRelay(outbox, producer, backoff=60)
+    assert relay.run_once() == 2
+    assert [(r["aggregatetype"], r["aggregateid"], r["status"]) for r in outbox_rows(outbox)] == [
+        ("customers", "42", "pending"), (topic, "42", "sent"), (topic, "43", "sent")]
+    assert sorted(by_key(consume_all(bootstrap, topic))) == ["42", "43"]
+
+
 def test_broker_side_failure_counts_as_an_attempt(
     tmp_path: Path, bootstrap: str, topic: str,
 ) -> None:

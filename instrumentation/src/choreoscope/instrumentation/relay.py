@@ -249,14 +249,15 @@ class OutboxRelay:
         self, dialect: _dbapi.Dialect, now_ms: int, limit: int, tried: list[int]
     ) -> tuple[str, tuple[Any, ...]]:
         t = self.outbox.table
-        # Each aggregate's head: its lowest pending seq. Computed once per claim from the
+        # Each aggregate's head: its lowest pending seq. An aggregate is (aggregatetype,
+        # aggregateid): `customers/42` never waits for `orders/42`. Computed once per claim from the
         # partial index on pending rows, whatever the planner's statistics say (a young
         # table has none); then the heads are fetched and locked by primary key. A row's
         # status only ever leaves `pending`, so a head seen here is never preceded by a
         # pending row that this snapshot missed.
         heads = (
             f"select min(p.seq) from {t} p where p.status = '{STATUS_PENDING}'"
-            " group by p.aggregateid"
+            " group by p.aggregatetype, p.aggregateid"
         )
         where = f"o.seq = any(array({heads}))" if dialect.postgres else f"o.seq in ({heads})"
         skip = f" and o.seq not in ({', '.join('?' * len(tried))})" if tried else ""
