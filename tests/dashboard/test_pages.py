@@ -495,6 +495,25 @@ def test_first_run_page_on_an_empty_store(tmp_path: Path,
     assert any("collect --bootstrap" in c.value for c in at.code)
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_an_outbox_watched_before_any_event_is_shown(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: str) -> None:
+    """A store with outbox figures and no event yet (the relay never reached the bus) shows
+    its pages, not the first-run page; the outbox page has the figures."""
+    from choreoscope.collector.store import Store
+
+    url = f"sqlite:///{tmp_path / 'outbox-only.db'}"
+    add(Store(url).create(), {schema.outbox_sources: [
+        {"source": "billing", "table_name": "outbox", "reachable": True,
+         "last_poll_ms": T0, "last_ok_ms": T0, "last_error": None, "pending": 3, "dead": 2,
+         "oldest_pending_age_s": 389.0, "publish_lag_p95_ms": None, "stuck": "[]"}]}).dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    at = run(page)
+    assert at.title[0].value != "Welcome to Choreoscope"
+    if page == "outbox":
+        assert (metrics(at)["Pending"], metrics(at)["Dead"]) == ("3", "2")
+
+
 def test_first_run_page_without_a_store_file(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A missing SQLite file is reported, not created."""

@@ -38,7 +38,8 @@ def now_ms() -> int:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def state(store_url: str) -> dict[str, Any]:
-    """`{state: ok|empty|missing|unreachable, detail}`: whether there is anything to show.
+    """`{state: ok|empty|missing|unreachable, detail}`: whether there is anything to show
+    (an event, or an outbox source polled).
     A database holding someone else's tables is unreachable, its detail the collector's
     complaint (`has_tables`)."""
     path = q.sqlite_path(store_url)
@@ -54,11 +55,14 @@ def state(store_url: str) -> dict[str, Any]:
         with s.engine.connect() as conn:
             from sqlalchemy import text
 
-            any_event = conn.execute(text("SELECT 1 FROM events LIMIT 1")).first()
+            # An outbox watched before any event reached the bus (the relay never got
+            # through, or the collector only watches outboxes) is something to show.
+            anything = conn.execute(text(
+                "SELECT 1 FROM events UNION ALL SELECT 1 FROM outbox_sources LIMIT 1")).first()
     except Exception as exc:  # noqa: BLE001
         return {"state": "unreachable",
                 "detail": q.read_failure(store_url, q.mask_secrets(str(exc)))}
-    return {"state": "ok" if any_event else "empty", "detail": None}
+    return {"state": "ok" if anything else "empty", "detail": None}
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
