@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import os
 import shutil
 import subprocess
@@ -144,6 +145,33 @@ def test_outbox_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`outbox --json` prints every source, unreachable ones with reachable false."""
     code, out, _ = run(capsys, "--store", url, "outbox", "--json")
     assert (code, json.loads(out)) == (0, expected.OUTBOX)
+
+
+def test_an_outbox_source_no_collector_polls_is_stale(
+        url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source whose last poll is older than three poll intervals shows STATE STALE and a
+    line saying so: its figures are old, whatever they say. Polled just now, it is ok."""
+    from sqlalchemy import update
+
+    from choreoscope.collector.store.schema import outbox_sources
+
+    monkeypatch.setenv("CHOREOSCOPE_POLL_INTERVAL", "20")
+    store = Store(url)
+    now_ms = int(time.time() * 1000)
+    with store.engine.begin() as conn:
+        conn.execute(update(outbox_sources).where(outbox_sources.c.source == "orders")
+                     .values(last_poll_ms=now_ms - 5_000))
+        conn.execute(update(outbox_sources).where(outbox_sources.c.source == "billing")
+                     .values(last_poll_ms=now_ms - 61_000, reachable=True))
+    store.dispose()
+    code, out, _ = run(capsys, "--store", url, "outbox")
+    states = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:3]}
+    assert (code, states) == (0, {"orders": "ok", "billing": "STALE"})
+    [said] = [line for line in out.splitlines() if line.startswith("billing: stale")]
+    assert said.startswith("billing: stale: last polled 1m0") and said.endswith(
+        "though collectors poll every 20 s: none polls it now (stopped, or no longer given "
+        "this --outbox)")
 
 
 def test_graph_json_and_dot(url: str, capsys: pytest.CaptureFixture[str]) -> None:

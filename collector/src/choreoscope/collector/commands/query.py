@@ -8,9 +8,11 @@ unusable store (with a hint on stderr, never a traceback or a password).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -129,9 +131,15 @@ def _anomalies(store: Any, args: argparse.Namespace) -> int:
 def _outbox(store: Any, args: argparse.Namespace) -> int:
     from ..query import outbox_status
     from ..query.formatting import outbox_table
+    from ..settings import SETTINGS, SettingsError, lookup
 
+    try:
+        poll_s = float(lookup("poll_interval"))  # what the collectors poll at, if set
+    except SettingsError:
+        poll_s = float(SETTINGS["poll_interval"].default)
     sources = outbox_status(store) if _ready(store) else []
-    return _emit(args, sources, outbox_table, lambda: "no outbox sources polled yet "
+    table = functools.partial(outbox_table, now_ms=int(time.time() * 1000), poll_s=poll_s)
+    return _emit(args, sources, table, lambda: "no outbox sources polled yet "
                  "(`choreoscope collect --outbox NAME=DB_URL[#table]` monitors one)")
 
 

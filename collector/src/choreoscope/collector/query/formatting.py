@@ -6,6 +6,11 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from choreoscope.instrumentation._clock import epoch_us
+
+# A source not polled for this many poll intervals is stale (as the dashboard says).
+STALE_POLLS = 3
+
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 MAX_CELL = 60
@@ -88,11 +93,24 @@ def anomalies_table(anomalies: Sequence[dict[str, Any]]) -> str:
     ])
 
 
-def outbox_table(sources: Sequence[dict[str, Any]]) -> str:
+def outbox_table(sources: Sequence[dict[str, Any]], *, now_ms: int | None = None,
+                 poll_s: float | None = None) -> str:
+    """The sources, their stuck rows; with `now_ms` and the collectors' `poll_s`, a source
+    last polled more than `STALE_POLLS` intervals ago is STALE (no collector polls it any
+    more: stopped, or no longer given it), its figures those of its last poll."""
+    def polled_ago_ms(s: dict[str, Any]) -> int | None:
+        us = epoch_us(s.get("last_poll_at") or "")
+        return None if us is None or now_ms is None else now_ms - us // 1000
+
+    def stale(s: dict[str, Any]) -> bool:
+        ago = polled_ago_ms(s)
+        return ago is not None and poll_s is not None and ago > STALE_POLLS * poll_s * 1000
+
     summary = table(sources, [
         ("SOURCE", lambda s: s["source"]),
         ("TABLE", lambda s: s["table"]),
-        ("STATE", lambda s: "ok" if s["reachable"] else "UNREACHABLE"),
+        ("STATE", lambda s: "UNREACHABLE" if not s["reachable"] else "STALE" if stale(s)
+         else "ok"),
         ("PENDING", lambda s: s["pending"]),
         ("DEAD", lambda s: s["dead"]),
         ("OLDEST PENDING", lambda s: _age(s["oldest_pending_age_s"])),
@@ -104,6 +122,11 @@ def outbox_table(sources: Sequence[dict[str, Any]]) -> str:
     for s in sources:
         if not s["reachable"]:
             parts.append(f"{_clean(s['source'])}: unreachable: {_clean(s['last_error'] or '?')}")
+        if stale(s):
+            parts.append(f"{_clean(s['source'])}: stale: last polled "
+                         f"{_duration(polled_ago_ms(s) or 0)} ago ({s['last_poll_at']}), though "
+                         f"collectors poll every {poll_s:g} s: none polls it now (stopped, or "
+                         "no longer given this --outbox)")
     stuck = [dict(r, source=s["source"]) for s in sources for r in s["stuck"]]
     if stuck:
         parts.append("STUCK ROWS\n" + table(stuck, [
