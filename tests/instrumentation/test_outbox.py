@@ -569,7 +569,7 @@ def test_bad_add_arguments_are_rejected_and_write_nothing(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match=re.escape(
             "expected JSON data, got a value JSON cannot hold (Out of range float values")):
         add_order(outbox, conn, "ord_1", data={"amount": float("nan")})
-    with pytest.raises(TypeError, match="cannot send a object as JSON event data"):
+    with pytest.raises(TypeError, match="cannot send a value of type object as JSON event data"):
         add_order(outbox, conn, "ord_1", data={"amount": object()})
     with pytest.raises(TypeError, match="expected service to be a non-empty string, got ''"):
         Outbox(url, service="")

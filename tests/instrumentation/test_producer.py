@@ -768,9 +768,9 @@ def test_publish_rejects_what_it_cannot_send(
     refuses such a dict too."""
     with pytest.raises(UsageError, match="expected the subject as a str or None, got 5"):
         producer.publish(topic, "order.placed", {}, subject=5)  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="cannot send a object as JSON event data"):
+    with pytest.raises(UsageError, match="cannot send a value of type object as JSON event data"):
         producer.publish(topic, "order.placed", {"x": object()})
-    with pytest.raises(UsageError, match="cannot send a object as JSON event data"):
+    with pytest.raises(UsageError, match="cannot send a value of type object as JSON event data"):
         producer.send(topic, value={"x": object()})
     for not_json in (float("nan"), float("inf"), -float("inf")):  # no such JSON numbers
         with pytest.raises(UsageError, match="Out of range float values are not JSON"):

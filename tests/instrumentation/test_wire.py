@@ -112,7 +112,7 @@ def test_values_json_has_no_type_for() -> None:
         b'"price":"12.50","colour":"red","tags":["a"]}',
         None,
     )
-    with pytest.raises(UsageError, match="cannot send a object as JSON event data"):
+    with pytest.raises(UsageError, match="cannot send a value of type object as JSON event data"):
         wire.encode_value({"x": object()})
 
 

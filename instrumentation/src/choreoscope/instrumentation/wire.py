@@ -127,6 +127,6 @@ def json_default(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return list(value)
     raise UsageError(
-        f"cannot send a {type(value).__name__} as JSON event data: give str, int, float, "
-        "bool, None, dict, list, or a datetime, date, UUID, Decimal, enum or set"
+        f"cannot send a value of type {type(value).__name__} as JSON event data: give str, "
+        "int, float, bool, None, dict, list, or a datetime, date, UUID, Decimal, enum or set"
     )
