@@ -605,3 +605,38 @@ def test_add_on_a_missing_table_raises_the_database_error(tmp_path: Path) -> Non
     with pytest.raises(sqlite3.OperationalError, match="no such table: outbox"):
         add_order(outbox, conn, "ord_1")
     conn.close()
+
+
+def _autocommit(url: str) -> Any:
+    """A DB-API connection in autocommit mode: every statement commits on its own."""
+    if url.startswith("sqlite:///"):
+        return sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+    return psycopg.connect(url, autocommit=True)
+
+
+def test_an_autocommit_connection_without_a_transaction_is_refused(db_url: str) -> None:
+    """In autocommit mode with no transaction open the row would commit apart from the
+    caller's changes: refused, saying how to open one; inside one it is written, and a
+    rollback takes it back with the rest."""
+    from sqlalchemy import create_engine
+
+    outbox = Outbox(db_url, service="orders")
+    outbox.create_table()
+    add = {"aggregatetype": "orders", "aggregateid": "ord_1", "event_type": "order.placed",
+           "data": {}}
+    engine = create_engine(sqlalchemy_url(db_url), isolation_level="AUTOCOMMIT")
+    with closing(_autocommit(db_url)) as conn, engine.connect() as sa_conn:
+        for given in (conn, sa_conn):
+            with pytest.raises(TypeError, match=r"^expected a connection inside a transaction, "
+                                                r"got one in autocommit mode with none open"):
+                outbox.add(given, **add)
+        if db_url.startswith("sqlite"):
+            conn.execute("BEGIN")
+            outbox.add(conn, **add)
+            conn.rollback()
+        else:
+            with pytest.raises(RuntimeError, match="rolled back"), conn.transaction():
+                outbox.add(conn, **add)
+                raise RuntimeError("rolled back")
+    engine.dispose()
+    assert outbox_rows(outbox) == []

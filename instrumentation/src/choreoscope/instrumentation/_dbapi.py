@@ -182,6 +182,29 @@ def executor_for(conn: Any) -> Executor:
     return Executor(dialect, run)
 
 
+def commits_each_statement(conn: Any) -> bool:
+    """Whether a statement run on `conn` now commits on its own: its driver connection is in
+    autocommit mode and no transaction is open (`BEGIN`, psycopg's `conn.transaction()`).
+    `conn` is what `executor_for` takes."""
+    if hasattr(conn, "exec_driver_sql") and hasattr(conn, "dialect"):  # SQLAlchemy Connection
+        dbapi = conn.connection.dbapi_connection
+    elif _is_sqlalchemy_session(conn):
+        dbapi = conn.connection().connection.dbapi_connection
+    else:
+        dbapi = _unwrap(conn)
+    if isinstance(dbapi, sqlite3.Connection):
+        if dbapi.in_transaction:
+            return False
+        autocommit = getattr(dbapi, "autocommit", None)  # Python 3.12+: True, False or legacy
+        if autocommit is True or autocommit is False:
+            return autocommit
+        return dbapi.isolation_level is None  # legacy: None is autocommit
+    if _is_psycopg(dbapi):
+        # TransactionStatus.IDLE (0): not inside a transaction block
+        return bool(dbapi.autocommit) and int(dbapi.info.transaction_status) == 0
+    return False
+
+
 def _sqlalchemy_executor(conn: Any) -> Executor:
     dialect = dialect_named(conn.dialect.name)
 

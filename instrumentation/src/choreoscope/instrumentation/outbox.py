@@ -43,6 +43,7 @@ from opentelemetry import trace
 from . import _dbapi, wire
 from ._clock import rfc3339_from_ns
 from .context import current_event
+from .errors import UsageError
 from .event import Event
 from .ids import new_event_id
 from .naming import is_past_tense
@@ -193,6 +194,12 @@ class Outbox:
         _warn_if_not_past_tense(event_type)
 
         executor = _dbapi.executor_for(conn)
+        if _dbapi.commits_each_statement(conn):
+            raise UsageError(
+                "expected a connection inside a transaction, got one in autocommit mode with "
+                "none open: the outbox row would commit on its own, not with your changes. "
+                "Open a transaction first (psycopg: `with conn.transaction():`; sqlite3: "
+                "`conn.execute('BEGIN')`, or keep its default isolation_level)")
         dialect = executor.dialect
         now_ns = time.time_ns()
         now_ms = now_ns // 1_000_000
