@@ -1,10 +1,20 @@
-"""Untraced: no trace context at all, or a trace that never appeared after the grace time."""
+"""Untraced: no trace context at all, or a trace (or the span an event names in it) that never
+appeared after the grace time."""
 
 from __future__ import annotations
 
 from choreoscope.collector.detect import untraced
 from choreoscope.collector.reconstruct.load import raw_connection, unfound_trace_fetches
-from tests.collector.reconstruct.factory import T0, ev, fetch, load_flows, new_store, producer, put
+from tests.collector.reconstruct.factory import (
+    T0,
+    consumer,
+    ev,
+    fetch,
+    load_flows,
+    new_store,
+    producer,
+    put,
+)
 
 
 def _untraced(store, *, now_ms, tracing_active=True, jaeger_enabled=False, grace_s=120.0):
@@ -43,6 +53,24 @@ def test_trace_with_spans_is_traced(tmp_path):
     e = ev("e1", "order.placed", flow="f1", observed=T0)
     put(store, [e], [producer(e)])
     assert _untraced(store, now_ms=T0 + 10**9, jaeger_enabled=True) == []
+
+
+def test_a_span_missing_from_a_trace_that_arrived(tmp_path):
+    """Spans of the trace arrived but not the producer span the event's traceparent names
+    (lost while no collector listened): `span_missing`, after the grace time only."""
+    store = new_store(tmp_path)
+    placed = ev("e1", "order.placed", flow="f1", observed=T0)
+    paid = ev("e2", "payment.captured", flow="f1", cause="e1", offset=1, observed=T0)
+    # e1's producer span and the consumer of e2 arrived; e2's producer span did not
+    put(store, [placed, paid], [producer(placed), consumer(paid, "shipping", start_ms=T0 + 5)])
+    assert _untraced(store, now_ms=T0 + 119_999) == []
+    [a] = _untraced(store, now_ms=T0 + 120_000)
+    assert (a.subkind, a.key, a.event_id, a.correlation_id) == (
+        "span_missing", "span_missing:e2", "e2", "f1")
+    assert a.detail == (f"span {paid['span_id']} of payment.captured e2, named by its "
+                        f"traceparent, never appeared, though trace {paid['trace_id']} did")
+    assert a.extra == {"type": "payment.captured", "trace_id": paid["trace_id"],
+                       "span_id": paid["span_id"]}
 
 
 def test_with_jaeger_only_a_finished_fetch_counts(tmp_path):

@@ -1,5 +1,8 @@
 """`untraced` anomalies: events without valid trace context (`no_trace_context`), and, when
-tracing is in use, events whose trace never appeared after the grace time (`trace_missing`).
+tracing is in use, events whose trace never appeared after the grace time (`trace_missing`),
+or whose trace did but not the span their traceparent names, the producer's (`span_missing`:
+spans lost on the way, e.g. exported while no collector was listening, so a failed handler
+among them would go unseen too).
 
 Never before the grace time, and not while Jaeger's answer is unknown (no fetch yet, or the
 fetch failed): a trace is missing when no span of it joined the flow and, with Jaeger, the
@@ -29,6 +32,7 @@ def detect(flow: Flow, dag: Dag, *, tracing_active: bool, jaeger_enabled: bool,
     grace_ms = grace_s * 1000.0
     fetches = fetches or {}
     present: set[str] | None = None
+    span_ids: set[str] | None = None
     for n, e in dag.nodes.items():
         if e.trace_id is None:
             found.append(Anomaly(
@@ -42,6 +46,18 @@ def detect(flow: Flow, dag: Dag, *, tracing_active: bool, jaeger_enabled: bool,
         if present is None:
             present = flow.span_traces
         if e.trace_id in present:
+            if e.span_id is None:
+                continue
+            if span_ids is None:
+                span_ids = {s.span_id for s in flow.spans}
+            if e.span_id not in span_ids:
+                found.append(Anomaly(
+                    kind=KIND, subkind="span_missing", key=f"span_missing:{n}",
+                    detail=f"span {e.span_id} of {label(e)}, named by its traceparent, never "
+                           f"appeared, though trace {e.trace_id} did",
+                    correlation_id=flow.flow_id, event_id=e.event_id, subject=e.subject,
+                    service=e.source,
+                    extra={"type": e.type, "trace_id": e.trace_id, "span_id": e.span_id}))
             continue
         status = fetches.get(e.trace_id)
         if jaeger_enabled and status != "missing":
