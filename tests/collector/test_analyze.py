@@ -19,6 +19,7 @@ from tests.collector.reconstruct.factory import (
     dead_outbox,
     ev,
     new_store,
+    producer,
     put,
 )
 
@@ -116,9 +117,10 @@ def test_a_failed_handler_learns_its_event_when_the_event_is_stored_later(store)
     e = ev("e1", "payment.authorized", flow="f1", subject="ord_1", source="payments")
     bad = consumer(e, "shipping", start_ms=T0 + 5, status="error", error_type="RuntimeError")
     bad["status_message"] = "RuntimeError: no courier"
-    put(store, [ev("e0", "order.placed", flow="f1", subject="ord_1", offset=1)], [bad])
+    e0 = ev("e0", "order.placed", flow="f1", subject="ord_1", offset=1)
+    put(store, [e0], [bad, producer(e0)])
     analyze(store, AnalysisOptions(), now_ms=NOW)
-    put(store, [e])
+    put(store, [e], [producer(e)])
     second = analyze(store, AnalysisOptions(), now_ms=NOW + 5_000)
     assert second.anomalies_new == 0
     with store.engine.connect() as conn:
@@ -331,7 +333,8 @@ def test_odd_rows_never_crash_and_long_keys_fit(store):
     e1 = ev(id1, None, flow="f1", source=None, subject="s" * 255, traced=False)
     e1.update(time_ms=None, broker_ts_ms=None, time=None, problems="not a json list")
     e2 = ev(id2, "x.happened", flow="f1", offset=1, cause=id1, subject="s" * 255, ts=T0 - 5)
-    put(store, [e1, e2], [consumer(e2, group, start_ms=T0 + 1), consumer(e1, group, start_ms=T0 + 2)])
+    put(store, [e1, e2], [consumer(e2, group, start_ms=T0 + 1), consumer(e1, group, start_ms=T0 + 2),
+                          producer(e2)])
     result = analyze(store, AnalysisOptions(), now_ms=T0 + 10**6)
     assert result.flows == 1
     assert result.anomalies_found == {"envelope": 1, "out_of_order": 1, "untraced": 1}

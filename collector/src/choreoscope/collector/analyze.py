@@ -12,6 +12,7 @@ A pass over an unchanged store is skipped until something becomes due by time al
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import Counter
@@ -41,7 +42,10 @@ from .reconstruct.order import processed_by_group_subject
 from .reconstruct.terminal import TerminalTypes
 from .reconstruct.write import anomaly_counts, dead_outbox_flows, write_edges, write_flows
 from .store import Store
+from .store.engine import UNAVAILABLE_ERRORS, describe_error
 from .traces.consumed import name_pending
+
+log = logging.getLogger(__name__)
 
 _BATCH = 5000
 _MAX_KEY = 400  # anomalies.key is String(512), "kind:" included
@@ -153,8 +157,17 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     horizon_ms = int(options.orphan_horizon_s * 1000)
     due = skip.Due()
 
-    with store.engine.begin() as conn:  # before the fingerprint: a span named is new data
-        name_pending(conn, now_ms)
+    # Consumer spans named by the events that arrived since: those events change the data
+    # fingerprint, so a pass that names spans is never skipped. Another collector naming the
+    # same spans at once may deadlock ours on PostgreSQL: the next pass names them.
+    try:
+        with store.engine.begin() as conn:
+            name_pending(conn, now_ms)
+    except UNAVAILABLE_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        log.warning("consumer spans could not be named this pass (%s); the next pass does",
+                    describe_error(exc))
     with raw_connection(store) as raw:
         data_fp = skip.data_fingerprint(raw, options, dead)
         last = skip.previous(store, raw, data_fp, now_ms)
