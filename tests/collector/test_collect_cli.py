@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -351,9 +352,18 @@ def test_secrets_never_reach_the_logs(bootstrap, topic, group, tmp_path) -> None
              bootstrap, "--topics", f"^{topic}$", "--group", group, "--otlp-port", "0",
              "--kafka-option", "sasl.password=sasl-s3cret"),
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    time.sleep(3)  # a few store retries get logged
+    assert proc.stderr is not None
+    seen = []
+    guard = threading.Timer(60, proc.kill)  # a collector that never logs a retry fails the test
+    guard.start()
+    for line in proc.stderr:  # until a store retry is logged (its handlers are set by then)
+        seen.append(line)
+        if "retrying" in line:
+            break
+    guard.cancel()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
+    err = "".join(seen) + err
     assert proc.returncode == 0, err
     assert "cannot open the store postgresql://u:***@127.0.0.1:1/x" in err and "retrying" in err
     assert "s3cret" not in out + err
