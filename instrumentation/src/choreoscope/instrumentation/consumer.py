@@ -75,9 +75,9 @@ def traced_consumer(
 
     `service` is the consuming service's name (recorded as `choreoscope.service`: the
     collector credits the processing to it, whatever the tracer provider's `service.name`),
-    `group` its consumer group (recorded as `messaging.consumer.group.name`). `skew` (seconds) is the clock difference tolerated
-    before an older `ce_time` counts as out of order; `max_subjects` bounds the subjects
-    remembered for that check. Sync handlers give a sync wrapper, async handlers an async one.
+    `group` its consumer group (recorded as `messaging.consumer.group.name`). `skew`
+    (seconds) is the clock difference tolerated before an older `ce_time` counts as out of
+    order; `max_subjects` bounds the subjects remembered for that check. Sync handlers give a sync wrapper, async handlers an async one.
     Its options are keywords: `@traced_consumer(service="payment-service")`, never
     `@traced_consumer` alone or the service name by position (both raise `UsageError`).
     """
