@@ -201,6 +201,7 @@ def test_three_hops(
                 "messaging.operation.name": "process",
                 "messaging.operation.type": "process",
                 "messaging.consumer.group.name": group,
+                "choreoscope.service": group,  # each service consumes in a group of its name
             }
         )
         return attrs

@@ -138,7 +138,7 @@ class DeferredSpan:
                 instrumentation_scope=tracer._instrumentation_scope,
                 record_end_metrics=self._record_end,
             )
-            fill_attributes(span, self._attributes)
+            fill_attributes(span, self._attributes, _placement(outcome))
         except Exception:  # noqa: BLE001
             log_failure_once("could not build the producer span")
             return
@@ -148,7 +148,7 @@ class DeferredSpan:
             span.start(start_time=self._start_ns)
         except Exception:  # noqa: BLE001
             log_failure_once("a span processor failed at the producer span's start")
-        end_span(span, outcome)
+        end_span(span, outcome, placed=True)
 
 
 class _NotRecorded:
@@ -219,21 +219,17 @@ class SendSpanStarter:
         return answer
 
 
-def end_span(span: Any, outcome: Any) -> None:
+def end_span(span: Any, outcome: Any, *, placed: bool = False) -> None:
     """End `span`; an exception outcome marks it ERROR first, the broker's answer (record
-    metadata) gives it the partition and offset the record got. Never raises."""
+    metadata) gives it the partition and offset the record got (unless `placed`: it has them
+    already). Never raises."""
     try:
         if isinstance(outcome, BaseException):
             span.set_status(Status(StatusCode.ERROR, f"{type(outcome).__name__}: {outcome}"))
             span.record_exception(outcome)
             span.set_attribute(semconv.ERROR_TYPE, type(outcome).__qualname__)
-        else:
-            partition = getattr(outcome, "partition", None)
-            offset = getattr(outcome, "offset", None)
-            if type(partition) is int and partition >= 0:
-                span.set_attribute(semconv.MESSAGING_DESTINATION_PARTITION_ID, str(partition))
-                if type(offset) is int and offset >= 0:
-                    span.set_attribute(semconv.MESSAGING_KAFKA_OFFSET, offset)
+        elif not placed:
+            span.set_attributes(_placement(outcome))
         span.end()
     except Exception:  # noqa: BLE001
         log_failure_once("could not end the producer span")
@@ -249,3 +245,17 @@ def log_failure_once(what: str) -> None:
         return
     _failures_logged.add(what)
     _log.exception("choreoscope: %s (logged once; later ones at debug level)", what)
+
+
+def _placement(outcome: Any) -> dict[str, Any]:
+    """Where the broker put the record, from kafka-python's record metadata (nothing for an
+    exception or anything else): `messaging.destination.partition.id` (a string, as the
+    conventions say) and `messaging.kafka.offset`."""
+    partition = getattr(outcome, "partition", None)
+    if type(partition) is not int or partition < 0 or isinstance(outcome, BaseException):
+        return {}
+    offset = getattr(outcome, "offset", None)
+    if type(offset) is not int or offset < 0:
+        return {semconv.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
+    return {semconv.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
+            semconv.MESSAGING_KAFKA_OFFSET: offset}
