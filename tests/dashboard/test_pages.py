@@ -615,6 +615,28 @@ def test_refresh_interval_survives_page_changes(env: None) -> None:
     assert seen == [(10.0, "10")] * 3 + [(30.0, "30")] * 2
 
 
+@pytest.mark.parametrize(("page", "reader"), [("overview", "overview"),
+                                               ("flows", "search_flows")])
+def test_a_store_that_stops_answering_while_a_page_is_open(
+        env: None, monkeypatch: pytest.MonkeyPatch, page: str, reader: str) -> None:
+    """The live part of a page that finds the store gone (the page itself was fine) says so,
+    password masked, instead of showing a traceback."""
+    from sqlalchemy.exc import OperationalError
+
+    def down(*_args: Any, **_kwargs: Any) -> Any:
+        raise OperationalError("select 1", {}, ConnectionRefusedError(
+            "connection to postgresql://cs:s3cret@127.0.0.1:1/store refused"))
+
+    st.cache_data.clear()
+    monkeypatch.setattr(data, reader, down)
+    at = run(page)
+    [error] = at.error
+    assert error.value == ("**The store cannot be read right now:** `connection to "
+                           "postgresql://cs:***@127.0.0.1:1/store refused`. The figures come "
+                           "back when it answers; this part tries again every 5 s.")
+    assert "s3cret" not in text_of(at)
+
+
 def test_unreachable_store_is_reported_without_its_password(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A store that refuses connections is shown as unreachable, its password masked."""

@@ -6,13 +6,18 @@ choice is in the URL as `?refresh=SECONDS` (0 = paused) and stays the same on ev
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import streamlit as st
+from sqlalchemy.exc import SQLAlchemyError
+
+from choreoscope.collector.store.masking import mask_secrets
 
 from .. import settings
+from . import fmt
 
 CHOICES = (0.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _CHOICE = "_cs_refresh"  # (seconds, paused): the choice, kept for the whole session
@@ -72,5 +77,25 @@ def interval() -> timedelta | None:
 
 
 def live(body: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run `body(*args, **kwargs)` as a fragment rerunning at the chosen interval."""
-    return st.fragment(body, run_every=interval())(*args, **kwargs)
+    """Run `body(*args, **kwargs)` as a fragment rerunning at the chosen interval. A store
+    that stops answering while the page is open is said in its place, once per rerun, until
+    it answers again (never a traceback)."""
+    @functools.wraps(body)  # the same name: the fragment keeps its identity
+    def guarded(*a: Any, **kw: Any) -> Any:
+        try:
+            return body(*a, **kw)
+        except (SQLAlchemyError, OSError) as exc:
+            _store_down(exc)
+            return None
+
+    return st.fragment(guarded, run_every=interval())(*args, **kwargs)
+
+
+def _store_down(exc: BaseException) -> None:
+    detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+    every = interval()
+    again = (f"this part tries again every {every.total_seconds():g} s" if every
+             else "reload the page to try again")
+    st.error(f"**The store cannot be read right now:** {fmt.md(mask_secrets(detail))}. "
+             f"The figures come back when it answers; {again}.",
+             icon=":material/cloud_off:")
