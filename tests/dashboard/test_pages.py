@@ -95,14 +95,18 @@ def test_every_page_renders_without_exception(env: None, page: str) -> None:
 
 
 def test_overview_numbers(env: None) -> None:
-    """The overview counts events, flows per status, anomalies, outbox backlog and lag."""
-    m = metrics(run())
+    """The overview counts events, flows per status, anomalies, outbox backlog (and the dead
+    rows beside it) and lag."""
+    at = run()
+    m = metrics(at)
     assert m["Events stored"] == "9"
     assert m["Events with a trace"] == "77.8%"
     assert (m["Active"], m["Completed"], m["Stuck"], m["Failed"]) == ("2", "1", "1", "1")
     assert (m["Out-of-order arrivals"], m["Duplicates"]) == ("1", "1")
     assert m["Outbox backlog"] == "9"
     assert m["Oldest pending outbox row"] == "12 min 34 s"
+    assert [x.value for x in at.markdown if "dead" in x.value] == [
+        ":red[**1 dead** outbox row: event never published]"]
     assert m["Consumer lag"] == "4"
 
 
@@ -117,8 +121,21 @@ def test_overview_says_when_flows_were_analysed(tmp_path: Path,
     store.set_meta("analysis.state", '{"now_ms": 1795000000123, "elapsed_s": 75.2}')
     store.dispose()
     st.cache_data.clear()  # the page's queries are cached for a few seconds
-    caption = run().caption[0].value
-    assert "· flows analysed 2026-11-18 11:06:40 UTC (the pass took 1 min 15 s) ·" in caption
+    at = run()
+    assert "· flows analysed 2026-11-18 11:06:40 UTC (the pass took 1 min 15 s) ·" in (
+        at.caption[0].value)
+    # days old: what the page shows is said to be as of then
+    stale = [w.value for w in at.warning if "flows analysed" in w.value]
+    assert len(stale) == 1 and stale[0].startswith(
+        "**Stale:** flows analysed as of 2026-11-18 11:06:40 UTC, ")
+    assert stale[0].endswith("ago: statuses and anomalies are as they were then (an "
+                             "in-progress flow never turns stuck). The collector may be stopped.")
+    store = fill(url)
+    store.set_meta("analysis.state", json.dumps({"now_ms": int(time.time() * 1000) - 20_000,
+                                                 "elapsed_s": 2.0}))
+    store.dispose()
+    st.cache_data.clear()
+    assert not [w.value for w in run().warning if "flows analysed" in w.value]
 
 
 def test_a_young_store_without_outbox_or_lag(tmp_path: Path,

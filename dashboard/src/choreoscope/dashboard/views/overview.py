@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from choreoscope.dashboard import data
+from choreoscope.dashboard import data, settings
 from choreoscope.dashboard.components import fmt, freshness, refresh, shell
 from choreoscope.dashboard.components.time_axis import MINUTE_MS, bucket_x
 
@@ -31,6 +31,7 @@ def _body() -> None:
     recent = [m["count"] for m in o["events_per_minute"]]
     st.caption(f"Last event stored {fmt.when(o['last_event_ms'])} · {_analysed(o)} · store "
                f"`{_masked()}`")
+    _warn_if_analysis_stale(o)
 
     st.subheader("Traffic")
     c = st.columns(4)
@@ -115,6 +116,10 @@ def _outbox(o: dict[str, Any], backlog: Any, oldest: Any) -> None:
                         f"{o['outbox_dead']} dead." if measured else
                         "No outbox measured: none is monitored (`collect --outbox NAME=URL`) "
                         "or none answered yet.")
+    if measured and o["outbox_dead"]:  # events lost before the bus: no flow counts them
+        dead = o["outbox_dead"]
+        backlog.markdown(f":red[**{dead:,} dead** outbox row{'' if dead == 1 else 's'}: "
+                         f"event{'' if dead == 1 else 's'} never published]")
     oldest.metric("Oldest pending outbox row", fmt.duration(
         None if o["outbox_oldest_pending_age_s"] is None
         else o["outbox_oldest_pending_age_s"] * 1000), border=True)
@@ -164,6 +169,21 @@ def _analysed(o: dict[str, Any]) -> str:
     took = o["analysis_s"]
     spent = "" if took is None else f" (the pass took {fmt.duration(took * 1000)})"
     return f"flows analysed {fmt.when(o['analysed_at_ms'])}{spent}"
+
+
+def _warn_if_analysis_stale(o: dict[str, Any]) -> None:
+    """Statuses and anomaly counts are those of the last analysis pass: one older than a
+    running collector would leave it (three poll intervals, or four times the pass's own
+    duration plus that on a large store) says so, since flows then never turn stuck."""
+    at, took = o["analysed_at_ms"], o["analysis_s"] or 0.0
+    if at is None:
+        return
+    now = data.now_ms()
+    allowed_ms = (freshness.STALE_POLLS * settings.load().poll_s + 4 * took) * 1000
+    if now - at > allowed_ms:
+        st.warning(f"**Stale:** flows analysed {freshness.as_of(at, now)}: statuses and "
+                   "anomalies are as they were then (an in-progress flow never turns stuck). "
+                   "The collector may be stopped.", icon=":material/history:")
 
 
 def _masked() -> str:
