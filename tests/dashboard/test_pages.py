@@ -356,6 +356,8 @@ def test_outbox_shows_sources_stuck_rows_and_unreachable(env: None) -> None:
     stuck = at.dataframe[0].value
     assert stuck["aggregate"].tolist() == ["orders/ord_7"]
     assert stuck["flow"].tolist() == ["flows?flow=ord-2"]
+    # the row is dead, not stuck pending: the heading says which
+    assert [x.value for x in at.markdown if x.value.endswith(" row**")] == ["**1 dead row**"]
 
 
 def test_a_stuck_row_that_never_reached_the_bus_has_no_flow_link(

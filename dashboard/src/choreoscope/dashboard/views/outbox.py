@@ -75,7 +75,9 @@ def _source(s: dict[str, Any]) -> None:
             cols.append("jaeger")
             config["jaeger"] = jaeger.link_column()
         cols.append("last_error")
-        st.markdown(f"**{len(df)} stuck row{'s' if len(df) != 1 else ''}**")
+        dead = int((df["status"] == "dead").sum()) if "status" in df else 0
+        kinds = [f"{n:,} {what}" for n, what in ((len(df) - dead, "stuck"), (dead, "dead")) if n]
+        st.markdown(f"**{' and '.join(kinds)} row{'s' if len(df) != 1 else ''}**")
         if not df["has_flow"].all():
             st.caption("A row without a flow link never reached the bus: no event of its "
                        "flow has been seen.")
