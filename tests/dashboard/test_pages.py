@@ -268,6 +268,10 @@ def test_deep_link_opens_the_flow_detail(env: None) -> None:
     assert at.title[0].value == "Flows"
     assert at.text_input(key="flows:flow").value == "ord-1"
     assert [s.value for s in at.subheader] == ["Flow `ord-1`"]
+    # the detail is below the table: a link at the top says so and scrolls there
+    assert at.markdown[0].value == (":material/arrow_downward: [Flow `ord-1` is shown below "
+                                    "the table](#flow-detail)")
+    assert at.subheader[0].proto.anchor == "flow-detail"
     m = metrics(at)
     assert (m["Events"], m["Duration"], m["Anomalies"]) == ("3", "200 ms", "1")
     tree = next(md.value for md in at.markdown if md.value.startswith("- **`order.placed`**"))

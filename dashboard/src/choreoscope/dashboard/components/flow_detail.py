@@ -17,8 +17,11 @@ STATUS_BADGE = {
 MAX_EVENTS_SHOWN = 200
 
 
+ANCHOR = "flow-detail"  # where a link to the detail below a table scrolls to
+
+
 def render(flow: dict[str, Any]) -> None:
-    st.subheader(f"Flow {fmt.md(flow['correlation_id'])}")
+    st.subheader(f"Flow {fmt.md(flow['correlation_id'])}", anchor=ANCHOR)
     st.markdown(f"{STATUS_BADGE.get(flow['status'], fmt.md(flow['status']))} · variant "
                 f"{fmt.md(flow['variant'] or '—')}")
     c = st.columns(5)

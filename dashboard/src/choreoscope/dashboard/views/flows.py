@@ -32,8 +32,11 @@ def render() -> None:
     if not shell.start("Flows"):
         return
     f = _filters()
-    refresh.live(_table, f)
     chosen = st.session_state.get(f"{PAGE}:flow") or ""
+    if chosen:  # a flow opened by a link: its detail is below the table, maybe out of sight
+        st.markdown(f":material/arrow_downward: [Flow {fmt.md(chosen)} is shown below the "
+                    f"table](#{flow_detail.ANCHOR})")
+    refresh.live(_table, f)
     if chosen:
         refresh.live(_detail, chosen)
 
