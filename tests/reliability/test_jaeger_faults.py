@@ -27,6 +27,7 @@ from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from tests.reliability._process import stop
 
 T_FOUND = "0" * 31 + "1"  # the trace of the GetTrace.json fixture (1 span)
+FOUND_SPAN = "0" * 15 + "2"  # its one span: the event of that trace names it
 T0 = 1_700_000_000_000
 GRACE_S = 30
 
@@ -41,7 +42,8 @@ def _add(store: Store, i: int, trace_id: str, at_ms: int) -> None:
             topic="orders", partition=0, offset=i, event_id=f"e{i}", type="order.placed",
             source="shop", time="2023-11-14T22:13:20Z", schema_version="1",
             correlation_id=f"flow-{i}", flow_id=f"flow-{i}", trace_id=trace_id,
-            span_id=f"{i + 1:016x}", observed_at_ms=at_ms, envelope="binary",
+            span_id=FOUND_SPAN if trace_id == T_FOUND else f"{i + 1:016x}",
+            observed_at_ms=at_ms, envelope="binary",
             data_truncated=False))
 
 
