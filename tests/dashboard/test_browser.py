@@ -313,7 +313,8 @@ def test_flow_links_work_under_a_base_path(browser: object, based_server: str) -
         flow = opened.value
         flow.get_by_text(f"Flow {URL_ID}", exact=True).wait_for()
         assert flow.url.startswith(f"{based_server}/flows?")
-        expect(flow.get_by_role("textbox", name="Open flow")).to_have_value(URL_ID)
+        # the page may still be running its script: wait as long as for the rest
+        expect(flow.get_by_role("textbox", name="Open flow")).to_have_value(URL_ID, timeout=30_000)
         assert flow.locator("text=Page not found").count() == 0
     finally:
         p.context.close()  # type: ignore[attr-defined]
