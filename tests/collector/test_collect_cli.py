@@ -338,10 +338,12 @@ def test_failing_side_parts_never_stop_ingest(bootstrap, topic, group, tmp_path)
     assert r.returncode == 0, r.stderr
     assert _count(url) == n
     assert "pw-s3cret" not in r.stderr + r.stdout
-    assert (f"otlp receiver start failed: OSError: cannot listen on 127.0.0.1:{port} "
-            "(Address already in use): spans sent there are lost") in r.stderr
-    assert (f"metrics server start failed: OSError: cannot listen on 127.0.0.1:{port} "
-            "(Address already in use): no metrics") in r.stderr
+    # errors, not warnings: ingest goes on, but what is sent to those ports is lost
+    assert (f"ERROR choreoscope.collector: otlp receiver start failed: OSError: cannot "
+            f"listen on 127.0.0.1:{port} (Address already in use): spans sent there are lost"
+            ) in r.stderr
+    assert (f"ERROR choreoscope.collector: metrics server start failed: OSError: "
+            f"cannot listen on 127.0.0.1:{port} (Address already in use): no metrics") in r.stderr
 
 
 @pytest.mark.broker

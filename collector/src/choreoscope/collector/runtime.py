@@ -130,13 +130,15 @@ class Collector:
         return self.store
 
     def start(self) -> None:
-        """Start the optional parts; one that cannot start is logged and left out."""
+        """Start the optional parts; one that cannot start is logged and left out (a port
+        taken for the OTLP receiver or the metrics is an error in the log: ingest goes on,
+        but spans sent there, or scrapes, reach whatever holds the port)."""
         s = self.settings
         self.ingest = self._new_ingest(self.opened).start()
         log.info("ingesting %s from %s as group %s into %s", self.ingest.pattern, s.bootstrap,
                  s.group, mask_url(self.store_url))
         if s.otlp_port:
-            self._guarded("otlp receiver start", self._start_receiver)
+            self._guarded("otlp receiver start", self._start_receiver, logging.ERROR)
         if s.jaeger:
             self._guarded("trace fetcher start", self._start_fetcher)
         if self._outbox_sources:
@@ -147,7 +149,7 @@ class Collector:
                                         max_attempts=s.outbox_max_attempts)
         self._guarded("lag monitor start", self._start_lag)
         if s.metrics_port is not None:
-            self._guarded("metrics server start", self._start_metrics)
+            self._guarded("metrics server start", self._start_metrics, logging.ERROR)
         self.tasks = self._plan()
 
     def _new_ingest(self, store: Store | None) -> BusIngest:
@@ -282,12 +284,12 @@ class Collector:
                              task.name, task.last_duration_s, rest,
                              (task.max_share or 1.0) * 100)
 
-    def _guarded(self, name: str, fn: Callable[[], Any]) -> bool:
+    def _guarded(self, name: str, fn: Callable[[], Any], level: int = logging.WARNING) -> bool:
         try:
             fn()
             return True
         except Exception as exc:  # a side task never stops ingest
-            log.warning("%s failed: %s: %s", name, type(exc).__name__, _first_line(exc))
+            log.log(level, "%s failed: %s: %s", name, type(exc).__name__, _first_line(exc))
             log.debug("%s failure", name, exc_info=True)
             return False
 
