@@ -227,6 +227,7 @@ def test_missing_sqlite_database_then_recovery(store: Store, tmp_path: Path) -> 
     (status,) = outbox_status(store)
     assert (status["reachable"], status["last_ok_at"], status["pending"]) == (False, None, None)
     assert "unable to open database file" in status["last_error"]
+    assert status["last_error"].endswith(f" (file {path})")  # the file it looked for
 
     Outbox(url, service="orders").create_table()
     insert(url, ROWS[:2])
@@ -420,3 +421,15 @@ def test_anomalies_the_store_refuses_leave_the_numbers_and_other_sources(
         "second"}
     assert "outbox first: its stuck rows could not be recorded as anomalies (ValueError: " \
            "refused)" in caplog.text
+
+
+def test_a_relative_sqlite_path_is_named_whole_when_it_cannot_be_read(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--outbox shop=sqlite:///shop.db` is read from the collector's working directory: the
+    error names the file it tried."""
+    monkeypatch.chdir(tmp_path)
+    monitor = OutboxMonitor(store, ["shop=sqlite:///missing/shop.db"])
+    monitor.poll_once(now_ms=NOW)
+    monitor.close()
+    (status,) = outbox_status(store)
+    assert status["last_error"].endswith(f" (file {tmp_path / 'missing' / 'shop.db'})")

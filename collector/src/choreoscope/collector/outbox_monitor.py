@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Iterable
@@ -107,6 +108,19 @@ def scrub_error(exc: BaseException, *urls: str) -> str:
     return mask_secrets(text)[:500]
 
 
+def _sqlite_file(url: str) -> str:
+    """For a SQLite URL, ` (file /absolute/path)`: a relative path is the collector's
+    working directory's, which an error should say. Empty for any other URL."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except Exception:  # noqa: BLE001 - the error says what is wrong with the URL
+        return ""
+    database = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not database or database == ":memory:":
+        return ""
+    return f" (file {os.path.abspath(database)})"
+
+
 class OutboxMonitor:
     """Polls outbox tables into the store's `outbox_sources` rows and `stuck_outbox` anomalies."""
 
@@ -144,7 +158,8 @@ class OutboxMonitor:
             except Exception as exc:  # noqa: BLE001 - a service's database never stops us
                 self._drop_engine(source)
                 row = {"source": source.name, "table_name": source.table, "reachable": False,
-                       "last_poll_ms": now_ms, "last_error": scrub_error(exc, source.url)}
+                       "last_poll_ms": now_ms,
+                       "last_error": scrub_error(exc, source.url) + _sqlite_file(source.url)}
                 if self._failing.get(source.name) != row["last_error"]:  # once per new error
                     log.warning("outbox %s cannot be read: %s", source.name, row["last_error"])
                 self._failing[source.name] = row["last_error"]
