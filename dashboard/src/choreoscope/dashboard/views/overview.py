@@ -35,7 +35,9 @@ def _body() -> None:
 
     st.subheader("Traffic")
     c = st.columns(4)
-    c[0].metric("Events / min (last 5 min)", f"{_per_minute(o):.1f}",
+    rate, minutes = _per_minute(o)
+    c[0].metric("Events / min (last 5 min)" if minutes == 5.0 else
+                f"Events / min (since the first, {minutes:.1f} min)", f"{rate:.1f}",
                 chart_data=recent[-30:] if o["events_last_5_min"] else None, chart_type="bar",
                 border=True, help="Records stored per minute, averaged over the last five "
                                   "minutes (over the minutes since the first, when the store "
@@ -95,14 +97,15 @@ def _body() -> None:
     _anomaly_minutes(o["anomalies_per_minute"], o["anomalies_since_ms"], o["now_ms"])
 
 
-def _per_minute(o: dict[str, Any]) -> float:
+def _per_minute(o: dict[str, Any]) -> tuple[float, float]:
     """Events per minute over the last five minutes, or over the minutes since the first
-    event when the store is younger (at least one: a first burst is not a rate)."""
+    event when the store is younger (at least one: a first burst is not a rate); and those
+    minutes."""
     first = o.get("first_event_ms")
     minutes = 5.0
     if first is not None:
         minutes = min(5.0, max(1.0, (o["now_ms"] - first) / 60_000))
-    return o["events_last_5_min"] / minutes
+    return o["events_last_5_min"] / minutes, minutes
 
 
 def _outbox(o: dict[str, Any], backlog: Any, oldest: Any) -> None:
