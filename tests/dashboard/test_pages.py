@@ -314,6 +314,16 @@ def test_jaeger_links_only_with_a_jaeger_ui(env: None, monkeypatch: pytest.Monke
         "http://jaeger:16686/trace/" + f"{1:032x}"]
 
 
+def test_out_of_order_arrivals_link_the_late_events_trace(
+        env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each arrival opens the trace of the event that came late in Jaeger (with a Jaeger UI)."""
+    assert not run("out_of_order").get("link_button")
+    monkeypatch.setenv("CHOREOSCOPE_JAEGER_UI", "http://jaeger:16686")
+    at = run("out_of_order")
+    assert [b.proto.url for b in at.get("link_button")] == [
+        "http://jaeger:16686/trace/" + f"{2:032x}"]
+
+
 def test_out_of_order_explains_expected_and_observed(env: None) -> None:
     """The late event is named and both orders are listed with both events' times."""
     at = run("out_of_order")

@@ -193,6 +193,7 @@ def test_out_of_order_pages_and_groups(store: q.Store) -> None:
     assert page["total"] == 1
     row = page["rows"][0]
     assert (row["event_id"], row["subkind"], row["group"]) == ("e2-placed", "causal", "audit")
+    assert row["trace_id"] == f"{2:032x}"  # the late event's trace
     assert [r["event_id"] for r in row["extra"]["observed"]] == ["e2-paid", "e2-placed"]
     assert q.out_of_order(store, group="other")["total"] == 0
     assert [(g["group"], g["count"]) for g in q.out_of_order_groups(store)] == [("audit", 1)]

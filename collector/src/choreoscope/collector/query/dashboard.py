@@ -263,7 +263,8 @@ def out_of_order_groups(store: Store, *, group: str | None = None, subject: str 
 def out_of_order(store: Store, *, group: str | None = None, subject: str | None = None,
                  subkind: str | None = None, limit: int = 100,
                  offset: int = 0) -> dict[str, Any]:
-    """One page of out-of-order anomalies, newest first, with `extra` parsed: `{total, rows}`."""
+    """One page of out-of-order anomalies, newest first, with `extra` parsed and the
+    `trace_id` of the late event (None when it carried none): `{total, rows}`."""
     if has_nul(group, subject, subkind):
         return {"total": 0, "rows": []}
     clause, params = _anomaly_filter("out_of_order", group=group, subject=subject,
@@ -272,10 +273,14 @@ def out_of_order(store: Store, *, group: str | None = None, subject: str | None 
         total = conn.execute(text(f"SELECT count(*) FROM anomalies WHERE {clause}"),
                              params).scalar_one()
         rows = conn.execute(text(
-            f"SELECT * FROM anomalies WHERE {clause} ORDER BY detected_at_ms DESC, id DESC"
-            " LIMIT :limit OFFSET :offset"),
+            "SELECT p.*, (SELECT min(e.trace_id) FROM events e"
+            "             WHERE e.event_id = p.event_id) AS trace_id"
+            f" FROM (SELECT * FROM anomalies WHERE {clause}"
+            "       ORDER BY detected_at_ms DESC, id DESC LIMIT :limit OFFSET :offset) p"
+            " ORDER BY p.detected_at_ms DESC, p.id DESC"),
             {**params, "limit": int(limit), "offset": int(offset)}).mappings().all()
-    return {"total": int(total), "rows": [_anomaly(dict(r)) for r in rows]}
+    return {"total": int(total),
+            "rows": [{**_anomaly(dict(r)), "trace_id": r["trace_id"]} for r in rows]}
 
 
 def existing_flows(store: Store, correlation_ids: list[str]) -> set[str]:

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import data
-from choreoscope.dashboard.components import fmt, pager, params, refresh, shell
+from choreoscope.dashboard.components import fmt, jaeger, pager, params, refresh, shell
 from choreoscope.dashboard.components.time_axis import bucket_x
 
 PAGE = "out_of_order"
@@ -136,6 +136,8 @@ def _explain(row: dict[str, Any]) -> None:
             st.page_link("views/flows.py", label=f"Flow {fmt.md(row['correlation_id'])}",
                          icon=":material/arrow_forward:",
                          query_params={"flow": row["correlation_id"]})
+        if row.get("trace_id"):  # the late event's trace
+            jaeger.buttons([row["trace_id"]])
         st.caption(f"Detected {fmt.when(row['detected_at_ms'])}")
 
 
