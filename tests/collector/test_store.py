@@ -83,3 +83,19 @@ def test_database_errors_never_carry_the_rows_values(kind, tmp_path, request) ->
     assert "secret-payload" not in str(raised.value)
     assert "[SQL parameters hidden due to hide_parameters=True]" in str(raised.value)
     store.dispose()
+
+
+@pytest.mark.parametrize(("url", "path"), [
+    ("sqlite:///choreoscope.db", "choreoscope.db"),
+    ("sqlite:////var/lib/choreoscope/store.db", "/var/lib/choreoscope/store.db"),
+    ("sqlite:///store.db?timeout=3", "store.db"),
+    ("sqlite://", None),
+    ("sqlite:///:memory:", None),
+    ("sqlite:///file:/tmp/store.db?mode=ro&uri=true", None),
+    ("postgresql://postgres:secret@127.0.0.1:5432/test", None),
+    ("not a url", None),
+])
+def test_sqlite_file_names_the_file_of_a_sqlite_url_only(url, path) -> None:
+    from choreoscope.collector.store.engine import sqlite_file
+
+    assert sqlite_file(url) == path

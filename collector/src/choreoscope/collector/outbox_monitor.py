@@ -32,7 +32,7 @@ from choreoscope.instrumentation import _dbapi
 from .detect.anomaly import record
 from .detect.stuck_outbox import stuck_outbox_anomalies
 from .store import Store
-from .store.engine import UNAVAILABLE_ERRORS, describe_error, normalize_url
+from .store.engine import UNAVAILABLE_ERRORS, describe_error, normalize_url, sqlite_file
 from .store.masking import mask_secrets
 from .store.schema import outbox_sources
 
@@ -111,14 +111,8 @@ def scrub_error(exc: BaseException, *urls: str) -> str:
 def _sqlite_file(url: str) -> str:
     """For a SQLite URL, ` (file /absolute/path)`: a relative path is the collector's
     working directory's, which an error should say. Empty for any other URL."""
-    try:
-        parsed = make_url(normalize_url(url))
-    except Exception:  # noqa: BLE001 - the error says what is wrong with the URL
-        return ""
-    database = parsed.database
-    if not parsed.drivername.startswith("sqlite") or not database or database == ":memory:":
-        return ""
-    return f" (file {os.path.abspath(database)})"
+    path = sqlite_file(url)
+    return "" if path is None else f" (file {os.path.abspath(path)})"
 
 
 class OutboxMonitor:

@@ -78,13 +78,14 @@ def run(args: argparse.Namespace) -> int:
 def _open(url: str) -> Any:
     """The store at `url`, or None (after printing why) when there is none to read."""
     from ..store import Store, StoreError, check_url
+    from ..store.engine import sqlite_file
 
     try:
         check_url(url)
     except StoreError as exc:
         print(f"choreoscope: {exc}", file=sys.stderr)
         return None
-    path = _sqlite_path(url)
+    path = sqlite_file(url)
     if path is not None and not os.path.exists(path):
         print(f"choreoscope: no store at {path}: {_HINT}", file=sys.stderr)
         return None
@@ -194,13 +195,6 @@ def _ready(store: Any) -> bool:
     from sqlalchemy import inspect
 
     return bool(inspect(store.engine).has_table("flows"))
-
-
-def _sqlite_path(url: str) -> str | None:
-    if not url.startswith("sqlite:"):
-        return None
-    path = url.split("///", 1)[-1].split("?", 1)[0] if "///" in url else ""
-    return None if path in ("", ":memory:") or path.startswith("file:") else path
 
 
 def _positive(text: str) -> int:

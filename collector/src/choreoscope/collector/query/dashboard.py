@@ -15,19 +15,11 @@ from sqlalchemy import bindparam, create_engine, event, text
 from ..reconstruct import skip
 from ..reconstruct.graph import percentile
 from ..store import Store
-from ..store.engine import StoreError, normalize_url
+from ..store.engine import StoreError
+from ..store.engine import sqlite_file as sqlite_path
 from ..store.masking import mask_secrets, mask_url
 from ._convert import has_nul, json_list, json_or
 from .anomalies import anomaly_json
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file of a `sqlite:///PATH` URL; None for other databases and in-memory SQLite."""
-    url = normalize_url(url)
-    if not url.startswith("sqlite"):
-        return None
-    path = url.split("///", 1)[-1].split("?", 1)[0]
-    return None if path in ("", ":memory:") else path
 
 
 def read_failure(url: str, message: str) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 from choreoscope.instrumentation._clock import epoch_us
 
-# A source not polled for this many poll intervals is stale (as the dashboard says).
+# A polled figure (outbox source, consumer lag) older than this many poll intervals is stale:
+# the CLI and the dashboard say so alike.
 STALE_POLLS = 3
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, inspect, select
+from sqlalchemy import Engine, Table, create_engine, event, inspect, make_url, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -48,6 +48,20 @@ def check_url(url: str) -> None:
         path = url.split("///", 1)[-1] if "///" in url else ""
         if path and path != ":memory:" and os.path.isdir(path):
             raise StoreError(f"expected a SQLite file for the store, got the directory {path}")
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file a `sqlite:///PATH` URL names, as written (relative to the working directory
+    when relative); None for any other database, in-memory SQLite and `file:` URIs."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL at all: it names no file
+        return None
+    database = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not database \
+            or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
 
 
 def normalize_url(url: str) -> str:

@@ -13,10 +13,12 @@ from typing import Any
 
 import streamlit as st
 
+from choreoscope.collector.query.formatting import STALE_POLLS
+
 from .. import data, settings
 from . import fmt
 
-STALE_POLLS = 3
+__all__ = ["STALE_POLLS", "as_of", "is_stale", "show"]
 
 
 def as_of(at_ms: int | None, now_ms: int) -> str:
