@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from choreoscope.collector.analyze import analyze
 from choreoscope.collector.outbox_monitor import (
     InvalidOutboxSource,
     OutboxMonitor,
@@ -19,7 +20,13 @@ from choreoscope.collector.outbox_monitor import (
     parse_outbox_source,
     to_epoch_ms,
 )
-from choreoscope.collector.query import list_anomalies, outbox_status
+from choreoscope.collector.query import (
+    count_variants,
+    get_flow,
+    list_anomalies,
+    list_flows,
+    outbox_status,
+)
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.engine import normalize_url
 from choreoscope.instrumentation.outbox import Outbox
@@ -105,14 +112,17 @@ ROWS = [
 STUCK = [
     {"id": uid(1), "seq": 1, "aggregatetype": "orders", "aggregateid": "ord_1",
      "type": "order.placed", "attempts": 0, "last_error": None, "age_s": 100.0,
+     "created_at": "2025-11-24T15:58:20.000Z",
      "correlation_id": "flow-1", "trace_id": TRACE, "service": "orders", "status": "pending",
      "reason": "age"},
     {"id": uid(3), "seq": 3, "aggregatetype": "orders", "aggregateid": "ord_3",
      "type": "order.placed", "attempts": 5, "last_error": "KafkaTimeoutError", "age_s": 5.0,
+     "created_at": "2025-11-24T15:59:55.000Z",
      "correlation_id": "flow-3", "trace_id": None, "service": None, "status": "pending",
      "reason": "attempts"},
     {"id": uid(4), "seq": 4, "aggregatetype": "orders", "aggregateid": "ord_4",
      "type": "order.placed", "attempts": 5, "last_error": "too large", "age_s": 200.0,
+     "created_at": "2025-11-24T15:56:40.000Z",
      "correlation_id": "flow-4", "trace_id": TRACE, "service": None, "status": "dead",
      "reason": "dead"},
 ]
@@ -180,7 +190,9 @@ def test_stuck_rows_become_anomalies_once(store: Store, outbox_url: str) -> None
                                   "is dead after 5 attempts; last error: too large")
     assert found[0]["detected_at"] == "2025-11-24T16:00:00.000Z"
     assert found[0]["extra"] == {"source": "orders", "table": "outbox", "seq": 1, "attempts": 0,
-                                 "age_s": 100.0, "trace_id": TRACE, "status": "pending"}
+                                 "age_s": 100.0, "trace_id": TRACE, "status": "pending",
+                                 "type": "order.placed",
+                                 "created_at": "2025-11-24T15:58:20.000Z"}
     monitor.poll_once(now_ms=NOW + 60_000)  # row 2 is now 65 s old: one new anomaly
     monitor.close()
     assert [a["event_id"] for a in list_anomalies(store, kind="stuck_outbox")] == [
@@ -433,3 +445,46 @@ def test_a_relative_sqlite_path_is_named_whole_when_it_cannot_be_read(
     monitor.close()
     (status,) = outbox_status(store)
     assert status["last_error"].endswith(f" (file {tmp_path / 'missing' / 'shop.db'})")
+
+
+def test_a_dead_row_whose_event_never_reached_the_bus_makes_a_failed_flow(
+        store: Store, outbox_url: str) -> None:
+    """DESIGN: a flow is failed when a dead outbox row belongs to it. A dead row is a flow even
+    when none of its events reached the bus: failed, no event, the row's type, service, trace
+    and creation time, its anomaly; listed among failed flows, not among variants."""
+    insert(outbox_url, ROWS)
+    monitor = OutboxMonitor(store, [OutboxSource("orders", outbox_url)])
+    monitor.poll_once(now_ms=NOW)
+    monitor.close()
+    analyze(store, now_ms=NOW + 1_000)
+    assert list_flows(store, status="failed") == [{
+        "correlation_id": "flow-4", "status": "failed",
+        "started_at": "2025-11-24T15:56:40.000Z", "last_seen_at": "2025-11-24T15:56:40.000Z",
+        "duration_ms": 0, "event_count": 0, "services": ["orders"],
+        "event_types": ["order.placed"], "trace_ids": [TRACE], "anomaly_count": 1,
+        "variant": "", "trace_status": "unavailable"}]
+    flow = get_flow(store, "flow-4")
+    assert flow is not None
+    assert (flow["events"], flow["spans"]) == ([], [])
+    assert [(a["kind"], a["subkind"], a["event_id"]) for a in flow["anomalies"]] == [
+        ("stuck_outbox", "dead", uid(4))]
+    assert count_variants(store) == []
+    assert analyze(store, now_ms=NOW + 2_000).flows_written == 0  # written once
+
+
+def test_a_dead_row_found_only_in_its_anomaly_still_makes_its_flow(
+        store: Store, outbox_url: str) -> None:
+    """Once the monitor lists newer dead rows, or polls no longer, the row's anomaly alone
+    keeps its flow, with the row's creation time."""
+    insert(outbox_url, ROWS)
+    monitor = OutboxMonitor(store, [OutboxSource("orders", outbox_url)])
+    monitor.poll_once(now_ms=NOW)
+    monitor.close()
+    with store.engine.begin() as conn:
+        conn.execute(text("delete from outbox_sources"))
+    analyze(store, now_ms=NOW + 1_000)
+    ((cid, status, started, count, types),) = [
+        (f["correlation_id"], f["status"], f["started_at"], f["event_count"], f["event_types"])
+        for f in list_flows(store)]
+    assert (cid, status, started, count, types) == (
+        "flow-4", "failed", "2025-11-24T15:56:40.000Z", 0, ["order.placed"])

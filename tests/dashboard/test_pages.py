@@ -764,3 +764,57 @@ def test_a_store_an_earlier_collector_wrote_is_read_as_it_is(
         assert not [e.value for e in at.error if "cannot be read" in e.value], page
     assert run("flows").dataframe[0].value.shape[0] > 0
     assert [e.value for e in run().error] == ["1 outbox source(s) unreachable"]  # as filled
+
+
+@pytest.fixture
+def dead_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store whose one flow is a dead outbox row that never reached the bus, analysed by the
+    collector's own pass."""
+    from choreoscope.collector.analyze import analyze
+    from choreoscope.collector.detect.anomaly import record
+    from choreoscope.collector.detect.stuck_outbox import stuck_outbox_anomalies
+    from choreoscope.collector.store import Store
+
+    url = f"sqlite:///{tmp_path / 'dead-only.db'}"
+    stuck = [{"id": "0190a0a0-0000-7000-8000-000000000009", "seq": 9, "aggregatetype": "orders",
+              "aggregateid": "ord_9", "type": "order.placed", "attempts": 5,
+              "last_error": "MessageSizeTooLargeError", "age_s": 60.0,
+              "created_at": "2023-11-14T22:12:20.000Z", "correlation_id": "ord-9",
+              "trace_id": "0af7651916cd43dd8448eb211c80319c", "service": "order-service",
+              "status": "dead", "reason": "dead"}]
+    store = add(Store(url).create(), {schema.outbox_sources: [
+        {"source": "orders-db", "table_name": "outbox", "reachable": True,
+         "last_poll_ms": T0, "last_ok_ms": T0, "last_error": None, "pending": 0, "dead": 1,
+         "oldest_pending_age_s": None, "publish_lag_p95_ms": None,
+         "stuck": json.dumps(stuck)}]})
+    with store.engine.begin() as conn:  # as the outbox monitor records it
+        record(store, conn, stuck_outbox_anomalies("orders-db", "outbox", stuck), T0)
+    analyze(store, now_ms=T0 + 1_000)
+    store.dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    monkeypatch.setenv("CHOREOSCOPE_JAEGER_UI", "http://127.0.0.1:16686")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_flow_known_only_from_a_dead_outbox_row_renders_on_every_page(
+        dead_only: None, page: str) -> None:
+    """No event, no variant: every page still runs; the overview counts the failed flow."""
+    at = run(page)
+    if page == "overview":
+        assert metrics(at)["Failed"] == "1"
+    if page == "outbox":
+        assert at.dataframe[0].value["flow"].tolist() == ["flows?flow=ord-9"]
+
+
+def test_the_detail_of_a_flow_known_only_from_a_dead_outbox_row(dead_only: None) -> None:
+    """Its detail says it is failed, has no event, names the dead row and links its trace."""
+    at = run("flows", flow="ord-9")
+    assert [s.value for s in at.subheader] == ["Flow `ord-9`"]
+    assert (metrics(at)["Events"], metrics(at)["Anomalies"]) == ("0", "1")
+    (warning,) = [w.value for w in at.warning]
+    assert warning.startswith("No event of this flow reached the bus: it is failed because "
+                              "its outbox row is dead.\n\n- `outbox orders-db: row ")
+    assert warning.endswith("is dead after 5 attempts; last error: MessageSizeTooLargeError`")
+    shown = text_of(at)
+    assert "http://127.0.0.1:16686/trace/0af7651916cd43dd8448eb211c80319c" in shown + "".join(
+        b.proto.url for b in at.get("link_button"))

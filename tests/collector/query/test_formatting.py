@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from choreoscope.collector.query.formatting import flows_table, graph_table, outbox_table, table
+from choreoscope.collector.query.formatting import (
+    flow_detail,
+    flows_table,
+    graph_table,
+    outbox_table,
+    table,
+)
 from tests.collector.query import expected
 
 
@@ -66,3 +72,24 @@ def test_graph_table() -> None:
     assert lines[1].split() == ["order.placed", "consumed_by", "payments", "2", "12", "ms", "40",
                                 "ms", "1"]
 
+
+
+def test_flow_detail_of_a_flow_whose_events_never_reached_the_bus() -> None:
+    """A flow known only from a dead outbox row says its events never reached the bus."""
+    flow = {"correlation_id": "ord-9", "status": "failed",
+            "started_at": "2023-11-14T22:12:20.000Z", "last_seen_at": "2023-11-14T22:12:20.000Z",
+            "duration_ms": 0, "event_count": 0, "services": ["order-service"],
+            "event_types": ["order.placed"], "trace_ids": [], "variant": "", "events": [],
+            "spans": [], "anomalies": []}
+    assert flow_detail(flow) == "\n".join([
+        "flow        ord-9",
+        "status      failed",
+        "started     2023-11-14T22:12:20.000Z",
+        "last seen   2023-11-14T22:12:20.000Z  (0 ms)",
+        "events      0 (0 records)",
+        "services    order-service",
+        "traces      -",
+        "variant     -",
+        "",
+        "EVENTS",
+        "none reached the bus"])

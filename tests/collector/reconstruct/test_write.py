@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from choreoscope.collector.detect.anomaly import Anomaly, record
-from choreoscope.collector.reconstruct.flows import FlowSummary
+from choreoscope.collector.reconstruct.flows import DeadRow, FlowSummary
 from choreoscope.collector.reconstruct.write import dead_outbox_flows, write_edges, write_flows
 from choreoscope.collector.store.schema import flows, graph_edges
 from tests.collector.reconstruct.factory import T0, dead_outbox, ev, new_store, put
@@ -67,7 +67,8 @@ def test_dead_outbox_rows_name_their_flows(tmp_path):
     broken = dead_outbox("x", name="broken")
     broken["stuck"] = "{not json"
     put(store, outbox=[dead_outbox("f1"), broken])
-    assert dead_outbox_flows(store) == {"f1"}
+    assert dead_outbox_flows(store) == {
+        "f1": [DeadRow("r1", "order.placed", "orders-db", None, T0 - 90_000)]}
 
 
 def test_dead_outbox_rows_no_longer_listed_still_name_their_flows(tmp_path):
@@ -77,8 +78,29 @@ def test_dead_outbox_rows_no_longer_listed_still_name_their_flows(tmp_path):
     with store.engine.begin() as conn:
         record(store, conn, [
             Anomaly(kind="stuck_outbox", key="shop:1", subkind="dead", detail="dead",
-                    correlation_id="f-old"),
+                    correlation_id="f-old", event_id="r0", service="shop",
+                    extra={"type": "order.placed", "trace_id": "ab" * 16,
+                           "created_at": "2023-11-14T21:23:20.000Z"}),
             Anomaly(kind="stuck_outbox", key="shop:2", subkind="age", detail="pending",
                     correlation_id="f-pending")], T0)
     put(store, outbox=[dead_outbox("f1")])
-    assert dead_outbox_flows(store) == {"f1", "f-old"}
+    assert dead_outbox_flows(store) == {
+        "f-old": [DeadRow("r0", "order.placed", "shop", "ab" * 16, 1_700_000_000_000 - 3_000_000)],
+        "f1": [DeadRow("r1", "order.placed", "orders-db", None, T0 - 90_000)]}
+
+
+def test_a_dead_row_listed_and_recorded_is_taken_once_and_odd_extras_never_crash(tmp_path):
+    """The monitor's list and its anomaly name the same row: one DeadRow. An anomaly whose
+    extra is not what the monitor writes falls back to when it was detected."""
+    store = new_store(tmp_path)
+    with store.engine.begin() as conn:
+        record(store, conn, [
+            Anomaly(kind="stuck_outbox", key="orders-db:r1", subkind="dead", detail="dead",
+                    correlation_id="f1", event_id="r1", service="orders-db"),
+            Anomaly(kind="stuck_outbox", key="orders-db:r2", subkind="dead", detail="dead",
+                    correlation_id="f2", event_id="r2",
+                    extra={"type": 7, "trace_id": ["x"], "created_at": "yesterday"})], T0)
+    put(store, outbox=[dead_outbox("f1")])
+    assert dead_outbox_flows(store) == {
+        "f1": [DeadRow("r1", None, "orders-db", None, T0)],
+        "f2": [DeadRow("r2", None, None, None, T0)]}

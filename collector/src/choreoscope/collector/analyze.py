@@ -12,6 +12,7 @@ A pass over an unchanged store is skipped until something becomes due by time al
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import threading
 import time
@@ -207,6 +208,13 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
         sink.add(duplicate.detect_across_flows(duplicate.load_repeated(raw, dialect)))
         sink.add(out_of_order.detect_processing(processed_by_group_subject(raw, dialect),
                                                 options.skew_s))
+
+    # Flows whose only trace is a dead outbox row: their events never reached the bus.
+    known = {s.flow_id for s in summaries}
+    alone = [flowmod.outbox_only(cid, rows) for cid, rows in sorted(dead.items())
+             if cid not in known]
+    if alone:  # write_flows walks the flows in id order
+        summaries = list(heapq.merge(summaries, alone, key=lambda s: s.flow_id))
 
     statuses: list[str] = []
     for summary in summaries:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from choreoscope.instrumentation import _dbapi
+from choreoscope.instrumentation._clock import rfc3339_from_ms
 
 from .detect.anomaly import record
 from .detect.stuck_outbox import stuck_outbox_anomalies
@@ -255,6 +256,7 @@ class OutboxMonitor:
                 "attempts": attempts,
                 "last_error": None if r["last_error"] is None else str(r["last_error"])[:500],
                 "age_s": age_s,
+                "created_at": rfc3339_from_ms(created_ms),
                 "correlation_id": _first(headers, _CORRELATION_KEYS),
                 "trace_id": _trace_id(r["tracingspancontext"], headers),
                 "service": _first(headers, ("ce_source", "source")),

@@ -300,12 +300,13 @@ def variants(store: Store, *, limit: int = 200) -> dict[str, Any]:
 
     `{total_flows, variants: [{variant, count, share, p50_ms, p95_ms, max_ms}]}`, nearest-rank
     percentiles, exact. One ordered scan of `ix_flows_variant_duration` returns each distinct
-    (variant, duration) with its count, so no flow row is read and nothing is sorted.
+    (variant, duration) with its count, so no flow row is read and nothing is sorted. Flows
+    known only from dead outbox rows have no event, hence no variant, and are not counted.
     """
     hist: dict[str, list[tuple[int, int]]] = {}
     with store.engine.connect() as conn:
         for variant, duration, n in conn.execute(text(
-                "SELECT variant, duration_ms, count(*) FROM flows"
+                "SELECT variant, duration_ms, count(*) FROM flows WHERE variant <> ''"
                 " GROUP BY variant, duration_ms ORDER BY variant, duration_ms")):
             hist.setdefault(variant, []).append((int(duration), int(n)))
     total = sum(n for pairs in hist.values() for _, n in pairs)

@@ -73,9 +73,11 @@ def count_flows_by_status(store: Store, **filters: Any) -> dict[str, int]:
 
 
 def count_variants(store: Store, *, limit: int | None = None) -> list[dict[str, Any]]:
-    """Variants with their flow counts, rarest first: `[{variant, count}]`."""
+    """Variants with their flow counts, rarest first: `[{variant, count}]` (flows known only
+    from dead outbox rows have none)."""
     count = func.count().label("count")
-    stmt = (select(flows.c.variant, count).group_by(flows.c.variant)
+    stmt = (select(flows.c.variant, count).where(flows.c.variant != "")
+            .group_by(flows.c.variant)
             .order_by(count, flows.c.variant))
     if limit is not None:
         stmt = stmt.limit(max(0, int(limit)))

@@ -58,7 +58,7 @@ def flow_detail(flow: dict[str, Any]) -> str:
         f"traces      {_clean(', '.join(flow['trace_ids'])) or '-'}",
         f"variant     {_clean(flow['variant']) or '-'}",
     ]
-    parts = ["\n".join(head), "EVENTS\n" + table(flow["events"], [
+    events = "EVENTS\n" + table(flow["events"], [
         ("TIME", lambda e: e["time"]),
         ("TYPE", lambda e: e["type"]),
         ("SOURCE", lambda e: e["source"]),
@@ -67,7 +67,8 @@ def flow_detail(flow: dict[str, Any]) -> str:
         ("CAUSED BY", lambda e: e["causation_id"]),
         ("AT", lambda e: f"{e['topic']}/{e['partition']}/{e['offset']}"),
         ("NOTE", lambda e: _event_note(e)),
-    ])]
+    ]) if flow["events"] else "EVENTS\nnone reached the bus"
+    parts = ["\n".join(head), events]
     if flow["spans"]:
         parts.append("SPANS\n" + table(flow["spans"], [
             ("START", lambda s: s["start"]),

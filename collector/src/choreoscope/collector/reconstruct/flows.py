@@ -84,6 +84,39 @@ class FlowSummary:
     trace_status: str
 
 
+@dataclass(frozen=True, slots=True)
+class DeadRow:
+    """A dead outbox row as the outbox monitor reported it: its event never reached the bus,
+    and its flow is failed (DESIGN.md section 4, "Definitions")."""
+
+    row_id: str
+    event_type: str | None
+    service: str | None
+    trace_id: str | None
+    created_at_ms: int
+
+
+def outbox_only(flow_id: str, rows: Iterable[DeadRow]) -> FlowSummary:
+    """The summary of a flow known only from its dead outbox rows: none of its events reached
+    the bus, so it has no event, no variant and no DAG; its time is the rows' creation."""
+    rows = sorted(rows, key=lambda r: (r.created_at_ms, r.row_id))
+    traces = list(dict.fromkeys(r.trace_id for r in rows if r.trace_id))
+    return FlowSummary(
+        flow_id=flow_id,
+        started_at_ms=rows[0].created_at_ms,
+        last_seen_at_ms=rows[-1].created_at_ms,
+        activity_ms=rows[-1].created_at_ms,
+        event_count=0,
+        services=json_list(sorted({r.service for r in rows if r.service})),
+        event_types=json_list(list(dict.fromkeys(r.event_type for r in rows if r.event_type))),
+        trace_ids=json_list(traces),
+        variant="",
+        failed=True,
+        leaves=[],
+        trace_status="unavailable" if traces else "none",
+    )
+
+
 def group_flows(events: Iterable[EventRow], spans: Iterable[SpanRow]) -> Iterator[Flow]:
     """Merge two streams sorted by flow id into flows (spans of unknown flows are skipped)."""
     span_iter = iter(spans)

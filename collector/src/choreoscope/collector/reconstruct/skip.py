@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,8 @@ def one(raw: Any, sql: str) -> Any:
         cur.close()
 
 
-def data_fingerprint(raw: Any, options: object, dead: set[str]) -> list[Any]:
+def data_fingerprint(raw: Any, options: object,
+                     dead: Mapping[str, Iterable[object]]) -> list[Any]:
     """What the pass reads, summarised: row counts and latest times of every input table,
     the dead outbox flows, the options and the analysis code (`ANALYSIS_CODE`). Taken before
     reading, so a change made while the pass runs shows as a difference next time."""
@@ -79,7 +81,8 @@ def data_fingerprint(raw: Any, options: object, dead: set[str]) -> list[Any]:
         list(one(raw, "SELECT count(*), max(observed_at_ms) FROM events")),
         list(one(raw, "SELECT count(*), max(received_at_ms) FROM spans")),
         list(one(raw, "SELECT count(*), max(last_fetch_ms), sum(attempts) FROM trace_fetches")),
-        hashlib.sha256("\n".join(sorted(dead)).encode()).hexdigest(),
+        hashlib.sha256("\n".join(sorted(
+            f"{cid} {row!r}" for cid, rows in dead.items() for row in rows)).encode()).hexdigest(),
         repr(options),
         ANALYSIS_CODE,
     ])

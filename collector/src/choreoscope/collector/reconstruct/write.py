@@ -9,9 +9,11 @@ from typing import Any
 
 from sqlalchemy import delete, exists, func, select, tuple_
 
+from choreoscope.instrumentation._clock import epoch_us
+
 from ..store import Store
 from ..store.schema import anomalies, events, flows, graph_edges, outbox_sources
-from .flows import FlowSummary, flow_row
+from .flows import DeadRow, FlowSummary, flow_row
 from .load import collate, raw_connection, stream
 
 _BATCH = 5000
@@ -20,25 +22,58 @@ _FLOW_COLUMNS = ("correlation_id", "status", "started_at_ms", "last_seen_at_ms",
                  "variant", "trace_status")
 
 
-def dead_outbox_flows(store: Store) -> set[str]:
-    """Correlation ids of dead outbox rows: from the outbox monitor's `stuck` lists, and from
-    the `stuck_outbox` anomalies of rows it saw dead (its lists hold only the newest)."""
-    out: set[str] = set()
+def dead_outbox_flows(store: Store) -> dict[str, list[DeadRow]]:
+    """The dead outbox rows of each correlation id: from the outbox monitor's `stuck` lists,
+    and from the `stuck_outbox` anomalies of rows it saw dead (its lists hold only the
+    newest). A row in both is taken once."""
+    found: dict[str, dict[str, DeadRow]] = {}
     with store.engine.connect() as conn:
-        out.update(cid for (cid,) in conn.execute(
-            select(anomalies.c.correlation_id).where(
-                anomalies.c.kind == "stuck_outbox", anomalies.c.subkind == "dead",
-                anomalies.c.correlation_id.is_not(None))))
-        for (text,) in conn.execute(select(outbox_sources.c.stuck)):
-            try:
-                rows = json.loads(text) if text else []
-            except ValueError:
-                continue
+        for cid, row_id, service, extra, detected_ms in conn.execute(
+                select(anomalies.c.correlation_id, anomalies.c.event_id, anomalies.c.service,
+                       anomalies.c.extra, anomalies.c.detected_at_ms).where(
+                    anomalies.c.kind == "stuck_outbox", anomalies.c.subkind == "dead",
+                    anomalies.c.correlation_id.is_not(None))):
+            more = _json(extra)
+            more = more if isinstance(more, dict) else {}
+            row_id = "" if row_id is None else str(row_id)
+            found.setdefault(cid, {})[row_id] = DeadRow(
+                row_id=row_id, event_type=_text(more.get("type")), service=service,
+                trace_id=_text(more.get("trace_id")),
+                created_at_ms=_ms(more.get("created_at")) or int(detected_ms))
+        for source, stuck, polled_ms in conn.execute(
+                select(outbox_sources.c.source, outbox_sources.c.stuck,
+                       outbox_sources.c.last_poll_ms)):
+            rows = _json(stuck)
             for row in rows if isinstance(rows, list) else []:
-                if isinstance(row, dict) and row.get("status") == "dead" \
-                        and row.get("correlation_id"):
-                    out.add(str(row["correlation_id"]))
-    return out
+                if not (isinstance(row, dict) and row.get("status") == "dead"
+                        and row.get("correlation_id")):
+                    continue
+                age_s = row.get("age_s")
+                created = _ms(row.get("created_at")) or int(
+                    polled_ms - (age_s * 1000 if isinstance(age_s, int | float) else 0))
+                row_id = "" if row.get("id") is None else str(row["id"])
+                found.setdefault(str(row["correlation_id"]), {}).setdefault(
+                    row_id, DeadRow(
+                        row_id=row_id, event_type=_text(row.get("type")),
+                        service=_text(row.get("service")) or source,
+                        trace_id=_text(row.get("trace_id")), created_at_ms=created))
+    return {cid: list(rows.values()) for cid, rows in found.items()}
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _ms(value: Any) -> int | None:
+    us = epoch_us(value) if isinstance(value, str) else None
+    return None if us is None else us // 1000
 
 
 def anomaly_counts(store: Store) -> dict[str, int]:

@@ -31,6 +31,12 @@ def render(flow: dict[str, Any]) -> None:
     c[3].metric("Anomalies", len(flow["anomalies"]))
     started = flow["started_at"] or ""
     c[4].metric("Started (UTC)", started[11:19] or "—", help=started.replace("T", " "))
+    dead = [a for a in flow["anomalies"]
+            if a["kind"] == "stuck_outbox" and a["subkind"] == "dead"]
+    if dead and not flow["events"]:
+        st.warning("No event of this flow reached the bus: it is failed because its outbox "
+                   + ("row is" if len(dead) == 1 else "rows are") + " dead.\n\n"
+                   + "\n".join(f"- {fmt.md(a['detail'])}" for a in dead))
     jaeger.buttons(flow["trace_ids"])
     if flow["trace_ids"] and not jaeger.enabled():
         st.caption("Trace ids: " + ", ".join(fmt.md(t) for t in flow["trace_ids"])
