@@ -638,3 +638,43 @@ def test_a_batch_leaves_its_last_records_undecoded_as_asked(
             list(range(6 - defer)), list(range(6 - defer, 6)))
         assert (len(batch), batch.offsets, batch.observed_at_ms) == (6, whole.offsets, 5000)
         assert rows_of(batch.rows, batch.raw, redactor, 5000) == whole.rows
+
+
+def test_events_of_an_unsampled_trace_are_stored_as_such_and_never_untraced(
+        bootstrap: str, topic: str, group: str, tmp_path) -> None:
+    """A service whose sampler records nothing still sends a traceparent (flags 00): the
+    collector keeps the flag, fetches no trace for it, and a pass never calls it untraced,
+    however long its trace stays away. The sampled service beside it is waited for."""
+    from kafka import KafkaProducer
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    from choreoscope.collector.analyze import AnalysisOptions, analyze
+    from choreoscope.collector.query import list_anomalies, list_flows
+    from choreoscope.instrumentation import instrument_producer
+    from tests.collector.reconstruct.factory import ev, put
+    from tests.collector.reconstruct.factory import producer as producer_span
+
+    for name, sampler in (("sampled-service", ALWAYS_ON), ("unsampled-service", ALWAYS_OFF)):
+        provider = TracerProvider(sampler=sampler)
+        producer = instrument_producer(KafkaProducer(bootstrap_servers=bootstrap),
+                                       service=name, tracer_provider=provider)
+        producer.publish(topic, "order.placed", {"by": name}, key=name)
+        producer.flush(10)
+        producer.close()
+        provider.shutdown()
+    store = Store(f"sqlite:///{tmp_path}/s.db").create()
+    with _ingest(store, bootstrap, topic, group) as ingest:
+        _until(ingest, 2)
+    rows = {r["source"]: r for r in _rows(store)}
+    assert {s: (r["trace_id"] is not None, r["trace_sampled"]) for s, r in rows.items()} == {
+        "sampled-service": (True, True), "unsampled-service": (True, False)}
+    put(store, span_rows=[producer_span(ev("x1", "x.happened", flow="x"))])  # tracing is on
+    later_ms = int(OBSERVED_S * 1000) + 3_600_000  # an hour on: every grace time is over
+    analyze(store, AnalysisOptions(untraced_grace_s=120), now_ms=later_ms)
+    assert [(a["service"], a["subkind"]) for a in list_anomalies(store, kind="untraced")] == [
+        ("sampled-service", "trace_missing")]
+    assert {f["services"][0]: f["trace_status"] for f in list_flows(store)
+            if f["event_count"]} == {"sampled-service": "unavailable",
+                                     "unsampled-service": "unsampled"}
+    store.dispose()

@@ -49,7 +49,19 @@ def test_binary_event_row_is_exact() -> None:
         "headers": json.dumps({k: v.decode() for k, v in _binary(ce_causationid=b"e0",
                                ce_sequence=b"3")}, separators=(",", ":")),
         "data": '{"total":3,"email":"[REDACTED]"}', "data_size": 25, "data_truncated": False,
+        "trace_sampled": True,
     }
+
+
+@pytest.mark.parametrize(("flags", "sampled"), [
+    ("01", True), ("00", False), ("03", True), ("02", False), ("ff", True), ("fe", False)])
+def test_the_traceparents_sampled_flag_is_kept(flags: str, sampled: bool) -> None:
+    """The sampled bit (0x01) of the trace flags, whatever the other bits say; no trace
+    context, no flag."""
+    row = _row(_binary(traceparent=f"{TP[:-2]}{flags}".encode()), b"{}")
+    assert (row["trace_id"], row["trace_sampled"]) == ("0af7651916cd43dd8448eb211c80319c", sampled)
+    no_trace = [h for h in _binary() if h[0] != "traceparent"]
+    assert _row(no_trace, b"{}")["trace_sampled"] is None
 
 
 def test_flow_id_falls_back_to_trace_then_event_id_then_position() -> None:

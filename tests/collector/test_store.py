@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
-from choreoscope.collector.store import Store
+from choreoscope.collector.store import Store, StoreError
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
@@ -21,7 +21,7 @@ def test_create_drops_retired_indexes_and_is_idempotent(kind, tmp_path, request)
     store.create().create()
     assert "ix_events_causation" not in _indexes(store)
     assert {"ix_events_flow", "ix_events_event_id", "ix_events_observed"} <= _indexes(store)
-    assert store.get_meta("schema_version") == "1"
+    assert store.get_meta("schema_version") == "2"
     store.dispose()
 
 
@@ -56,6 +56,42 @@ def test_create_upgrades_the_indexes_of_an_earlier_store(kind, tmp_path, request
            for name in ("ix_events_causation", "ix_events_type")])
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar() == 1
+    caplog.clear()
+    Store(url).create().dispose()
+    assert caplog.records == []
+    store.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_create_adds_the_columns_of_later_versions(kind, tmp_path, request, caplog) -> None:
+    """A store made before `events.trace_sampled` existed is read as it is (the flow detail
+    does without the column), then gets the column from the collector, its rows kept with no
+    flag; a second create changes nothing."""
+    from choreoscope.collector.query import get_flow
+
+    url = (f"sqlite:///{tmp_path}/s.db" if kind == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    store = Store(url).create()
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE events DROP COLUMN trace_sampled")
+        conn.exec_driver_sql(
+            "INSERT INTO events (topic, partition, \"offset\", flow_id, observed_at_ms, envelope,"
+            " data_truncated, type, event_id) VALUES ('t', 0, 7, 'f', 1, 'unknown', false,"
+            " 'a.b', 'e1')")
+    reader = Store(url, readonly=True)
+    reader.check_columns(reading=True)
+    flow = get_flow(reader, "f")
+    assert flow is not None and [e["id"] for e in flow["events"]] == ["e1"]
+    reader.dispose()
+    with pytest.raises(StoreError, match="no column trace_sampled"):
+        store.check_columns()
+    caplog.set_level("INFO", logger="choreoscope.collector.store.engine")
+    store.create()
+    assert [r.getMessage() for r in caplog.records] == [
+        "store: adding column trace_sampled to events (upgrade of an earlier store)"]
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT event_id, trace_sampled FROM events").all() == [("e1", None)]
     caplog.clear()
     Store(url).create().dispose()
     assert caplog.records == []

@@ -314,6 +314,29 @@ def test_jaeger_links_only_with_a_jaeger_ui(env: None, monkeypatch: pytest.Monke
         "http://jaeger:16686/trace/" + f"{1:032x}"]
 
 
+def test_a_flow_whose_traces_were_not_sampled_links_no_trace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow the collector found unsampled (its producers' samplers recorded nothing) gets
+    no Jaeger link, which would open "trace not found": its detail says why."""
+    from sqlalchemy import update
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = fill(url)
+    with store.engine.begin() as conn:
+        conn.execute(update(schema.flows).where(schema.flows.c.correlation_id == "ord-1")
+                     .values(trace_status="unsampled"))
+    store.dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    monkeypatch.setenv("CHOREOSCOPE_JAEGER_UI", "http://jaeger:16686/")
+    at = run("flows", flow="ord-1")
+    df = at.dataframe[0].value
+    assert pd.isna(df[df["correlation_id"] == "ord-1"].iloc[0]["jaeger"])
+    assert df[df["correlation_id"] != "ord-1"]["jaeger"].notna().any()
+    assert at.get("link_button") == []
+    assert f"Its producers' samplers recorded none of its traces (`{1:032x}`): no tracing " \
+           "backend has them." in [c.value for c in at.caption]
+
+
 def test_out_of_order_arrivals_link_the_late_events_trace(
         env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each arrival opens the trace of the event that came late in Jaeger (with a Jaeger UI)."""

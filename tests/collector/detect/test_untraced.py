@@ -1,5 +1,5 @@
 """Untraced: no trace context at all, or a trace (or the span an event names in it) that never
-appeared after the grace time."""
+appeared after the grace time, unless the event says it was not sampled."""
 
 from __future__ import annotations
 
@@ -92,3 +92,18 @@ def test_clean_traffic_is_traced(clean_run):
     """1,000 clean flows with their spans give no untraced anomaly."""
     store, _ = clean_run
     assert _untraced(store, now_ms=T0 + 10**9, jaeger_enabled=False) == []
+
+
+def test_an_unsampled_event_is_never_untraced(tmp_path):
+    """A traceparent whose sampled flag is off says its producer recorded no span: neither its
+    trace nor its span is ever missing. The sampled event beside it still is."""
+    store = new_store(tmp_path)
+    skipped = ev("e1", "order.placed", flow="f1", observed=T0, sampled=False)
+    recorded = ev("e2", "order.placed", flow="f2", offset=1, observed=T0)
+    put(store, [skipped, recorded])
+    assert [a.key for a in _untraced(store, now_ms=T0 + 10**9)] == ["trace_missing:e2"]
+    # a trace that did arrive, without the unsampled event's span
+    paid = ev("e3", "payment.captured", flow="f3", offset=2, observed=T0, sampled=False)
+    shipped = ev("e4", "order.shipped", flow="f3", cause="e3", offset=3, observed=T0)
+    put(store, [paid, shipped], [producer(shipped)])
+    assert [a.key for a in _untraced(store, now_ms=T0 + 10**9)] == ["trace_missing:e2"]

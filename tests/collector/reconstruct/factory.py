@@ -42,8 +42,9 @@ def ev(event_id: str | None, type_: str | None, *, flow: str, topic: str = "orde
        subject: str | None = None, cause: str | None = None, ts: int = T0,
        time_ms: int | None = None, sequence: int | None = None, traced: bool = True,
        observed: int | None = None, problems: list[str] | None = None,
-       correlation: bool = True) -> dict[str, Any]:
-    """An `events` row; its traceparent points at the producer span `span_of(event_id)`."""
+       correlation: bool = True, sampled: bool = True) -> dict[str, Any]:
+    """An `events` row; its traceparent points at the producer span `span_of(event_id)`,
+    its sampled flag set unless `sampled` is False."""
     t = ts if time_ms is None else time_ms
     return {
         "topic": topic, "partition": partition, "offset": offset,
@@ -56,6 +57,7 @@ def ev(event_id: str | None, type_: str | None, *, flow: str, topic: str = "orde
         "broker_ts_ms": ts, "observed_at_ms": ts + 1 if observed is None else observed,
         "envelope": "binary", "problems": json.dumps(problems) if problems else None,
         "headers": "{}", "data": "{}", "data_size": 2, "data_truncated": False,
+        "trace_sampled": sampled if traced else None,
     }
 
 

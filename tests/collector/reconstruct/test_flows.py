@@ -172,10 +172,14 @@ def test_activity_is_bus_time_capped_by_observation(tmp_path):
 
 
 def test_trace_status(tmp_path):
-    """none without trace context, pending within the grace time, unavailable after it."""
+    """none without trace context, pending within the grace time, unavailable after it,
+    unsampled when no event of the flow was sampled (one sampled event is enough to wait)."""
     store = new_store(tmp_path)
     put(store, [ev("e1", "a.happened", flow="f1", traced=False),
-                ev("e2", "a.happened", flow="f2", offset=1, observed=T0)])
+                ev("e2", "a.happened", flow="f2", offset=1, observed=T0),
+                ev("e3", "a.happened", flow="f3", offset=2, observed=T0, sampled=False),
+                ev("e4", "a.happened", flow="f4", offset=3, observed=T0, sampled=False),
+                ev("e5", "b.happened", flow="f4", offset=4, observed=T0, cause="e4")])
     flows = load_flows(store)
 
     def ts(fid, now, active=True):
@@ -186,6 +190,9 @@ def test_trace_status(tmp_path):
     assert ts("f2", T0 + 999) == "pending"
     assert ts("f2", T0 + 1000) == "unavailable"
     assert ts("f2", T0, active=False) == "unavailable"
+    assert (ts("f3", T0), ts("f3", T0 + 10**9), ts("f3", T0, active=False)) == (
+        "unsampled", "unsampled", "unsampled")
+    assert (ts("f4", T0), ts("f4", T0 + 1000)) == ("pending", "unavailable")
 
 
 def _summary(leaf_types, *, failed=False, activity=T0):

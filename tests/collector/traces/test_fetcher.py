@@ -26,12 +26,14 @@ def store(tmp_path: Path) -> Store:
     return Store(f"sqlite:///{tmp_path}/fetch.db").create()
 
 
-def add_event(store: Store, offset: int, trace_id: str | None, observed_at_ms: int) -> None:
+def add_event(store: Store, offset: int, trace_id: str | None, observed_at_ms: int,
+              sampled: bool | None = True) -> None:
     with store.engine.begin() as conn:
         conn.execute(events.insert().values(
             topic="orders", partition=0, offset=offset, event_id=f"e{offset}",
             flow_id=trace_id or f"e{offset}", trace_id=trace_id, observed_at_ms=observed_at_ms,
-            envelope="binary", data_truncated=False))
+            envelope="binary", data_truncated=False,
+            trace_sampled=sampled if trace_id else None))
 
 
 def fetch_rows(store: Store) -> dict[str, dict]:
@@ -68,6 +70,18 @@ def test_discovery_waits_for_the_settle_delay(store: Store) -> None:
         T_SMALL: ("pending", T0, T0 + 3000, T0 + 5000, 0),
         T_HOTROD: ("pending", T0 + 2000, T0 + 2000, T0 + 7000, 0),
     }
+
+
+def test_traces_their_producers_did_not_sample_are_never_fetched(store: Store) -> None:
+    """A trace id whose events all say "not sampled" is recorded nowhere: no fetch is
+    scheduled. One sampled event of it (or a row stored before the flag was kept) is enough."""
+    add_event(store, 0, T_SMALL, T0, sampled=False)
+    add_event(store, 1, T_HOTROD, T0, sampled=False)
+    add_event(store, 2, T_HOTROD, T0 + 1000, sampled=True)
+    add_event(store, 3, T_OTHER, T0, sampled=None)
+    with FakeJaeger() as jaeger:
+        fetcher(store, jaeger.url).run_once(now_ms=T0 + 2000)
+    assert sorted(fetch_rows(store)) == sorted([T_HOTROD, T_OTHER])
 
 
 def test_due_traces_are_fetched_stored_and_refetched_while_active(store: Store) -> None:

@@ -6,14 +6,15 @@ among them would go unseen too).
 
 Never before the grace time, and not while Jaeger's answer is unknown (no fetch yet, or the
 fetch failed): a trace is missing when no span of it joined the flow and, with Jaeger, the
-fetcher looked and found nothing (trace_fetches status `missing`).
+fetcher looked and found nothing (trace_fetches status `missing`). Never for an event whose
+traceparent says it was not sampled: its producer chose not to record the trace.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..reconstruct.flows import Dag, Flow
+from ..reconstruct.flows import Dag, Flow, unsampled
 from ._describe import label
 from .anomaly import Anomaly
 
@@ -41,7 +42,7 @@ def detect(flow: Flow, dag: Dag, *, tracing_active: bool, jaeger_enabled: bool,
                 correlation_id=flow.flow_id, event_id=e.event_id, subject=e.subject,
                 service=e.source, extra={"type": e.type}))
             continue
-        if not tracing_active or now_ms - e.observed_at_ms < grace_ms:
+        if not tracing_active or now_ms - e.observed_at_ms < grace_ms or unsampled(e):
             continue
         if present is None:
             present = flow.span_traces

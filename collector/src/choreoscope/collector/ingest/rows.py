@@ -65,12 +65,15 @@ def _key_text(key: Any) -> str | None:
     return bytes(key).decode("utf-8", "backslashreplace")
 
 
+# The last hex digit of a traceparent's flags when its sampled bit (0x01) is set.
+_SAMPLED = frozenset("13579bdf")
+
 # The columns of an `events` row, in the order `event_values` gives them.
 COLUMNS = (
     "topic", "partition", "offset", "event_id", "type", "source", "subject", "correlation_id",
     "causation_id", "flow_id", "schema_version", "time", "time_ms", "sequence", "key",
     "trace_id", "span_id", "broker_ts_ms", "observed_at_ms", "envelope", "problems", "headers",
-    "data", "data_size", "data_truncated",
+    "data", "data_size", "data_truncated", "trace_sampled",
 )
 
 
@@ -115,6 +118,7 @@ def event_values(
         (redactor.headers_json(headers) if text_headers is None
          else redactor.text_headers_json(text_headers)),
         data, len(raw_value) if raw_value is not None else value_size, truncated,
+        tp[54] in _SAMPLED if tp else None,
     )
     texts = [t for t in _limited(row) if t]
     seq = event.sequence

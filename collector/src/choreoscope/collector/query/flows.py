@@ -14,7 +14,7 @@ from sqlalchemy import exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..store import Store
-from ..store.schema import anomalies, events, flows, spans
+from ..store.schema import ADDED_COLUMNS, anomalies, events, flows, spans
 from ._convert import has_nul, json_list, json_or, rfc3339_ms, rfc3339_us
 
 FLOW_STATUSES = ("in_progress", "completed", "stuck", "failed")
@@ -115,7 +115,7 @@ def get_flow(store: Store, correlation_id: str) -> dict[str, Any] | None:
             select(flows, _ANOMALY_COUNT).where(flows.c.correlation_id == correlation_id)
         ).mappings().first()
         records = conn.execute(
-            select(events).where(events.c.flow_id == correlation_id)
+            select(*_EVENT_COLUMNS).where(events.c.flow_id == correlation_id)
         ).mappings().all()
         if row is None and not records:
             return None
@@ -134,6 +134,9 @@ def get_flow(store: Store, correlation_id: str) -> dict[str, Any] | None:
     flow["anomalies"] = list_anomalies(store, correlation_id=correlation_id)
     return flow
 
+
+# What a flow's detail shows of its events: every column a store of any version has.
+_EVENT_COLUMNS = [c for c in events.c if c.name not in ADDED_COLUMNS["events"]]
 
 _TRACE_ID = re.compile(r"[0-9A-Fa-f]{32}")
 

@@ -28,6 +28,12 @@ def node_id(event: EventRow) -> str:
     return event.event_id or f"{event.topic}/{event.partition}/{event.offset}"
 
 
+def unsampled(event: EventRow) -> bool:
+    """Whether the event's traceparent says its producer did not record the span (a sampler
+    said no): no trace of it will ever reach Jaeger or the receiver."""
+    return event.trace_sampled is not None and not event.trace_sampled
+
+
 def bus_ms(event: EventRow) -> int:
     """When the event reached the bus: broker timestamp, else ce_time, else observation."""
     if event.broker_ts_ms is not None:
@@ -297,6 +303,9 @@ def _trace_status(flow: Flow, tracing_active: bool, grace_ms: int, now_ms: int,
         return "none"
     if flow.spans:
         return "available"
+    traced = [e for e in traced if not unsampled(e)]
+    if not traced:
+        return "unsampled"
     if not tracing_active:
         return "unavailable"
     if any(fetches.get(e.trace_id) == "error" for e in traced):  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ class EventRow(NamedTuple):
     partition: int
     offset: int
     problems: str | None  # JSON list
+    trace_sampled: bool | None = None  # the traceparent's sampled flag (None: no context)
 
 
 class SpanRow(NamedTuple):
@@ -58,7 +59,8 @@ class SpanRow(NamedTuple):
 
 # The `events` columns of an EventRow, in its order.
 EVENT_COLUMNS = """flow_id, event_id, type, source, subject, causation_id, time_ms, sequence,
-       trace_id, span_id, broker_ts_ms, observed_at_ms, topic, "partition", "offset", problems"""
+       trace_id, span_id, broker_ts_ms, observed_at_ms, topic, "partition", "offset", problems,
+       trace_sampled"""
 
 # An index scan in flow order: no join, no per-row lookup, no sort.
 EVENTS_SQL = f"""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store import Store
-from .flows import Dag, Flow
+from .flows import Dag, Flow, unsampled
 
 STATE_KEY = "analysis.state"  # meta row: the last pass's fingerprints, time and summary
 
@@ -54,7 +54,7 @@ def trace_due(flow: Flow, dag: Dag, now_ms: int, grace_ms: int, due: Due) -> Non
     """Events whose missing trace becomes `untraced` (and the flow's trace unavailable) later."""
     present: set[str] | None = None
     for e in dag.nodes.values():
-        if e.trace_id is None or e.observed_at_ms + grace_ms <= now_ms:
+        if e.trace_id is None or e.observed_at_ms + grace_ms <= now_ms or unsampled(e):
             continue
         if present is None:
             present = flow.span_traces

@@ -87,12 +87,35 @@ class Store:
         `StoreError` when a table of ours exists without our columns: the database holds
         someone else's tables of the same name."""
         schema.metadata.create_all(self.engine)
+        self._upgrade_columns()
         self.check_columns()
         self._upgrade_indexes()
         with self.engine.begin() as conn:
             self._upsert(conn, schema.meta, [{"key": "schema_version",
                                               "value": str(schema.SCHEMA_VERSION)}], ["key"])
         return self
+
+    def _upgrade_columns(self) -> None:
+        """Columns added since the tables were made (`create_all` skips existing tables)."""
+        found = inspect(self.engine)
+        for name, added in schema.ADDED_COLUMNS.items():
+            if not found.has_table(name):
+                continue
+            have = {c["name"] for c in found.get_columns(name)}
+            for column in (schema.metadata.tables[name].c[c] for c in added if c not in have):
+                log.info("store: adding column %s to %s (upgrade of an earlier store)",
+                         column.name, name)
+                kind = column.type.compile(dialect=self.engine.dialect)
+                # IF NOT EXISTS (PostgreSQL): another collector starting beside us may be
+                # faster; SQLite has no such clause, and locks the file for one of us at once
+                guard = "IF NOT EXISTS " if self.dialect == "postgresql" else ""
+                try:
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(
+                            f"ALTER TABLE {name} ADD COLUMN {guard}{column.name} {kind}")
+                except OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _upgrade_indexes(self) -> None:
         """Indexes added since the tables were made (`create_all` skips existing tables with
@@ -124,6 +147,8 @@ class Store:
                     table.name):
                 continue
             have = {c["name"] for c in found.get_columns(table.name)}
+            if reading:  # columns added since: a store not upgraded yet is read without them
+                have.update(schema.ADDED_COLUMNS.get(table.name, ()))
             missing = sorted(c.name for c in table.columns if c.name not in have)
             if missing:
                 raise StoreError(

@@ -21,7 +21,11 @@ from sqlalchemy import (
     and_,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added to tables of earlier versions (all nullable): `Store.create` adds them to the
+# stores those versions made; readers of a store not upgraded yet do without them.
+ADDED_COLUMNS = {"events": ("trace_sampled",)}
 
 metadata = MetaData()
 
@@ -55,6 +59,9 @@ events = Table(
     Column("data", Text),  # JSON of the redacted, size-capped data
     Column("data_size", Integer),  # bytes of the original value
     Column("data_truncated", Boolean, nullable=False, default=False),
+    # the traceparent's sampled flag: False when the producer did not record its span (a
+    # sampler said no), so no trace of it can ever appear; None without trace context
+    Column("trace_sampled", Boolean),
 )
 Index("ix_events_flow", events.c.flow_id)
 Index("ix_events_event_id", events.c.event_id)
@@ -141,7 +148,7 @@ flows = Table(
     Column("trace_ids", Text, nullable=False),  # JSON list
     Column("anomaly_count", Integer, nullable=False, default=0),
     Column("variant", Text, nullable=False),  # event types in causal order, " > " joined
-    Column("trace_status", String(16)),  # available|pending|unavailable|none
+    Column("trace_status", String(16)),  # available|pending|unavailable|unsampled|none
     Column("updated_at_ms", BigInteger, nullable=False),
 )
 Index("ix_flows_status", flows.c.status)

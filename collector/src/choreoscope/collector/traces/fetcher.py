@@ -1,6 +1,7 @@
 """Fetch from Jaeger the traces of the trace ids seen on the bus, on a schedule kept in the store.
 
-`trace_fetches` holds one row per trace id found in `events.trace_id`:
+`trace_fetches` holds one row per trace id found in `events.trace_id` (of sampled events:
+a trace its producers did not sample is recorded nowhere):
 
 - `pending`: not fetched yet; first fetch at `first_seen_ms + settle` (spans reach Jaeger
   some seconds after the event reaches the bus).
@@ -128,7 +129,8 @@ class TraceFetcher:
         """Add `pending` rows for new trace ids in `events`; reschedule traces with new events."""
         query = (select(events.c.trace_id, func.min(events.c.observed_at_ms),
                         func.max(events.c.observed_at_ms))
-                 .where(events.c.trace_id.is_not(None))
+                 .where(events.c.trace_id.is_not(None),
+                        events.c.trace_sampled.is_not(False))  # no trace of it is recorded
                  .group_by(events.c.trace_id))
         if self._scan_from_ms is not None:
             query = query.where(events.c.observed_at_ms >= self._scan_from_ms)

@@ -37,8 +37,13 @@ def render(flow: dict[str, Any]) -> None:
         st.warning("No event of this flow reached the bus: it is failed because its outbox "
                    + ("row is" if len(dead) == 1 else "rows are") + " dead.\n\n"
                    + "\n".join(f"- {fmt.md(a['detail'])}" for a in dead))
-    jaeger.buttons(flow["trace_ids"])
-    if flow["trace_ids"] and not jaeger.enabled():
+    if flow.get("trace_status") == "unsampled":
+        st.caption("Its producers' samplers recorded none of its traces ("
+                   + ", ".join(fmt.md(t) for t in flow["trace_ids"])
+                   + "): no tracing backend has them.")
+    elif flow["trace_ids"]:
+        jaeger.buttons(flow["trace_ids"])
+    if flow["trace_ids"] and flow.get("trace_status") != "unsampled" and not jaeger.enabled():
         st.caption("Trace ids: " + ", ".join(fmt.md(t) for t in flow["trace_ids"])
                    + " (start the dashboard with `--jaeger-ui URL` for links).")
     tabs = st.tabs(["Timeline", "Causal tree", f"Anomalies ({len(flow['anomalies'])})",

@@ -100,7 +100,9 @@ def _table(f: dict[str, Any]) -> None:
     cols = ["correlation_id", "status", "started", "duration_ms", "event_count", "services",
             "variant", "anomaly_count"]
     if jaeger.enabled():
-        df["jaeger"] = df["trace_ids"].map(lambda t: jaeger.trace_url(t[0]) if t else None)
+        # no link where the producers' samplers recorded none of the flow's traces
+        df["jaeger"] = [jaeger.trace_url(t[0]) if t and status != "unsampled" else None
+                        for t, status in zip(df["trace_ids"], df["trace_status"], strict=True)]
         cols.append("jaeger")
         config["jaeger"] = jaeger.link_column()
     ids = df["correlation_id"].tolist()
