@@ -443,6 +443,24 @@ def test_add_inside_a_handler_inherits_the_chain(tmp_path: Path) -> None:
         "corr-9", "evt-1")
 
 
+def test_add_inside_a_handler_of_an_event_with_only_a_trace_joins_its_flow(
+        tmp_path: Path) -> None:
+    """A handled event with no correlation id is keyed by its trace id in the collector: the
+    outbox event takes that as its correlation id, so both are one flow."""
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="order-service")
+    outbox.create_table()
+    handled = Event(id="evt-1", type="payment.failed", source="payment-service",
+                    traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    conn = dbapi_connect(url)
+    with handling(handled):
+        event = add_order(outbox, conn, "ord_1", event_type="order.cancelled")
+    conn.commit()
+    conn.close()
+    assert (event.correlation_id, event.causation_id) == (
+        "0af7651916cd43dd8448eb211c80319c", "evt-1")
+
+
 def test_add_inside_a_handler_of_an_idless_event_starts_its_own_chain(tmp_path: Path) -> None:
     """A handled event without id or correlation id (a bad envelope) leaves a root event."""
     url = f"sqlite:///{tmp_path / 'svc.db'}"

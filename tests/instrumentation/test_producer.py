@@ -189,6 +189,21 @@ def test_handled_event_without_correlation_id_becomes_the_correlation(
     assert (event.correlation_id, event.causation_id) == ("evt-0", "evt-0")
 
 
+def test_handled_event_with_a_trace_but_no_correlation_id_passes_on_its_flow(
+    producer: TracedProducer, topic: str
+) -> None:
+    """The collector keys an event with no correlation id by its trace id: an effect takes
+    that as its correlation id, so cause and effect are one flow (a CloudEvents SDK event,
+    or one sent under OpenTelemetry's own Kafka instrumentation, carries only a trace)."""
+    handled = Event(id="ce-r14", type="invoice.created", source="billing",
+                    traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    with handling(handled):
+        event = producer.publish(topic, "ledger.posted", {})
+    producer.flush()
+    assert (event.correlation_id, event.causation_id) == (
+        "0af7651916cd43dd8448eb211c80319c", "ce-r14")
+
+
 # -- plain send ----------------------------------------------------------------------------
 
 

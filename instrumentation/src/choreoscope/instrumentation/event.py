@@ -38,3 +38,11 @@ class Event:
     envelope: str = "binary"
     """How the envelope was carried: `binary`, `structured`, `json_envelope` or `unknown`."""
     problems: list[str] = field(default_factory=list)
+
+
+def flow_of(event: Event) -> str | None:
+    """The flow an event belongs to, as the collector keys it (DESIGN.md section 4): its
+    correlation id, else the trace id of its traceparent, else its id. An event caused by
+    this one takes it as its correlation id, so cause and effect share one flow."""
+    tp = event.traceparent  # validated by the decoder, None when absent or malformed
+    return event.correlation_id or (tp[3:35] if tp else None) or event.id

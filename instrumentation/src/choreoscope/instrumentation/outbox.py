@@ -44,7 +44,7 @@ from . import _dbapi, wire
 from ._clock import rfc3339_from_ns
 from .context import current_event
 from .errors import UsageError
-from .event import Event
+from .event import Event, flow_of
 from .ids import new_event_id
 from .naming import is_past_tense
 from .traceparent import format_traceparent
@@ -216,7 +216,7 @@ class Outbox:
         )
         handled = current_event()
         if handled is not None:
-            event.correlation_id = handled.correlation_id or handled.id or event.id
+            event.correlation_id = flow_of(handled) or event.id
             event.causation_id = handled.id
         else:
             event.correlation_id = event.id  # a root event starts its own workflow

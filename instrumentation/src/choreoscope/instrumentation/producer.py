@@ -37,7 +37,7 @@ from ._send_inputs import (
 from ._wakeups import coalesce_wakeups as _coalesce_wakeups
 from .context import current_event
 from .errors import UsageError
-from .event import Event
+from .event import Event, flow_of
 from .ids import new_event_id
 from .naming import is_past_tense
 from .traceparent import format_traceparent
@@ -391,7 +391,7 @@ class TracedProducer:
                 event.correlation_id = event.id
             return
         if event.correlation_id is None:
-            event.correlation_id = handled.correlation_id or handled.id or event.id
+            event.correlation_id = flow_of(handled) or event.id
         if event.causation_id is None:
             event.causation_id = handled.id
 

@@ -17,8 +17,10 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def flow_id(event: Event, trace_id: str | None) -> str:
-    """The flow an event belongs to: correlation id, else trace id, else event id, else
-    `topic/partition/offset`."""
+    """The flow an event belongs to: correlation id, else trace id (of `trace_id`, the
+    event's traceparent's), else event id, else `topic/partition/offset`. The
+    instrumentation's `flow_of` is the same rule: what it gives an effect as correlation id
+    is its cause's flow here."""
     return (
         event.correlation_id
         or trace_id
