@@ -651,3 +651,17 @@ def test_every_problem_code_is_tested() -> None:
     }
     tested = {p.split(":", 1)[0] for params in _PROBLEM_CASES for p in params[2]}
     assert codes == tested
+
+
+@pytest.mark.parametrize(("value", "envelope"), [
+    ({"event_type": "click", "user": 7}, "unknown"),
+    ({"eventId": "app-1", "amount": 3}, "unknown"),
+    ({"eventId": "e1", "data": 1}, "json_envelope"),
+    ({"eventType": "x.done", "source": "s"}, "json_envelope"),
+    ({"event_id": "a", "event_type": "b.done", "order_id": "o1"}, "json_envelope"),
+    ({"source": "s", "data": {}, "timestamp": 1}, "unknown"),
+])
+def test_a_hand_written_envelope_takes_a_naming_key_and_one_more(value, envelope) -> None:
+    """An id or type key beside another envelope key is the hand-written envelope; one such
+    key alone is a payload field, and envelope keys without one naming the event are too."""
+    assert decode_record(None, json.dumps(value).encode()).envelope == envelope

@@ -308,14 +308,17 @@ def test_a_value_carrying_its_own_envelope_is_sent_as_it_is(
 ) -> None:
     """A hand-written envelope (bytes or dict) gets no binary-mode header that would
     contradict it, only the trace context: it is read as the event it carries, and the span
-    names that event. A payload merely holding such a key deeper down is data as before."""
+    names that event. A payload merely holding such a key deeper down, or holding one key
+    that could name an event and no other envelope key, is data as before."""
     from choreoscope.instrumentation.decoder import decode_record
 
     producer.send(topic, value=json.dumps(LEGACY_ENVELOPE).encode(), key=b"A", partition=0)
     producer.send(topic, value=LEGACY_ENVELOPE, partition=0)
     producer.send(topic, value={"order": 1, "audit": {"eventId": "x"}}, partition=0)
+    producer.send(topic, value={"event_type": "click", "user": 7}, partition=0)
+    producer.send(topic, value=b'{"eventId": "app-1", "amount": 3}', partition=0)
     producer.flush()
-    records = read_back(bootstrap, topic, 3)
+    records = read_back(bootstrap, topic, 5)
     spans = span_exporter.get_finished_spans()
     for record, span in zip(records[:2], spans[:2], strict=True):
         assert [name for name, _ in record.headers] == ["traceparent"]
@@ -328,8 +331,15 @@ def test_a_value_carrying_its_own_envelope_is_sent_as_it_is(
             {"sku": "A"}, [])
         assert (span.attributes[semconv.MESSAGING_MESSAGE_ID],
                 span.attributes[semconv.CLOUDEVENTS_EVENT_TYPE]) == ("evt-123", "price.changed")
-    plain = dict(records[2].headers)
-    assert plain["ce_type"] == topic.encode() and plain["ce_source"] == b"orders"
+    # a payload with one key that could name an event (its type, its id) is data too
+    for record in records[2:]:
+        plain = dict(record.headers)
+        assert plain["ce_type"] == topic.encode() and plain["ce_source"] == b"orders"
+        event = decode_record(record.headers, record.value)
+        assert (event.envelope, event.problems) == (
+            "binary", [f"type_not_past_tense: {topic}"])  # the topic names it
+    assert decode_record(records[3].headers, records[3].value).data == {
+        "event_type": "click", "user": 7}
 
 
 def test_a_cloudevents_structured_record_keeps_its_identity(

@@ -63,6 +63,26 @@ _ENVELOPE_FIELDS = {
     "sequence": ("sequence",),
 }
 
+# Every key of the hand-written envelope, and those that name the event.
+_ENVELOPE_KEYS = frozenset(
+    {s for spellings in _ENVELOPE_FIELDS.values() for s in spellings} | {"data", "payload"})
+_NAMING_KEYS = (*_ENVELOPE_FIELDS["id"], *_ENVELOPE_FIELDS["type"])
+
+
+def _is_hand_written(obj: dict[str, Any]) -> bool:
+    """Whether a JSON object is the hand-written envelope: a key naming the event (its id or
+    type) beside at least one more envelope key. One such key alone is a payload field
+    (`{"event_type": "click", "user": 7}`), not an envelope."""
+    if not any(k in obj for k in _NAMING_KEYS):
+        return False
+    found = 0
+    for k in obj:
+        if k in _ENVELOPE_KEYS:
+            found += 1
+            if found == 2:
+                return True
+    return False
+
 
 def decode_record(
     headers: RecordHeaders,
@@ -302,7 +322,7 @@ def _decode(hdrs: dict[str, str], value: Any, problems: list[str]) -> Event:
     if isinstance(parsed, dict):
         if "specversion" in parsed and ("id" in parsed or "type" in parsed):
             return _structured(parsed, problems)
-        if any(k in parsed for k in ("eventId", "event_id", "eventType", "event_type")):
+        if _is_hand_written(parsed):
             return _hand_written(parsed, problems)
     problems.append(f"{NO_ENVELOPE}: no ce_* headers and no JSON envelope in the value")
     if parsed is _NOT_JSON:
