@@ -107,3 +107,21 @@ def test_an_unsampled_event_is_never_untraced(tmp_path):
     shipped = ev("e4", "order.shipped", flow="f3", cause="e3", offset=3, observed=T0)
     put(store, [paid, shipped], [producer(shipped)])
     assert [a.key for a in _untraced(store, now_ms=T0 + 10**9)] == ["trace_missing:e2"]
+
+
+def test_a_producer_span_naming_no_event_joins_the_flow_of_the_event_it_sent(tmp_path):
+    """A trace shared by two flows (a handler that set another correlation id): the producer
+    span OpenTelemetry's own instrumentation wrote (no message id, no conversation id) joins
+    the flow of the event whose traceparent names it, not any flow of its trace, so that
+    event's span is not missing."""
+    store = new_store(tmp_path)
+    first = ev("e1", "order.placed", flow="a", observed=T0)
+    second = ev("e2", "audit.logged", flow="b", offset=1, observed=T0)
+    second["trace_id"] = first["trace_id"]
+    spans = [producer(first), producer(second)]
+    for span in spans:
+        span.update(message_id=None, conversation_id=None)
+    put(store, [first, second], spans)
+    flows = load_flows(store)
+    assert [s.span_id for s in flows["b"][0].spans] == [second["span_id"]]
+    assert _untraced(store, now_ms=T0 + 10**9) == []

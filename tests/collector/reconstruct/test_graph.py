@@ -115,3 +115,29 @@ def test_a_sub_millisecond_reaction_is_never_negative(tmp_path):
     assert [(r["target"], r["p50_ms"], r["p95_ms"])
             for r in graph.rows() if r["kind"] == "emits" and r["source"] == "payments"] == [
         ("payment.authorized", 0.5, 0.95)]
+
+
+def test_the_receive_span_of_opentelemetrys_own_instrumentation_is_not_a_second_processing(
+        tmp_path):
+    """A service running OpenTelemetry's KafkaInstrumentor beside our traced_consumer leaves
+    two CONSUMER spans per record: its `receive` span (no group, named by its parent) and our
+    processing span. One processing is counted; a service with only the receive span (no
+    wrapper of ours) is still a consumer."""
+    store = new_store(tmp_path)
+    rows, spans = [], []
+    for i in range(3):
+        e = ev(f"e{i}", "widget.made", flow=f"f{i}", offset=i, ts=T0 + 100 * i)
+        rows.append(e)
+        ours = consumer(e, "svcx", start_ms=T0 + 100 * i + 20)
+        receive = consumer(e, "svcx", start_ms=T0 + 100 * i + 10, span_id=f"{i + 1:016x}")
+        receive.update(consumer_group=None, conversation_id=None, name="widgets receive")
+        elsewhere = consumer(e, "audit", start_ms=T0 + 100 * i + 30, span_id=f"{i + 9:016x}")
+        elsewhere.update(consumer_group=None, conversation_id=None, name="widgets receive")
+        spans += [ours, receive, elsewhere]
+    put(store, rows, spans)
+    graph = GraphBuilder()
+    for flow, dag in load_flows(store).values():
+        graph.add(flow, dag)
+    assert [(r["source"], r["target"], r["count"], r["p50_ms"]) for r in graph.rows({})
+            if r["kind"] == "consumed_by"] == [("widget.made", "audit", 3, 30.0),
+                                               ("widget.made", "svcx", 3, 20.0)]

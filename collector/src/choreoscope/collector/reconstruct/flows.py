@@ -134,7 +134,22 @@ def group_flows(events: Iterable[EventRow], spans: Iterable[SpanRow]) -> Iterato
         while pending is not None and pending.flow_id == flow_id:
             flow.spans.append(pending)
             pending = next(span_iter, None)
+        if flow.spans:
+            flow.spans = without_receive_halves(flow.spans)
         yield flow
+
+
+def without_receive_halves(spans: list[SpanRow]) -> list[SpanRow]:
+    """The spans, less the `receive` span OpenTelemetry's own Kafka instrumentation adds
+    beside ours: a CONSUMER span without a consumer group, of a message that a CONSUMER span
+    of the same service with a group also processed, is the same processing seen twice (its
+    `{topic} receive` span ends as the record is handed over, before the handler runs)."""
+    handled = {(s.message_id, s.service) for s in spans
+               if s.kind == "consumer" and s.group and s.message_id}
+    if not handled:
+        return spans
+    return [s for s in spans if not (s.kind == "consumer" and not s.group
+                                     and (s.message_id, s.service) in handled)]
 
 
 def causal_dag(flow: Flow) -> Dag:

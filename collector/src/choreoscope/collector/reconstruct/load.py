@@ -70,9 +70,13 @@ ORDER BY flow_id {{collate}}
 """
 
 # A span joins the flow of its conversation id (= correlation id); else the flow of the event
-# it names (messaging.message.id); else a flow of its trace. COALESCE stops at the first.
+# it names (messaging.message.id); else the flow of the event whose traceparent names it (a
+# producer span of OpenTelemetry's own instrumentation names no event); else a flow of its
+# trace. COALESCE stops at the first.
 _SPAN_FLOW = """COALESCE(s.conversation_id,
            (SELECT e.flow_id FROM events e WHERE e.event_id = s.message_id LIMIT 1),
+           (SELECT e.flow_id FROM events e WHERE e.trace_id = s.trace_id
+                                             AND e.span_id = s.span_id LIMIT 1),
            (SELECT e.flow_id FROM events e WHERE e.trace_id = s.trace_id LIMIT 1))"""
 _SPAN_COLUMNS = (
     's.trace_id, s.span_id, s.parent_span_id, s.kind, s.service, s.consumer_group, s.message_id, '
