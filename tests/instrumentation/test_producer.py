@@ -841,3 +841,27 @@ def test_the_shipped_fixture_captures_producer_spans(
         raw.close(timeout=5)
     [span] = captured_spans.exporter.get_finished_spans()
     assert dict(span.attributes)[semconv.MESSAGING_MESSAGE_ID] == event.id
+
+
+@pytest.mark.filterwarnings("ignore:key_serializer does not implement")
+def test_a_key_given_to_a_key_serializer_is_the_subject_as_text(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider
+) -> None:
+    """An int or UUID key that the producer's key_serializer turns into bytes is the subject
+    as its text, for send and publish alike; an object key is no subject (its repr is not
+    the entity's name)."""
+    import uuid
+
+    raw = KafkaProducer(bootstrap_servers=bootstrap,
+                        key_serializer=lambda k: json.dumps(k, default=str).encode())
+    traced = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
+    order = uuid.UUID("0190a0a0-0000-7000-8000-000000000001")
+    traced.send(topic, value={"b": 2}, key=42, partition=0, headers=[("ce_type", b"item.added")])
+    published = traced.publish(topic, "item.added", {"b": 3}, key=order)
+    traced.send(topic, value={"b": 4}, key={"tenant": 1}, partition=0)
+    traced.flush()
+    raw.close(timeout=5)
+    assert published.subject == str(order)
+    records = read_back(bootstrap, topic, 3)
+    subjects = sorted(dict(r.headers).get("ce_subject", b"-").decode() for r in records)
+    assert subjects == sorted(["42", str(order), "-"])

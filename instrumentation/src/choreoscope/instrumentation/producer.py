@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from uuid import UUID
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -51,7 +52,9 @@ _OCTET_STREAM = "application/octet-stream"
 _JSON_OPENERS = (b"{", b"[")
 _MAX_CACHED_TOPICS = 4096
 _HEADER_SEQUENCES = (list, tuple)
-_TEXT_KEYS = (bytes, str)
+# Keys whose text is the subject by default: what the key is on the wire, or its plain text
+# (an int or UUID given to a key_serializer); not the repr of an object or a dict.
+_TEXT_KEYS = (bytes, bytearray, memoryview, str, int, UUID)
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 # Event types already checked for past tense: each bad one is logged once per process.
@@ -293,7 +296,7 @@ class TracedProducer:
                 "only with a key: give key=..., or data such as {}"
             )
         key_text = key_as_text(key)
-        if subject is None and isinstance(key, bytes | str):
+        if subject is None and isinstance(key, _TEXT_KEYS):
             subject = key_text
         event = Event(
             id=None,
