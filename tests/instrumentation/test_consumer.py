@@ -447,6 +447,19 @@ def test_event_passed_directly(
     assert (span.name, (span.attributes or {})["messaging.message.id"]) == ("process orders", "e-9")
 
 
+@pytest.mark.parametrize("batch", [[], ["r1", "r2"], ("r1",), {"tp": ["r1"]}])
+def test_a_batch_is_refused_with_what_to_do(tracer_provider: TracerProvider, batch) -> None:
+    """A poll() result or a list of records given to a per-record handler is a mistake: a
+    UsageError says so before the handler runs (it would handle an empty record)."""
+    seen: list[Event] = []
+    handle = traced_consumer(service="billing", tracer_provider=tracer_provider)(seen.append)
+    with pytest.raises(UsageError, match=f"expected one Kafka ConsumerRecord per call, got a "
+                                         f"{type(batch).__name__} of {len(batch)}: call the "
+                                         "handler once per record"):
+        handle(batch)
+    assert seen == []
+
+
 def test_not_a_record_warns_once(
     tracer_provider: TracerProvider, caplog: pytest.LogCaptureFixture
 ) -> None:

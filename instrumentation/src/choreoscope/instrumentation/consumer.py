@@ -59,6 +59,8 @@ _SCOPE = "choreoscope.instrumentation"
 _MAX_CACHED_TOPICS = 4096
 _CONSUMER = SpanKind.CONSUMER
 _warned_types: set[type] = set()  # record types already warned about, once each
+# What a handler given a whole poll() result or batch is called with.
+_BATCHES = (list, tuple, dict)
 
 
 def traced_consumer(
@@ -123,6 +125,11 @@ class _Processing:
         if type(record) is Event:
             return record  # an already decoded event, e.g. a handler called in a unit test
         get = getattr
+        if type(record) in _BATCHES:
+            raise UsageError(
+                f"expected one Kafka ConsumerRecord per call, got a {type(record).__name__} of "
+                f"{len(record)}: call the handler once per record (poll() returns a dict of "
+                "lists of records)")
         if not hasattr(record, "value") and type(record) not in _warned_types:
             _warned_types.add(type(record))
             _log.warning(
