@@ -678,3 +678,24 @@ def test_events_of_an_unsampled_trace_are_stored_as_such_and_never_untraced(
             if f["event_count"]} == {"sampled-service": "unavailable",
                                      "unsampled-service": "unsampled"}
     store.dispose()
+
+
+def test_from_latest_stopped_before_reading_anything_reads_what_came_meanwhile(
+        bootstrap: str, topic: str, group: str, tmp_path) -> None:
+    """A new group started with 'latest' skips history once: stopped before it read a
+    record, it starts again where it stood, and reads what reached the topic meanwhile
+    (every cron run of `collect --once --from latest` would skip it otherwise)."""
+    p = _producer(bootstrap)
+    p.produce(topic, value=b'{"history":0}', partition=0)
+    p.flush(10)
+    store = Store(f"sqlite:///{tmp_path}/r.db").create()
+    with _ingest(store, bootstrap, topic, group, start="latest") as ingest:
+        assert ingest.run_to_end(idle_timeout_s=20) == 0
+    p.produce(topic, value=b'{"meanwhile":0}', partition=0)
+    p.produce(topic, value=b'{"meanwhile":1}', partition=1)
+    p.flush(10)
+    with _ingest(store, bootstrap, topic, group, start="latest") as ingest:
+        _until(ingest, 2)
+    assert sorted((r["partition"], r["offset"], r["data"]) for r in _rows(store)) == [
+        (0, 1, '{"meanwhile":0}'), (1, 0, '{"meanwhile":1}')]
+    store.dispose()

@@ -371,13 +371,16 @@ class BusIngest:
         from their end when first assigned (kept for later assignments of this run, so a
         rebalance never skips what came meanwhile). Topics created later, and every
         partition of a group that has committed before (a restart), start at their first
-        record."""
+        record. The ends a new group starts at are committed at once: a group stopped
+        before it read a record is known when it starts again, and reads what came
+        meanwhile."""
         if self._history is None:
             return {}
         committed = consumer.committed(partitions, timeout=10)
         unread = [(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
         known_group = len(unread) < len(committed)
         starts: dict[tuple[str, int], int] = {}
+        skipped: list[TopicPartition] = []
         for key in unread:
             if key in self._latest_start:
                 starts[key] = self._latest_start[key]
@@ -386,6 +389,14 @@ class BusIngest:
             else:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)
                 self._latest_start[key] = starts[key] = high
+                skipped.append(TopicPartition(*key, high))
+        if skipped:
+            try:
+                consumer.commit(offsets=skipped, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("ingest: could not commit where --from latest starts (%s); if "
+                            "this collector stops before it reads a record, its next start "
+                            "skips what came meanwhile", exc)
         return starts
 
     def _matching_topics(self) -> set[str] | None:
