@@ -665,3 +665,14 @@ def test_a_hand_written_envelope_takes_a_naming_key_and_one_more(value, envelope
     """An id or type key beside another envelope key is the hand-written envelope; one such
     key alone is a payload field, and envelope keys without one naming the event are too."""
     assert decode_record(None, json.dumps(value).encode()).envelope == envelope
+
+
+def test_ids_that_differ_only_in_bytes_that_are_not_utf8_stay_apart() -> None:
+    """Bad bytes are escaped, not all replaced by one character: `\\xff abc` and `\\xfe abc`
+    are two event ids and two correlation ids (a duplicate is the same id twice)."""
+    first = decode_record(binary(ce_id=b"\xffabc", ce_correlationid=b"\xffwf"), VALUE)
+    second = decode_record(binary(ce_id=b"\xfeabc", ce_correlationid=b"\xfewf"), VALUE)
+    assert (first.id, first.correlation_id) == ("\\xffabc", "\\xffwf")
+    assert (second.id, second.correlation_id) == ("\\xfeabc", "\\xfewf")
+    assert first.problems == ["bad_header: ce_id is not valid UTF-8",
+                              "bad_header: ce_correlationid is not valid UTF-8"]

@@ -282,7 +282,7 @@ def _read_headers_carefully(headers: Iterable[Any], problems: list[str]) -> dict
                 name = bytes(name).decode("utf-8")
             except UnicodeDecodeError:
                 problems.append(f"{BAD_HEADER}: header name {bytes(name)!r:.60} is not valid UTF-8")
-                name = bytes(name).decode("utf-8", "replace")
+                name = bytes(name).decode("utf-8", "backslashreplace")
         elif not isinstance(name, str):
             problems.append(f"{BAD_HEADER}: header name of type {type(name).__name__}")
             continue
@@ -295,7 +295,7 @@ def _read_headers_carefully(headers: Iterable[Any], problems: list[str]) -> dict
             try:
                 text = bytes(raw).decode("utf-8")
             except UnicodeDecodeError:
-                text = bytes(raw).decode("utf-8", "replace")
+                text = bytes(raw).decode("utf-8", "backslashreplace")
                 if name in _KNOWN_HEADERS or name.startswith("ce_"):
                     problems.append(f"{BAD_HEADER}: {name} is not valid UTF-8")
         else:
