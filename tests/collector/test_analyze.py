@@ -344,3 +344,24 @@ def test_odd_rows_never_crash_and_long_keys_fit(store):
     assert len(long_key) == len("out_of_order:") + 400
     assert _flows(store)["f1"]["variant"] == "? > x.happened"
     assert analyze(store, AnalysisOptions(), now_ms=T0 + 10**6).anomalies_new == 0
+
+
+def test_an_anomaly_is_detected_when_recorded_never_before_the_pass(store):
+    """A running collector's pass reads spans that arrive while it runs: an anomaly's
+    detection time is when it is recorded, so it is never older than its evidence; a clock
+    behind the pass's start does not move it earlier. A pass at a given time uses that."""
+    from choreoscope.collector.analyze import _Sink
+    from choreoscope.collector.detect.anomaly import Anomaly
+    from choreoscope.collector.query import list_anomalies
+
+    def found(key: str) -> list[Anomaly]:
+        return [Anomaly(kind="orphan", key=key, subkind="causation", detail=key)]
+
+    for key, clock in (("late", lambda: NOW + 5_000), ("behind", lambda: NOW - 10),
+                       ("fixed", None)):
+        sink = _Sink(store, NOW, clock)
+        sink.add(found(key))
+        sink.flush()
+    assert {a["detail"]: a["detected_at"] for a in list_anomalies(store)} == {
+        "late": "2023-11-14T22:15:25.000Z", "behind": "2023-11-14T22:15:20.000Z",
+        "fixed": "2023-11-14T22:15:20.000Z"}

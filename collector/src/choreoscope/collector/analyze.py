@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .detect import (
@@ -99,11 +99,17 @@ class AnalysisResult:
 
 
 class _Sink:
-    """Buffers anomalies and records them in batches; tallies them by kind and graph edge."""
+    """Buffers anomalies and records them in batches; tallies them by kind and graph edge.
 
-    def __init__(self, store: Store, now_ms: int) -> None:
+    An anomaly is detected when it is recorded (`clock`), never before the pass began: the
+    pass reads spans and events that arrive while it runs, and its evidence must not be
+    younger than its detection. Without a clock (a pass at a given time), at `now_ms`."""
+
+    def __init__(self, store: Store, now_ms: int,
+                 clock: Callable[[], int] | None = None) -> None:
         self.store = store
         self.now_ms = now_ms
+        self.clock = clock
         self.buffer: list[Anomaly] = []
         self.by_kind: Counter[str] = Counter()
         self.by_edge: Counter[tuple[str, str, str]] = Counter()
@@ -128,8 +134,9 @@ class _Sink:
     def flush(self) -> None:
         if not self.buffer:
             return
+        detected_ms = self.now_ms if self.clock is None else max(self.now_ms, self.clock())
         with self.store.engine.begin() as conn:
-            self.new += record(self.store, conn, self.buffer, self.now_ms)
+            self.new += record(self.store, conn, self.buffer, detected_ms)
         self.buffer = []
 
 
@@ -146,9 +153,12 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
     set: a collector asked to stop does not wait for it."""
     options = options or AnalysisOptions()
     started = time.perf_counter()
-    now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    clock = None
+    if now_ms is None:
+        now_ms, clock = int(time.time() * 1000), lambda: int(time.time() * 1000)
+    now_ms = int(now_ms)
     result = AnalysisResult(now_ms=now_ms)
-    sink = _Sink(store, now_ms)
+    sink = _Sink(store, now_ms, clock)
     terminal = TerminalTypes()
     graph = GraphBuilder()
     summaries: list[flowmod.FlowSummary] = []
