@@ -83,6 +83,11 @@ def test_a_slow_pass_waits_before_the_next_and_says_so(
     task.next_at = time.monotonic()
     collector.maintenance_pass()
     assert len(runs) == 2
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="choreoscope.collector"):
+        collector.maintenance_pass(force=True)  # `--once`: no next pass to announce
+    assert len(runs) == 3
+    assert [r for r in caplog.records if "the next in" in r.getMessage()] == []
 
 
 def test_orphan_and_untraced_waits_reach_the_analysis(tmp_path) -> None:

@@ -279,7 +279,7 @@ class Collector:
                 ok = self._guarded(task.name, task.run)
                 task.failures = 0 if ok else task.failures + 1
                 rest = task.schedule(started, time.monotonic())
-                if rest > task.interval_s:
+                if rest > task.interval_s and not force:  # forced: `--once`, no next pass
                     log.info("%s took %.1fs; the next in %.0fs (at most %.0f%% of the time)",
                              task.name, task.last_duration_s, rest,
                              (task.max_share or 1.0) * 100)
