@@ -347,3 +347,19 @@ def _read_as_nobody(folder: Path) -> None:
                            str(CHOREOSCOPE), "--store", f"sqlite:///{folder}/store.db", "flows",
                            "--json"], capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, json.loads(done.stdout)) == (0, expected.FLOWS)
+
+
+def test_store_is_an_option_of_every_command_but_the_broker(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--store` after the command works for every command that reads or writes the store;
+    the broker, which keeps its topics in memory, does not offer it."""
+    from choreoscope.collector.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    offering = {name for name, p in commands.items()
+                if any("--store" in a.option_strings for a in p._actions)}
+    assert offering == set(commands) - {"broker"}
+    with pytest.raises(SystemExit) as exc:
+        main(["broker", "--store", "sqlite:///x.db"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --store" in capsys.readouterr().err

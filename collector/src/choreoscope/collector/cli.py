@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # not built yet
         module.register(sub)
     # `choreoscope flows --store URL` as well as `choreoscope --store URL flows`
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
+        if name == "broker":  # it keeps its topics in memory: no store
+            continue
         with contextlib.suppress(argparse.ArgumentError):  # demo has its own --store
             command.add_argument("--store", action=_GivenStore, default=argparse.SUPPRESS,
                                  help=STORE_HELP)
