@@ -330,8 +330,8 @@ def test_a_flow_whose_traces_were_not_sampled_links_no_trace(
     monkeypatch.setenv("CHOREOSCOPE_JAEGER_UI", "http://jaeger:16686/")
     at = run("flows", flow="ord-1")
     df = at.dataframe[0].value
-    assert pd.isna(df[df["correlation_id"] == "ord-1"].iloc[0]["jaeger"])
-    assert df[df["correlation_id"] != "ord-1"]["jaeger"].notna().any()
+    assert df[df["correlation_id"] == "ord-1"].iloc[0]["jaeger"] == ""
+    assert (df[df["correlation_id"] != "ord-1"]["jaeger"] != "").any()
     assert at.get("link_button") == []
     assert f"Its producers' samplers recorded none of its traces (`{1:032x}`): no tracing " \
            "backend has them." in [c.value for c in at.caption]
@@ -424,7 +424,7 @@ def test_a_stuck_row_that_never_reached_the_bus_has_no_flow_link(
     monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
     at = run("outbox")
     links = at.dataframe[0].value["flow"].tolist()
-    assert links[0] == "flows?flow=ord-2" and pd.isna(links[1])
+    assert links == ["flows?flow=ord-2", ""]  # an empty cell, not Streamlit's grey "None"
     assert any(c.value.startswith("A row without a flow link never reached the bus")
                for c in at.caption)
 
@@ -842,3 +842,30 @@ def test_the_detail_of_a_flow_known_only_from_a_dead_outbox_row(dead_only: None)
     shown = text_of(at)
     assert "http://127.0.0.1:16686/trace/0af7651916cd43dd8448eb211c80319c" in shown + "".join(
         b.proto.url for b in at.get("link_button"))
+
+
+def test_no_table_writes_a_missing_value_as_none(env: None) -> None:
+    """Missing text in any table (a span's group, an anomaly's subkind, a link there is no
+    target for) is an empty cell: Streamlit writes a grey "None" otherwise, which reads as
+    a value. Numbers stay numbers."""
+    from choreoscope.dashboard.components.fmt import blank_missing
+
+    df = pd.DataFrame({"text": ["a", None, "c"], "link": ["http://x/1", None, ""],
+                       "count": [1.0, None, 3.0]})
+    shown = blank_missing(df)
+    assert shown["text"].tolist() == ["a", "", "c"]
+    assert shown["link"].tolist() == ["http://x/1", "", ""]
+    assert shown["count"].isna().tolist() == [False, True, False]
+    assert df["text"].isna().tolist() == [False, True, False]  # the caller's frame untouched
+    for page in PAGES:
+        at = run(page)
+        for table in at.dataframe:
+            value = table.value
+            for name in value.columns:
+                if not pd.api.types.is_numeric_dtype(value[name]):
+                    assert not value[name].isna().any(), (page, name)
+    at = run("flows", flow="ord-1")
+    for table in at.dataframe:
+        for name in table.value.columns:
+            if not pd.api.types.is_numeric_dtype(table.value[name]):
+                assert not table.value[name].isna().any(), ("flow detail", name)

@@ -183,8 +183,9 @@ def _anomalies(anomalies: list[dict[str, Any]]) -> None:
         return
     df = pd.DataFrame(anomalies)
     df["detected"] = df["detected_at_ms"].map(fmt.when)
-    st.dataframe(df[["kind", "subkind", "detail", "event_id", "subject", "group", "detected"]],
-                 hide_index=True, width="stretch")
+    st.dataframe(fmt.blank_missing(
+        df[["kind", "subkind", "detail", "event_id", "subject", "group", "detected"]]),
+        hide_index=True, width="stretch")
 
 
 def _events(events: list[dict[str, Any]]) -> None:
@@ -218,4 +219,5 @@ def _spans(spans: list[dict[str, Any]]) -> None:
         df["jaeger"] = df["trace_id"].map(jaeger.trace_url)
         cols.append("jaeger")
         column_config["jaeger"] = jaeger.link_column()
-    st.dataframe(df[cols], hide_index=True, width="stretch", column_config=column_config)
+    st.dataframe(fmt.blank_missing(df[cols]), hide_index=True, width="stretch",
+                 column_config=column_config)

@@ -81,3 +81,14 @@ def md(text: object) -> str:
     fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
     pad = " " if text[0] in "` " or text[-1] in "` " else ""  # one space each side is dropped
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def blank_missing(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with missing text (None, NaN in a column of text or links) as empty cells:
+    Streamlit writes a grey "None" for them, which reads as a value."""
+    out = df.copy()
+    for name in out.columns:
+        column = out[name]
+        if pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
+            out[name] = column.where(column.notna(), "")
+    return out

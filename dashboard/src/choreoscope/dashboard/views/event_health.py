@@ -56,7 +56,8 @@ def _body(window: str) -> None:
         p = pd.DataFrame(h["problems"])
         p["what"] = p["problem"].map(lambda c: PROBLEMS.get(c, c.replace("_", " ")))
         left, right = st.columns([3, 2])
-        left.dataframe(p[["source", "type", "problem", "what", "count"]], hide_index=True,
+        left.dataframe(fmt.blank_missing(p[["source", "type", "problem", "what", "count"]]),
+                       hide_index=True,
                        width="stretch")
         with right:
             st.altair_chart(alt.Chart(p).mark_bar(color="#dc2626").encode(
@@ -68,14 +69,14 @@ def _body(window: str) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Schema versions")
-        st.dataframe(versions_table(h["schema_versions"]), hide_index=True, width="stretch")
+        st.dataframe(fmt.blank_missing(versions_table(h["schema_versions"])), hide_index=True, width="stretch")
     with right:
         st.subheader("Untraced events")
         if not h["untraced"]:
             st.success("Every event carries trace context.")
         else:
             u = pd.DataFrame(h["untraced"])
-            st.dataframe(u[["source", "type", "count"]], hide_index=True, width="stretch",
+            st.dataframe(fmt.blank_missing(u[["source", "type", "count"]]), hide_index=True, width="stretch",
                          column_config={"count": st.column_config.NumberColumn(
                              "events without trace context")})
 

@@ -44,7 +44,7 @@ def _body(window: str) -> None:
     if "anomaly_count" in edges:
         cols.append("anomaly_count")
     with st.expander(f"{len(edges)} edges", expanded=False):
-        st.dataframe(edges[cols], hide_index=True, width="stretch")
+        st.dataframe(fmt.blank_missing(edges[cols]), hide_index=True, width="stretch")
     with st.expander("DOT source"):
         st.code(dot, language="dot")
 

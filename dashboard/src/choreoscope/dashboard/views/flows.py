@@ -112,7 +112,8 @@ def _table(f: dict[str, Any]) -> None:
     # afresh when they change (a refresh, a filter, another page), highlighting the flow
     # shown below if it is among them, never whatever flow took its place.
     key = f"{PAGE}:table:{hashlib.sha256(chr(0).join(ids).encode()).hexdigest()[:16]}"
-    st.dataframe(df[cols], hide_index=True, width="stretch", column_config=config,
+    st.dataframe(fmt.blank_missing(df[cols]), hide_index=True, width="stretch",
+                 column_config=config,
                  key=key, on_select=lambda: _choose(key, ids),
                  selection_mode="single-row",
                  selection_default={"selection": {"rows": [ids.index(chosen)]}}

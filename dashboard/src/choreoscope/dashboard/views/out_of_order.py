@@ -57,7 +57,7 @@ def _body(subkind: str, group: str, subject: str) -> None:
             g = pd.DataFrame(result["groups"])
             g["group"] = g["group"].fillna("(on the bus)")
             g["last detected"] = g["last_detected_ms"].map(fmt.when)
-            st.dataframe(g[["group", "subkind", "subject", "count", "last detected"]],
+            st.dataframe(fmt.blank_missing(g[["group", "subkind", "subject", "count", "last detected"]]),
                          hide_index=True, width="stretch")
         with right:
             _over_time(result["over_time"])
@@ -127,9 +127,9 @@ def _explain(row: dict[str, Any]) -> None:
             day = next((fmt.when(r.get("broker_ts_ms") or r.get("time_ms"))[:10]
                         for r in expected if r.get("broker_ts_ms") or r.get("time_ms")), "")
             st.markdown(f"**Expected order** (times UTC, {day})")
-            st.dataframe(order_table(expected), hide_index=True, width="stretch")
+            st.dataframe(fmt.blank_missing(order_table(expected)), hide_index=True, width="stretch")
             st.markdown("**Observed order**")
-            st.dataframe(order_table(observed), hide_index=True, width="stretch")
+            st.dataframe(fmt.blank_missing(order_table(observed)), hide_index=True, width="stretch")
         elif extra:
             st.json(extra, expanded=1)
         if row["correlation_id"]:

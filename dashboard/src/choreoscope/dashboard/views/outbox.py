@@ -34,7 +34,8 @@ def _body() -> None:
     freshness.show("Lag", max(int(r["measured_at_ms"]) for r in lag))
     df = pd.DataFrame(lag)
     df["measured"] = df["measured_at_ms"].map(fmt.when)
-    st.dataframe(df[["group", "topic", "lag", "partitions", "measured"]], hide_index=True,
+    st.dataframe(fmt.blank_missing(df[["group", "topic", "lag", "partitions", "measured"]]),
+                 hide_index=True,
                  width="stretch")
 
 
@@ -81,7 +82,8 @@ def _source(s: dict[str, Any]) -> None:
         if not df["has_flow"].all():
             st.caption("A row without a flow link never reached the bus: no event of its "
                        "flow has been seen.")
-        st.dataframe(df[[c for c in cols if c in df]], hide_index=True, width="stretch",
+        st.dataframe(fmt.blank_missing(df[[c for c in cols if c in df]]), hide_index=True,
+                     width="stretch",
                      column_config=config)
 
 

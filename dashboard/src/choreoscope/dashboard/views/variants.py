@@ -49,7 +49,7 @@ def _body() -> None:
         f["flow"] = f["correlation_id"].map(flow_links.href)
         f["started"] = f["started_at"].str.replace("T", " ").str.slice(0, 19)
         st.caption(f"{flows['total']:,} flows, newest 50 shown")
-        st.dataframe(f[["flow", "status", "started", "duration_ms", "event_count"]],
+        st.dataframe(fmt.blank_missing(f[["flow", "status", "started", "duration_ms", "event_count"]]),
                      hide_index=True, width="stretch",
                      column_config={"flow": flow_links.column("correlation id"),
                          "duration_ms": st.column_config.NumberColumn("duration (ms)"),
