@@ -336,3 +336,22 @@ def test_bus_text_shows_as_typed_in_the_browser(browser: object, based_server: s
         assert p.locator("a[href*='evil.example']").count() == 0  # type: ignore[attr-defined]
     finally:
         p.context.close()  # type: ignore[attr-defined]
+
+
+def test_back_undoes_a_filter_change(page: object, server: str) -> None:
+    """A filter chosen on the Flows page goes into the URL; the browser's Back takes the
+    filter out again (the widget and the table follow the URL, not the session)."""
+    _open(page, server, "/flows", "flows-filter", "[data-testid=stDataFrame]")
+    page.wait_for_selector("text=5 flows match")  # type: ignore[attr-defined]
+    status = page.get_by_role("combobox", name="Status")  # type: ignore[attr-defined]
+    status.click()
+    page.get_by_role("option", name="failed", exact=True).click()  # type: ignore[attr-defined]
+    page.wait_for_url("**/flows?status=failed")  # type: ignore[attr-defined]
+    page.wait_for_selector("text=1 flows match")  # type: ignore[attr-defined]
+    page.go_back()  # type: ignore[attr-defined]
+    page.wait_for_url(lambda url: url.endswith("/flows"))  # type: ignore[attr-defined]
+    page.wait_for_selector("text=5 flows match")  # type: ignore[attr-defined]
+    page.wait_for_timeout(800)  # type: ignore[attr-defined]
+    assert page.url.endswith("/flows")  # type: ignore[attr-defined]  # not written back
+    assert status.input_value() == "any"
+    page.goto(server + "/")  # type: ignore[attr-defined]  # a new session for the next test

@@ -1,7 +1,8 @@
 """Page filters bound to the URL (`st.query_params`), so copying the URL reopens the view.
 
 A bound widget takes its first value from the URL; when the user changes it, the URL follows.
-When the URL changes from outside (a link with `?flow=...`), the widget follows the URL.
+When the URL changes from outside (a link with `?flow=...`, the browser's Back), the widget
+follows the URL, back to its default when the parameter is gone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def bind(name: str, widget: Callable[..., Any], *, default: Any, page: str,
     key = f"{page}:{name}"
     raw = st.query_params.get(name)
     written = _written().get(key)
-    if key not in st.session_state or (raw is not None and raw != written):
+    # The URL is the truth: one that no longer holds what we last wrote (the browser's Back,
+    # a link) sets the widget, to the default when the parameter is gone.
+    if key not in st.session_state or raw != written:
         value = default
         if raw is not None:
             try:
