@@ -299,8 +299,16 @@ def test_open_flow_finds_it_by_an_event_id_or_trace_id(env: None) -> None:
     """As `choreoscope flow ID`: the flow of an event id, or of a trace id in any case."""
     at = run("flows", flow="e2-paid")
     assert ([s.value for s in at.subheader], at.warning.len) == (["Flow `ord-2`"], 0)
+    # the link down to the detail names the flow shown, and what opened it
+    assert at.markdown[0].value == (":material/arrow_downward: [Flow `ord-2` (of `e2-paid`) "
+                                    "is shown below the table](#flow-detail)")
     at = run("flows", flow=f"{3:032X}")
     assert ([s.value for s in at.subheader], at.warning.len) == (["Flow `ord-3`"], 0)
+    at = run("flows", flow="  ord-1\t")  # pasted with spaces around it
+    assert ([s.value for s in at.subheader], at.warning.len) == (["Flow `ord-1`"], 0)
+    assert at.markdown[0].value.startswith(":material/arrow_downward: [Flow `ord-1` is shown")
+    at = run("flows", flow="nope")
+    assert not any("is shown below" in m.value for m in at.markdown)
 
 
 def test_jaeger_links_only_with_a_jaeger_ui(env: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,10 +32,9 @@ def render() -> None:
     if not shell.start("Flows"):
         return
     f = _filters()
-    chosen = st.session_state.get(f"{PAGE}:flow") or ""
+    chosen = (st.session_state.get(f"{PAGE}:flow") or "").strip()  # as pasted, maybe padded
     if chosen:  # a flow opened by a link: its detail is below the table, maybe out of sight
-        st.markdown(f":material/arrow_downward: [Flow {fmt.md(chosen)} is shown below the "
-                    f"table](#{flow_detail.ANCHOR})")
+        _banner(chosen)
     refresh.live(_table, f)
     if chosen:
         refresh.live(_detail, chosen)
@@ -107,7 +106,7 @@ def _table(f: dict[str, Any]) -> None:
         config["jaeger"] = jaeger.link_column()
     ids = df["correlation_id"].tolist()
     st.caption(f"{total:,} flows match · newest activity first · select a row for its detail")
-    chosen = st.session_state.get(f"{PAGE}:flow") or ""
+    chosen = (st.session_state.get(f"{PAGE}:flow") or "").strip()
     # The browser keeps a selection as a row position: a table keyed by its rows starts
     # afresh when they change (a refresh, a filter, another page), highlighting the flow
     # shown below if it is among them, never whatever flow took its place.
@@ -121,6 +120,21 @@ def _table(f: dict[str, Any]) -> None:
     if st.session_state.pop(_CHANGED, False):
         st.rerun(scope="app")  # the detail below lives outside this fragment
     pager.control(PAGE, total, PAGE_SIZE)
+
+
+def _banner(some_id: str) -> None:
+    """A link down to the detail, naming the flow shown: an event or trace id opens the flow
+    it belongs to, which has another id. Nothing when no flow matches (the detail says so)."""
+    try:
+        flow = data.flow(data.url(), some_id)
+    except Exception:  # noqa: BLE001 - the detail below reports what the store said
+        flow = None
+    if flow is None:
+        return
+    cid = flow["correlation_id"]
+    what = fmt.md(cid) if cid == some_id else f"{fmt.md(cid)} (of {fmt.md(some_id)})"
+    st.markdown(f":material/arrow_downward: [Flow {what} is shown below the "
+                f"table](#{flow_detail.ANCHOR})")
 
 
 def _detail(some_id: str) -> None:
