@@ -17,7 +17,15 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import unavailable
-from tests.dashboard.store_rows import EVIL_TYPE, MD_ID, URL_ID, add, fill, weird_rows
+from tests.dashboard.store_rows import (
+    EVIL_TYPE,
+    MD_ID,
+    URL_ID,
+    add,
+    fill,
+    many_arrivals,
+    weird_rows,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -355,3 +363,36 @@ def test_back_undoes_a_filter_change(page: object, server: str) -> None:
     assert page.url.endswith("/flows")  # type: ignore[attr-defined]  # not written back
     assert status.input_value() == "any"
     page.goto(server + "/")  # type: ignore[attr-defined]  # a new session for the next test
+
+
+@pytest.fixture(scope="module")
+def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`choreoscope dashboard` on the filled store plus 15 arrivals late at group `ledger`."""
+    from choreoscope.collector.store import schema
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'busy.db'}"
+    add(fill(url), {schema.anomalies: many_arrivals("ledger", 15)}).dispose()
+    yield from _serve(url, tmp_path_factory.mktemp("log") / "busy.log")
+
+
+def test_an_opened_arrival_stays_in_sight_when_others_push_it_off_the_page(
+        browser: object, busy_server: str) -> None:
+    """An explanation left open stays on screen, under "Opened", when newer arrivals (or
+    the pager) move its row off the page shown."""
+    page = _new_page(browser)
+    _open(page, busy_server, "/out_of_order", "ooo-opened", "[data-testid=stExpander]")
+    newest = page.locator("[data-testid=stExpander] summary").first  # type: ignore[attr-defined]
+    assert "ledger-14" in newest.inner_text()
+    newest.click()
+    page.wait_for_selector("text=group ledger processed ledger-14 late")  # type: ignore[attr-defined]
+    box = page.get_by_label("Page (of 2)")  # type: ignore[attr-defined]
+    box.fill("2")
+    box.press("Enter")
+    page.wait_for_selector("text=Opened (1, no longer on this page)")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=stSkeleton]", state="detached")  # type: ignore[attr-defined]
+    _screenshot(page, "ooo-opened-page-2")
+    summaries = page.locator("[data-testid=stExpander] summary")  # type: ignore[attr-defined]
+    assert "ledger-14" in summaries.first.inner_text()
+    assert page.locator("text=group ledger processed ledger-14 late").is_visible()  # type: ignore[attr-defined]
+    assert summaries.count() == 1 + 6  # the opened one, then page 2: the 16 arrivals less 10
+    page.close()  # type: ignore[attr-defined]

@@ -197,6 +197,11 @@ def test_out_of_order_pages_and_groups(store: q.Store) -> None:
     assert [r["event_id"] for r in row["extra"]["observed"]] == ["e2-paid", "e2-placed"]
     assert q.out_of_order(store, group="other")["total"] == 0
     assert [(g["group"], g["count"]) for g in q.out_of_order_groups(store)] == [("audit", 1)]
+    # by id (an arrival left open on another page), still within the filters
+    assert [r["event_id"] for r in q.out_of_order(store, ids=[row["id"]])["rows"]] == [
+        "e2-placed"]
+    assert q.out_of_order(store, ids=[row["id"]], subkind="time")["rows"] == []
+    assert q.out_of_order(store, ids=[])["rows"] == []
 
 
 def test_out_of_order_groups_and_over_time_follow_the_filters(store: q.Store) -> None:

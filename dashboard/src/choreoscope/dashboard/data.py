@@ -130,6 +130,15 @@ def out_of_order(store_url: str, *, subkind: str | None = None, group: str | Non
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
+def out_of_order_rows(store_url: str, ids: tuple[int, ...], *, subkind: str | None = None,
+                      group: str | None = None, subject: str | None = None
+                      ) -> list[dict[str, Any]]:
+    """The out-of-order arrivals of these anomaly ids that match the filters, newest first."""
+    return q.out_of_order(_store(store_url), subkind=subkind or None, group=group or None,
+                          subject=subject or None, limit=len(ids), ids=list(ids))["rows"]
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
 def outbox(store_url: str) -> list[dict[str, Any]]:
     """The outbox sources; each stuck row says whether its flow exists (`has_flow`)."""
     s = _store(store_url)

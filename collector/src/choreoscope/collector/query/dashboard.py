@@ -253,14 +253,18 @@ def out_of_order_groups(store: Store, *, group: str | None = None, subject: str 
 
 
 def out_of_order(store: Store, *, group: str | None = None, subject: str | None = None,
-                 subkind: str | None = None, limit: int = 100,
-                 offset: int = 0) -> dict[str, Any]:
+                 subkind: str | None = None, limit: int = 100, offset: int = 0,
+                 ids: list[int] | None = None) -> dict[str, Any]:
     """One page of out-of-order anomalies, newest first, with `extra` parsed and the
-    `trace_id` of the late event (None when it carried none): `{total, rows}`."""
+    `trace_id` of the late event (None when it carried none): `{total, rows}`. With `ids`,
+    only the anomalies of those ids (that match the filters)."""
     if has_nul(group, subject, subkind):
         return {"total": 0, "rows": []}
     clause, params = _anomaly_filter("out_of_order", group=group, subject=subject,
                                      subkind=subkind)
+    if ids is not None:
+        wanted = sorted({int(i) for i in ids})
+        clause += f" AND id IN ({', '.join(str(i) for i in wanted) or 'NULL'})"
     with store.engine.connect() as conn:
         total = conn.execute(text(f"SELECT count(*) FROM anomalies WHERE {clause}"),
                              params).scalar_one()

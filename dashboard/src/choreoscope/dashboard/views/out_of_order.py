@@ -62,10 +62,32 @@ def _body(subkind: str, group: str, subject: str) -> None:
         with right:
             _over_time(result["over_time"])
     total = result["total"]
+    # Arrivals opened and since pushed off this page by newer ones stay where they were read.
+    shown = {row["id"] for row in result["rows"]}
+    opened = tuple(sorted(i for i in _opened() if i not in shown))
+    pinned = data.out_of_order_rows(data.url(), opened, subkind=subkind, group=group,
+                                    subject=subject) if opened else []
+    if pinned:
+        st.markdown(f"**Opened** ({len(pinned)}, no longer on this page)")
+        for row in pinned:
+            _explain(row)
     st.markdown(f"**{total:,} arrival{'' if total == 1 else 's'}** match the filters")
     for row in result["rows"]:
         _explain(row)
     pager.control(PAGE, total, PAGE_SIZE)
+
+
+def _opened() -> list[int]:
+    """The anomaly ids whose explanation is open (their expanders' keys)."""
+    prefix = f"{PAGE}:open:"
+    out = []
+    for key, value in st.session_state.items():
+        if isinstance(key, str) and key.startswith(prefix) and value is True:
+            try:
+                out.append(int(key[len(prefix):]))
+            except ValueError:
+                continue
+    return out
 
 
 def _over_time(over: dict[str, Any]) -> None:
