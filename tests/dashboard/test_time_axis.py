@@ -64,3 +64,13 @@ def test_time_unit_of_every_bucket_of_the_charts() -> None:
         ("utcyearmonthdatehours", 6), ("utcyearmonthdate", 1)]
     with pytest.raises(ValueError, match="expected a bucket of whole minutes, got 90000 ms"):
         time_unit(90_000)
+
+
+def test_a_flow_of_a_few_hundred_milliseconds_gets_several_ticks() -> None:
+    """A flow's timeline has no buckets: its ticks come from sub-second steps as well, a few
+    of them over any span (Vega-Lite alone gave a 383 ms flow one label)."""
+    assert ticks([T0 + 750, T0 + 1_133], 1, 6) == [T0 + 800, T0 + 900, T0 + 1_000, T0 + 1_100]
+    assert ticks([T0, T0 + 200], 1, 6) == [T0 + 50 * i for i in range(5)]
+    assert ticks([T0, T0 + 3_200], 1, 6) == [T0 + 1_000 * i for i in range(4)]
+    # 90 minutes from 01:04: on the half hours 01:30, 02:00, 02:30
+    assert ticks([T0, T0 + 90 * MINUTE_MS], 1, 6) == [T0 + m * MINUTE_MS for m in (26, 56, 86)]

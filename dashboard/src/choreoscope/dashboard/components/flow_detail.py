@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from . import fmt, jaeger
+from .time_axis import time_axis
 
 STATUS_BADGE = {
     "completed": ":green-badge[completed]", "in_progress": ":blue-badge[in progress]",
@@ -158,10 +159,12 @@ def _timeline(flow: dict[str, Any]) -> None:
                "an event it put on the bus. Hover for details."
                + ("" if flow["spans"] else " No spans are stored for this flow yet."))
     shown = [k for k in SPAN_COLORS if k in set(df["item"])]  # the legend: kinds present
+    lo_ms = int(df["start"].min().value // 1_000_000)
+    hi_ms = int(df["end"].max().value // 1_000_000)
     base = alt.Chart(df).encode(
         # a UTC scale: the axis in UTC like the rest of the page, not the browser's zone
         x=alt.X("start:T", title=None, scale=alt.Scale(type="utc"),
-                axis=alt.Axis(format="%H:%M:%S.%L", tickCount=6)),
+                axis=time_axis([lo_ms, hi_ms], 1, "%H:%M:%S.%L", max_ticks=6)),
         y=alt.Y("service:N", title=None, sort=None, axis=alt.Axis(labelLimit=240)),
         tooltip=["what", "item", "service", alt.Tooltip("at:N", title="start"), "detail",
                  "status"])

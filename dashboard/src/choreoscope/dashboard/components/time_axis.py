@@ -7,6 +7,10 @@ at most `max_ticks` ticks over the span. (An interval given to Vega-Lite's `tick
 breaks the chart in the Vega that Streamlit ships: it wants `minutes` where Vega-Lite's schema
 allows only `minute`.)
 
+A flow's timeline (milliseconds to hours, no buckets) takes its ticks from the same steps,
+below a minute too: left to itself, Vega-Lite gave a flow of a few hundred milliseconds one
+label.
+
 `bucket_x` draws each bar over its whole bucket (a Vega-Lite time unit), on an axis over a
 fixed window: left to itself, Vega-Lite centres narrow bars on their start and ends the axis at
 the first and last bar, so those two are cut in half and an hour with two busy minutes shows
@@ -28,6 +32,8 @@ _UNITS: tuple[tuple[Literal["utcyearmonthdate", "utcyearmonthdatehours",
     ("utcyearmonthdate", 86_400_000), ("utcyearmonthdatehours", 3_600_000),
     ("utcyearmonthdatehoursminutes", MINUTE_MS))
 _STEPS_MS = (
+    *(n * 10 ** e for e in range(3) for n in (1, 2, 5)),  # below a second: a flow's timeline
+    *(n * 1000 for n in (1, 2, 5, 10, 15, 30)),
     *(n * MINUTE_MS for n in (1, 2, 5, 10, 15, 30)),
     *(n * 3_600_000 for n in (1, 2, 3, 6, 12)),
     *(n * 86_400_000 for n in (1, 2, 7)),
@@ -46,9 +52,10 @@ def ticks(starts_ms: Iterable[int], bucket_ms: int, max_ticks: int = 8) -> list[
     return list(range(start, max(starts) + 1, step))
 
 
-def time_axis(starts_ms: Iterable[int], bucket_ms: int, label_format: str) -> alt.Axis:
+def time_axis(starts_ms: Iterable[int], bucket_ms: int, label_format: str,
+              max_ticks: int = 8) -> alt.Axis:
     """An x axis for bars starting at `starts_ms`, one every `bucket_ms` at most."""
-    values = [_datetime(ms) for ms in ticks(starts_ms, bucket_ms)]
+    values = [_datetime(ms) for ms in ticks(starts_ms, bucket_ms, max_ticks)]
     return alt.Axis(format=label_format, values=values)
 
 
