@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
+from choreoscope.instrumentation import Outbox
+
 from ..broker import EmbeddedBroker, _die_with_parent, free_port
 from ..store import Store
 from ..store.schema import anomalies, events, flows
@@ -73,12 +75,17 @@ class Demo:
         create_topics(self.broker.bootstrap, TOPICS)
         print(f"broker        {self.broker.bootstrap} (embedded, in memory)", flush=True)
 
+        # The order service's outbox table, made before the collector watches it: a first
+        # poll before the service made it would show the outbox unreachable for a while.
+        shop_db = (o.workdir / "order-service.db").resolve()
+        Outbox(f"sqlite:///{shop_db}", service="order-service").create_table()
+
         collect = ["collect", "--bootstrap", self.broker.bootstrap, "--group", "choreoscope-demo",
                    "--stuck-after", str(o.stuck_after),
                    # The embedded broker's group joins take about half the session timeout.
                    "--kafka-option", "session.timeout.ms=6000",
                    "--kafka-option", "heartbeat.interval.ms=1000",
-                   "--outbox", f"order-service=sqlite:///{(o.workdir / 'order-service.db').resolve()}"]
+                   "--outbox", f"order-service=sqlite:///{shop_db}"]
         self.collect_args = [*collect, "--otlp-port", "0"]  # + --jaeger: the final pass's
         if o.jaeger:
             self.collect_args += ["--jaeger", o.jaeger]
@@ -99,7 +106,7 @@ class Demo:
                    "--bootstrap", self.broker.bootstrap, "--chaos", o.chaos,
                    "--otlp-endpoint", otlp_endpoint]
             if name == "order_service":
-                cmd += ["--db", str((o.workdir / "order-service.db").resolve()), "--rate", str(o.rate)]
+                cmd += ["--db", str(shop_db), "--rate", str(o.rate)]
             self._spawn(name.replace("_", "-"), cmd)
         print(f"shop          {len(SERVICES)} services, {o.rate:g} orders/s, chaos {o.chaos}", flush=True)
 
