@@ -699,3 +699,19 @@ def test_from_latest_stopped_before_reading_anything_reads_what_came_meanwhile(
     assert sorted((r["partition"], r["offset"], r["data"]) for r in _rows(store)) == [
         (0, 1, '{"meanwhile":0}'), (1, 0, '{"meanwhile":1}')]
     store.dispose()
+
+
+def test_debug_logging_says_what_was_stored_and_committed(
+        bootstrap: str, topic: str, group: str, tmp_path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`collect -v`: each commit says how many records were stored and up to which offsets."""
+    _produce_numbered(bootstrap, topic, 3)
+    store = Store(f"sqlite:///{tmp_path}/d.db").create()
+    with caplog.at_level("DEBUG", logger="choreoscope.collector.ingest.consumer"), \
+            _ingest(store, bootstrap, topic, group) as ingest:
+        _until(ingest, 3)
+        ingest.drain()
+    said = [r.getMessage() for r in caplog.records if "records stored, committing" in r.getMessage()]
+    assert said and said[-1].endswith(f"{topic}/0@3")
+    assert sum(int(m.split()[1]) for m in said) == 3
+    store.dispose()

@@ -339,6 +339,10 @@ class BusIngest:
             batch = self._stored.popleft()
             merged.offsets.update(batch.offsets)
             done.append(batch)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ingest: %d records stored, committing %s",
+                      sum(b.consumed for b in done),
+                      ", ".join(f"{t}/{p}@{o}" for (t, p), o in sorted(merged.offsets.items())))
         self._commit(merged, asynchronous)
         self.last_offsets = merged.offsets
         for batch in done:
