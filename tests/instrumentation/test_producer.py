@@ -849,7 +849,7 @@ def test_a_key_given_to_a_key_serializer_is_the_subject_as_text(
 ) -> None:
     """An int or UUID key that the producer's key_serializer turns into bytes is the subject
     as its text, for send and publish alike; an object key is no subject (its repr is not
-    the entity's name)."""
+    the entity's name), nor is a bool (an int to isinstance, naming no entity)."""
     import uuid
 
     raw = KafkaProducer(bootstrap_servers=bootstrap,
@@ -859,9 +859,11 @@ def test_a_key_given_to_a_key_serializer_is_the_subject_as_text(
     traced.send(topic, value={"b": 2}, key=42, partition=0, headers=[("ce_type", b"item.added")])
     published = traced.publish(topic, "item.added", {"b": 3}, key=order)
     traced.send(topic, value={"b": 4}, key={"tenant": 1}, partition=0)
+    flagged = traced.publish(topic, "item.flagged", {"b": 5}, key=True)
     traced.flush()
     raw.close(timeout=5)
     assert published.subject == str(order)
-    records = read_back(bootstrap, topic, 3)
+    assert flagged.subject is None
+    records = read_back(bootstrap, topic, 4)
     subjects = sorted(dict(r.headers).get("ce_subject", b"-").decode() for r in records)
-    assert subjects == sorted(["42", str(order), "-"])
+    assert subjects == sorted(["42", str(order), "-", "-"])

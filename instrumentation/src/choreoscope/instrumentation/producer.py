@@ -53,8 +53,14 @@ _JSON_OPENERS = (b"{", b"[")
 _MAX_CACHED_TOPICS = 4096
 _HEADER_SEQUENCES = (list, tuple)
 # Keys whose text is the subject by default: what the key is on the wire, or its plain text
-# (an int or UUID given to a key_serializer); not the repr of an object or a dict.
+# (an int or UUID given to a key_serializer); not the repr of an object or a dict, nor of
+# a bool (an int to isinstance), which names no entity.
 _TEXT_KEYS = (bytes, bytearray, memoryview, str, int, UUID)
+
+
+def _subject_key(key: Any) -> bool:
+    """Whether `key`'s text is the event's subject when none is given."""
+    return isinstance(key, _TEXT_KEYS) and not isinstance(key, bool)
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 # Event types already checked for past tense: each bad one is logged once per process.
@@ -212,7 +218,7 @@ class TracedProducer:
         key_text = None
         if key is not None:
             key_text = key_as_text(key)
-            if event.subject is None and isinstance(key, _TEXT_KEYS):
+            if event.subject is None and _subject_key(key):
                 event.subject = key_text
         self._complete(event)
 
@@ -296,7 +302,7 @@ class TracedProducer:
                 "only with a key: give key=..., or data such as {}"
             )
         key_text = key_as_text(key)
-        if subject is None and isinstance(key, _TEXT_KEYS):
+        if subject is None and _subject_key(key):
             subject = key_text
         event = Event(
             id=None,
