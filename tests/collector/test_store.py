@@ -28,16 +28,19 @@ def test_create_drops_retired_indexes_and_is_idempotent(kind, tmp_path, request)
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_create_upgrades_the_indexes_of_an_earlier_store(kind, tmp_path, request, caplog) -> None:
     """A store whose tables an earlier version made gets the indexes added since (create_all
-    alone skips existing tables) and loses both retired ones; its rows stay; a second create
+    alone skips existing tables) and loses the retired ones; its rows stay; a second create
     changes nothing and says nothing."""
     url = (f"sqlite:///{tmp_path}/s.db" if kind == "sqlite"
            else request.getfixturevalue("postgres_url"))
     store = Store(url).create()
     fresh = {table: _indexes(store, table) for table in ("events", "flows")}
-    added_since = ("ix_events_problems", "ix_events_untraced", "ix_events_type_version")
+    added_since = ("ix_events_problems", "ix_events_untraced", "ix_events_type_version",
+                   "ix_events_trace_span")
+    retired = ("ix_events_causation", "ix_events_trace", "ix_events_type")
     with store.engine.begin() as conn:
         for name in (*added_since, "ix_flows_variant_duration"):
             conn.exec_driver_sql(f"DROP INDEX {name}")
+        conn.exec_driver_sql("CREATE INDEX ix_events_trace ON events (trace_id)")
         conn.exec_driver_sql("CREATE INDEX ix_events_type ON events (type)")
         conn.exec_driver_sql("CREATE INDEX ix_events_causation ON events (causation_id)")
         conn.exec_driver_sql(
@@ -53,7 +56,7 @@ def test_create_upgrades_the_indexes_of_an_earlier_store(kind, tmp_path, request
         + ["store: creating index ix_flows_variant_duration on flows (upgrade of an earlier "
            "store)"]
         + [f"store: dropping index {name}, which this version no longer uses"
-           for name in ("ix_events_causation", "ix_events_type")])
+           for name in retired])
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar() == 1
     caplog.clear()

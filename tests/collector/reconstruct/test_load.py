@@ -38,3 +38,31 @@ def test_a_stream_closed_early_closes_its_cursor(tmp_path) -> None:
         rows.close()
         assert list(rows) == []
     store.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_span_finds_the_event_it_published_through_one_index_lookup(
+        kind, tmp_path, request) -> None:
+    """A span naming no event joins the flow of the event its trace and span ids published:
+    looked up by both ids in one index, not by scanning every event of its trace (a trace of
+    20,000 events and as many such spans took 190 s on SQLite, 0.1 s with the index)."""
+    from choreoscope.collector.reconstruct.load import SPANS_SQL
+
+    url = (f"sqlite:///{tmp_path}/s.db" if kind == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    store = Store(url).create()
+    try:
+        with store.engine.connect() as conn:
+            if kind == "sqlite":
+                plan = "\n".join(row[-1] for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + SPANS_SQL["sqlite"]))
+                assert "USING INDEX ix_events_trace_span (trace_id=? AND span_id=?)" in plan
+            else:
+                conn.exec_driver_sql("SET enable_seqscan = off")  # empty tables: any plan
+                plan = "\n".join(row[0] for row in conn.exec_driver_sql(
+                    "EXPLAIN " + SPANS_SQL["postgresql"]))
+                assert "Index Scan using ix_events_trace_span on events" in plan
+                assert ("Index Cond: (((trace_id)::text = (s.trace_id)::text) AND "
+                        "((span_id)::text = (s.span_id)::text))") in plan
+    finally:
+        store.dispose()

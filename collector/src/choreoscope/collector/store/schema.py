@@ -65,13 +65,16 @@ events = Table(
 )
 Index("ix_events_flow", events.c.flow_id)
 Index("ix_events_event_id", events.c.event_id)
-Index("ix_events_trace", events.c.trace_id)
+# (trace_id, span_id): the events of a trace, and the event a span published (a producer span
+# that names no event is joined to its flow by its trace and span id: reconstruct/load.py);
+# on trace_id alone, a trace of many events was scanned whole for each such span.
+Index("ix_events_trace_span", events.c.trace_id, events.c.span_id)
 Index("ix_events_observed", events.c.observed_at_ms)
 # Indexes of earlier versions, dropped by `Store.create` from the stores they made. None on
 # causation_id: orphans are found through ix_events_event_id, and an index nothing reads
 # cost every ingested row a B-tree insert. None on type alone: ix_events_type_version
-# (type, schema_version) serves type lookups.
-RETIRED_INDEXES = ("ix_events_causation", "ix_events_type")
+# (type, schema_version) serves type lookups. None on trace_id alone: ix_events_trace_span.
+RETIRED_INDEXES = ("ix_events_causation", "ix_events_type", "ix_events_trace")
 # Dashboard (event health): small partial indexes over the few problem / untraced events, and
 # schema versions per type counted from the index alone.
 Index("ix_events_problems", events.c.source, events.c.type,
