@@ -283,6 +283,19 @@ def test_per_type_stuck_after_and_removed_flows(store):
     assert "f0000000" not in _flows(store)
 
 
+def test_bus_order_across_topics_is_judged_with_the_collectors_skew(store):
+    """An effect stamped 400 ms before its cause on another topic (its producer's clock
+    behind) is within `--skew` (default 1 s); with a skew of 0.1 s it reached the bus first."""
+    put(store, [ev("e1", "order.placed", flow="f1", topic="orders", ts=T0 + 1000),
+                ev("e2", "payment.authorized", flow="f1", topic="payments", cause="e1",
+                   ts=T0 + 600)])
+    analyze(store, AnalysisOptions(), now_ms=T0 + 10**6)
+    assert [k for k in _anomaly_keys(store) if k.startswith("out_of_order")] == []
+    analyze(store, AnalysisOptions(skew_s=0.1), now_ms=T0 + 10**6 + 1)
+    assert [k for k in _anomaly_keys(store) if k.startswith("out_of_order")] == [
+        "out_of_order:causal:bus:e1:e2"]
+
+
 def test_late_cause_and_envelope_problems(store):
     """An effect ahead of its cause on the bus, a missing cause and a bad envelope are found."""
     put(store, [ev("e1", "order.placed", flow="f1", offset=1, subject="ord_1", traced=False),

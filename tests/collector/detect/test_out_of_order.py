@@ -61,6 +61,26 @@ def test_bus_order_across_topics_uses_broker_timestamps(tmp_path):
     assert out_of_order.detect(*flows["f2"]) == []
 
 
+def test_bus_order_across_topics_tolerates_the_skew_between_producer_clocks(tmp_path):
+    """A payment service whose clock runs 400 ms behind stamps its effect before the order it
+    consumed: within the 1 s skew that is no anomaly; 1.5 s ahead is one. In one partition
+    offsets decide, whatever the clocks."""
+    store = new_store(tmp_path)
+    put(store, [ev("e1", "order.placed", flow="f1", topic="orders", ts=T0 + 1000),
+                ev("e2", "payment.authorized", flow="f1", topic="payments", cause="e1",
+                   ts=T0 + 600),
+                ev("e3", "order.placed", flow="f2", topic="orders", offset=1, ts=T0 + 5000),
+                ev("e4", "payment.authorized", flow="f2", topic="payments", offset=1,
+                   cause="e3", ts=T0 + 3500),
+                ev("e5", "order.placed", flow="f3", topic="orders", offset=3, ts=T0),
+                ev("e6", "order.amended", flow="f3", topic="orders", offset=2, cause="e5",
+                   ts=T0 + 100)])
+    flows = load_flows(store)
+    assert {f: [a.key for a in out_of_order.detect(*flows[f], skew_s=1.0)]
+            for f in ("f1", "f2", "f3")} == {
+        "f1": [], "f2": ["causal:bus:e3:e4"], "f3": ["causal:bus:e5:e6"]}
+
+
 def test_lower_sequence_after_higher_one(tmp_path):
     """billing processed sequence 1 after sequence 2 of orders/ord_1: e2 arrived late."""
     store = new_store(tmp_path)

@@ -205,7 +205,7 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
             sink.add(envelope.detect(flow))
             sink.add(duplicate.detect(flow, dag))
             sink.add(failed_handler.detect(flow, dag))
-            sink.add(out_of_order.detect(flow, dag))
+            sink.add(out_of_order.detect(flow, dag, options.skew_s))
             sink.add(untraced.detect(flow, dag, tracing_active=tracing_active,
                                      jaeger_enabled=options.jaeger_enabled,
                                      grace_s=options.untraced_grace_s, now_ms=now_ms,

@@ -1,7 +1,8 @@
 """`out_of_order` anomalies: causal (per flow), sequence and time (per group and subject).
 
 - causal: a consumer group processed an effect before it processed the cause (CONSUMER span
-  start times of that group), or the effect reached the bus before its cause;
+  start times of that group), or the effect reached the bus before its cause (across
+  partitions by more than the skew: record timestamps are the producers' clocks);
 - sequence: a group processed a lower ce_sequence after a higher one of the same
   (source, subject);
 - time: a group processed an older ce_time after a newer one of the same subject, by more than
@@ -23,10 +24,12 @@ from .anomaly import Anomaly
 KIND = "out_of_order"
 
 
-def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
-    """Causal out-of-order within one flow, by processing order and by bus order."""
+def detect(flow: Flow, dag: Dag, skew_s: float = 0.0) -> list[Anomaly]:
+    """Causal out-of-order within one flow, by processing order and by bus order (record
+    timestamps of different partitions compared with a tolerance of `skew_s`)."""
     found: list[Anomaly] = []
     nodes = dag.nodes
+    skew_ms = skew_s * 1000.0
     if not dag.cause:
         return found
     # only groups that processed at least two events of this flow can invert two of them
@@ -48,7 +51,7 @@ def detect(flow: Flow, dag: Dag) -> list[Anomaly]:
                                     dict(record_of(effect), processed_at_us=t_effect)],
                        "observed": [dict(record_of(effect), processed_at_us=t_effect),
                                     dict(record_of(cause), processed_at_us=t_cause)]}))
-        if reached_bus_before(effect, cause):
+        if reached_bus_before(effect, cause, skew_ms):
             found.append(Anomaly(
                 kind=KIND, subkind="causal", key=f"causal:bus:{cause_id}:{effect_id}",
                 detail=f"{label(effect)} reached the bus before its cause {label(cause)}",

@@ -1,7 +1,9 @@
 """Processing order per consumer group (CONSUMER span start times) and bus order.
 
-Bus order is (partition, offset) within a topic and the broker timestamp across topics (and
-across partitions of one topic, where offsets do not compare).
+Bus order is (partition, offset) within a partition and the record timestamp across topics (and
+across partitions of one topic, where offsets do not compare). With Kafka's default CreateTime
+that timestamp is the producer's clock, so across partitions one record is known to be first
+only when it leads by more than the skew tolerated between producers (`--skew`).
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ def processing_order(flow: Flow) -> dict[str, dict[str, int]]:
     return out
 
 
-def reached_bus_before(a: EventRow, b: EventRow) -> bool:
-    """True when record `a` is known to have reached the bus before record `b`."""
+def reached_bus_before(a: EventRow, b: EventRow, skew_ms: float = 0.0) -> bool:
+    """True when record `a` is known to have reached the bus before record `b`: at a lower
+    offset of the same partition, else with a record timestamp more than `skew_ms` earlier."""
     if a.topic == b.topic and a.partition == b.partition:
         return a.offset < b.offset
     if a.broker_ts_ms is None or b.broker_ts_ms is None:
         return False
-    return a.broker_ts_ms < b.broker_ts_ms
+    return b.broker_ts_ms - a.broker_ts_ms > skew_ms
 
 
 class Processed(NamedTuple):
