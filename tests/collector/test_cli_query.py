@@ -43,6 +43,9 @@ def test_flows_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert (code, json.loads(out)) == (0, [expected.FLOW_3])
     code, out, _ = run(capsys, "--store", url, "flows", "--limit", "1", "--json")
     assert (code, json.loads(out)) == (0, [expected.FLOW_3])
+    # beyond the 64-bit integers SQLite and PostgreSQL take: every flow
+    code, out, _ = run(capsys, "--store", url, "flows", "--limit", str(10**20), "--json")
+    assert (code, json.loads(out)) == (0, expected.FLOWS)
 
 
 def test_flow_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -252,6 +255,9 @@ def test_nothing_found_in_a_filled_store(url: str, capsys: pytest.CaptureFixture
                           "got 'mysql://u:***@h/db'\n"),
     ("notaurl", "choreoscope: expected a sqlite:///PATH or postgresql://... store URL, "
                 "got 'notaurl'\n"),
+    ("postgresql://admin:hunter2@127.0.0.1:notaport/x",
+     "choreoscope: expected a valid store URL, got 'postgresql://admin:***@127.0.0.1:notaport/x'"
+     ": invalid literal for int() with base 10: 'notaport'\n"),
 ])
 def test_unsupported_store_url(store_url: str, message: str,
                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -301,6 +307,9 @@ def test_flows_json_on_postgres(postgres_url: str, capsys: pytest.CaptureFixture
     """The commands read a PostgreSQL store the same way."""
     fill(Store(postgres_url)).dispose()
     code, out, _ = run(capsys, "--store", postgres_url, "flows", "--json")
+    assert (code, json.loads(out)) == (0, expected.FLOWS)
+    code, out, _ = run(capsys, "--store", postgres_url, "flows", "--limit", str(10**20),
+                       "--json")
     assert (code, json.loads(out)) == (0, expected.FLOWS)
     code, out, _ = run(capsys, "--store", postgres_url, "graph", "--dot")
     assert (code, out) == (0, expected.DOT)

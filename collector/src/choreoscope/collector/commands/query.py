@@ -197,6 +197,10 @@ def _ready(store: Any) -> bool:
     return bool(inspect(store.engine).has_table("flows"))
 
 
+# The largest LIMIT every store takes (a 64-bit signed integer in SQLite and PostgreSQL).
+_MAX_LIMIT = 2**63 - 1
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -204,4 +208,4 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return min(value, _MAX_LIMIT)  # more than any store holds: all of them

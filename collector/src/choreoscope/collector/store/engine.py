@@ -10,11 +10,17 @@ from typing import Any
 from sqlalchemy import Engine, Table, create_engine, event, inspect, make_url, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.schema import CreateIndex
 
 from . import schema
-from .masking import mask_url
+from .masking import mask_secrets, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,11 @@ def check_url(url: str) -> None:
     if not isinstance(url, str) or not url.startswith(_URL_PREFIXES):
         raise StoreError(
             f"expected a sqlite:///PATH or postgresql://... store URL, got {mask_url(url)!r}")
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError) as exc:  # a port that is not a number, say
+        raise StoreError(f"expected a valid store URL, got {mask_url(url)!r}: "
+                         f"{mask_secrets(str(exc))}") from None
     if url.startswith("sqlite:"):
         path = url.split("///", 1)[-1] if "///" in url else ""
         if path and path != ":memory:" and os.path.isdir(path):
