@@ -177,6 +177,33 @@ def test_an_outbox_source_no_collector_polls_is_stale(
         "this --outbox)")
 
 
+def test_an_outbox_source_is_judged_by_the_interval_its_collector_recorded(
+        url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector polling every 60 s: a source polled 48 s ago is ok, though the reader's own
+    settings say 10 s; one polled 200 s ago is STALE, said with the collector's interval."""
+    from sqlalchemy import update
+
+    from choreoscope.collector.query import intervals
+    from choreoscope.collector.store.schema import outbox_sources
+
+    monkeypatch.delenv("CHOREOSCOPE_POLL_INTERVAL", raising=False)
+    store = Store(url)
+    intervals.record(store, poll_s=60.0, analyze_s=5.0)
+    now_ms = int(time.time() * 1000)
+    with store.engine.begin() as conn:
+        conn.execute(update(outbox_sources).where(outbox_sources.c.source == "orders")
+                     .values(last_poll_ms=now_ms - 48_000))
+        conn.execute(update(outbox_sources).where(outbox_sources.c.source == "billing")
+                     .values(last_poll_ms=now_ms - 200_000, reachable=True))
+    store.dispose()
+    code, out, _ = run(capsys, "--store", url, "outbox")
+    states = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:3]}
+    assert (code, states) == (0, {"orders": "ok", "billing": "STALE"})
+    [said] = [line for line in out.splitlines() if line.startswith("billing: stale")]
+    assert "though collectors poll every 60 s" in said
+
+
 def test_graph_json_and_dot(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`graph --json` prints nodes and edges, `graph --dot` prints Graphviz DOT."""
     code, out, _ = run(capsys, "--store", url, "graph", "--json")

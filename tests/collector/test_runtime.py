@@ -206,3 +206,22 @@ def test_the_redaction_pattern_reaches_both_trace_sources(tmp_path) -> None:
             collector.receiver.stop()
     assert stored("otlp") == {"[REDACTED]"} and stored("jaeger") == {"[REDACTED]"}
     store.dispose()
+
+
+def test_a_collector_records_its_intervals_for_the_readers(bootstrap, topic, tmp_path) -> None:
+    """`collect` records its poll and analysis intervals in the store as it starts, so the
+    CLI and the dashboard judge the age of its figures by them (query/intervals.py)."""
+    from choreoscope.collector.query import intervals
+    from choreoscope.collector.query.intervals import Intervals
+    from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+
+    settings = CollectSettings.resolve(
+        env={}, bootstrap=bootstrap, topics=f"^{topic}$", otlp_port="0",
+        poll_interval="60", analyze_interval="7.5",
+        kafka_option=[f"session.timeout.ms={SESSION_TIMEOUT_MS}",
+                      f"heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}"])
+    collector = Collector(f"sqlite:///{tmp_path}/i.db", settings)
+    assert collector.run_once() == 0
+    with collector.opened.engine.connect() as conn:
+        assert intervals.recorded(conn) == Intervals(poll_s=60.0, analyze_s=7.5)
+    collector.opened.dispose()

@@ -471,6 +471,27 @@ def test_outbox_and_lag_say_when_they_were_measured(env: None,
             "10 min ago]"} <= captions
 
 
+def test_figures_are_judged_by_the_interval_the_collector_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector polling every 10 minutes recorded so in the store: figures measured 5 and
+    10 minutes ago are not stale, though the dashboard's own settings say 10 s."""
+    from choreoscope.collector.query import intervals
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = fill(url)
+    intervals.record(store, poll_s=600.0, analyze_s=5.0)
+    store.dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
+    monkeypatch.delenv("CHOREOSCOPE_POLL_INTERVAL", raising=False)
+    monkeypatch.setattr(data, "now_ms", lambda: T0 + 900_000)
+    at = run("outbox")
+    assert [w.value for w in at.warning] == []
+    assert {"Figures and ages as of 00:05:00 UTC, 10 min ago",
+            "Figures and ages as of 00:10:00 UTC, 5 min ago",
+            "Lag as of 00:10:00 UTC, 5 min ago"} <= {c.value for c in at.caption}
+
+
 def test_an_outbox_never_reached_is_unreachable_without_figures(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An outbox source unreachable since it was first polled is said to be unreachable with

@@ -134,6 +134,7 @@ class Collector:
         taken for the OTLP receiver or the metrics is an error in the log: ingest goes on,
         but spans sent there, or scrapes, reach whatever holds the port)."""
         s = self.settings
+        self._guarded("recording the intervals", self._record_intervals)
         self.ingest = self._new_ingest(self.opened).start()
         log.info("ingesting %s from %s as group %s into %s", self.ingest.pattern, s.bootstrap,
                  s.group, mask_url(self.store_url))
@@ -151,6 +152,13 @@ class Collector:
         if s.metrics_port is not None:
             self._guarded("metrics server start", self._start_metrics, logging.ERROR)
         self.tasks = self._plan()
+
+    def _record_intervals(self) -> None:
+        """Tell the store's readers how often figures are renewed (query/intervals.py)."""
+        from .query import intervals
+
+        intervals.record(self.opened, poll_s=self.settings.poll_interval,
+                         analyze_s=self.settings.analyze_interval)
 
     def _new_ingest(self, store: Store | None) -> BusIngest:
         s = self.settings

@@ -13,6 +13,9 @@ import streamlit as st
 
 from choreoscope.collector import query
 from choreoscope.collector.query import dashboard as q
+from choreoscope.collector.query.intervals import Intervals
+from choreoscope.collector.query.intervals import configured as configured_intervals
+from choreoscope.collector.query.intervals import recorded as recorded_intervals
 
 from . import settings
 
@@ -151,6 +154,17 @@ def outbox(store_url: str) -> list[dict[str, Any]]:
             row["last_error"] = q.mask_secrets(row.get("last_error"))
             row["has_flow"] = row.get("correlation_id") in flows
     return sources
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def intervals(store_url: str) -> Intervals:
+    """How often the collector renews the outbox, lag and analysis figures, as it recorded
+    them in the store; the dashboard's own settings when the store cannot say."""
+    try:
+        with _store(store_url).engine.connect() as conn:
+            return recorded_intervals(conn)
+    except Exception:  # noqa: BLE001 - an unreadable store shows its own error elsewhere
+        return configured_intervals()
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

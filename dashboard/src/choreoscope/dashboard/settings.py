@@ -17,7 +17,6 @@ class Settings:
     store_url: str
     jaeger_ui: str | None  # base URL of the Jaeger UI; None hides every Jaeger link
     refresh_s: float  # default auto-refresh interval of the data parts
-    poll_s: float = 10.0  # the collector's outbox and lag poll interval, to judge their age
 
 
 def load() -> Settings:
@@ -29,15 +28,5 @@ def load() -> Settings:
     except ValueError:
         refresh = DEFAULT_REFRESH_S
     return Settings(store_url=os.environ.get(STORE_ENV, "") or DEFAULT_STORE,
-                    jaeger_ui=jaeger, refresh_s=refresh, poll_s=_poll_s())
+                    jaeger_ui=jaeger, refresh_s=refresh)
 
-
-def _poll_s() -> float:
-    """The collector's own `poll_interval` setting (CHOREOSCOPE_POLL_INTERVAL, else its
-    default), so a dashboard sharing the collector's environment judges ages alike."""
-    from choreoscope.collector.settings import SettingsError, lookup
-
-    try:
-        return float(lookup("poll_interval")) or 10.0
-    except SettingsError:
-        return 10.0

@@ -130,15 +130,15 @@ def _anomalies(store: Any, args: argparse.Namespace) -> int:
 
 
 def _outbox(store: Any, args: argparse.Namespace) -> int:
-    from ..query import outbox_status
+    from ..query import intervals, outbox_status
     from ..query.formatting import outbox_table
-    from ..settings import SETTINGS, SettingsError, lookup
 
-    try:
-        poll_s = float(lookup("poll_interval"))  # what the collectors poll at, if set
-    except SettingsError:
-        poll_s = float(SETTINGS["poll_interval"].default)
-    sources = outbox_status(store) if _ready(store) else []
+    poll_s = None
+    sources = []
+    if _ready(store):
+        sources = outbox_status(store)
+        with store.engine.connect() as conn:
+            poll_s = intervals.recorded(conn).poll_s  # what the collector polls at
     table = functools.partial(outbox_table, now_ms=int(time.time() * 1000), poll_s=poll_s)
     return _emit(args, sources, table, lambda: "no outbox sources polled yet "
                  "(`choreoscope collect --outbox NAME=DB_URL[#table]` monitors one)")

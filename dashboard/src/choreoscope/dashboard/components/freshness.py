@@ -1,7 +1,7 @@
 """When a polled figure was measured: `as of 03:05:13 UTC, 15 min ago`, flagged when stale.
 
-The collector measures outbox tables and consumer lag every `poll_interval` seconds and the
-store keeps the last measurement, so after the collector stops the pages would show old
+The collector measures outbox tables and consumer lag every `poll_interval` seconds (which it
+records in the store: query/intervals.py) and the store keeps the last measurement, so after the collector stops the pages would show old
 figures as if current. Each such figure says when it was measured; one older than
 `STALE_POLLS` poll intervals is flagged.
 """
@@ -15,7 +15,7 @@ import streamlit as st
 
 from choreoscope.collector.query.formatting import STALE_POLLS
 
-from .. import data, settings
+from .. import data
 from . import fmt
 
 __all__ = ["STALE_POLLS", "as_of", "is_stale", "show"]
@@ -40,7 +40,7 @@ def is_stale(at_ms: int | None, now_ms: int, poll_s: float) -> bool:
 def show(what: str, at_ms: int | None, *, where: Any = st, compact: bool = False) -> bool:
     """Say under a figure when `what` was measured: a caption, or when stale a warning (an
     orange caption if `compact`). Returns whether it is stale."""
-    now, poll_s = data.now_ms(), settings.load().poll_s
+    now, poll_s = data.now_ms(), data.intervals(data.url()).poll_s
     line = f"{what} {as_of(at_ms, now)}"
     if not is_stale(at_ms, now, poll_s):
         where.caption(line)

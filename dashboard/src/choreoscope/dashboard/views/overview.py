@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from choreoscope.dashboard import data, settings
+from choreoscope.dashboard import data
 from choreoscope.dashboard.components import fmt, freshness, refresh, shell
 from choreoscope.dashboard.components.time_axis import MINUTE_MS, bucket_x
 
@@ -182,7 +182,7 @@ def _warn_if_analysis_stale(o: dict[str, Any]) -> None:
     if at is None:
         return
     now = data.now_ms()
-    allowed_ms = (freshness.STALE_POLLS * settings.load().poll_s + 4 * took) * 1000
+    allowed_ms = (freshness.STALE_POLLS * data.intervals(data.url()).poll_s + 4 * took) * 1000
     if now - at > allowed_ms:
         st.warning(f"**Stale:** flows analysed {freshness.as_of(at, now)}: statuses and "
                    "anomalies are as they were then (an in-progress flow never turns stuck). "
