@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from choreoscope.collector.reconstruct.graph import GraphBuilder, percentile
 from tests.collector.reconstruct.factory import T0, consumer, ev, load_flows, new_store, put
 
@@ -68,9 +70,9 @@ def test_flows_without_traces_show_consumers_through_causation(tmp_path):
 
 
 def test_emits_edges_carry_the_services_reaction_time(tmp_path):
-    """An effect's emits latency runs from its service's processing of the cause (the first,
-    when redelivered) to the effect's publish; root events and effects of a service with no
-    span for the cause add none, yet count."""
+    """An effect's emits latency runs from its service's processing of the cause (not a
+    redelivery that started after the publish) to the effect's publish; root events and
+    effects of a service with no span for the cause add none, yet count."""
     store = new_store(tmp_path)
     rows, spans = [], []
     for i, react in enumerate((4, 8, 12)):
@@ -92,6 +94,33 @@ def test_emits_edges_carry_the_services_reaction_time(tmp_path):
         ("orders", "order.placed", 3, None, None),
         ("payments", "payment.authorized", 3, 8.0, 11.6),
     ]
+
+
+def test_a_retry_that_published_the_effect_is_where_the_reaction_starts(tmp_path):
+    """payments processed the order and published nothing (the flow went stuck), then
+    processed it again ten minutes later and published within 3 ms: its reaction is 3 ms, not
+    ten minutes. A service whose clock is behind, every processing after the publish, reacts
+    from its first processing."""
+    store = new_store(tmp_path)
+    e = ev("e0", "order.placed", flow="f0", ts=T0)
+    p = ev("p0", "payment.failed", flow="f0", topic="payments", source="payments", cause="e0",
+           ts=T0 + 600_003)
+    e1 = ev("e1", "order.placed", flow="f1", offset=1, ts=T0)
+    p1 = ev("p1", "payment.failed", flow="f1", topic="payments", offset=1, source="payments",
+            cause="e1", ts=T0 + 5)
+    put(store, [e, p, e1, p1], [
+        consumer(e, "payments", start_ms=T0 + 2),
+        consumer(e, "payments", start_ms=T0 + 600_000, span_id="a" * 16),
+        consumer(e, "payments", start_ms=T0 + 900_000, span_id="b" * 16),  # after: not it
+        consumer(e1, "payments", start_ms=T0 + 9),
+        consumer(e1, "payments", start_ms=T0 + 20, span_id="c" * 16)])
+    graph = GraphBuilder()
+    for flow, dag in load_flows(store).values():
+        graph.add(flow, dag)
+    [edge] = [r for r in graph.rows() if r["kind"] == "emits" and r["source"] == "payments"]
+    # reactions 3 ms (f0, from the retry) and -4 ms (f1, from its first processing)
+    assert (edge["target"], edge["count"], edge["p50_ms"]) == ("payment.failed", 2, -0.5)
+    assert edge["p95_ms"] == pytest.approx(-4 + 7 * 0.95)
 
 
 def test_a_sub_millisecond_reaction_is_never_negative(tmp_path):

@@ -4,7 +4,9 @@ Learned from traffic, aggregated over flows. `emits` edges count distinct events
 publish does not add one) and carry the service's reaction time: from the start of its CONSUMER
 span processing the cause to the effect's publish (broker timestamp, else ce_time), both in whole
 milliseconds, the resolution of those timestamps (a sub-millisecond handler reads 0 or 1 ms, never
-less than 0 on one clock); root events and effects without such a span add no latency. `consumed_by` edges count CONSUMER spans (each processing) and carry
+less than 0 on one clock). Of several processings of the cause (a redelivery, a retry after a
+failure), the one that published the effect is the last to start before its publish; root
+events and effects without such a span add no latency. `consumed_by` edges count CONSUMER spans (each processing) and carry
 the latency from publish (broker timestamp, else ce_time) to processing start, as p50 and p95
 (linear interpolation between closest ranks). A flow without any CONSUMER span (no traces:
 Jaeger not configured or down, spans lost) still shows who consumed what through its causation
@@ -36,6 +38,13 @@ def percentile(sorted_values: array | list[float], q: float) -> float | None:
     return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
 
 
+def _reacted_at(starts: list[int], published: int) -> int:
+    """The start of the processing that published an effect at `published`: the last to
+    start by then; the first one when none did (clocks apart)."""
+    before = [at for at in starts if at <= published]
+    return max(before) if before else min(starts)
+
+
 class GraphBuilder:
     """Accumulates edges flow by flow; `rows()` gives the `graph_edges` rows."""
 
@@ -52,7 +61,7 @@ class GraphBuilder:
                 k = (e.source, e.type or UNKNOWN_TYPE)
                 emits[k] = emits.get(k, 0) + 1
         traced = False
-        started: dict[tuple[str, str], int] = {}  # (event id, service) -> first processing
+        started: dict[tuple[str, str], list[int]] = {}  # (event id, service) -> processings
         for s in flow.spans:
             if s.kind != "consumer" or s.message_id is None:
                 continue
@@ -61,9 +70,8 @@ class GraphBuilder:
             service = s.service or s.group
             if handled is None or not service:
                 continue
-            at = s.start_us // 1000  # whole ms, as the effect's publish time
-            if at < started.get((s.message_id, service), at + 1):
-                started[(s.message_id, service)] = at
+            # whole ms, as the effect's publish time
+            started.setdefault((s.message_id, service), []).append(s.start_us // 1000)
             k = (handled.type or UNKNOWN_TYPE, service)
             published = (handled.broker_ts_ms if handled.broker_ts_ms is not None
                          else handled.time_ms)
@@ -78,9 +86,10 @@ class GraphBuilder:
         for effect, cause in dag.cause.items():
             e = dag.nodes[effect]
             source = e.source
-            began = started.get((cause, source)) if source else None
+            starts = started.get((cause, source)) if source else None
             published = e.broker_ts_ms if e.broker_ts_ms is not None else e.time_ms
-            if source and began is not None and published is not None:
+            if source and starts and published is not None:
+                began = _reacted_at(starts, published)
                 k = (source, e.type or UNKNOWN_TYPE)
                 self.reactions.setdefault(k, array("d")).append(published - began)
 
