@@ -146,13 +146,13 @@ def test_graph_window_learns_edges_from_recent_traffic(store: q.Store) -> None:
 def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
     """On the same data the window counts every edge and times it as the collector's learned
     graph does: a duplicate publish once, each record without an id, each CONSUMER span once,
-    the same percentiles."""
+    a reaction from the processing that published, the same percentiles."""
     from choreoscope.collector import query
     from choreoscope.collector.analyze import analyze
     from choreoscope.collector.store import Store, schema
     from tests.dashboard.store_rows import _event, _span
 
-    t = f"{1:032x}"
+    t, t4 = f"{1:032x}", f"{4:032x}"
     events = [
         _event("orders", 0, "a1", "order.placed", "order-service", "c1", None, T0, trace=t),
         _event("orders", 1, "a1", "order.placed", "order-service", "c1", None, T0 + 100,
@@ -163,10 +163,18 @@ def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
                T0 + 200, trace=t),
         _event("payments", 1, "b1", "payment.completed", "payment-service", "c1", "a1",
                T0 + 400, trace=t),  # published twice
+        _event("orders", 4, "a4", "order.placed", "order-service", "c4", None, T0 + 500,
+               trace=t4),
+        _event("payments", 2, "b4", "payment.completed", "payment-service", "c4", "a4",
+               T0 + 903, trace=t4),
     ]
     spans = [_span(t, f"{n:016x}", None, "process orders", "consumer", "payment-service",
                    T0 + at, 5, message_id="a1", group="payments")
              for n, at in ((2, 150), (3, 250))]  # a1 delivered twice, once per copy
+    # a4 processed without a payment, then again: that processing published b4 3 ms later
+    spans += [_span(t4, f"{n:016x}", None, "process orders", "consumer", "payment-service",
+                    T0 + at, 5, message_id="a4", group="payments")
+              for n, at in ((4, 510), (5, 900))]
     url = f"sqlite:///{tmp_path / 'g.db'}"
     writable = Store(url).create()
     with writable.engine.begin() as conn:
@@ -179,12 +187,12 @@ def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
               for e in q.graph_window(store, since_ms=T0)["edges"]}
     learned = {(e["source"], e["target"], e["kind"]): (e["count"], e["p50_ms"], e["p95_ms"])
                for e in query.graph(store)["edges"]}
-    # b1's reaction: its first publish, 50 ms after; a1 delivered 150 and 250 ms after its
-    # first publish, interpolated between the two
+    # reactions: b1 50 ms after a1's first processing (its first publish), b4 3 ms after a4's
+    # second; processings 150 and 250 ms after a1's first publish, 10 and 400 after a4's
     assert {k: (e["count"], e["p50_ms"], e["p95_ms"]) for k, e in window.items()} == learned == {
-        ("order-service", "order.placed", "emits"): (3, None, None),
-        ("order.placed", "payment-service", "consumed_by"): (2, 200.0, 245.0),
-        ("payment-service", "payment.completed", "emits"): (1, 50.0, 50.0)}
+        ("order-service", "order.placed", "emits"): (4, None, None),
+        ("order.placed", "payment-service", "consumed_by"): (4, 200.0, 377.5),
+        ("payment-service", "payment.completed", "emits"): (2, 26.5, pytest.approx(47.65))}
 
 
 def test_out_of_order_pages_and_groups(store: q.Store) -> None:

@@ -442,7 +442,7 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
 
     Same shape as `query.graph()`: emits edges from producers to event types with counts and
     p50/p95 of the reaction time (effect's broker timestamp - start of the producer's CONSUMER
-    span processing its cause); consumed_by edges from event types to the services whose
+    span processing its cause, the last to start before the publish); consumed_by edges from event types to the services whose
     CONSUMER spans processed them, with p50/p95 of (span start - broker timestamp) in ms;
     `anomaly_count` per edge. As in the learned graph, emits edges count distinct events (a
     duplicate publish of an event id adds neither a count nor a reaction time; a record
@@ -464,7 +464,11 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
                      " LIMIT 200000", since=since_ms)
     reacted = _rows(store, "SELECT e.source AS source, e.type AS type, e.event_id AS event_id,"
                     " e.topic AS topic, e.\"partition\" AS p, e.\"offset\" AS o,"
-                    " coalesce(e.broker_ts_ms, e.observed_at_ms) - min(s.start_us) / 1000 AS lat"
+                    # from the processing that published it: the last to start by its
+                    # publish, else (clocks apart) the first; as reconstruct/graph.py
+                    " coalesce(e.broker_ts_ms, e.observed_at_ms) - coalesce(max(CASE WHEN"
+                    " s.start_us / 1000 <= coalesce(e.broker_ts_ms, e.observed_at_ms)"
+                    " THEN s.start_us / 1000 END), min(s.start_us) / 1000) AS lat"
                     " FROM events e JOIN spans s ON s.message_id = e.causation_id"
                     " AND s.service = e.source AND s.kind = 'consumer'"
                     " WHERE e.observed_at_ms >= :since AND e.type IS NOT NULL"
