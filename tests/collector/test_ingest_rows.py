@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -96,13 +97,31 @@ def test_garbage_and_tombstone_rows() -> None:
 
 def test_overlong_fields_nul_and_huge_sequence_are_fitted_with_problems() -> None:
     """Values the store cannot hold are cut or dropped, each with a recorded problem."""
-    row = _row(_binary(ce_id=b"i" * 300, ce_type=b"order\x00placed"), b"{}")
-    assert row["event_id"] == "i" * 128
+    row = _row(_binary(ce_id=b"i" * 300, ce_type=b"order\x00placed",
+                       ce_schemaversion=b"v" * 40), b"{}")
+    assert row["event_id"] == "i" * 95 + "#" + hashlib.sha256(b"i" * 300).hexdigest()[:32]
     assert row["type"] == "order\ufffdplaced"
-    assert "field_too_long: event_id has 300 characters, kept 128" in json.loads(row["problems"])
+    assert row["schema_version"] == "v" * 32  # no identifier: cut plainly
+    assert json.loads(row["problems"]) == [
+        "field_too_long: event_id has 300 characters, kept its first 95 and a hash of the whole",
+        "field_too_long: schema_version has 40 characters, kept 32"]
     big = _row(_binary(ce_sequence=str(1 << 70).encode()), b"{}")
     assert big["sequence"] is None
     assert json.loads(big["problems"]) == [f"bad_sequence: {1 << 70} does not fit 64 bits"]
+
+
+def test_long_ids_sharing_a_start_stay_distinct_and_still_match() -> None:
+    """Correlation ids of 300 characters differing only at their end are two flows, not one;
+    a causation id naming an over-long event id is cut the same way, so it still names it."""
+    start = b"x" * 300
+    first = _row(_binary(ce_id=start + b"-e1", ce_correlationid=start + b"-t1-1"), b"{}")
+    second = _row(_binary(ce_id=start + b"-e2", ce_correlationid=start + b"-t1-2",
+                          ce_causationid=start + b"-e1"), b"{}", offset=8)
+    assert len(first["flow_id"]) == len(second["flow_id"]) == 128
+    assert first["flow_id"] != second["flow_id"]
+    assert (first["correlation_id"], second["correlation_id"]) == (
+        first["flow_id"], second["flow_id"])
+    assert second["causation_id"] == first["event_id"] != second["event_id"]
 
 
 def test_time_ms_parses_rfc3339_only() -> None:

@@ -385,7 +385,13 @@ def test_a_row_with_overlong_ids_is_recorded_and_the_next_source_still_polled(
         tmp_path: Path, postgres_url: str) -> None:
     """An outbox row's ids are the service's: a correlation id over the store's 128 characters
     or an aggregate id over 255 is cut to fit in its anomaly, on PostgreSQL, which refuses
-    longer values; the sources after it are polled and stored as before."""
+    longer values; the sources after it are polled and stored as before. The correlation id
+    keeps a hash of the whole, as ingest cuts it: the dead row makes one failed flow of that
+    id, and the analysis pass writes it."""
+    from choreoscope.collector.analyze import analyze
+    from choreoscope.collector.query import list_flows
+    from choreoscope.collector.store.text import cut_id
+
     long_url, url = (f"sqlite:///{tmp_path / name}" for name in ("long.db", "service.db"))
     for u in (long_url, url):
         Outbox(u, service="orders").create_table()
@@ -400,8 +406,12 @@ def test_a_row_with_overlong_ids_is_recorded_and_the_next_source_still_polled(
     assert (by_source["long"]["dead"], by_source["orders"]["dead"]) == (1, 1)
     assert by_source["long"]["stuck"][0]["correlation_id"] == "c" * 200  # the row as it is
     found = {a["correlation_id"]: a for a in list_anomalies(pg_store, kind="stuck_outbox")}
-    assert sorted(found) == sorted(["c" * 128, "flow-1", "flow-3", "flow-4"])
-    assert found["c" * 128]["subject"] == "a" * 255
+    cut = cut_id("c" * 200, 128)
+    assert sorted(found) == sorted([cut, "flow-1", "flow-3", "flow-4"])
+    assert found[cut]["subject"] == "a" * 255
+    analyze(pg_store, now_ms=NOW)
+    assert [(f["correlation_id"], f["status"], f["event_count"]) for f in list_flows(pg_store)
+            if f["correlation_id"].startswith("c")] == [(cut, "failed", 0)]
     pg_store.dispose()
 
 

@@ -171,3 +171,23 @@ def test_resolve_flow_id(store: Store) -> None:
     assert resolve_flow_id(store, "nope") is None
     assert resolve_flow_id(store, "' OR 1=1 --") is None
     assert resolve_flow_id(store, "ord-1\x00") is None
+
+
+
+def test_resolve_flow_id_of_an_over_long_id(store: Store) -> None:
+    """A correlation or event id longer than its column was stored cut, with a hash of the
+    whole (ingest/rows.py): the whole id, as a user copies it from their logs, finds it."""
+    from sqlalchemy import update
+
+    from choreoscope.collector.store.schema import events, flows
+    from choreoscope.collector.store.text import cut_id
+
+    flow_id, event_id = "c" * 200 + "-1", "e" * 200 + "-6"
+    with store.engine.begin() as conn:
+        conn.execute(update(flows).where(flows.c.correlation_id == "ord-2")
+                     .values(correlation_id=cut_id(flow_id, 128)))
+        conn.execute(update(events).where(events.c.event_id == "e6")
+                     .values(event_id=cut_id(event_id, 128)))
+    assert resolve_flow_id(store, flow_id) == cut_id(flow_id, 128)
+    assert resolve_flow_id(store, event_id) == "ord-3"
+    assert resolve_flow_id(store, "c" * 200 + "-2") is None

@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, or_, select, update
 
 from ..store import Store
 from ..store.schema import anomalies
+from ..store.text import cut_id
 
 KINDS = (
     "out_of_order",
@@ -53,8 +54,8 @@ class Anomaly:
             "key": storable_key(self.kind, self.key),
             "kind": self.kind,
             "subkind": _storable(self.subkind, 64),
-            "correlation_id": _storable(self.correlation_id, 128),
-            "event_id": _storable(self.event_id, 128),
+            "correlation_id": _storable_id(self.correlation_id, 128),
+            "event_id": _storable_id(self.event_id, 128),
             "subject": _storable(self.subject, 255),
             "service": _storable(self.service, 255),
             "group_name": _storable(self.group, 255),
@@ -73,6 +74,14 @@ def _storable(text: str | None, limit: int | None = None) -> str | None:
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     return text if limit is None or len(text) <= limit else text[:limit]
+
+
+def _storable_id(text: str | None, limit: int) -> str | None:
+    """`_storable` for an identifier: one over the column's length keeps a hash of the whole,
+    as ingest stores it (`cut_id`), so an outbox row's long correlation id names the flow its
+    events make."""
+    text = _storable(text)
+    return None if text is None else cut_id(text, limit)
 
 
 _KEY_LIMIT = 512

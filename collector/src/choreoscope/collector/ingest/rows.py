@@ -11,6 +11,7 @@ from typing import Any
 from choreoscope.instrumentation._clock import epoch_us
 from choreoscope.instrumentation.event import Event
 
+from ..store.text import ID_SUFFIX_CHARS, cut_id
 from .redact import Redactor
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -146,6 +147,7 @@ def _fitted(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 # Text columns with a length limit (store/schema.py); longer values are cut, with a problem.
+# Identifiers keep a hash of the whole (`cut_id`): cut plainly, ids sharing a start were one.
 _LIMITS = (
     ("event_id", 128), ("type", 255), ("source", 255), ("subject", 255),
     ("correlation_id", 128), ("causation_id", 128), ("flow_id", 128),
@@ -154,17 +156,25 @@ _LIMITS = (
 # every limit is >= 128 but these two:
 assert {limit for _name, limit in _LIMITS if limit < 128} == {32, 64}
 _limited = itemgetter(*(COLUMNS.index(name) for name, _limit in _LIMITS))
+_IDS = frozenset(("event_id", "type", "source", "subject", "correlation_id", "causation_id",
+                  "flow_id", "topic"))
 _MIN_BIGINT, _MAX_BIGINT = -(1 << 63), (1 << 63) - 1
 FIELD_TOO_LONG = "field_too_long"
 BAD_SEQUENCE = "bad_sequence"
 
 
 def _fit(name: str, text: str, limit: int, row: dict[str, Any]) -> str:
-    """A text value the store accepts: NUL characters replaced, cut to `limit` characters."""
+    """A text value the store accepts: NUL characters replaced, cut to `limit` characters
+    (an identifier keeping a hash of the whole)."""
     fitted = text.replace("\x00", "\ufffd")
     if len(fitted) > limit:
-        _add_problem(row, f"{FIELD_TOO_LONG}: {name} has {len(text)} characters, kept {limit}")
-        fitted = fitted[:limit]
+        if name in _IDS:
+            fitted = cut_id(fitted, limit)
+            kept = f"kept its first {limit - ID_SUFFIX_CHARS} and a hash of the whole"
+        else:
+            fitted = fitted[:limit]
+            kept = f"kept {limit}"
+        _add_problem(row, f"{FIELD_TOO_LONG}: {name} has {len(text)} characters, {kept}")
     return fitted
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..store import Store
 from ..store.schema import ADDED_COLUMNS, anomalies, events, flows, spans
+from ..store.text import cut_id
 from ._convert import has_nul, json_list, json_or, rfc3339_ms, rfc3339_us
 
 FLOW_STATUSES = ("in_progress", "completed", "stuck", "failed")
@@ -139,6 +140,10 @@ def get_flow(store: Store, correlation_id: str) -> dict[str, Any] | None:
 _EVENT_COLUMNS = [c for c in events.c if c.name not in ADDED_COLUMNS["events"]]
 
 _TRACE_ID = re.compile(r"[0-9A-Fa-f]{32}")
+# The columns a flow is found by (correlation, flow and event ids) hold 128 characters.
+_ID_LIMIT = 128
+assert {flows.c.correlation_id.type.length, events.c.flow_id.type.length,  # type: ignore[attr-defined]
+        events.c.event_id.type.length} == {_ID_LIMIT}  # type: ignore[attr-defined]
 
 
 def resolve_flow_id(store: Store, some_id: str) -> str | None:
@@ -147,6 +152,7 @@ def resolve_flow_id(store: Store, some_id: str) -> str | None:
     and other tools print them). None when nothing matches."""
     if not some_id or has_nul(some_id):
         return None
+    some_id = cut_id(some_id, _ID_LIMIT)  # as ingest stored an over-long one
     with store.engine.connect() as conn:
         if conn.execute(select(flows.c.correlation_id)
                         .where(flows.c.correlation_id == some_id)).first() is not None:

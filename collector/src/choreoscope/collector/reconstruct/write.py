@@ -13,6 +13,7 @@ from choreoscope.instrumentation._clock import epoch_us
 
 from ..store import Store
 from ..store.schema import anomalies, events, flows, graph_edges, outbox_sources
+from ..store.text import cut_id
 from .flows import DeadRow, FlowSummary, flow_row
 from .load import collate, raw_connection, stream
 
@@ -52,7 +53,8 @@ def dead_outbox_flows(store: Store) -> dict[str, list[DeadRow]]:
                 created = _ms(row.get("created_at")) or int(
                     polled_ms - (age_s * 1000 if isinstance(age_s, int | float) else 0))
                 row_id = "" if row.get("id") is None else str(row["id"])
-                found.setdefault(str(row["correlation_id"]), {}).setdefault(
+                # as ingest and the anomalies store an over-long one
+                found.setdefault(cut_id(str(row["correlation_id"]), 128), {}).setdefault(
                     row_id, DeadRow(
                         row_id=row_id, event_type=_text(row.get("type")),
                         service=_text(row.get("service")) or source,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -24,3 +25,21 @@ def clean_texts(row: dict[str, Any]) -> dict[str, Any]:
     """A copy of the row with every text value passed through `clean_text`."""
     return {name: clean_text(value) if isinstance(value, str) else value
             for name, value in row.items()}
+
+
+# Of an identifier cut to its column: hex digits of the hash that follows its start, and
+# the characters that `#` and the hash take.
+_ID_HASH_CHARS = 32
+ID_SUFFIX_CHARS = 1 + _ID_HASH_CHARS
+
+
+def cut_id(value: str, limit: int) -> str:
+    """An identifier longer than `limit` characters cut to `limit`: its start, `#` and a hash
+    of the whole, so two long ids sharing a start stay two (a plain cut made their events
+    one flow). The same id is cut the same way wherever it is met (correlation id, causation
+    id naming an event id, a lookup), so they still match. Shorter ids are returned as they
+    are."""
+    if len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{value[:limit - ID_SUFFIX_CHARS]}#{digest[:_ID_HASH_CHARS]}"
