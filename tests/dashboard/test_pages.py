@@ -379,6 +379,18 @@ def test_out_of_order_titles_leave_out_what_an_arrival_lacks() -> None:
         "time · `a.b` late at group `g`")
 
 
+def test_an_order_table_leaves_a_missing_sequence_blank() -> None:
+    """An event without ce_sequence beside one with it shows an empty cell, not a grey
+    "None"; a table where no event has one leaves the column out."""
+    from choreoscope.dashboard.views.out_of_order import order_table
+
+    one = {"type": "a.b", "event_id": "e1", "sequence": 3, "topic": "t", "partition": 0,
+           "offset": 1}
+    table = order_table([one, {**one, "event_id": "e2", "sequence": None}])
+    assert table["sequence"].tolist() == ["3", ""]
+    assert "sequence" not in order_table([{**one, "sequence": None}]).columns
+
+
 def test_out_of_order_table_and_chart_follow_the_filters(env: None) -> None:
     """With a kind no arrival has, the page shows no group table or chart, only the count."""
     at = run("out_of_order", subkind="sequence")
@@ -690,17 +702,20 @@ def test_refresh_interval_from_the_url_and_pausable(env: None) -> None:
 
 
 def test_refresh_interval_survives_page_changes(env: None) -> None:
-    """The interval from the URL, then one picked in the sidebar, stays on every page."""
+    """The interval from the URL, then one picked in the sidebar, stays on every page; only
+    the pick is written to the URL (AppTest keeps the query over page changes; the browser
+    test checks that a page opening writes nothing)."""
     at = run(refresh="10")
     seen = []
     for page in ("flows", "outbox", "overview"):
         at.switch_page(f"views/{page}.py").run()
-        seen.append((at.sidebar.selectbox[0].value, at.query_params["refresh"]))
+        seen.append((at.sidebar.selectbox[0].value, at.query_params.get("refresh")))
     at.sidebar.selectbox[0].set_value(30.0).run()
+    seen.append((at.sidebar.selectbox[0].value, at.query_params.get("refresh")))
     for page in ("out_of_order", "overview"):
         at.switch_page(f"views/{page}.py").run()
-        seen.append((at.sidebar.selectbox[0].value, at.query_params["refresh"]))
-    assert seen == [(10.0, "10")] * 3 + [(30.0, "30")] * 2
+        seen.append((at.sidebar.selectbox[0].value, at.query_params.get("refresh")))
+    assert seen == [(10.0, "10")] * 3 + [(30.0, "30")] * 3
 
 
 @pytest.mark.parametrize(("page", "reader"), [("overview", "overview"),

@@ -1,7 +1,10 @@
 """Live refresh: the data parts of a page rerun every few seconds, filters untouched.
 
-The sidebar control (default from `--refresh`, 5 s) can change the interval or pause it; the
-choice is in the URL as `?refresh=SECONDS` (0 = paused) and stays the same on every page.
+The sidebar control (default from `--refresh`, 5 s) can change the interval or pause it. The
+choice stays the same on every page of the session. A change is written to the URL as
+`?refresh=SECONDS` (0 = paused), and a URL holding one sets it; other pages do not write it
+again: each write is an entry in the browser's history, and one made as a page opened put a
+second entry behind every page change, so Back landed on the page without its filters.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from . import fmt
 
 CHOICES = (0.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _CHOICE = "_cs_refresh"  # (seconds, paused): the choice, kept for the whole session
-_WRITTEN = "_cs_refresh_written"  # the `refresh` parameter as last written, None if left out
+_SEEN = "_cs_refresh_seen"  # the `refresh` parameter as last seen or written, None if left out
+_CHANGED = "_cs_refresh_changed"  # the user changed the choice: write it to the URL
 _KEY = "_cs_refresh_s"
 _PAUSE = "_cs_refresh_paused"
 
@@ -31,8 +35,10 @@ def control() -> None:
     default = settings.load().refresh_s
     choices = sorted(set(CHOICES) | {default})
     raw = st.query_params.get("refresh")
+    # The URL holding a parameter it did not hold on the last run (a link, the browser's
+    # Back) sets the choice; none keeps the session's.
     if _CHOICE not in st.session_state or (
-            raw is not None and raw != st.session_state.get(_WRITTEN)):
+            raw is not None and raw != st.session_state.get(_SEEN)):
         st.session_state[_CHOICE] = _from_url(raw, default, choices)
     seconds, paused = st.session_state[_CHOICE]
     # Every page draws its own widgets, which Streamlit treats as new ones (back at their
@@ -46,13 +52,14 @@ def control() -> None:
             format_func=lambda s: "off" if s == 0 else f"every {s:g} s",
             help="How often the data on the page is reloaded; filters stay as they are.")
         cols[1].toggle("Pause", key=_PAUSE, on_change=_keep, disabled=seconds == 0)
-    value = 0.0 if paused else float(seconds)
-    written = None if value == default else f"{value:g}"
-    if written is None:
-        st.query_params.pop("refresh", None)
-    elif st.query_params.get("refresh") != written:
-        st.query_params["refresh"] = written
-    st.session_state[_WRITTEN] = written
+    if st.session_state.pop(_CHANGED, False):
+        value = 0.0 if paused else float(seconds)
+        raw = None if value == default else f"{value:g}"
+        if raw is None:
+            st.query_params.pop("refresh", None)
+        elif st.query_params.get("refresh") != raw:
+            st.query_params["refresh"] = raw
+    st.session_state[_SEEN] = raw
 
 
 def _from_url(raw: str | None, default: float, choices: list[float]) -> tuple[float, bool]:
@@ -68,6 +75,7 @@ def _from_url(raw: str | None, default: float, choices: list[float]) -> tuple[fl
 def _keep() -> None:
     """On a change of either widget: keep the new choice for the pages to come."""
     st.session_state[_CHOICE] = (float(st.session_state[_KEY]), bool(st.session_state[_PAUSE]))
+    st.session_state[_CHANGED] = True
 
 
 def interval() -> timedelta | None:

@@ -117,7 +117,8 @@ def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:
             "#": i,
             "type": r.get("type"),
             "event id": r.get("event_id"),
-            "sequence": r.get("sequence"),
+            # text: a number column shows a missing one as a grey "None"
+            "sequence": "" if r.get("sequence") is None else str(r["sequence"]),
             "event time": fmt.clock(r.get("time_ms")) if r.get("time_ms") else r.get("time"),
             "on the bus": fmt.clock(r.get("broker_ts_ms")),
             "processed": "—" if processed is None else fmt.clock(processed // 1000),
@@ -126,7 +127,7 @@ def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         })
     df = pd.DataFrame(rows)
     return df.drop(columns=[c for c in ("sequence",) if df.get(c) is not None
-                            and df[c].isna().all()])
+                            and (df[c] == "").all()])
 
 
 def expander_title(row: dict[str, Any]) -> str:
