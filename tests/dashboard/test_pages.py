@@ -322,6 +322,39 @@ def test_jaeger_links_only_with_a_jaeger_ui(env: None, monkeypatch: pytest.Monke
         "http://jaeger:16686/trace/" + f"{1:032x}"]
 
 
+def test_a_flow_of_many_records_pages_its_payloads_and_links_a_few_traces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow of 45 records in 7 traces draws 20 payload expanders a page and 5 Jaeger
+    buttons, with the rest said (an expander and a button each made the page take 11 s to
+    draw at 81 records)."""
+    from tests.dashboard.store_rows import _event, flow_row
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    traces = [f"{n:032x}" for n in range(1, 8)]
+    rows = [_event("notes", i, f"n{i}", "order.noted", "order-service", "big",
+                   f"n{i - 1}" if i else None, T0 + i, trace=traces[i % 7])
+            for i in range(45)]
+    add(fill(url), {schema.events: rows, schema.flows: [
+        flow_row("big", "completed", T0, T0 + 44, ["order.noted"] * 45, {"order-service"},
+                 traces)]}).dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    monkeypatch.setenv("CHOREOSCOPE_JAEGER_UI", "http://jaeger:16686")
+    at = run("flows", flow="big")
+    assert [b.proto.url for b in at.get("link_button")] == [
+        f"http://jaeger:16686/trace/{t}" for t in traces[:5]]
+    assert "2 more traces: the Spans tab links each span to its trace." in [
+        c.value for c in at.caption]
+    labels = [e.label for e in at.expander]
+    assert (len(labels), labels[0], labels[-1]) == (
+        20, "`order.noted` · `order-service` · `notes/0/0`",
+        "`order.noted` · `order-service` · `notes/0/19`")
+    assert "Records 1 to 20 of 45." in [c.value for c in at.caption]
+    at.number_input(key="flow_detail:events:page").set_value(3).run()
+    assert [e.label for e in at.expander] == [
+        f"`order.noted` · `order-service` · `notes/0/{i}`" for i in range(40, 45)]
+    assert "Records 41 to 45 of 45." in [c.value for c in at.caption]
+
+
 def test_a_flow_whose_traces_were_not_sampled_links_no_trace(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A flow the collector found unsampled (its producers' samplers recorded nothing) gets

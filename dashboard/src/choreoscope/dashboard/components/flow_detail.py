@@ -8,14 +8,19 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from . import fmt, jaeger
+from . import fmt, jaeger, pager
 from .time_axis import time_axis
 
 STATUS_BADGE = {
     "completed": ":green-badge[completed]", "in_progress": ":blue-badge[in progress]",
     "stuck": ":orange-badge[stuck]", "failed": ":red-badge[failed]",
 }
-MAX_EVENTS_SHOWN = 200
+MAX_EVENTS_SHOWN = 200  # in the causal tree
+# Records per page of payloads, and trace buttons above the tabs: a flow of 81 records took
+# the browser 11 s to draw with an expander (two JSON views) and a button for each.
+EVENTS_PER_PAGE = 20
+MAX_TRACE_BUTTONS = 5
+_EVENTS_PAGE = "flow_detail:events"
 
 
 ANCHOR = "flow-detail"  # where a link to the detail below a table scrolls to
@@ -43,7 +48,11 @@ def render(flow: dict[str, Any]) -> None:
                    + ", ".join(fmt.md(t) for t in flow["trace_ids"])
                    + "): no tracing backend has them.")
     elif flow["trace_ids"]:
-        jaeger.buttons(flow["trace_ids"])
+        jaeger.buttons(flow["trace_ids"][:MAX_TRACE_BUTTONS])
+        more = len(flow["trace_ids"]) - MAX_TRACE_BUTTONS
+        if more > 0 and jaeger.enabled():
+            st.caption(f"{more:,} more trace{'s' if more > 1 else ''}: the Spans tab links "
+                       "each span to its trace.")
     if flow["trace_ids"] and flow.get("trace_status") != "unsampled" and not jaeger.enabled():
         st.caption("Trace ids: " + ", ".join(fmt.md(t) for t in flow["trace_ids"])
                    + " (start the dashboard with `--jaeger-ui URL` for links).")
@@ -193,7 +202,10 @@ def _anomalies(anomalies: list[dict[str, Any]]) -> None:
 
 def _events(events: list[dict[str, Any]]) -> None:
     st.caption("Payloads as stored by the collector (redacted, size-capped).")
-    for e in events[:MAX_EVENTS_SHOWN]:
+    page = pager.fetch(_EVENTS_PAGE, EVENTS_PER_PAGE, lambda offset: {
+        "total": len(events), "offset": offset,
+        "rows": events[offset:offset + EVENTS_PER_PAGE]})
+    for e in page["rows"]:
         label = (f"{fmt.md(e['type'] or '?')} · {fmt.md(e['source'] or '?')} · {_position(e)}"
                  + (" · duplicate" if e.get("duplicate") else ""))
         with st.expander(label):
@@ -206,8 +218,10 @@ def _events(events: list[dict[str, Any]]) -> None:
                 st.json(e.get("headers") or {}, expanded=1)
             if e.get("problems"):
                 st.warning("Problems: " + ", ".join(map(fmt.md, e["problems"])))
-    if len(events) > MAX_EVENTS_SHOWN:
-        st.caption(f"First {MAX_EVENTS_SHOWN} of {len(events)} records shown.")
+    if len(events) > EVENTS_PER_PAGE:
+        first = page["offset"] + 1
+        st.caption(f"Records {first:,} to {first + len(page['rows']) - 1:,} of {len(events):,}.")
+        pager.control(_EVENTS_PAGE, len(events), EVENTS_PER_PAGE)
 
 
 def _spans(spans: list[dict[str, Any]]) -> None:
