@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from choreoscope.collector.analyze import AnalysisOptions, AnalysisResult, analyze
 from choreoscope.collector.reconstruct import skip
 from choreoscope.collector.store import Store
-from choreoscope.collector.store.schema import anomalies, events, flows, graph_edges
+from choreoscope.collector.store.schema import anomalies, events, flows, graph_edges, spans
 from tests.collector.reconstruct.factory import (
     T0,
     clean_flow,
@@ -281,6 +281,47 @@ def test_per_type_stuck_after_and_removed_flows(store):
     result = analyze(store, opts, now_ms=NOW)
     assert (result.flows, result.flows_removed) == (6, 1)
     assert "f0000000" not in _flows(store)
+
+
+def test_spans_find_their_events_and_flows_by_ids_over_the_columns(store):
+    """Ids over their column are cut with a hash (ingest/rows.py); a span naming the same
+    ids (message id, conversation id, service) is cut the same way, so the consumer's span
+    joins the flow, and the graph knows who consumed what."""
+    from choreoscope.collector.ingest.redact import Redactor
+    from choreoscope.collector.ingest.rows import event_row
+    from choreoscope.collector.traces.model import Span
+    from choreoscope.instrumentation.decoder import decode_record
+
+    cid, eid, shop = "c" * 205, "e" * 205, "s" * 300
+    trace, producer = "ab" * 16, "cd" * 8
+    headers = [("ce_specversion", b"1.0"), ("ce_id", eid.encode()),
+               ("ce_type", b"order.placed"), ("ce_source", shop.encode()),
+               ("ce_time", b"2026-01-02T03:04:05.678Z"), ("ce_schemaversion", b"1"),
+               ("ce_correlationid", cid.encode()),
+               ("traceparent", f"00-{trace}-{producer}-01".encode())]
+    event = decode_record(headers, b"{}", topic="orders", partition=0, offset=0,
+                          timestamp_ms=T0)
+    row = event_row(event, redactor=Redactor(), observed_at_ms=T0 + 1, headers=headers)
+    span = Span(trace_id=trace, span_id="ef" * 8, name="process orders", kind="consumer",
+                parent_span_id=producer, service="billing", start_us=(T0 + 40) * 1000,
+                duration_us=1000, status="ok",
+                attributes={"messaging.message.id": eid,
+                            "messaging.message.conversation_id": cid,
+                            "messaging.consumer.group.name": "billing"})
+    own = Span(trace_id=trace, span_id=producer, name="send orders", kind="producer",
+               service=shop, start_us=T0 * 1000, duration_us=1000, status="ok",
+               attributes={"messaging.message.id": eid})
+    with store.engine.begin() as conn:
+        store.insert_ignore(conn, events, [row])
+        store.insert_ignore(conn, spans, [s.row(origin="otlp", received_at_ms=T0 + 50)
+                                          for s in (span, own)])
+    analyze(store, AnalysisOptions(), now_ms=T0 + 10**6)
+    flow = _flows(store)[row["flow_id"]]
+    assert (json.loads(flow["services"]), flow["event_count"]) == (
+        sorted(["billing", row["source"]]), 1)
+    with store.engine.connect() as conn:
+        edges = {(r.source, r.target, r.kind) for r in conn.execute(select(graph_edges))}
+    assert ("order.placed", "billing", "consumed_by") in edges
 
 
 def test_bus_order_across_topics_is_judged_with_the_collectors_skew(store):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ingest.redact import REDACTED
-from ..store.text import clean_text, without_surrogates
+from ..store.text import clean_text, cut_id, without_surrogates
 
 KINDS = ("internal", "server", "client", "producer", "consumer")
 STATUSES = ("unset", "ok", "error")
@@ -114,14 +114,15 @@ class Span:
             "kind": self.kind,
             # The handler's own service name, when the instrumentation gave one, wins over
             # the process's: one tracer provider may serve several services' handlers.
-            "service": _clip(_text(self.attributes.get(_HANDLER_SERVICE)) or self.service, 255),
+            "service": _clip_id(_text(self.attributes.get(_HANDLER_SERVICE)) or self.service,
+                                255),
             "start_us": _bounded(self.start_us, _INT64) or 0,
             "duration_us": _bounded(self.duration_us, _INT64) or 0,
             "status": self.status,
             "status_message": _clip(self.status_message, 10_000),
             "error_type": _clip(self.error_type, 255),
-            "message_id": _clip(self.message_id, 128),
-            "conversation_id": _clip(self.conversation_id, 128),
+            "message_id": _clip_id(self.message_id, 128),
+            "conversation_id": _clip_id(self.conversation_id, 128),
             "consumer_group": _clip(self.consumer_group, 255),
             "destination": _clip(self.destination, 255),
             "partition": _bounded(self.partition, _INT32),
@@ -263,6 +264,14 @@ def _clip(value: str | None, limit: int) -> str | None:
     if not value:
         return value
     return clean_text(value[:limit])
+
+
+def _clip_id(value: str | None, limit: int) -> str | None:
+    """An identifier cut to the column as ingest cuts the event's (`cut_id`: its start and a
+    hash of the whole), so a span still names the event, flow or service it belongs to."""
+    if not value:
+        return value
+    return cut_id(clean_text(value), limit)
 
 
 def check_time_us(value: int, what: str) -> int:
