@@ -464,6 +464,7 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
                      " LIMIT 200000", since=since_ms)
     reacted = _rows(store, "SELECT e.source AS source, e.type AS type, e.event_id AS event_id,"
                     " e.topic AS topic, e.\"partition\" AS p, e.\"offset\" AS o,"
+                    " coalesce(e.broker_ts_ms, e.observed_at_ms) AS pub,"
                     # from the processing that published it: the last to start by its
                     # publish, else (clocks apart) the first; as reconstruct/graph.py
                     " coalesce(e.broker_ts_ms, e.observed_at_ms) - coalesce(max(CASE WHEN"
@@ -474,13 +475,16 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
                     " WHERE e.observed_at_ms >= :since AND e.type IS NOT NULL"
                     " GROUP BY e.topic, e.\"partition\", e.\"offset\", e.event_id, e.source,"
                     " e.type, e.broker_ts_ms, e.observed_at_ms LIMIT 200000", since=since_ms)
-    first: dict[tuple[str, str, str], float] = {}  # per distinct event: its first publish
+    # per distinct event, the reaction of its first publish (of a duplicate publish, the
+    # learned graph times the first record too)
+    first: dict[tuple[str, str, str], tuple[int, int, float]] = {}
     for r in reacted:
         event = r["event_id"] or f"{r['topic']}/{r['p']}/{r['o']}"
-        key, lat = (r["source"], r["type"], event), float(r["lat"])
-        first[key] = min(first.get(key, lat), lat)
+        key = (r["source"], r["type"], event)
+        record = (int(r["pub"]), int(r["o"]), float(r["lat"]))
+        first[key] = min(first.get(key, record), record)
     reactions: dict[tuple[str, str], list[float]] = {}
-    for (source, etype, _event), lat in first.items():
+    for (source, etype, _event), (_pub, _offset, lat) in first.items():
         reactions.setdefault((source, etype), []).append(lat)
     nodes: set[tuple[str, str]] = set()  # (id, kind): a service and a type may share a name
     edges: list[dict[str, Any]] = []
