@@ -175,13 +175,17 @@ def test_a_set_stop_ends_the_pass_before_it_writes_flows(store):
 
 
 def test_unchanged_store_is_skipped_until_something_is_due(store):
-    """Without new rows the next pass is skipped, until the in-progress flow's stuck-after."""
+    """Without new rows the next pass is skipped, until the in-progress flow's stuck-after;
+    every pass, skipped or not, records when it ran (the flows stand as of then)."""
     _scenario(store)
     first = analyze(store, AnalysisOptions(), now_ms=NOW)
     activity = NOW - 10_000 + 5 + 2 + 2  # f0000006's last span ends 9,991 ms before NOW
     assert (first.skipped, first.next_due_ms) == (False, activity + 60_000)
+    assert store.get_meta(skip.CHECKED_KEY) == str(NOW)
     again = analyze(store, AnalysisOptions(), now_ms=activity + 59_999)
     assert again.skipped
+    assert store.get_meta(skip.CHECKED_KEY) == str(activity + 59_999)
+    assert skip.last_pass(store.get_meta(skip.STATE_KEY))[0] == NOW
     assert (again.flows, again.statuses) == (first.flows, first.statuses)
     assert not analyze(store, AnalysisOptions(skew_s=2.0), now_ms=NOW).skipped  # other options
     due = analyze(store, AnalysisOptions(), now_ms=activity + 60_000)

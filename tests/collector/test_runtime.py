@@ -210,9 +210,12 @@ def test_the_redaction_pattern_reaches_both_trace_sources(tmp_path) -> None:
 
 def test_a_collector_records_its_intervals_for_the_readers(bootstrap, topic, tmp_path) -> None:
     """`collect` records its poll and analysis intervals in the store as it starts, so the
-    CLI and the dashboard judge the age of its figures by them (query/intervals.py)."""
+    CLI and the dashboard judge the age of its figures by them (query/intervals.py);
+    `collect --once`, which renews nothing after it, leaves them as they were."""
+    import threading
+
     from choreoscope.collector.query import intervals
-    from choreoscope.collector.query.intervals import Intervals
+    from choreoscope.collector.query.intervals import KEY, Intervals
     from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 
     settings = CollectSettings.resolve(
@@ -220,8 +223,22 @@ def test_a_collector_records_its_intervals_for_the_readers(bootstrap, topic, tmp
         poll_interval="60", analyze_interval="7.5",
         kafka_option=[f"session.timeout.ms={SESSION_TIMEOUT_MS}",
                       f"heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}"])
-    collector = Collector(f"sqlite:///{tmp_path}/i.db", settings)
-    assert collector.run_once() == 0
-    with collector.opened.engine.connect() as conn:
-        assert intervals.recorded(conn) == Intervals(poll_s=60.0, analyze_s=7.5)
-    collector.opened.dispose()
+    url = f"sqlite:///{tmp_path}/i.db"
+    once = Collector(url, settings)
+    assert once.run_once() == 0
+    assert once.opened.get_meta(KEY) is None
+    once.opened.dispose()
+    collector, stop = Collector(url, settings), threading.Event()
+    running = threading.Thread(target=collector.run, args=(stop,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (collector.store is None or collector.store.get_meta(KEY) is None) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with collector.opened.engine.connect() as conn:
+            assert intervals.recorded(conn) == Intervals(poll_s=60.0, analyze_s=7.5)
+    finally:
+        stop.set()
+        running.join(60)
+    assert not running.is_alive()

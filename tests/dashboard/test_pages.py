@@ -133,7 +133,25 @@ def test_overview_says_when_flows_were_analysed(tmp_path: Path,
                              "in-progress flow never turns stuck). The collector may be stopped.")
     store = fill(url)
     store.set_meta("analysis.state", json.dumps({"now_ms": int(time.time() * 1000) - 20_000,
-                                                 "elapsed_s": 2.0}))
+                                                 "elapsed_s": 0.0}))
+    store.dispose()
+    st.cache_data.clear()
+    assert not [w.value for w in run().warning if "flows analysed" in w.value]
+    # an hour without a full pass, but passes skipped for lack of change until 10 s ago:
+    # the flows stand, nothing is stale
+    store = fill(url)
+    now = int(time.time() * 1000)
+    store.set_meta("analysis.state", json.dumps({"now_ms": now - 3_600_000, "elapsed_s": 0.0}))
+    store.set_meta("analysis.checked_at_ms", str(now - 10_000))
+    store.dispose()
+    st.cache_data.clear()
+    assert not [w.value for w in run().warning if "flows analysed" in w.value]
+    # a collector analysing every minute (as it recorded): 2 minutes is not stale either
+    from choreoscope.collector.query import intervals
+
+    store = fill(url)
+    intervals.record(store, poll_s=10.0, analyze_s=60.0)
+    store.set_meta("analysis.checked_at_ms", str(now - 120_000))
     store.dispose()
     st.cache_data.clear()
     assert not [w.value for w in run().warning if "flows analysed" in w.value]

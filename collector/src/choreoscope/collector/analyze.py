@@ -183,6 +183,7 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
         data_fp = skip.data_fingerprint(raw, options, dead)
         last = skip.previous(store, raw, data_fp, now_ms)
         if last is not None:
+            skip.checked(store, now_ms)  # the flows stand as of now
             return AnalysisResult(
                 now_ms=now_ms, flows=last.get("flows", 0), statuses=last.get("statuses", {}),
                 edges=last.get("edges", 0), terminal_types=last.get("terminal_types", []),

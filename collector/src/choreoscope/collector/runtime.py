@@ -134,7 +134,6 @@ class Collector:
         taken for the OTLP receiver or the metrics is an error in the log: ingest goes on,
         but spans sent there, or scrapes, reach whatever holds the port)."""
         s = self.settings
-        self._guarded("recording the intervals", self._record_intervals)
         self.ingest = self._new_ingest(self.opened).start()
         log.info("ingesting %s from %s as group %s into %s", self.ingest.pattern, s.bootstrap,
                  s.group, mask_url(self.store_url))
@@ -332,6 +331,8 @@ class Collector:
         try:
             self.start()
             assert self.ingest is not None
+            # a running collector's, not `--once`'s: no figure of that is renewed after it
+            self._guarded("recording the intervals", self._record_intervals)
             self.start_maintenance()
             self.ingest.run(stop)
             log.info("stopping: %d records read, %d new events stored", self.ingest.records,

@@ -18,6 +18,7 @@ from ..store import Store
 from ..store.engine import StoreError
 from ..store.engine import sqlite_file as sqlite_path
 from ..store.masking import mask_secrets, mask_url
+from . import intervals
 from ._convert import has_nul, json_list, json_or
 from .anomalies import anomaly_json
 
@@ -104,7 +105,10 @@ def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
 def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[str, Any]:
     """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag, the
     spans the OTLP receiver had to drop (`otlp_spans_dropped`), and when the flows were last
-    analysed and how long that pass took (`analysed_at_ms`, `analysis_s`; None before).
+    analysed and how long that pass took (`analysed_at_ms`, `analysis_s`; None before), and
+    when a pass last ran, skipped or not (`analysis_checked_at_ms`: the flows stand as of
+    then; None before); the collector's intervals (`poll_s`, `analyze_s`, as it recorded
+    them).
     The outbox figures are as of `outbox_as_of_ms` (the oldest source's last good poll), the
     lag as of `lag_measured_at_ms`; `outbox_never_measured` sources have had no good poll
     yet, so no figures.
@@ -142,6 +146,9 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
                                {"k": "otlp.spans_dropped"}).scalar()
         analysed = skip.last_pass(conn.execute(text("SELECT value FROM meta WHERE key = :k"),
                                                {"k": skip.STATE_KEY}).scalar())
+        checked = skip.checked_at(conn.execute(text("SELECT value FROM meta WHERE key = :k"),
+                                               {"k": skip.CHECKED_KEY}).scalar())
+        every = intervals.recorded(conn)
     first_minute = since - since % 60000
     minutes = [{"minute_ms": m, "count": per_minute.get(m, 0)}
                for m in range(first_minute, end + 1, 60000)]
@@ -168,6 +175,10 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "otlp_spans_dropped": int(dropped) if dropped and str(dropped).isdigit() else 0,
         "analysed_at_ms": analysed[0] if analysed else None,
         "analysis_s": analysed[1] if analysed else None,
+        "analysis_checked_at_ms": max(filter(None, (checked, analysed and analysed[0])),
+                                      default=None),
+        "poll_s": every.poll_s,
+        "analyze_s": every.analyze_s,
     }
 
 

@@ -3,8 +3,9 @@
 The collector polls outbox tables and consumer lag every `--poll-interval` seconds and runs
 an analysis pass every `--analyze-interval`. A figure older than a few of those intervals
 is stale: no collector keeps it up to date. The CLI and the dashboard do not share the
-collector's settings, so the collector records its intervals in the store as it starts
-(`record`), and readers take them from there (`recorded`). A store no collector recorded
+collector's settings, so a running collector records its intervals in the store as it
+starts (`record`; `collect --once` does not: it renews nothing after it), and readers take
+them from there (`recorded`). A store no collector recorded
 them in (one an earlier version filled) is judged by the reader's own settings
 (CHOREOSCOPE_POLL_INTERVAL, CHOREOSCOPE_ANALYZE_INTERVAL), else their defaults. Of several
 collectors sharing a store, the one started last is recorded.

@@ -14,6 +14,9 @@ from ..store import Store
 from .flows import Dag, Flow, unsampled
 
 STATE_KEY = "analysis.state"  # meta row: the last pass's fingerprints, time and summary
+# meta row: when a pass last ran, skipped or not (epoch ms). The flows are as of then: a
+# skipped pass found nothing to change. Readers judge a running analysis by it.
+CHECKED_KEY = "analysis.checked_at_ms"
 
 
 def _analysis_code() -> str:
@@ -133,3 +136,17 @@ def save(store: Store, *, data_fp: list[Any], anomalies_fp: list[Any], now_ms: i
     store.set_meta(STATE_KEY, json.dumps(dict(summary, data=data_fp, anomalies=anomalies_fp,
                                               now_ms=now_ms, next_due_ms=next_due_ms),
                                          default=str))
+    checked(store, now_ms)
+
+
+def checked(store: Store, now_ms: int) -> None:
+    """Record that a pass ran at `now_ms` (`CHECKED_KEY`)."""
+    store.set_meta(CHECKED_KEY, str(now_ms))
+
+
+def checked_at(text: str | None) -> int | None:
+    """The time of `CHECKED_KEY`'s text, None when missing or unreadable."""
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None

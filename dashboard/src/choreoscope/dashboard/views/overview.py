@@ -175,14 +175,15 @@ def _analysed(o: dict[str, Any]) -> str:
 
 
 def _warn_if_analysis_stale(o: dict[str, Any]) -> None:
-    """Statuses and anomaly counts are those of the last analysis pass: one older than a
-    running collector would leave it (three poll intervals, or four times the pass's own
-    duration plus that on a large store) says so, since flows then never turn stuck."""
-    at, took = o["analysed_at_ms"], o["analysis_s"] or 0.0
+    """Statuses and anomaly counts are those of the last analysis pass (a pass skipped for
+    lack of change confirms them): one older than a running collector would leave them
+    (three analysis intervals, at least 30 s, plus four times the last full pass's duration
+    on a large store) says so, since flows then never turn stuck."""
+    at, took = o["analysis_checked_at_ms"], o["analysis_s"] or 0.0
     if at is None:
         return
     now = data.now_ms()
-    allowed_ms = (freshness.STALE_POLLS * data.intervals(data.url()).poll_s + 4 * took) * 1000
+    allowed_ms = (max(freshness.STALE_POLLS * o["analyze_s"], 30.0) + 4 * took) * 1000
     if now - at > allowed_ms:
         st.warning(f"**Stale:** flows analysed {freshness.as_of(at, now)}: statuses and "
                    "anomalies are as they were then (an in-progress flow never turns stuck). "
