@@ -459,6 +459,46 @@ def test_a_value_serializer_gets_values_untouched(
     assert seen == [{"a": 1}, {"b": 2}]
 
 
+@pytest.mark.filterwarnings("ignore:value_serializer does not implement")
+def test_a_value_its_serializer_made_other_than_json_declares_its_content_type(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider
+) -> None:
+    """A producer whose value_serializer makes text (or other bytes) from the caller's
+    objects: our sends of a value that is not JSON carry the content-type saying what it
+    is, as a value we encode ourselves does, and the collector's decoder finds no problem;
+    JSON (an object, or a JSON string) carries none; a send made without Choreoscope on the
+    same producer is left as it was."""
+    from choreoscope.instrumentation.decoder import decode_record
+
+    def serialize(value: Any) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        return value.encode() if isinstance(value, str) else json.dumps(value).encode()
+
+    raw = KafkaProducer(bootstrap_servers=bootstrap, value_serializer=serialize)
+    traced = instrument_producer(raw, service="greeter", tracer_provider=tracer_provider)
+    again = instrument_producer(raw, service="greeter", tracer_provider=tracer_provider)
+    try:
+        traced.send(topic, "hello wörld", partition=0).get(10)
+        traced.publish(topic, "greeting.sent", "hi there")
+        again.send(topic, {"a": 1}, partition=0).get(10)
+        traced.send(topic, '"quoted"', partition=0).get(10)
+        traced.send(topic, b"\x00\xff", partition=0).get(10)
+        raw.send(topic, "bare", partition=0).get(10)
+        traced.flush()
+    finally:
+        raw.close(timeout=5)
+    records = sorted(read_back(bootstrap, topic, 6), key=lambda r: r.offset)
+    assert [dict(r.headers).get("content-type") for r in records] == [
+        b"text/plain; charset=utf-8", b"text/plain; charset=utf-8", None, None,
+        b"application/octet-stream", None]
+    assert [h for h, _ in records[0].headers].count("content-type") == 1
+    decoded = [decode_record(r.headers, r.value, topic=topic) for r in records[:5]]
+    assert [(e.data, e.problems) for e in decoded] == [
+        ("hello wörld", []), ("hi there", []), ({"a": 1}, []), ("quoted", []),
+        (b"\x00\xff", [])]
+
+
 def test_records_are_valid_cloudevents_for_the_reference_sdk(
     producer: TracedProducer, bootstrap: str, topic: str
 ) -> None:

@@ -24,6 +24,7 @@ from opentelemetry.trace import DEFAULT_TRACE_STATE
 
 from . import semconv, wire
 from ._clock import rfc3339_from_ms, utc_now_rfc3339
+from ._declared_values import SENDING, declare_serialized_values
 from ._deferred_span import SendSpan, SendSpanStarter, log_failure_once
 from ._fastspan import SpanStarter
 from ._plain_send import PlainSend
@@ -106,6 +107,7 @@ class TracedProducer:
     """
 
     __slots__ = (
+        "_declares",
         "_plain_send",
         "_serializes_keys",
         "_serializes_values",
@@ -140,6 +142,8 @@ class TracedProducer:
         self._start_send_span = SendSpanStarter(SpanStarter(self._tracer))
         self._plain_send = PlainSend()
         self._serializes_values, self._serializes_keys = serializers(producer)
+        # the producer's serializer makes the bytes: a non-JSON value gets its content-type
+        self._declares = self._serializes_values and declare_serialized_values(producer)
         # Per topic: the span name and the attributes every send to it shares.
         self._topics: dict[str, tuple[str, dict[str, str]]] = {}
         if coalesce_wakeups:
@@ -186,7 +190,8 @@ class TracedProducer:
         parents our span, and the record carries our span's context in its place, so
         consumers continue the trace as children of the send. A dict or list
         `value` is sent as compact JSON unless the producer has a `value_serializer` (then
-        every value goes to it untouched); bytes go as they are, declared
+        every value goes to it untouched, and a content-type is declared from the bytes it
+        makes when they are not JSON: `_declared_values.py`); bytes go as they are, declared
         `application/octet-stream` unless they start like JSON (`{` or `[`).
 
         A value that already carries its envelope (a CloudEvents structured-mode object, or a
@@ -466,7 +471,14 @@ class TracedProducer:
             headers = caller_headers  # not a list: let kafka-python reject it as it always has
         try:
             send = self._plain_send(self.wrapped)
-            future = send(topic, value, key, headers, partition, timestamp_ms)
+            if self._declares:
+                SENDING.ours = True
+                try:
+                    future = send(topic, value, key, headers, partition, timestamp_ms)
+                finally:
+                    SENDING.ours = False
+            else:
+                future = send(topic, value, key, headers, partition, timestamp_ms)
         except BaseException as exc:
             if span is not None:
                 span(exc)
