@@ -155,23 +155,10 @@ def test_an_outbox_source_no_collector_polls_is_stale(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A source whose last poll is older than three poll intervals shows STATE STALE and a
     line saying so: its figures are old, whatever they say. Polled just now, it is ok."""
-    from sqlalchemy import update
-
-    from choreoscope.collector.store.schema import outbox_sources
-
     monkeypatch.setenv("CHOREOSCOPE_POLL_INTERVAL", "20")
-    store = Store(url)
-    now_ms = int(time.time() * 1000)
-    with store.engine.begin() as conn:
-        conn.execute(update(outbox_sources).where(outbox_sources.c.source == "orders")
-                     .values(last_poll_ms=now_ms - 5_000))
-        conn.execute(update(outbox_sources).where(outbox_sources.c.source == "billing")
-                     .values(last_poll_ms=now_ms - 61_000, reachable=True))
-    store.dispose()
-    code, out, _ = run(capsys, "--store", url, "outbox")
-    states = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:3]}
+    code, states, said = _outbox_polled(capsys, url, orders_ago_ms=5_000,
+                                        billing_ago_ms=61_000)
     assert (code, states) == (0, {"orders": "ok", "billing": "STALE"})
-    [said] = [line for line in out.splitlines() if line.startswith("billing: stale")]
     assert said.startswith("billing: stale: last polled 1m0") and said.endswith(
         "though collectors poll every 20 s: none polls it now (stopped, or no longer given "
         "this --outbox)")
@@ -182,26 +169,38 @@ def test_an_outbox_source_is_judged_by_the_interval_its_collector_recorded(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A collector polling every 60 s: a source polled 48 s ago is ok, though the reader's own
     settings say 10 s; one polled 200 s ago is STALE, said with the collector's interval."""
-    from sqlalchemy import update
-
     from choreoscope.collector.query import intervals
-    from choreoscope.collector.store.schema import outbox_sources
 
     monkeypatch.delenv("CHOREOSCOPE_POLL_INTERVAL", raising=False)
     store = Store(url)
     intervals.record(store, poll_s=60.0, analyze_s=5.0)
+    store.dispose()
+    code, states, said = _outbox_polled(capsys, url, orders_ago_ms=48_000,
+                                        billing_ago_ms=200_000)
+    assert (code, states) == (0, {"orders": "ok", "billing": "STALE"})
+    assert "though collectors poll every 60 s" in said
+
+
+def _outbox_polled(capsys: pytest.CaptureFixture[str], url: str, *, orders_ago_ms: int,
+                   billing_ago_ms: int) -> tuple[int, dict[str, str], str]:
+    """`outbox` (exit code, STATE per source, the billing source's stale line) with the two
+    sources last polled that long ago, billing reachable."""
+    from sqlalchemy import update
+
+    from choreoscope.collector.store.schema import outbox_sources
+
+    store = Store(url)
     now_ms = int(time.time() * 1000)
     with store.engine.begin() as conn:
         conn.execute(update(outbox_sources).where(outbox_sources.c.source == "orders")
-                     .values(last_poll_ms=now_ms - 48_000))
+                     .values(last_poll_ms=now_ms - orders_ago_ms))
         conn.execute(update(outbox_sources).where(outbox_sources.c.source == "billing")
-                     .values(last_poll_ms=now_ms - 200_000, reachable=True))
+                     .values(last_poll_ms=now_ms - billing_ago_ms, reachable=True))
     store.dispose()
     code, out, _ = run(capsys, "--store", url, "outbox")
     states = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:3]}
-    assert (code, states) == (0, {"orders": "ok", "billing": "STALE"})
-    [said] = [line for line in out.splitlines() if line.startswith("billing: stale")]
-    assert "though collectors poll every 60 s" in said
+    said = next((line for line in out.splitlines() if line.startswith("billing: stale")), "")
+    return code, states, said
 
 
 def test_graph_json_and_dot(url: str, capsys: pytest.CaptureFixture[str]) -> None:
