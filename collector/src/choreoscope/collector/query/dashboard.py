@@ -453,12 +453,13 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
 
     Same shape as `query.graph()`: emits edges from producers to event types with counts and
     p50/p95 of the reaction time (effect's broker timestamp - start of the producer's CONSUMER
-    span processing its cause, the last to start before the publish); consumed_by edges from event types to the services whose
-    CONSUMER spans processed them, with p50/p95 of (span start - broker timestamp) in ms;
-    `anomaly_count` per edge. As in the learned graph, emits edges count distinct events (a
-    duplicate publish of an event id adds neither a count nor a reaction time; a record
-    without an event id counts on its own) and consumed_by edges count each CONSUMER span
-    once, timed from the first publish of its event. Percentiles are the learned graph's
+    span processing its cause, the last to start before the publish); consumed_by edges from
+    event types to the services whose CONSUMER spans processed them, with p50/p95 of (span
+    start - broker timestamp) in ms; `anomaly_count` per edge. As in the learned graph, emits
+    edges count distinct events (a duplicate publish of an event id adds neither a count nor
+    a reaction time: its first publish is timed; a record without an event id counts on its
+    own) and consumed_by edges count each CONSUMER span once, timed from the first publish
+    of its event. Percentiles are the learned graph's
     own (`reconstruct.graph.percentile`), so a window over all traffic gives its figures.
     """
     hot = edge_anomalies(store)

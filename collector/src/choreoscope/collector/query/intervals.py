@@ -5,10 +5,10 @@ an analysis pass every `--analyze-interval`. A figure older than a few of those 
 is stale: no collector keeps it up to date. The CLI and the dashboard do not share the
 collector's settings, so a running collector records its intervals in the store as it
 starts (`record`; `collect --once` does not: it renews nothing after it), and readers take
-them from there (`recorded`). A store no collector recorded
-them in (one an earlier version filled) is judged by the reader's own settings
-(CHOREOSCOPE_POLL_INTERVAL, CHOREOSCOPE_ANALYZE_INTERVAL), else their defaults. Of several
-collectors sharing a store, the one started last is recorded.
+them from there (`recorded`). A store no collector recorded them in (one an earlier version
+filled) is judged by the reader's own settings (CHOREOSCOPE_POLL_INTERVAL,
+CHOREOSCOPE_ANALYZE_INTERVAL), else their defaults. Of several collectors sharing a store,
+the one started last is recorded.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..settings import SettingsError, lookup
+from ..settings import SETTINGS, SettingsError, lookup
 from ..store.schema import meta
 
 KEY = "collector.intervals"
@@ -66,8 +66,6 @@ def _positive(value: Any) -> float | None:
 
 
 def _setting(name: str) -> float:
-    from ..settings import SETTINGS
-
     try:
         value = float(lookup(name))
     except (SettingsError, ValueError):

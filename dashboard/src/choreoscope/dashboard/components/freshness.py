@@ -1,8 +1,8 @@
 """When a polled figure was measured: `as of 03:05:13 UTC, 15 min ago`, flagged when stale.
 
 The collector measures outbox tables and consumer lag every `poll_interval` seconds (which it
-records in the store: query/intervals.py) and the store keeps the last measurement, so after the collector stops the pages would show old
-figures as if current. Each such figure says when it was measured; one older than
+records in the store: query/intervals.py) and the store keeps the last measurement, so after
+the collector stops the pages would show old figures as if current. Each such figure says when it was measured; one older than
 `STALE_POLLS` poll intervals is flagged.
 """
 
