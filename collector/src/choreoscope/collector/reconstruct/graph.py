@@ -7,8 +7,8 @@ milliseconds, the resolution of those timestamps (a sub-millisecond handler read
 less than 0 on one clock). Of several processings of the cause (a redelivery, a retry after a
 failure), the one that published the effect is the last to start before its publish; root
 events and effects without such a span add no latency. `consumed_by` edges count CONSUMER
-spans (each processing) and carry the latency from publish (broker timestamp, else ce_time) to processing start, as p50 and p95
-(linear interpolation between closest ranks). A flow without any CONSUMER span (no traces:
+spans (each processing) and carry the latency from publish (broker timestamp, else ce_time)
+to processing start, as p50 and p95 (linear interpolation between closest ranks). A flow without any CONSUMER span (no traces:
 Jaeger not configured or down, spans lost) still shows who consumed what through its causation
 ids: a service that emitted an effect of event X processed X. Those processings count once per
 (cause, service) and carry no latency.
