@@ -204,6 +204,19 @@ def test_handled_event_with_a_trace_but_no_correlation_id_passes_on_its_flow(
         "0af7651916cd43dd8448eb211c80319c", "ce-r14")
 
 
+def test_handled_record_without_an_envelope_passes_on_its_flow(
+    producer: TracedProducer, topic: str
+) -> None:
+    """A record with no id, correlation or trace (a bare JSON value from a producer without
+    Choreoscope) is keyed by the collector as `topic/partition/offset`: an effect takes that
+    as its correlation id, so the two are one flow (it names no cause: there is no id)."""
+    handled = Event(id=None, type=None, source=None, topic="prices", partition=2, offset=41)
+    with handling(handled):
+        event = producer.publish(topic, "price.recorded", {})
+    producer.flush()
+    assert (event.correlation_id, event.causation_id) == ("prices/2/41", None)
+
+
 # -- plain send ----------------------------------------------------------------------------
 
 

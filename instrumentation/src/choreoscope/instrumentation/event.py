@@ -42,7 +42,11 @@ class Event:
 
 def flow_of(event: Event) -> str | None:
     """The flow an event belongs to, as the collector keys it (DESIGN.md section 4): its
-    correlation id, else the trace id of its traceparent, else its id. An event caused by
-    this one takes it as its correlation id, so cause and effect share one flow."""
+    correlation id, else the trace id of its traceparent, else its id, else (a record with
+    no envelope at all) its `topic/partition/offset`. An event caused by this one takes it
+    as its correlation id, so cause and effect share one flow."""
     tp = event.traceparent  # validated by the decoder, None when absent or malformed
-    return event.correlation_id or (tp[3:35] if tp else None) or event.id
+    found = event.correlation_id or (tp[3:35] if tp else None) or event.id
+    if found is None and event.topic is not None and event.offset is not None:
+        return f"{event.topic}/{event.partition}/{event.offset}"
+    return found
