@@ -349,12 +349,12 @@ def test_a_flow_of_many_records_pages_its_payloads_and_links_a_few_traces(
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     traces = [f"{n:032x}" for n in range(1, 8)]
-    rows = [_event("notes", i, f"n{i}", "order.noted", "order-service", "big",
-                   f"n{i - 1}" if i else None, T0 + i, trace=traces[i % 7])
-            for i in range(45)]
+    rows = [_event(topic, i, f"{flow}{i}", "order.noted", "order-service", flow,
+                   f"{flow}{i - 1}" if i else None, T0 + i, trace=traces[i % 7])
+            for flow, topic in (("big", "notes"), ("big2", "notes2")) for i in range(45)]
     add(fill(url), {schema.events: rows, schema.flows: [
-        flow_row("big", "completed", T0, T0 + 44, ["order.noted"] * 45, {"order-service"},
-                 traces)]}).dispose()
+        flow_row(flow, "completed", T0, T0 + 44, ["order.noted"] * 45, {"order-service"},
+                 traces) for flow in ("big", "big2")]}).dispose()
     monkeypatch.setenv("CHOREOSCOPE_STORE", url)
     monkeypatch.setenv("CHOREOSCOPE_JAEGER_UI", "http://jaeger:16686")
     at = run("flows", flow="big")
@@ -371,6 +371,9 @@ def test_a_flow_of_many_records_pages_its_payloads_and_links_a_few_traces(
     assert [e.label for e in at.expander] == [
         f"`order.noted` · `order-service` · `notes/0/{i}`" for i in range(40, 45)]
     assert "Records 41 to 45 of 45." in [c.value for c in at.caption]
+    at.query_params["flow"] = "big2"  # another flow opens at its first records
+    at.run()
+    assert "Records 1 to 20 of 45." in [c.value for c in at.caption]
 
 
 def test_a_flow_whose_traces_were_not_sampled_links_no_trace(

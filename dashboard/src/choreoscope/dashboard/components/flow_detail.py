@@ -21,6 +21,7 @@ MAX_EVENTS_SHOWN = 200  # in the causal tree
 EVENTS_PER_PAGE = 20
 MAX_TRACE_BUTTONS = 5
 _EVENTS_PAGE = "flow_detail:events"
+_SHOWN = "flow_detail:shown"  # the flow whose payload page is kept
 
 
 ANCHOR = "flow-detail"  # where a link to the detail below a table scrolls to
@@ -56,6 +57,9 @@ def render(flow: dict[str, Any]) -> None:
     if flow["trace_ids"] and flow.get("trace_status") != "unsampled" and not jaeger.enabled():
         st.caption("Trace ids: " + ", ".join(fmt.md(t) for t in flow["trace_ids"])
                    + " (start the dashboard with `--jaeger-ui URL` for links).")
+    if st.session_state.get(_SHOWN) != flow["correlation_id"]:  # another flow: its first page
+        st.session_state[_SHOWN] = flow["correlation_id"]
+        st.session_state.pop(f"{_EVENTS_PAGE}:page", None)
     tabs = st.tabs(["Timeline", "Causal tree", f"Anomalies ({len(flow['anomalies'])})",
                     f"Events and payloads ({len(flow['events'])})", f"Spans ({len(flow['spans'])})"])
     with tabs[0]:
