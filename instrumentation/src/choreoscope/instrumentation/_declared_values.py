@@ -17,10 +17,10 @@ import json
 import threading
 from typing import Any
 
-from .wire import CONTENT_TYPE
+from .wire import CONTENT_TYPE, OCTET_STREAM, TEXT_PLAIN
 
-_TEXT = b"text/plain; charset=utf-8"
-_BINARY = b"application/octet-stream"
+_TEXT = TEXT_PLAIN.encode()
+_BINARY = OCTET_STREAM.encode()
 _JSON_OPENERS = (b"{", b"[")
 
 # `SENDING.ours`: a send of ours is in progress on this thread (its value is looked at)

@@ -28,6 +28,9 @@ CORRELATIONID = "ce_correlationid"
 CAUSATIONID = "ce_causationid"
 SEQUENCE = "ce_sequence"
 CONTENT_TYPE = "content-type"
+# content types declared for values that are not JSON (a record without one is JSON)
+OCTET_STREAM = "application/octet-stream"
+TEXT_PLAIN = "text/plain; charset=utf-8"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
@@ -94,9 +97,9 @@ def encode_value(data: Any) -> tuple[bytes | None, str | None]:
     if data is None:
         return None, None
     if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data), "application/octet-stream"
+        return bytes(data), OCTET_STREAM
     if isinstance(data, str):
-        return data.encode(), "text/plain; charset=utf-8"
+        return data.encode(), TEXT_PLAIN
     return json_bytes(data), None
 
 
