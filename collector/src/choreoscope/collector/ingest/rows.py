@@ -9,7 +9,7 @@ from operator import itemgetter
 from typing import Any
 
 from choreoscope.instrumentation._clock import epoch_us
-from choreoscope.instrumentation.event import Event
+from choreoscope.instrumentation.event import Event, flow_of
 
 from ..store.text import ID_SUFFIX_CHARS, cut_id
 from .redact import Redactor
@@ -17,17 +17,11 @@ from .redact import Redactor
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def flow_id(event: Event, trace_id: str | None) -> str:
-    """The flow an event belongs to: correlation id, else trace id (of `trace_id`, the
-    event's traceparent's), else event id, else `topic/partition/offset`. The
-    instrumentation's `flow_of` is the same rule: what it gives an effect as correlation id
-    is its cause's flow here."""
-    return (
-        event.correlation_id
-        or trace_id
-        or event.id
-        or f"{event.topic}/{event.partition}/{event.offset}"
-    )
+def flow_id(event: Event) -> str:
+    """The flow an event belongs to: the instrumentation's `flow_of` (correlation id, else
+    trace id, else event id, else `topic/partition/offset`), so what it gives an effect as
+    correlation id is its cause's flow here."""
+    return flow_of(event) or f"{event.topic}/{event.partition}/{event.offset}"
 
 
 def time_ms(value: str | None) -> int | None:
@@ -114,7 +108,7 @@ def event_values(
         event.data, raw_value if event.envelope == "binary" else None)
     row = (
         event.topic, event.partition, event.offset, event.id, event.type, event.source,
-        event.subject, event.correlation_id, event.causation_id, flow_id(event, trace_id),
+        event.subject, event.correlation_id, event.causation_id, flow_id(event),
         event.schema_version, event.time, time_ms(event.time), event.sequence,
         _key_text(event.key), trace_id, tp[36:52] if tp else None, event.timestamp_ms,
         observed_at_ms, event.envelope, _dumps(event.problems) if event.problems else None,
