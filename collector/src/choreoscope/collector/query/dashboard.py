@@ -107,8 +107,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
     spans the OTLP receiver had to drop (`otlp_spans_dropped`), and when the flows were last
     analysed and how long that pass took (`analysed_at_ms`, `analysis_s`; None before), and
     when a pass last ran, skipped or not (`analysis_checked_at_ms`: the flows stand as of
-    then; None before); the collector's intervals (`poll_s`, `analyze_s`, as it recorded
-    them).
+    then; None before); the collector's analysis interval (`analyze_s`, as it recorded it).
     The outbox figures are as of `outbox_as_of_ms` (the oldest source's last good poll), the
     lag as of `lag_measured_at_ms`; `outbox_never_measured` sources have had no good poll
     yet, so no figures.
@@ -148,7 +147,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
                                                {"k": skip.STATE_KEY}).scalar())
         checked = skip.checked_at(conn.execute(text("SELECT value FROM meta WHERE key = :k"),
                                                {"k": skip.CHECKED_KEY}).scalar())
-        every = intervals.recorded(conn)
+        analyze_s = intervals.recorded(conn).analyze_s
     first_minute = since - since % 60000
     minutes = [{"minute_ms": m, "count": per_minute.get(m, 0)}
                for m in range(first_minute, end + 1, 60000)]
@@ -177,8 +176,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "analysis_s": analysed[1] if analysed else None,
         "analysis_checked_at_ms": max(filter(None, (checked, analysed and analysed[0])),
                                       default=None),
-        "poll_s": every.poll_s,
-        "analyze_s": every.analyze_s,
+        "analyze_s": analyze_s,
     }
 
 
