@@ -191,3 +191,25 @@ def test_resolve_flow_id_of_an_over_long_id(store: Store) -> None:
     assert resolve_flow_id(store, flow_id) == cut_id(flow_id, 128)
     assert resolve_flow_id(store, event_id) == "ord-3"
     assert resolve_flow_id(store, "c" * 200 + "-2") is None
+
+
+def test_search_by_an_over_long_correlation_id(store: Store) -> None:
+    """The dashboard's search box takes the whole over-long id as the user copied it: it
+    names the flow stored under the cut id, and only that one; a start of it still matches as
+    a substring."""
+    from sqlalchemy import update
+
+    from choreoscope.collector.store.schema import flows
+    from choreoscope.collector.store.text import cut_id
+
+    long_id = "c" * 200 + "-1"
+    with store.engine.begin() as conn:
+        conn.execute(update(flows).where(flows.c.correlation_id == "ord-2")
+                     .values(correlation_id=cut_id(long_id, 128)))
+
+    def ids(text: str) -> list[str]:
+        return [f["correlation_id"] for f in search_flows(store, correlation_id=text)["flows"]]
+
+    assert ids(long_id) == [cut_id(long_id, 128)]
+    assert ids("c" * 200 + "-2") == []
+    assert ids("C" * 40) == [cut_id(long_id, 128)]
