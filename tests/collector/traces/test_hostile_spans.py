@@ -204,6 +204,24 @@ def test_out_of_range_times_are_rejected_spans(store: Store, receiver: OtlpRecei
         ("span 5", 18446744073709551, "2554-07-21T23:34:33.709551Z")]
 
 
+@pytest.mark.parametrize(("message", "stored_as"), [
+    (5, "5"), (["a", 1], '["a", 1]'), ({"why": "x"}, '{"why": "x"}'), (True, "true"),
+    (False, None), (None, None), ("", None)])
+def test_a_status_message_that_is_no_string_keeps_its_batch(
+        store: Store, receiver: OtlpReceiver, message: Any, stored_as: str | None) -> None:
+    """OTLP/JSON may carry a number or a list where the status message's string belongs: the
+    span is stored with the value as text, and the good spans of its body with it (the span
+    writer failed on it and dropped them all after answering 200)."""
+    spans = [_span(i) for i in range(1, 51)] + [_span(51, status={"code": 2, "message": message})]
+    status, _, body = post(receiver, _body(("billing", spans)), "application/json")
+    assert (status, json.loads(body)) == (200, {})
+    assert receiver.flush()
+    rows = stored(store)
+    assert len(rows) == 51
+    assert (rows[50]["status"], rows[50]["status_message"]) == ("error", stored_as)
+    assert (receiver.spans_received, receiver.spans_stored, receiver.spans_dropped) == (51, 51, 0)
+
+
 def test_legacy_spans_with_out_of_range_times_are_skipped() -> None:
     """Jaeger's legacy model: a start or end after 9999-12-31, or negative, skips the span."""
     def legacy(span_id: int, start: int, duration: int = 5, log_at: int | None = None) -> dict:

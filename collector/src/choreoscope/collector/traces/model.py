@@ -260,9 +260,13 @@ def _int(value: Any) -> int | None:
 
 
 def _clip(value: str | None, limit: int) -> str | None:
-    """Cut to the column size, as valid UTF-8 text (`clean_text`)."""
+    """Cut to the column size, as valid UTF-8 text (`clean_text`). A value that is not text
+    (an OTLP/JSON body may give a number or a list where a string belongs) is stored as its
+    text, not refused: one odd span must not cost the spans written with it."""
     if not value:
         return value
+    if not isinstance(value, str):
+        value = str(value)
     return clean_text(value[:limit])
 
 

@@ -11,6 +11,7 @@ A body that is not TracesData at all raises `SpanFormatError`.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +99,7 @@ def _json_span(raw: dict[str, Any], service: Any) -> Span:
         start_us=start_ns // 1000,
         duration_us=max(0, end_ns - start_ns) // 1000,
         status=_enum(status.get("code"), _STATUS_BY_INT, "STATUS_CODE_", "unset"),
-        status_message=status.get("message") or None,
+        status_message=_text(status.get("message")),
         attributes=_json_attrs(raw.get("attributes")),
         links=[_json_link(link) for link in _json_list(raw.get("links"), "links")],
         events=[
@@ -119,6 +120,16 @@ def _json_link(link: dict[str, Any]) -> dict[str, Any]:
     if attrs:
         out["attributes"] = attrs
     return out
+
+
+def _text(value: Any) -> str | None:
+    """A status message as text: OTLP says string, but a JSON body can carry anything; a
+    number or list is kept as its JSON text rather than failing the spans stored with it."""
+    if value is None or value == "" or value is False:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
