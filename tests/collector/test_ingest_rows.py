@@ -131,6 +131,14 @@ def test_time_ms_parses_rfc3339_only() -> None:
         None, None, None)
 
 
+@pytest.mark.parametrize("value", [
+    "2026-11-28T10:00:00.\u00b2Z",  # isdigit() but not int(): it raised and lost the event
+    "2026-11-28T10:00:00.\u0661\u0662\u0663Z",  # the decoder calls it bad_time
+    "2026-11-28T10:00:0\u0662.1Z", "2026-11-28T10:00:00.1+0\u0661:00"])
+def test_time_ms_of_digits_other_than_ascii_is_none(value: str) -> None:
+    assert time_ms(value) is None
+
+
 def test_time_ms_reads_every_time_the_decoder_accepts() -> None:
     """Lower-case `t`/`z`, a space for `T` and a leap second are RFC 3339 too: each parses, so
     no valid time drops out of time ordering."""

@@ -401,6 +401,8 @@ _PROBLEM_CASES = [
         ["bad_time: '2026-11-26 05:35' is not RFC 3339"],
     ),
     (binary(ce_sequence=b"seven"), VALUE, ["bad_sequence: 'seven' is not an integer"]),
+    (binary(ce_sequence=b"1_000"), VALUE, ["bad_sequence: '1_000' is not an integer"]),
+    (binary(ce_sequence="١٢".encode()), VALUE, ["bad_sequence: '١٢' is not an integer"]),
     (
         binary(traceparent=b"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"),
         VALUE,

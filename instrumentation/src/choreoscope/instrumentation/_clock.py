@@ -50,6 +50,8 @@ def epoch_us(text: str) -> int | None:
 
     Read as RFC 3339 allows and `datetime` alone does not: `t`/`z` in lower case, and a leap
     second `:60`, taken as the first instant of the next second (as POSIX time does)."""
+    if not text.isascii():  # datetime reads other scripts' digits (and ² in places)
+        return None
     value = text.upper()
     leap = value[16:19] == ":60"
     if leap:

@@ -30,7 +30,8 @@ def time_ms(value: str | None) -> int | None:
         return None
     # The common form `YYYY-MM-DDTHH:MM:SS.fffZ`: events of one second share the parsed
     # second, and the fraction is read as digits (no float rounding).
-    if len(value) > 21 and value[19] == "." and value[-1] == "Z" and value[20:-1].isdigit():
+    if (len(value) > 21 and value[19] == "." and value[-1] == "Z"
+            and value[20:-1].isascii() and value[20:-1].isdigit()):
         second = _seconds.get(value[:19])
         if second is None:
             second = _second_ms(value[:19])
@@ -47,6 +48,8 @@ _seconds: dict[str, int | None] = {}
 
 
 def _second_ms(date_time: str) -> int | None:
+    if not date_time.isascii():  # datetime reads other scripts' digits
+        return None
     try:
         parsed = datetime.fromisoformat(date_time + "+00:00")
     except ValueError:
