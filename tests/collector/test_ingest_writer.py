@@ -105,6 +105,28 @@ def test_an_unreachable_store_is_unavailable_from_the_child_too() -> None:
         writer.close()
 
 
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_store_whose_tables_are_gone_is_unavailable_not_rejecting(
+        postgres_url: str, kind: str) -> None:
+    """PostgreSQL's events table dropped under a running collector (the database dropped
+    and made again empty): the batch raises StoreUnavailable, so no offset is committed. It
+    was taken row by row as rows the database rejects, and their offsets committed with
+    nothing stored. Once the schema is back, the same batch stores whole."""
+    store = Store(postgres_url).create()
+    writer = writer_for(store, kind).start()
+    try:
+        assert writer.write(COLUMNS, [_row(0)]) == 1
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE events")
+        with pytest.raises(StoreUnavailable, match="UndefinedTable"):
+            writer.write(COLUMNS, [_row(1), _row(2)])
+        store.create()
+        assert (writer.write(COLUMNS, [_row(1), _row(2)]), _count(store)) == (2, 2)
+    finally:
+        writer.close()
+        store.dispose()
+
+
 def test_close_leaves_no_process(tmp_path) -> None:
     """After close the child has exited; a writer never started closes quietly."""
     store = Store(f"sqlite:///{tmp_path}/c.db").create()

@@ -20,7 +20,7 @@ from typing import Any
 from choreoscope.instrumentation.decoder import decode_with_headers
 
 from ..store import Store
-from ..store.engine import UNAVAILABLE_ERRORS, describe_error
+from ..store.engine import UNAVAILABLE_ERRORS, describe_error, schema_missing
 from ..store.schema import events
 from ..store.text import clean_texts
 from .redact import Redactor
@@ -169,6 +169,8 @@ def store_tuples(store: Store, columns: tuple[str, ...], rows: list[tuple[Any, .
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(describe_error(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - a row the database rejects: go row by row
+        if schema_missing(exc):
+            raise StoreUnavailable(describe_error(exc)) from exc
         log.warning("batch of %d rows rejected (%s); storing row by row", len(rows), describe_error(exc))
     return sum(_store_one(store, dict(zip(columns, row, strict=True))) for row in rows)
 
@@ -202,6 +204,8 @@ def _store_one(store: Store, row: dict[str, Any]) -> int:
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(describe_error(exc)) from exc
         except Exception as exc:  # noqa: BLE001
+            if schema_missing(exc):
+                raise StoreUnavailable(describe_error(exc)) from exc
             reason = describe_error(exc)
             log.warning("row %s/%s/%s rejected: %s", row["topic"], row["partition"],
                         row["offset"], reason)

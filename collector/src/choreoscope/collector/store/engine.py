@@ -31,6 +31,18 @@ _URL_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")
 # Errors of the connection to the store, not of a row: retrying row by row would not help.
 UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
 
+# SQLSTATE of a table or column that is not there (PostgreSQL: the database was dropped and
+# made again empty, or the schema of another version): no row can be stored, so a batch
+# must wait, not be taken row by row as rejected rows. SQLite says so as OperationalError.
+_SCHEMA_GONE = {"42P01", "42703", "3F000"}
+
+
+def schema_missing(exc: BaseException) -> bool:
+    """Whether `exc` says the store's tables (or columns) are not there."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return isinstance(exc, DBAPIError) and code in _SCHEMA_GONE
+
 
 def describe_error(exc: BaseException) -> str:
     """A database error in one line, without the SQL parameters (they may hold payloads)."""
