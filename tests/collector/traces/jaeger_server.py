@@ -27,6 +27,7 @@ class Reply:
     body: bytes = b"{}"
     content_type: str | None = "application/json"
     delay_s: float = 0.0
+    drip_s: float = 0.0  # send the body a byte at a time, this long apart
 
 
 class FakeJaeger:
@@ -71,7 +72,12 @@ class FakeJaeger:
                         self.send_header("Content-Type", reply.content_type)
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    if not reply.drip_s:
+                        self.wfile.write(reply.body)
+                    for i in range(len(reply.body)) if reply.drip_s else ():
+                        self.wfile.write(reply.body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(reply.drip_s)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

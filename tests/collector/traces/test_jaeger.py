@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -299,6 +300,18 @@ def test_timeout_raises_unavailable() -> None:
         jaeger.routes["/api/v3/services"] = Reply(body=fixture("GetServices.json"), delay_s=1.5)
         with pytest.raises(JaegerUnavailable, match=r"timed out after 0\.2s"):
             JaegerClient(jaeger.url, timeout_s=0.2).services()
+
+
+def test_an_answer_dripping_in_is_given_up_at_its_deadline() -> None:
+    """A server sending a byte every 0.1 s never leaves a wait of timeout_s idle; the whole
+    answer is given 6 timeout_s (the fetching thread runs the collector's upkeep too)."""
+    with FakeJaeger() as jaeger:
+        jaeger.routes["/api/v3/services"] = Reply(body=fixture("GetServices.json"), drip_s=0.1)
+        started = time.monotonic()
+        with pytest.raises(JaegerUnavailable,
+                           match=r"did not finish its answer within 1\.8s \(GET /api/v3/services"):
+            JaegerClient(jaeger.url, timeout_s=0.3).services()
+        assert 1.8 <= time.monotonic() - started < 3.0
 
 
 def test_connection_refused_raises_unavailable() -> None:

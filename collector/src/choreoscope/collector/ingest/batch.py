@@ -168,7 +168,7 @@ def store_tuples(store: Store, columns: tuple[str, ...], rows: list[tuple[Any, .
             return _insert(conn, store.dialect, columns, rows)
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(describe_error(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - a row the database rejects: go row by row
+    except Exception as exc:  # a row the database rejects: go row by row
         if schema_missing(exc):
             raise StoreUnavailable(describe_error(exc)) from exc
         log.warning("batch of %d rows rejected (%s); storing row by row", len(rows), describe_error(exc))
@@ -203,7 +203,7 @@ def _store_one(store: Store, row: dict[str, Any]) -> int:
                 return store.insert_ignore(conn, events, [attempt])
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(describe_error(exc)) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # this row rejected: try it sanitized, then minimal
             if schema_missing(exc):
                 raise StoreUnavailable(describe_error(exc)) from exc
             reason = describe_error(exc)

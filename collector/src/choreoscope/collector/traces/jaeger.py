@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 # Services Jaeger reports about itself.
 JAEGER_OWN_SERVICES = frozenset({"jaeger", "jaeger-query", "jaeger-all-in-one"})
 _MAX_BODY = 256 * 1024 * 1024
+# The whole answer must arrive within this many `timeout_s` (30 s by default).
+_WHOLE_ANSWER_WAITS = 6
 
 
 class JaegerError(RuntimeError):
@@ -191,13 +194,17 @@ class JaegerClient:
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                raw = resp.read(_MAX_BODY + 1)
+                raw = _read_by(resp, time.monotonic() + _WHOLE_ANSWER_WAITS * self.timeout_s)
         except urllib.error.HTTPError as exc:
             raw = _read_quietly(exc)
             if exc.code == 404:
                 raise _NotFound(route_missing=not _is_jaeger_not_found(raw)) from None
             raise JaegerError(f"Jaeger GET {path}: HTTP {exc.code}: {_error_message(raw)}",
                               exc.code) from None
+        except _AnswerTooSlow:
+            raise JaegerUnavailable(
+                f"Jaeger at {self.base_url} did not finish its answer within "
+                f"{_WHOLE_ANSWER_WAITS * self.timeout_s:g}s (GET {path})") from None
         except TimeoutError:
             raise JaegerUnavailable(f"Jaeger at {self.base_url} timed out after "
                                     f"{self.timeout_s:g}s (GET {path})") from None
@@ -216,6 +223,27 @@ class JaegerClient:
         except ValueError:
             raise JaegerError(f"Jaeger GET {path}: expected a JSON body, got "
                               f"{raw[:80]!r}") from None
+
+
+class _AnswerTooSlow(TimeoutError):
+    """The answer kept coming, but too slowly to finish by the deadline."""
+
+
+def _read_by(resp: Any, deadline: float) -> bytes:
+    """The body (at most `_MAX_BODY` + 1 bytes), or TimeoutError once `deadline` passes: the
+    socket timeout bounds each wait only, so a server sending a byte now and then held the
+    fetching thread (and all the collector's upkeep on it) for as long as it liked."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= _MAX_BODY:
+        if time.monotonic() > deadline:
+            raise _AnswerTooSlow
+        part = resp.read1(min(1 << 20, _MAX_BODY + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _read_quietly(exc: urllib.error.HTTPError) -> bytes:
