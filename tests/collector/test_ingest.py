@@ -715,3 +715,17 @@ def test_debug_logging_says_what_was_stored_and_committed(
     assert said and said[-1].endswith(f"{topic}/0@3")
     assert sum(int(m.split()[1]) for m in said) == 3
     store.dispose()
+
+
+def test_options_holding_secrets_are_masked_in_the_log_line() -> None:
+    """Every librdkafka option that holds a secret is masked where the options are logged:
+    passwords, client secrets, private keys inline, JAAS and OAUTHBEARER configs."""
+    from choreoscope.collector.ingest.consumer import describe_options
+
+    secret = {k: "s3cret" for k in (
+        "sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem",
+        "sasl.oauthbearer.client.secret", "sasl.oauthbearer.config", "sasl.jaas.config",
+        "ssl_key", "sasl.oauthbearer.token.endpoint.url.credentials")}
+    plain = {"bootstrap.servers": "kafka:9092", "group.id": "g", "sasl.username": "me",
+             "sasl.mechanism": "PLAIN", "session.timeout.ms": 6000}
+    assert describe_options({**secret, **plain}) == {**dict.fromkeys(secret, "***"), **plain}

@@ -36,6 +36,7 @@ class FakeJaeger:
     def __init__(self) -> None:
         self.routes: dict[str, Reply] = {}
         self.requests: list[str] = []
+        self.authorizations: list[str | None] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -62,6 +63,7 @@ class FakeJaeger:
 
             def do_GET(self) -> None:
                 fake.requests.append(self.path)
+                fake.authorizations.append(self.headers.get("Authorization"))
                 reply = fake.routes.get(self.path.split("?")[0],
                                         Reply(404, ROUTE_MISSING, "text/plain; charset=utf-8"))
                 if reply.delay_s:

@@ -314,6 +314,23 @@ def test_an_answer_dripping_in_is_given_up_at_its_deadline() -> None:
         assert 1.8 <= time.monotonic() - started < 3.0
 
 
+def test_credentials_in_the_url_are_basic_auth_and_never_shown() -> None:
+    """`http://user:pass@host` authenticates as curl would (urllib took `user:pass@host`
+    for the host name), and no error message names the password."""
+    with FakeJaeger() as jaeger:
+        jaeger.routes["/api/v3/services"] = Reply(body=fixture("GetServices.json"))
+        url = jaeger.url.replace("http://", "http://reader:p%40ss@")
+        client = JaegerClient(url)
+        assert client.services() == json.loads(fixture("GetServices.json"))["services"]
+        assert jaeger.authorizations == ["Basic cmVhZGVyOnBAc3M="]  # reader:p@ss
+        assert client.base_url == jaeger.url
+    with pytest.raises(JaegerUnavailable, match="refused") as info:  # the server is gone
+        client.services()
+    assert "p%40ss" not in str(info.value) and "reader" not in str(info.value)
+    with pytest.raises(ValueError, match=r"ftp://reader:\*\*\*@host"):
+        JaegerClient("ftp://reader:hunter2@host")
+
+
 def test_connection_refused_raises_unavailable() -> None:
     """Jaeger down (nothing listening) is JaegerUnavailable, a ConnectionError."""
     with socket.socket() as sock:

@@ -197,7 +197,7 @@ class Collector:
         if not jaeger:  # started only when --jaeger is set
             raise ValueError("expected a Jaeger URL (--jaeger), got none")
         self.fetcher = TraceFetcher(self.opened, jaeger, redactor=self.redactor())
-        log.info("fetching traces from Jaeger at %s", self.settings.jaeger)
+        log.info("fetching traces from Jaeger at %s", mask_url(self.settings.jaeger))
 
     def _start_lag(self) -> None:
         from .lag import LagMonitor

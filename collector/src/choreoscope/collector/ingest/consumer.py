@@ -41,7 +41,10 @@ DEFAULT_GROUP = "choreoscope-collector"
 WRITE_WINDOW = 2  # batches handed to the batch writer before waiting for the oldest
 ANSWER_PATIENCE_S = 30.0  # waiting longer for the writer's answer is logged
 METADATA_REFRESH_MS = 5000
-_SECRET_OPTION = re.compile(r"password|secret|token|jaas|key$", re.IGNORECASE)
+# librdkafka options that hold secrets: passwords, client secrets, JAAS and OAUTHBEARER
+# configs (which carry secrets inline), private keys inline (ssl.key.pem) or as keys
+_SECRET_OPTION = re.compile(r"password|secret|token|jaas|key$|pem$|oauthbearer\.config|"
+                            r"credential", re.IGNORECASE)
 
 
 class BusIngest:

@@ -7,6 +7,7 @@ Errors: `JaegerUnavailable` when Jaeger cannot be reached (connection refused, t
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import socket
@@ -17,6 +18,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from ..store.masking import mask_secrets
 from .legacy import decode_legacy
 from .model import Span, SpanFormatError, check_time_us, normalize_id
 from .otlp import decode_json
@@ -53,7 +55,18 @@ class JaegerClient:
     def __init__(self, base_url: str, *, timeout_s: float = 5.0) -> None:
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"expected a Jaeger URL like http://host:16686, got {base_url!r}")
+            raise ValueError("expected a Jaeger URL like http://host:16686, got "
+                             f"{mask_secrets(base_url)!r}")
+        # user:password@ in the URL is HTTP basic auth, as curl takes it; it is sent as a
+        # header and never named in a message (urllib took it for part of the host name)
+        self._headers = {"Accept": "application/json"}
+        if parsed.username is not None or parsed.password is not None:
+            user = urllib.parse.unquote(parsed.username or "")
+            password = urllib.parse.unquote(parsed.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
+            host = parsed.netloc.rsplit("@", 1)[1]
+            base_url = urllib.parse.urlunsplit(parsed._replace(netloc=host))
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.api_v3: bool | None = None  # None until learned; False: only the legacy API exists
@@ -191,7 +204,7 @@ class JaegerClient:
 
     def _get(self, path: str) -> Any:
         url = self.base_url + path
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        request = urllib.request.Request(url, headers=self._headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
                 raw = _read_by(resp, time.monotonic() + _WHOLE_ANSWER_WAITS * self.timeout_s)
