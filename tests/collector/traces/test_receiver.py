@@ -404,6 +404,45 @@ def test_span_attributes_matching_the_pattern_are_redacted(store: Store) -> None
     assert "a@b.c" not in json.dumps(row) and "k-123" not in json.dumps(row)
 
 
+def test_nested_kvlist_attributes_are_redacted_at_any_depth(store: Store) -> None:
+    """Keys inside kvlist values (and kvlists inside arrays) are redacted like payload keys:
+    `db.password` nested as {"db": {"password": ...}} was stored in clear."""
+    from choreoscope.collector.ingest.redact import Redactor
+
+    def kv(key: str, value: dict) -> dict:
+        return {"key": key, "value": value}
+
+    def text(value: str) -> dict:
+        return {"stringValue": value}
+
+    attributes = [
+        kv("db", {"kvlistValue": {"values": [kv("password", text("pw2")), kv("host", text("h")),
+                                              kv("opts", {"kvlistValue": {"values": [
+                                                  kv("secret", text("s3"))]}})]}}),
+        kv("users", {"arrayValue": {"values": [
+            {"kvlistValue": {"values": [kv("name", text("ann")), kv("token", text("t0k"))]}},
+            text("plain")]}}),
+        kv("password", text("pw1"))]
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "ab" * 16, "spanId": "cd" * 8, "name": "q", "kind": 3,
+        "startTimeUnixNano": "1767225600000000000", "endTimeUnixNano": "1767225600000500000",
+        "attributes": attributes,
+        "events": [{"name": "e", "timeUnixNano": "1767225600000000000",
+                    "attributes": [kv("conn", {"kvlistValue": {"values": [
+                        kv("password", text("pw3"))]}})]}]}]}]}]}).encode()
+    receiver = OtlpReceiver(store, port=0, redactor=Redactor(r"password|secret|token")).start()
+    try:
+        assert post(receiver, body, "application/json")[0] == 200
+        assert receiver.flush()
+    finally:
+        receiver.stop()
+    [row] = stored(store)
+    assert json.loads(row["attributes"]) == {
+        "db": {"password": "[REDACTED]", "host": "h", "opts": {"secret": "[REDACTED]"}},
+        "users": [{"name": "ann", "token": "[REDACTED]"}, "plain"], "password": "[REDACTED]"}
+    assert json.loads(row["events"])[0]["attributes"] == {"conn": {"password": "[REDACTED]"}}
+
+
 def test_mangled_bodies_always_get_an_answer(receiver: OtlpReceiver) -> None:
     """Mangled TracesData gets 200 (with rejected spans) or 400, never a dropped connection."""
     from tests.collector.traces.test_otlp import mutations

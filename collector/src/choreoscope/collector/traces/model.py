@@ -137,11 +137,28 @@ class Span:
 
 
 def _redacted(attributes: dict[str, Any], redact: Callable[[str], bool]) -> dict[str, Any]:
-    """`attributes` with the values of the keys `redact` matches replaced (the same dict
-    when none does)."""
-    if not any(isinstance(k, str) and redact(k) for k in attributes):
-        return attributes
-    return {k: REDACTED if isinstance(k, str) and redact(k) else v for k, v in attributes.items()}
+    """`attributes` with the values of the keys `redact` matches replaced, at any depth of
+    kvlist and array values, as event payloads are (the same dict when none matches)."""
+    kept = _redacted_value(attributes, redact, 0)
+    return kept if isinstance(kept, dict) else attributes
+
+
+# Deeper than this a value is not walked but replaced: it cannot be shown safe.
+_MAX_DEPTH = 64
+
+
+def _redacted_value(value: Any, redact: Callable[[str], bool], depth: int) -> Any:
+    """`value` with matching keys redacted; the same object when nothing changed."""
+    if not isinstance(value, dict | list):
+        return value
+    if depth >= _MAX_DEPTH:
+        return REDACTED
+    if isinstance(value, list):
+        items = [_redacted_value(v, redact, depth + 1) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    out = {k: REDACTED if isinstance(k, str) and redact(k)
+           else _redacted_value(v, redact, depth + 1) for k, v in value.items()}
+    return value if all(out[k] is v for k, v in value.items()) else out
 
 
 def _with_redacted_attributes(item: Any, redact: Callable[[str], bool]) -> Any:
