@@ -920,3 +920,28 @@ def test_a_key_given_to_a_key_serializer_is_the_subject_as_text(
     records = read_back(bootstrap, topic, 4)
     subjects = sorted(dict(r.headers).get("ce_subject", b"-").decode() for r in records)
     assert subjects == sorted(["42", str(order), "-", "-"])
+
+
+def test_a_key_of_binary_bytes_is_the_subject_as_hex(
+    bootstrap: str, topic: str, tracer_provider: TracerProvider
+) -> None:
+    """Key bytes that are not printable UTF-8 text (a binary UUID, a hash) give their hex as
+    the subject: decoded with replacement characters, b"\\xff\\x01" and b"\\xfe\\x01" were one
+    subject, and their events were judged out of order against each other. Text keys stay
+    text."""
+    raw = KafkaProducer(bootstrap_servers=bootstrap)
+    traced = instrument_producer(raw, service="orders", tracer_provider=tracer_provider)
+    binary = uuid.UUID("ffffffff-0000-7000-8000-000000000001").bytes
+    sent = [traced.publish(topic, "item.added", {"n": 1}, key=b"\xff\x01"),
+            traced.publish(topic, "item.added", {"n": 2}, key=b"\xfe\x01"),
+            traced.publish(topic, "item.added", {"n": 3}, key=binary),
+            traced.publish(topic, "item.added", {"n": 4}, key="ord_\u00e9".encode()),
+            traced.publish(topic, "item.added", {"n": 5}, key=b"a\x00b")]
+    traced.send(topic, value={"n": 6}, key=bytearray(b"\xfe\x02"), partition=0)
+    traced.flush()
+    raw.close(timeout=5)
+    assert [e.subject for e in sent] == [
+        "ff01", "fe01", "ffffffff000070008000000000000001", "ord_\u00e9", "610062"]
+    records = read_back(bootstrap, topic, 6)
+    subjects = sorted(dict(r.headers)["ce_subject"].decode() for r in records)
+    assert subjects == sorted(["ff01", "fe01", binary.hex(), "ord_\u00e9", "610062", "fe02"])

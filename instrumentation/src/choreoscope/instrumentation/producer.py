@@ -62,6 +62,22 @@ _TEXT_KEYS = (bytes, bytearray, memoryview, str, int, UUID)
 def _subject_key(key: Any) -> bool:
     """Whether `key`'s text is the event's subject when none is given."""
     return isinstance(key, _TEXT_KEYS) and not isinstance(key, bool)
+
+
+def _key_subject(key: Any, key_text: str | None) -> str | None:
+    """The subject a key gives: its text, or for key bytes that are not printable UTF-8 (a
+    binary id, a hash) their hex. Decoding such bytes with replacement characters made
+    different keys one subject, whose events were judged out of order against each other."""
+    if not _subject_key(key):
+        return None
+    if isinstance(key, _BYTES_LIKE):
+        raw = bytes(key)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.hex()
+        return text if text.isprintable() else raw.hex()
+    return key_text
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 # Event types already checked for past tense: each bad one is logged once per process.
@@ -223,8 +239,8 @@ class TracedProducer:
         key_text = None
         if key is not None:
             key_text = key_as_text(key)
-            if event.subject is None and _subject_key(key):
-                event.subject = key_text
+            if event.subject is None:
+                event.subject = _key_subject(key, key_text)
         self._complete(event)
 
         content_type = None
@@ -307,8 +323,8 @@ class TracedProducer:
                 "only with a key: give key=..., or data such as {}"
             )
         key_text = key_as_text(key)
-        if subject is None and _subject_key(key):
-            subject = key_text
+        if subject is None:
+            subject = _key_subject(key, key_text)
         event = Event(
             id=None,
             type=event_type,
