@@ -423,3 +423,45 @@ def test_an_anomaly_is_detected_when_recorded_never_before_the_pass(store):
     assert {a["detail"]: a["detected_at"] for a in list_anomalies(store)} == {
         "late": "2023-11-14T22:15:25.000Z", "behind": "2023-11-14T22:15:20.000Z",
         "fixed": "2023-11-14T22:15:20.000Z"}
+
+
+def test_a_flow_of_dead_outbox_rows_lasts_as_long_as_its_spans(store):
+    """A flow known only from dead outbox rows has the spans of its request and of the failed
+    publish attempts: its time runs from the first to the last of them and its trace is
+    available (it showed 0 ms and "trace unavailable" above eight seconds of spans). A dead
+    row whose trace has no span stored keeps the row's time."""
+    traced, bare = "ab" * 16, "cd" * 16
+
+    def row(rid: str, flow: str, trace: str, created_ms: int) -> dict:
+        return {"id": rid, "type": "order.placed", "attempts": 5, "status": "dead",
+                "correlation_id": flow, "trace_id": trace,
+                "created_at": _iso(created_ms), "age_s": 60.0}
+
+    source = dead_outbox("unused")
+    source["stuck"] = json.dumps([row("r1", "gone-1", traced, T0),
+                                  row("r2", "gone-2", bare, T0 + 7)])
+    source["dead"] = 2
+
+    def span(span_id: str, start_ms: int, duration_ms: int, name: str) -> dict:
+        e = ev(None, None, flow="gone-1")
+        s = producer(e)
+        s.update(trace_id=traced, span_id=span_id, name=name, start_us=start_ms * 1000,
+                 duration_us=duration_ms * 1000, message_id=None, status="error")
+        return s
+
+    put(store, span_rows=[span("0000000000000001", T0 - 40, 60, "POST /orders"),
+                          span("0000000000000002", T0 + 1000, 5, "send orders"),
+                          span("0000000000000003", T0 + 8000, 30, "send orders")],
+        outbox=[source])
+    analyze(store, AnalysisOptions(), now_ms=NOW)
+    rows = _flows(store)
+    assert {k: (v["status"], v["started_at_ms"], v["last_seen_at_ms"], v["duration_ms"],
+                v["trace_status"], v["event_count"]) for k, v in rows.items()} == {
+        "gone-1": ("failed", T0 - 40, T0 + 8030, 8070, "available", 0),
+        "gone-2": ("failed", T0 + 7, T0 + 7, 0, "unavailable", 0)}
+
+
+def _iso(ms: int) -> str:
+    from choreoscope.collector.query._convert import rfc3339_ms
+
+    return rfc3339_ms(ms)

@@ -41,7 +41,13 @@ from .reconstruct.load import (
 )
 from .reconstruct.order import processed_by_group_subject
 from .reconstruct.terminal import TerminalTypes
-from .reconstruct.write import anomaly_counts, dead_outbox_flows, write_edges, write_flows
+from .reconstruct.write import (
+    anomaly_counts,
+    dead_outbox_flows,
+    trace_extents,
+    write_edges,
+    write_flows,
+)
 from .store import Store
 from .store.engine import UNAVAILABLE_ERRORS, describe_error
 from .traces.consumed import name_pending
@@ -222,8 +228,9 @@ def analyze(store: Store, options: AnalysisOptions | None = None,
 
     # Flows whose only trace is a dead outbox row: their events never reached the bus.
     known = {s.flow_id for s in summaries}
-    alone = [flowmod.outbox_only(cid, rows) for cid, rows in sorted(dead.items())
-             if cid not in known]
+    lone = sorted((cid, rows) for cid, rows in dead.items() if cid not in known)
+    traced = trace_extents(store, [r.trace_id for _, rows in lone for r in rows if r.trace_id])
+    alone = [flowmod.outbox_only(cid, rows, traced) for cid, rows in lone]
     if alone:  # write_flows walks the flows in id order
         summaries = list(heapq.merge(summaries, alone, key=lambda s: s.flow_id))
 

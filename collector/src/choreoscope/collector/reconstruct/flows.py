@@ -102,16 +102,23 @@ class DeadRow:
     created_at_ms: int
 
 
-def outbox_only(flow_id: str, rows: Iterable[DeadRow]) -> FlowSummary:
+def outbox_only(flow_id: str, rows: Iterable[DeadRow],
+                traced: Mapping[str, tuple[int, int]] | None = None) -> FlowSummary:
     """The summary of a flow known only from its dead outbox rows: none of its events reached
-    the bus, so it has no event, no variant and no DAG; its time is the rows' creation."""
+    the bus, so it has no event, no variant and no DAG. Its time runs from the rows'
+    creation, or the first span of their traces, to the last of those (`traced`: first start
+    and last end of each trace's stored spans, in ms), as its trace is available when any
+    span of it is stored."""
     rows = sorted(rows, key=lambda r: (r.created_at_ms, r.row_id))
     traces = list(dict.fromkeys(r.trace_id for r in rows if r.trace_id))
+    extents = [traced[t] for t in traces if traced and t in traced]
+    started = min([rows[0].created_at_ms, *(first for first, _ in extents)])
+    last = max([rows[-1].created_at_ms, *(end for _, end in extents)])
     return FlowSummary(
         flow_id=flow_id,
-        started_at_ms=rows[0].created_at_ms,
-        last_seen_at_ms=rows[-1].created_at_ms,
-        activity_ms=rows[-1].created_at_ms,
+        started_at_ms=started,
+        last_seen_at_ms=last,
+        activity_ms=last,
         event_count=0,
         services=json_list(sorted({r.service for r in rows if r.service})),
         event_types=json_list(list(dict.fromkeys(r.event_type for r in rows if r.event_type))),
@@ -119,7 +126,7 @@ def outbox_only(flow_id: str, rows: Iterable[DeadRow]) -> FlowSummary:
         variant="",
         failed=True,
         leaves=[],
-        trace_status="unavailable" if traces else "none",
+        trace_status=("available" if extents else "unavailable") if traces else "none",
     )
 
 

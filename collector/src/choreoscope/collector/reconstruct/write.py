@@ -12,7 +12,7 @@ from sqlalchemy import delete, exists, func, select, tuple_
 from choreoscope.instrumentation._clock import epoch_us
 
 from ..store import Store
-from ..store.schema import anomalies, events, flows, graph_edges, outbox_sources
+from ..store.schema import anomalies, events, flows, graph_edges, outbox_sources, spans
 from ..store.text import cut_id
 from .flows import DeadRow, FlowSummary, flow_row
 from .load import collate, raw_connection, stream
@@ -60,6 +60,23 @@ def dead_outbox_flows(store: Store) -> dict[str, list[DeadRow]]:
                         service=_text(row.get("service")) or source,
                         trace_id=_text(row.get("trace_id")), created_at_ms=created))
     return {cid: list(rows.values()) for cid, rows in found.items()}
+
+
+def trace_extents(store: Store, trace_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """The first start and last end (epoch ms) of the stored spans of each trace: a flow
+    known only from dead outbox rows still has the spans of its request and its failed
+    publish attempts, which say how long it lasted."""
+    out: dict[str, tuple[int, int]] = {}
+    wanted = sorted(set(trace_ids))
+    with store.engine.connect() as conn:
+        for i in range(0, len(wanted), 500):
+            for trace_id, first_us, last_us in conn.execute(
+                    select(spans.c.trace_id, func.min(spans.c.start_us),
+                           func.max(spans.c.start_us + spans.c.duration_us))
+                    .where(spans.c.trace_id.in_(wanted[i:i + 500]))
+                    .group_by(spans.c.trace_id)):
+                out[trace_id] = (int(first_us) // 1000, int(last_us) // 1000)
+    return out
 
 
 def _json(text: str | None) -> Any:
