@@ -113,6 +113,9 @@ def test_bad_values_are_rejected_with_expected_and_got() -> None:
         lookup("from", "middle", {})
     with pytest.raises(SettingsError, match="CHOREOSCOPE_OTLP_PORT"):
         lookup("otlp_port", None, {"CHOREOSCOPE_OTLP_PORT": "99999"})
+    with pytest.raises(SettingsError, match=r"batch_size .*got '1000001' \(more than 1,000,000\)"):
+        lookup("batch_size", "1000001", {})
+    assert lookup("batch_size", "1000000", {}) == 1_000_000
     with pytest.raises(SettingsError, match="got 'nokeyvalue'"):
         lookup("kafka_option", ["nokeyvalue"], {})
     with pytest.raises(SettingsError, match="expected distinct source names, got a more than once"):

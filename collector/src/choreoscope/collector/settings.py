@@ -68,10 +68,20 @@ def _port(text: str) -> int:
     return value
 
 
+MAX_BATCH = 1_000_000
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("not positive")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_BATCH:  # librdkafka's consume() takes at most this many
+        raise ValueError(f"more than {MAX_BATCH:,}")
     return value
 
 
@@ -138,7 +148,8 @@ _DECLARED = (
             "ends is cut at twice that (0 keeps everything)"),
     Setting("metrics_port", _port, None, "Prometheus metrics port (unset: no metrics server)"),
     Setting("metrics_host", str, "127.0.0.1", "Prometheus metrics listen address"),
-    Setting("batch_size", _positive_int, 5000, "records consumed and stored per batch"),
+    Setting("batch_size", _batch_size, 5000,
+            "records consumed and stored per batch (1 to 1,000,000)"),
     Setting("batch_timeout", _seconds, 0.5, "longest wait for a batch to fill, seconds"),
     Setting("analyze_interval", _seconds, 5.0, "seconds between analysis passes"),
     Setting("poll_interval", _seconds, 10.0,
