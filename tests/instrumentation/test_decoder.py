@@ -480,6 +480,24 @@ def test_structured_not_json() -> None:
     )
 
 
+@pytest.mark.parametrize(("value", "data", "problem"), [
+    (b"[1, 2, 3]", [1, 2, 3], "structured envelope is not a JSON object"),
+    (b'"hello"', "hello", "structured envelope is not a JSON object"),
+    (b"null", None, "structured envelope is not a JSON object"),
+    (b"42", 42, "structured envelope is not a JSON object"),
+    (b"nope", "nope", "structured envelope is not JSON"),
+    (b"\xff\x00", b"\xff\x00", "structured envelope is not JSON"),
+    (None, None, "structured envelope has no value"),
+])
+def test_a_structured_value_that_is_no_envelope_is_kept_as_data(
+        value: bytes | None, data: Any, problem: str) -> None:
+    """The value of a record declared structured that holds no envelope is the event's data
+    (it was dropped: stored as no data at all); JSON null is JSON, a missing value is none."""
+    event = decode_record([("content-type", b"application/cloudevents+json")], value)
+    assert (event.data, event.envelope, event.problems[0]) == (
+        data, "structured", f"undecodable_value: {problem}")
+
+
 def test_structured_bad_base64() -> None:
     """Invalid data_base64 is a bad_field problem and the text is kept."""
     obj = {k: v for k, v in STRUCTURED.items() if k != "data"} | {"data_base64": "!!"}

@@ -317,7 +317,7 @@ def _decode(hdrs: dict[str, str], value: Any, problems: list[str]) -> Event:
         if not content_type.lower().startswith("application/cloudevents"):
             return _binary(hdrs, value, content_type, problems)
     if content_type and content_type.lower().startswith("application/cloudevents"):
-        return _structured(_parse_json(value, problems), problems)
+        return _structured(_parse_json(value, problems), problems, value)
     parsed = _try_json(value)
     if isinstance(parsed, dict):
         if "specversion" in parsed and ("id" in parsed or "type" in parsed):
@@ -374,11 +374,14 @@ def _binary(
     return event
 
 
-def _structured(obj: Any, problems: list[str]) -> Event:
+def _structured(obj: Any, problems: list[str], value: Any = None) -> Event:
+    """The event of a structured-mode envelope. A value that is no envelope (JSON but not an
+    object, or not JSON) is kept as the event's data, with the problem recorded."""
     if not isinstance(obj, dict):
         if obj is not _NOT_JSON:
             problems.append(f"{UNDECODABLE_VALUE}: structured envelope is not a JSON object")
-        return Event(id=None, type=None, source=None, data=None, envelope="structured")
+        data = obj if obj is not _NOT_JSON else (None if value is None else _raw(value))
+        return Event(id=None, type=None, source=None, data=data, envelope="structured")
     spec = obj.get("specversion")
     if spec != "1.0":
         problems.append(f"{BAD_SPECVERSION}: {spec!r}")
@@ -545,10 +548,12 @@ def _try_json(value: Any) -> Any:
 
 
 def _parse_json(value: bytes | None, problems: list[str]) -> Any:
-    parsed = _try_json(value)
-    if parsed is _NOT_JSON or parsed is None:
-        problems.append(f"{UNDECODABLE_VALUE}: structured envelope is not JSON")
+    if value is None:
+        problems.append(f"{UNDECODABLE_VALUE}: structured envelope has no value")
         return _NOT_JSON
+    parsed = _try_json(value)
+    if parsed is _NOT_JSON:
+        problems.append(f"{UNDECODABLE_VALUE}: structured envelope is not JSON")
     return parsed
 
 
