@@ -35,6 +35,20 @@ def test_not_an_orphan_before_the_horizon(tmp_path):
     assert [a.key for a in _orphans(store, T0 + 300_000)] == ["e2"]
 
 
+def test_detect_alone_waits_the_horizon_as_analysis_loads_every_effect(tmp_path):
+    """The analysis pass loads every effect whose cause is unknown (no `now_ms`): detect
+    itself holds back the ones observed less than the horizon ago."""
+    store = new_store(tmp_path)
+    put(store, [ev("e2", "payment.authorized", flow="f1", offset=0, cause="x9", observed=T0),
+                ev("e4", "payment.authorized", flow="f2", offset=1, cause="x8",
+                   observed=T0 + 1000)])
+    with raw_connection(store) as raw:
+        effects = list(orphan.load(raw, store.dialect))
+    assert sorted(e.event_id for e in effects) == ["e2", "e4"]
+    assert [a.key for a in orphan.detect(effects, now_ms=T0 + 300_500, horizon_s=300)] == ["e2"]
+    assert orphan.detect(effects, now_ms=T0 + 299_999, horizon_s=300) == []
+
+
 def test_cause_in_another_flow_is_not_an_orphan(tmp_path):
     """A cause stored under another correlation id is still seen."""
     store = new_store(tmp_path)

@@ -45,7 +45,8 @@ def load(raw: Any, dialect: str, *, now_ms: int | None = None,
 
 
 def detect(effects: Iterable[Effect], *, now_ms: int, horizon_s: float) -> list[Anomaly]:
-    """One anomaly per orphaned event (duplicates of it share the key), in bus order."""
+    """One anomaly per orphaned event observed at least `horizon_s` before `now_ms`
+    (duplicates of it share the key), by topic, partition and offset."""
     found: list[Anomaly] = []
     for e in sorted(effects, key=lambda e: (e.topic, e.partition, e.offset)):
         if now_ms - e.observed_at_ms < horizon_s * 1000:
