@@ -35,6 +35,24 @@ def test_group_processing_effect_before_cause(tmp_path):
                         "order.placed e1")
 
 
+def test_a_group_is_judged_by_its_first_processing_of_each_event(tmp_path):
+    """audit processed the effect e2, then its cause e1, then e2 again (a redelivery): the
+    first processing of e2 came before e1, which is the anomaly; judged by the last, the
+    group would look in order."""
+    store = new_store(tmp_path)
+    e1 = ev("e1", "order.placed", flow="f1", topic="orders", subject="ord_1", ts=T0)
+    e2 = ev("e2", "payment.authorized", flow="f1", topic="payments", source="payments",
+            subject="ord_1", cause="e1", ts=T0 + 5)
+    put(store, [e1, e2], [consumer(e2, "audit", start_ms=T0 + 10, span_id="00000000000000c1"),
+                          consumer(e1, "audit", start_ms=T0 + 20),
+                          consumer(e2, "audit", start_ms=T0 + 30, span_id="00000000000000c2")])
+    flow, dag = load_flows(store)["f1"]
+    [a] = out_of_order.detect(flow, dag)
+    assert (a.subkind, a.key) == ("causal", "causal:audit:e1:e2")
+    assert [(x["event_id"], x["processed_at_us"]) for x in a.extra["observed"]] == [
+        ("e2", (T0 + 10) * 1000), ("e1", (T0 + 20) * 1000)]
+
+
 def test_effect_on_the_bus_before_cause(tmp_path):
     """e2 sits at a lower offset than its cause e1 in the same partition: causal (bus)."""
     store = new_store(tmp_path)
