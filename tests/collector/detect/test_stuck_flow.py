@@ -68,3 +68,22 @@ def test_clean_traffic_is_never_stuck(clean_run):
     for flow, dag in flows.values():
         summary = summarize(flow, dag, tracing_active=True, untraced_grace_ms=0, now_ms=now)
         assert stuck_leaves(summary, terminal.is_terminal, lambda t: 60_000, now) == []
+
+
+def test_a_flow_with_two_stuck_leaves_names_the_latest_and_lists_both():
+    """Leaves come in causal then bus order (`flows.stuck_leaves`): the anomaly names the
+    latest, whose idle time is the flow's, and lists every stuck leaf."""
+    from choreoscope.collector.reconstruct.flows import FlowSummary
+
+    summary = FlowSummary(
+        flow_id="f1", started_at_ms=T0, last_seen_at_ms=T0 + 50, activity_ms=T0 + 50,
+        event_count=3, services="[]", event_types="[]", trace_ids="[]", variant="",
+        failed=False, leaves=[], trace_status="none")
+    stuck = [("e2", "payment.authorized", "ord_1", "payments"),
+             ("e3", "stock.reserved", "ord_1", "inventory")]
+    [a] = stuck_flow.detect(summary, stuck, now_ms=T0 + 90_050)
+    assert (a.key, a.event_id, a.service, a.extra["type"], a.extra["idle_s"]) == (
+        "f1:e3", "e3", "inventory", "stock.reserved", 90.0)
+    assert a.extra["leaves"] == [{"event_id": "e2", "type": "payment.authorized"},
+                                 {"event_id": "e3", "type": "stock.reserved"}]
+    assert a.detail == "flow f1 waits after stock.reserved e3: nothing happened for 90s"
