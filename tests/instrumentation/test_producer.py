@@ -438,6 +438,21 @@ def test_dict_and_list_values_go_as_compact_json(
     assert all("content-type" not in dict(r.headers) for r in records)
 
 
+def test_json_bytes_of_any_kind_are_sent_as_json(
+        producer: TracedProducer, bootstrap: str, topic: str) -> None:
+    """JSON bytes that are no object or array (a number, a string, a literal, an object after
+    whitespace) get no content type, as DESIGN says for JSON data and as the same bytes from
+    a value_serializer get; only bytes that are not JSON (NaN included) are octet-stream."""
+    values = [b"42", b'"ord_1"', b"true", b' {"a": 1}', b'\n{"a":1}', b"NaN", b"hello"]
+    for value in values:
+        producer.send(topic, value=value, partition=0)
+    producer.flush()
+    records = read_back(bootstrap, topic, len(values))
+    assert [(r.value, dict(r.headers).get("content-type")) for r in records] == [
+        (v, None) for v in values[:5]] + [
+        (b"NaN", b"application/octet-stream"), (b"hello", b"application/octet-stream")]
+
+
 def test_bytes_go_as_they_are(producer: TracedProducer, bootstrap: str, topic: str) -> None:
     """Bytes are not re-encoded; non-JSON-looking bytes are declared application/octet-stream."""
     producer.send(topic, value=b"\x00\xffraw", partition=0)

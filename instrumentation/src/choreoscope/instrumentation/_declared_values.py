@@ -13,15 +13,13 @@ are. Older kafka-python, whose serializers see no headers, keeps its records as 
 from __future__ import annotations
 
 import inspect
-import json
 import threading
 from typing import Any
 
-from .wire import CONTENT_TYPE, OCTET_STREAM, TEXT_PLAIN
+from .wire import CONTENT_TYPE, OCTET_STREAM, TEXT_PLAIN, is_json
 
 _TEXT = TEXT_PLAIN.encode()
 _BINARY = OCTET_STREAM.encode()
-_JSON_OPENERS = (b"{", b"[")
 
 # `SENDING.ours`: a send of ours is in progress on this thread (its value is looked at)
 SENDING = threading.local()
@@ -83,13 +81,8 @@ def content_type(value: Any) -> bytes | None:
     if not isinstance(value, bytes | bytearray | memoryview):
         return None
     data = bytes(value)
-    if not data or data.lstrip()[:1] in _JSON_OPENERS:
+    if not data or is_json(data):
         return None
-    try:
-        json.loads(data)
-        return None  # a JSON string, number or literal
-    except ValueError:
-        pass
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:

@@ -247,11 +247,11 @@ class TracedProducer:
         if not self._serializes_values:
             kind = type(value)
             if kind is bytes:
-                if value[:1] not in _JSON_OPENERS:
+                if value[:1] not in _JSON_OPENERS and not wire.is_json(value):
                     content_type = _OCTET_STREAM
             elif kind is dict or kind is list:
                 value = wire.json_bytes(value)
-            elif isinstance(value, _BYTES_LIKE) and bytes(value[:1]) not in _JSON_OPENERS:
+            elif isinstance(value, _BYTES_LIKE) and not wire.is_json(bytes(value)):
                 content_type = _OCTET_STREAM
         carried = None
         envelope_traceparent = None

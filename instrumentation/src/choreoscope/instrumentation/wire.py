@@ -103,6 +103,25 @@ def encode_value(data: Any) -> tuple[bytes | None, str | None]:
     return json_bytes(data), None
 
 
+_JSON_OPENERS = (b"{", b"[")
+
+
+def is_json(data: bytes) -> bool:
+    """Whether record value bytes are JSON (an object or array is taken by its first byte;
+    a string, number or literal is parsed): such values are sent with no content type."""
+    if data[:1] in _JSON_OPENERS or data.lstrip()[:1] in _JSON_OPENERS:
+        return True
+    try:
+        json.loads(data, parse_constant=_no_constant)
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    return True
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def json_bytes(data: Any) -> bytes:
     """Compact JSON of event data (see `json_default`); NaN and infinities, which JSON has no
     numbers for (a consumer's parser refuses them), raise `UsageError`."""
