@@ -483,13 +483,9 @@ def _check_trace_context(event: Event, hdrs: dict[str, str], problems: list[str]
 _NOT_JSON: Any = object()
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 # NaN and Infinity are not JSON (RFC 8259; orjson, PostgreSQL's jsonb and browsers refuse
 # them) although Python's json reads them: a value holding one is undecodable, kept as text.
-_json_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+_json_decode = json.JSONDecoder(parse_constant=wire.refuse_constant).decode
 
 
 def _stdlib_fast_json(value: bytes) -> Any:
@@ -542,7 +538,7 @@ def _try_json(value: Any) -> Any:
         return value
     try:
         return json.loads(bytes(value) if isinstance(value, memoryview) else value,
-                          parse_constant=_no_constant)
+                          parse_constant=wire.refuse_constant)
     except (ValueError, TypeError, RecursionError):
         return _NOT_JSON
 

@@ -50,7 +50,6 @@ _log = logging.getLogger("choreoscope.instrumentation")
 _SCOPE = "choreoscope.instrumentation"
 _NO_TRACE_STATE = DEFAULT_TRACE_STATE
 _OCTET_STREAM = wire.OCTET_STREAM
-_JSON_OPENERS = (b"{", b"[")
 _MAX_CACHED_TOPICS = 4096
 _HEADER_SEQUENCES = (list, tuple)
 # Keys whose text is the subject by default: what the key is on the wire, or its plain text
@@ -78,6 +77,8 @@ def _key_subject(key: Any, key_text: str | None) -> str | None:
             return raw.hex()
         return text if text.isprintable() else raw.hex()
     return key_text
+
+
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 # Event types already checked for past tense: each bad one is logged once per process.
@@ -247,7 +248,7 @@ class TracedProducer:
         if not self._serializes_values:
             kind = type(value)
             if kind is bytes:
-                if value[:1] not in _JSON_OPENERS and not wire.is_json(value):
+                if not wire.is_json(value):
                     content_type = _OCTET_STREAM
             elif kind is dict or kind is list:
                 value = wire.json_bytes(value)

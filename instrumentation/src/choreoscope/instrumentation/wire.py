@@ -112,13 +112,15 @@ def is_json(data: bytes) -> bool:
     if data[:1] in _JSON_OPENERS or data.lstrip()[:1] in _JSON_OPENERS:
         return True
     try:
-        json.loads(data, parse_constant=_no_constant)
+        json.loads(data, parse_constant=refuse_constant)
     except ValueError:  # UnicodeDecodeError included
         return False
     return True
 
 
-def _no_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """`parse_constant` for `json`: NaN and Infinity are not JSON (RFC 8259), although
+    Python's json reads them."""
     raise ValueError(f"{name} is not JSON")
 
 
