@@ -152,7 +152,8 @@ def rows() -> dict[Any, list[dict[str, Any]]]:
     an.append({"key": "duplicate:publish:e1-paid", "kind": "duplicate", "subkind": "publish",
                "correlation_id": "ord-1", "event_id": "e1-paid", "subject": "ord_1",
                "service": "payment-service", "group_name": None,
-               "detail": "payment.completed e1-paid published twice", "extra": None,
+               "detail": "payment.completed e1-paid published twice",
+               "extra": json.dumps({"type": "payment.completed"}),
                "detected_at_ms": T0 + 600_000})
     an.append({"key": "stuck_flow:ord-2", "kind": "stuck_flow", "subkind": None,
                "correlation_id": "ord-2", "event_id": "e2-paid", "subject": "ord_2",

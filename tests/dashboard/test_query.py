@@ -135,12 +135,24 @@ def test_graph_window_learns_edges_from_recent_traffic(store: q.Store) -> None:
     consumed = edges[("order.placed", "payment-service", "consumed_by")]
     assert (consumed["count"], consumed["p50_ms"], consumed["p95_ms"]) == (3, 20, 20)
     paid = edges[("payment-service", "payment.completed", "emits")]
-    # e1-paid, published twice, counts once; payment-service publishes 40 ms after its
-    # processing of order.placed began
+    # e1-paid, published twice, counts once, with its duplicate anomaly (ord-2's stuck flow
+    # names no service: on no edge); payment-service publishes 40 ms after its processing of
+    # order.placed began
     assert (paid["count"], paid["anomaly_count"], paid["p50_ms"], paid["p95_ms"]) == (
-        2, 2, 40, 40)
+        2, 1, 40, 40)
     assert edges[("order-service", "order.placed", "emits")]["p50_ms"] is None  # a root
     assert q.graph_window(store, since_ms=T0 + 500_000) == {"nodes": [], "edges": []}
+
+
+def test_edge_anomalies_of_a_window(store: q.Store) -> None:
+    """A group's anomaly sits on the consumed_by edge to its service, one without a group on
+    the service's emits edge, one naming no service on none; a window counts those detected
+    in it."""
+    assert q.edge_anomalies(store) == {
+        ("order.placed", "audit-service", "consumed_by"): 1,
+        ("payment-service", "payment.completed", "emits"): 1}
+    assert q.edge_anomalies(store, since_ms=T0 + 600_000) == q.edge_anomalies(store)
+    assert q.edge_anomalies(store, since_ms=T0 + 600_001) == {}
 
 
 def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
@@ -175,6 +187,10 @@ def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
     spans += [_span(t4, f"{n:016x}", None, "process orders", "consumer", "payment-service",
                     T0 + at, 5, message_id="a4", group="payments")
               for n, at in ((4, 510), (5, 900))]
+    # OpenTelemetry's own instrumentation beside ours: its `receive` half of the first
+    # processing of a4 (no group, the same service and message) is not a processing of its own
+    spans.append(_span(t4, f"{6:016x}", None, "orders receive", "consumer", "payment-service",
+                       T0 + 505, 1, message_id="a4"))
     url = f"sqlite:///{tmp_path / 'g.db'}"
     writable = Store(url).create()
     with writable.engine.begin() as conn:
@@ -185,15 +201,22 @@ def test_graph_window_counts_like_the_learned_graph(tmp_path: Path) -> None:
     store = q.open_readonly(url)
     window = {(e["source"], e["target"], e["kind"]): e
               for e in q.graph_window(store, since_ms=T0)["edges"]}
-    learned = {(e["source"], e["target"], e["kind"]): (e["count"], e["p50_ms"], e["p95_ms"])
+    learned = {(e["source"], e["target"], e["kind"]):
+               (e["count"], e["p50_ms"], e["p95_ms"], e["anomaly_count"])
                for e in query.graph(store)["edges"]}
     # reactions: b1 50 ms after a1's first processing (its first publish; not its second
     # publish, 3 ms after the second delivery), b4 3 ms after a4's
-    # second; processings 150 and 250 ms after a1's first publish, 10 and 400 after a4's
-    assert {k: (e["count"], e["p50_ms"], e["p95_ms"]) for k, e in window.items()} == learned == {
-        ("order-service", "order.placed", "emits"): (4, None, None),
-        ("order.placed", "payment-service", "consumed_by"): (4, 200.0, 377.5),
-        ("payment-service", "payment.completed", "emits"): (2, 26.5, pytest.approx(47.65))}
+    # second; processings 150 and 250 ms after a1's first publish, 10 and 400 after a4's.
+    # Anomalies on the edge of the service they name: order-service's duplicate publish of
+    # a1, its four untraced events (a1 and a4 without their producer span, the two without
+    # an id with no trace context), its two stuck flows (c2, c3);
+    # payment-service's duplicate publish of b1 and two events without a producer span; the
+    # deliveries of a1 and a4 twice to the group payments (on the consumed_by edge).
+    assert {k: (e["count"], e["p50_ms"], e["p95_ms"], e["anomaly_count"])
+            for k, e in window.items()} == learned == {
+        ("order-service", "order.placed", "emits"): (4, None, None, 7),
+        ("order.placed", "payment-service", "consumed_by"): (4, 200.0, 377.5, 2),
+        ("payment-service", "payment.completed", "emits"): (2, 26.5, pytest.approx(47.65), 3)}
 
 
 def test_out_of_order_pages_and_groups(store: q.Store) -> None:

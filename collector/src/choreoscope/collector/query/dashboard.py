@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, create_engine, event, text
 
 from ..reconstruct import skip
-from ..reconstruct.graph import percentile
+from ..reconstruct.graph import CONSUMED_BY, EMITS, percentile
 from ..store import Store
 from ..store.engine import StoreError
 from ..store.engine import sqlite_file as sqlite_path
@@ -457,10 +457,13 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
     edges count distinct events (a duplicate publish of an event id adds neither a count nor
     a reaction time: its first publish is timed; a record without an event id counts on its
     own) and consumed_by edges count each CONSUMER span once, timed from the first publish
-    of its event. Percentiles are the learned graph's
-    own (`reconstruct.graph.percentile`), so a window over all traffic gives its figures.
+    of its event; the `receive` half OpenTelemetry's own Kafka instrumentation adds beside
+    a processing of ours is not counted (`reconstruct.flows.without_receive_halves`).
+    Percentiles are the learned graph's own (`reconstruct.graph.percentile`), and anomalies
+    sit on the edges the learned graph puts them on (`edge_anomalies`, those detected since
+    `since_ms`), so a window over all traffic gives its figures.
     """
-    hot = edge_anomalies(store)
+    hot = edge_anomalies(store, since_ms=since_ms)
     emits = _rows(store, "SELECT source, type, count(DISTINCT nullif(event_id, ''))"
                   " + sum(CASE WHEN coalesce(event_id, '') = '' THEN 1 ELSE 0 END) AS n"
                   " FROM events WHERE observed_at_ms >= :since AND source IS NOT NULL"
@@ -469,7 +472,7 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
                      " - min(coalesce(e.broker_ts_ms, e.observed_at_ms)) AS lat"
                      " FROM events e JOIN spans s ON s.message_id = e.event_id"
                      " WHERE e.observed_at_ms >= :since AND s.kind = 'consumer'"
-                     " AND e.type IS NOT NULL AND s.service IS NOT NULL"
+                     " AND e.type IS NOT NULL AND s.service IS NOT NULL" + _NOT_RECEIVE_HALF +
                      " GROUP BY s.trace_id, s.span_id, e.type, s.service, s.start_us"
                      " LIMIT 200000", since=since_ms)
     reacted = _rows(store, "SELECT e.source AS source, e.type AS type, e.event_id AS event_id,"
@@ -482,7 +485,7 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
                     " THEN s.start_us / 1000 END), min(s.start_us) / 1000) AS lat"
                     " FROM events e JOIN spans s ON s.message_id = e.causation_id"
                     " AND s.service = e.source AND s.kind = 'consumer'"
-                    " WHERE e.observed_at_ms >= :since AND e.type IS NOT NULL"
+                    " WHERE e.observed_at_ms >= :since AND e.type IS NOT NULL" + _NOT_RECEIVE_HALF +
                     " GROUP BY e.topic, e.\"partition\", e.\"offset\", e.event_id, e.source,"
                     " e.type, e.broker_ts_ms, e.observed_at_ms LIMIT 200000", since=since_ms)
     # per distinct event, the reaction of its first publish (of a duplicate publish, the
@@ -504,7 +507,7 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
         edges.append({"source": r["source"], "target": r["type"], "kind": "emits",
                       "count": int(r["n"]),
                       "p50_ms": percentile(lats, 50), "p95_ms": percentile(lats, 95),
-                      "anomaly_count": hot.get((r["type"], None), 0)})
+                      "anomaly_count": hot.get((r["source"], r["type"], EMITS), 0)})
     latencies: dict[tuple[str, str], list[float]] = {}
     for r in consumed:
         latencies.setdefault((r["type"], r["service"]), []).append(float(r["lat"]))
@@ -514,23 +517,38 @@ def graph_window(store: Store, *, since_ms: int) -> dict[str, Any]:
         edges.append({"source": etype, "target": service, "kind": "consumed_by",
                       "count": len(lats), "p50_ms": percentile(lats, 50),
                       "p95_ms": percentile(lats, 95),
-                      "anomaly_count": hot.get((etype, service), 0)})
+                      "anomaly_count": hot.get((etype, service, CONSUMED_BY), 0)})
     return {"nodes": [{"id": n, "kind": k} for n, k in sorted(nodes)], "edges": edges}
 
 
-def edge_anomalies(store: Store) -> dict[tuple[str, str | None], int]:
-    """Anomalies per (event type, service) of the event they name; `(type, None)`: any service."""
-    rows = _rows(store, "SELECT e.type AS type, a.service AS service, count(DISTINCT a.id) AS n"
-                 " FROM anomalies a JOIN events e ON e.event_id = a.event_id"
-                 " WHERE a.event_id IS NOT NULL AND e.type IS NOT NULL"
-                 " GROUP BY e.type, a.service")
-    per_service: dict[tuple[str, str | None], int] = {}
-    per_type: dict[tuple[str, str | None], int] = {}
+# A CONSUMER span `s` that is not the group-less `receive` half of a processing of ours.
+_NOT_RECEIVE_HALF = (
+    " AND (s.consumer_group IS NOT NULL OR NOT EXISTS (SELECT 1 FROM spans g"
+    " WHERE g.message_id = s.message_id AND g.service = s.service AND g.kind = 'consumer'"
+    " AND g.consumer_group IS NOT NULL))")
+
+
+def edge_anomalies(store: Store, *, since_ms: int | None = None
+                   ) -> dict[tuple[str, str, str], int]:
+    """Anomalies per graph edge `(source, target, kind)`, as the learned graph counts them
+    (analyze.py): an anomaly of a consumer group's processing on the `consumed_by` edge from
+    its event's type to its service, one of a service without a group on that service's
+    `emits` edge; only those detected since `since_ms` when given."""
+    event_type = ("json_extract(extra, '$.type')" if store.engine.dialect.name == "sqlite"
+                  else "(extra::json ->> 'type')")
+    rows = _rows(store, f"SELECT {event_type} AS type, service, group_name AS grp,"
+                 " count(*) AS n FROM anomalies WHERE service IS NOT NULL"
+                 " AND extra IS NOT NULL AND detected_at_ms >= :since"
+                 " GROUP BY 1, service, group_name",
+                 since=-(1 << 62) if since_ms is None else since_ms)
+    counts: dict[tuple[str, str, str], int] = {}
     for r in rows:
-        if r["service"] is not None:
-            per_service[(r["type"], r["service"])] = int(r["n"])
-        per_type[(r["type"], None)] = per_type.get((r["type"], None), 0) + int(r["n"])
-    return per_service | per_type
+        if not isinstance(r["type"], str) or not r["type"]:
+            continue
+        edge = ((r["type"], r["service"], CONSUMED_BY) if r["grp"]
+                else (r["service"], r["type"], EMITS))
+        counts[edge] = counts.get(edge, 0) + int(r["n"])
+    return counts
 
 
 __all__ = [
