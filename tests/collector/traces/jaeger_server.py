@@ -28,6 +28,7 @@ class Reply:
     content_type: str | None = "application/json"
     delay_s: float = 0.0
     drip_s: float = 0.0  # send the body a byte at a time, this long apart
+    drip_head: bool = False  # ... and the status line and headers before it
 
 
 class FakeJaeger:
@@ -69,6 +70,14 @@ class FakeJaeger:
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 try:
+                    if reply.drip_head:
+                        head = (f"HTTP/1.1 {reply.status} OK\r\n"
+                                f"Content-Length: {len(reply.body)}\r\n\r\n").encode()
+                        for i in range(len(head)):
+                            self.wfile.write(head[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.drip_s)
+                        return
                     self.send_response(reply.status)
                     if reply.content_type:
                         self.send_header("Content-Type", reply.content_type)

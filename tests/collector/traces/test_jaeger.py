@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -314,6 +315,19 @@ def test_an_answer_dripping_in_is_given_up_at_its_deadline() -> None:
         assert 1.8 <= time.monotonic() - started < 3.0
 
 
+def test_a_status_line_and_headers_dripping_in_are_given_up_at_the_deadline() -> None:
+    """The deadline covers the whole exchange: a server that sends its status line and
+    headers a byte every 0.1 s is given up after 6 timeout_s as well, not when it is done."""
+    with FakeJaeger() as jaeger:
+        jaeger.routes["/api/v3/services"] = Reply(body=fixture("GetServices.json"), drip_s=0.1,
+                                                  drip_head=True)
+        started = time.monotonic()
+        with pytest.raises(JaegerUnavailable,
+                           match=r"did not finish its answer within 1\.2s \(GET /api/v3/services"):
+            JaegerClient(jaeger.url, timeout_s=0.2).services()
+        assert 1.2 <= time.monotonic() - started < 2.0
+
+
 def test_credentials_in_the_url_are_basic_auth_and_never_shown() -> None:
     """`http://user:pass@host` authenticates as curl would (urllib took `user:pass@host`
     for the host name), and no error message names the password."""
@@ -340,6 +354,25 @@ def test_connection_refused_raises_unavailable() -> None:
     with pytest.raises(JaegerUnavailable, match="unreachable") as info:
         client.get_trace("0af7651916cd43dd8448eb211c80319c")
     assert isinstance(info.value, ConnectionError)
+
+
+def test_a_server_that_does_not_speak_http_is_unavailable() -> None:
+    """A URL pointing at something else (a Kafka port, say) that answers bytes that are no
+    HTTP status line is JaegerUnavailable naming what came, not http.client's own error."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"\x00\x00\x00\x08 not http\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        with pytest.raises(JaegerUnavailable, match=r"unreachable: .*not http"):
+            JaegerClient(f"http://127.0.0.1:{port}", timeout_s=2).services()
+        thread.join(5)
 
 
 def test_bad_url_and_bad_trace_id_are_rejected() -> None:

@@ -8,9 +8,12 @@ Errors: `JaegerUnavailable` when Jaeger cannot be reached (connection refused, t
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import logging
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -205,30 +208,21 @@ class JaegerClient:
     def _get(self, path: str) -> Any:
         url = self.base_url + path
         request = urllib.request.Request(url, headers=self._headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                raw = _read_by(resp, time.monotonic() + _WHOLE_ANSWER_WAITS * self.timeout_s)
-        except urllib.error.HTTPError as exc:
-            raw = _read_quietly(exc)
-            if exc.code == 404:
-                raise _NotFound(route_missing=not _is_jaeger_not_found(raw)) from None
-            raise JaegerError(f"Jaeger GET {path}: HTTP {exc.code}: {_error_message(raw)}",
-                              exc.code) from None
-        except _AnswerTooSlow:
-            raise JaegerUnavailable(
-                f"Jaeger at {self.base_url} did not finish its answer within "
-                f"{_WHOLE_ANSWER_WAITS * self.timeout_s:g}s (GET {path})") from None
-        except TimeoutError:
-            raise JaegerUnavailable(f"Jaeger at {self.base_url} timed out after "
-                                    f"{self.timeout_s:g}s (GET {path})") from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, TimeoutError | socket.timeout):
-                raise JaegerUnavailable(f"Jaeger at {self.base_url} timed out after "
-                                        f"{self.timeout_s:g}s (GET {path})") from None
-            raise JaegerUnavailable(f"Jaeger at {self.base_url} unreachable: {reason}") from None
-        except (ConnectionError, OSError) as exc:  # reset mid-response, bad status line, ...
-            raise JaegerUnavailable(f"Jaeger at {self.base_url} unreachable: {exc}") from None
+        deadline = _Deadline(_WHOLE_ANSWER_WAITS * self.timeout_s)
+        with deadline:
+            try:
+                with deadline.opener.open(request, timeout=self.timeout_s) as resp:
+                    raw = _read_by(resp, deadline)
+            except urllib.error.HTTPError as exc:
+                raw = _read_quietly(exc)
+                if deadline.passed:  # its body was cut short: no telling what it said
+                    raise self._unavailable(exc, path, deadline) from None
+                if exc.code == 404:
+                    raise _NotFound(route_missing=not _is_jaeger_not_found(raw)) from None
+                raise JaegerError(f"Jaeger GET {path}: HTTP {exc.code}: "
+                                  f"{_error_message(raw)}", exc.code) from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unavailable(exc, path, deadline) from None
         if len(raw) > _MAX_BODY:
             raise JaegerError(f"Jaeger GET {path}: body over {_MAX_BODY} bytes")
         try:
@@ -237,25 +231,110 @@ class JaegerClient:
             raise JaegerError(f"Jaeger GET {path}: expected a JSON body, got "
                               f"{raw[:80]!r}") from None
 
+    def _unavailable(self, exc: Exception, path: str, deadline: _Deadline) -> JaegerError:
+        """What a failed exchange means to the caller: the deadline passed (it cuts the
+        connection, whatever the read under way then sees), a timeout, or no connection."""
+        if deadline.passed:
+            return JaegerUnavailable(
+                f"Jaeger at {self.base_url} did not finish its answer within "
+                f"{deadline.seconds:g}s (GET {path})")
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, TimeoutError):  # socket.timeout is TimeoutError
+            return JaegerUnavailable(f"Jaeger at {self.base_url} timed out after "
+                                     f"{self.timeout_s:g}s (GET {path})")
+        # refused, reset mid-response, a bad status line, ...
+        return JaegerUnavailable(f"Jaeger at {self.base_url} unreachable: {reason}")
 
-class _AnswerTooSlow(TimeoutError):
-    """The answer kept coming, but too slowly to finish by the deadline."""
+
+class _Deadline:
+    """A whole exchange's time limit. The socket timeout bounds each wait only, so a server
+    sending a byte now and then (of its status line, headers or body) held the fetching
+    thread, and all the collector's upkeep on it, for as long as it liked. At the deadline a
+    timer shuts the connection's socket down, which ends any read under way."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._at = time.monotonic() + seconds
+        self._expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self.opener = urllib.request.build_opener(_WatchedHTTP(self), _WatchedHTTPS(self))
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    @property
+    def passed(self) -> bool:
+        return self._expired or time.monotonic() >= self._at
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if not self._expired:
+                return
+        _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
 
 
-def _read_by(resp: Any, deadline: float) -> bytes:
-    """The body (at most `_MAX_BODY` + 1 bytes), or TimeoutError once `deadline` passes: the
-    socket timeout bounds each wait only, so a server sending a byte now and then held the
-    fetching thread (and all the collector's upkeep on it) for as long as it liked."""
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline
+             ) -> type[http.client.HTTPConnection]:
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Watched
+
+
+class _WatchedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._connection = _watched(http.client.HTTPConnection, deadline)
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)
+
+
+class _WatchedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._connection = _watched(http.client.HTTPSConnection, deadline)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)  # the default context, as urlopen's
+
+
+def _read_by(resp: Any, deadline: _Deadline) -> bytes:
+    """The body, at most `_MAX_BODY` + 1 bytes; TimeoutError once the deadline passes."""
     parts: list[bytes] = []
     size = 0
     while size <= _MAX_BODY:
-        if time.monotonic() > deadline:
-            raise _AnswerTooSlow
+        if deadline.passed:
+            raise TimeoutError
         part = resp.read1(min(1 << 20, _MAX_BODY + 1 - size))
         if not part:
             break
         parts.append(part)
         size += len(part)
+    if deadline.passed:  # the connection was cut: what came is not the whole answer
+        raise TimeoutError
     return b"".join(parts)
 
 
