@@ -192,3 +192,19 @@ def test_any_event_round_trips(
     )
     assert (decoded.correlation_id, decoded.causation_id) == (correlation_id, causation_id)
     assert decoded.data == data
+
+
+@pytest.mark.parametrize(("header", "sequence"), [
+    (b"12", 12), (b"-3", -3), (b" 7 ", 7),
+    (b"1_000", None), ("١٢".encode(), None), (b"twelve", None)])
+def test_a_callers_ce_sequence_is_read_as_the_decoder_reads_it(header: bytes,
+                                                               sequence: int | None) -> None:
+    """What the producer takes from a caller's `ce_sequence` header is what the collector
+    will read from it: decimal ASCII digits, else no sequence (the header still goes out)."""
+    from choreoscope.instrumentation._send_inputs import read_caller_headers
+
+    event = Event(None, None, "orders", None, None, None, "1")
+    read_caller_headers([("ce_sequence", header)], event)
+    assert event.sequence == sequence
+    decoded = decode_record([("ce_specversion", b"1.0"), ("ce_sequence", header)], b"{}")
+    assert decoded.sequence == sequence

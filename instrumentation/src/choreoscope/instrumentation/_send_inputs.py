@@ -82,7 +82,7 @@ def read_caller_headers(headers: list[Any], event: Event) -> tuple[str | None, s
                 setattr(event, _HEADER_FIELDS[name], text)
             elif name == wire.SEQUENCE:
                 with contextlib.suppress(ValueError):
-                    event.sequence = int(text)
+                    event.sequence = wire.decimal_int(text)  # as the decoder reads it
     return traceparent, tracestate
 
 

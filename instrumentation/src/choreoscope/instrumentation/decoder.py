@@ -205,7 +205,7 @@ def _fast_binary(
     ) and not valid_time(time):
         return None
     seq = get(wire.SEQUENCE)
-    sequence = _integer(seq) if seq else None  # ValueError: the careful path says why
+    sequence = wire.decimal_int(seq) if seq else None  # ValueError: the careful path says why
     tp = get(wire.TRACEPARENT)
     if tp:
         if _WELL_FORMED_V00(tp) is None or tp[3:35] == _ZERO_TRACE or tp[36:52] == _ZERO_SPAN:
@@ -592,14 +592,6 @@ def _as_text(name: str, value: Any, problems: list[str]) -> str | None:
     return None
 
 
-def _integer(text: str) -> int:
-    """`int` of decimal ASCII digits only: `int` alone also reads `1_000` and other scripts'
-    digits, which no producer means as a sequence number."""
-    if not text.isascii() or "_" in text:
-        raise ValueError(text)
-    return int(text)
-
-
 def _sequence(raw: Any, problems: list[str]) -> int | None:
     if raw is None or raw == "":
         return None
@@ -607,7 +599,7 @@ def _sequence(raw: Any, problems: list[str]) -> int | None:
         return raw
     if isinstance(raw, str):
         try:
-            return _integer(raw)
+            return wire.decimal_int(raw)
         except ValueError:
             pass
     # A container is named, not quoted: it may carry payload fields (a JSON envelope's

@@ -118,6 +118,15 @@ def is_json(data: bytes) -> bool:
     return True
 
 
+def decimal_int(text: str) -> int:
+    """`int` of decimal ASCII digits (a sign and spaces around allowed), else ValueError:
+    `int` alone also reads `1_000` and other scripts' digits, which no producer means as a
+    sequence number."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(text)
+    return int(text)
+
+
 def refuse_constant(name: str) -> Any:
     """`parse_constant` for `json`: NaN and Infinity are not JSON (RFC 8259), although
     Python's json reads them."""
