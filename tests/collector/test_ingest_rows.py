@@ -110,6 +110,32 @@ def test_overlong_fields_nul_and_huge_sequence_are_fitted_with_problems() -> Non
     assert json.loads(big["problems"]) == [f"bad_sequence: {1 << 70} does not fit 64 bits"]
 
 
+def test_headers_over_the_data_limit_are_cut_with_a_problem() -> None:
+    """Headers are held to the data's size limit: over it, names and values are cut to 256
+    characters and the headers that still do not fit are left out, in their order, with a
+    problem saying so; headers within it are stored whole."""
+    redactor = Redactor(max_bytes=2000)
+    extra = [(f"x-{n}", b"v" * 300) for n in range(8)] + [("x-" + "n" * 300, b"w")]
+    headers = _binary() + extra
+    event = decode_record(headers, b"{}", topic="orders", partition=0, offset=1)
+    row = event_row(event, redactor=redactor, observed_at_ms=OBSERVED, headers=headers)
+    stored = json.loads(row["headers"])
+    envelope = {k: v.decode() for k, v in _binary()}
+    cut = "v" * 255 + "\u2026"
+    # the envelope's 9 headers take 258 bytes, each cut header 267 more: six fit in 2000
+    assert stored == envelope | {f"x-{n}": cut for n in range(6)}
+    assert len(row["headers"].encode()) == 258 + 6 * 267 <= 2000
+    size = len(json.dumps({k: v.decode() for k, v in headers}, separators=(",", ":")))
+    assert json.loads(row["problems"]) == [
+        f"headers_too_large: {size} bytes of headers, over 2000; names and values cut to "
+        "256 characters, 3 of 18 headers left out"]
+    within = _binary(x_note=b"v" * 300)
+    small = event_row(decode_record(within, b"{}", topic="orders", partition=0, offset=2),
+                      redactor=redactor, observed_at_ms=OBSERVED, headers=within)
+    assert json.loads(small["headers"])["x_note"] == "v" * 300
+    assert small["problems"] is None
+
+
 def test_long_ids_sharing_a_start_stay_distinct_and_still_match() -> None:
     """Correlation ids of 300 characters differing only at their end are two flows, not one;
     a causation id naming an over-long event id is cut the same way, so it still names it."""

@@ -158,7 +158,8 @@ _DECLARED = (
             "regex (case-insensitive) of data keys, header names and span attribute keys whose "
             "values are redacted"),
     Setting("max_data_bytes", _positive_int, 64 * 1024,
-            "largest stored data JSON in bytes; larger data keeps a truncation marker"),
+            "largest stored data JSON in bytes; larger data keeps a truncation marker "
+            "(record headers larger than this are cut to fit, with a problem)"),
     Setting("kafka_option", _kafka_option, (),
             "extra librdkafka setting key=value, e.g. security.protocol=SASL_SSL (repeatable)",
             repeatable=True),

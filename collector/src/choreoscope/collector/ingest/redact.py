@@ -284,6 +284,31 @@ class Redactor:
                     clean.add(name)
         return _dumps(out)
 
+    def fit_headers(self, text: str | None) -> tuple[str | None, str | None]:
+        """Headers JSON (`headers_json`) within `max_bytes`, as data is, and the problem to
+        record when it was larger: names and values are cut to `HEADER_CHARS` characters,
+        and headers that still do not fit are left out, in the order they came."""
+        if text is None or len(text) * 4 <= self.max_bytes:  # a character is <= 4 bytes
+            return text, None
+        size = _utf8_size(text)
+        if size <= self.max_bytes:
+            return text, None
+        kept: dict[str, str] = {}
+        used = 2  # {}
+        headers = json.loads(text)
+        for name, value in headers.items():
+            name, value = _cut(name), _cut(value)
+            item = _utf8_size(_dumps({name: value})) - 1  # its "name":"value", and a comma
+            if name in kept or used + item > self.max_bytes:
+                continue
+            kept[name] = value
+            used += item
+        left_out = len(headers) - len(kept)
+        return _dumps(kept), (
+            f"{HEADERS_TOO_LARGE}: {size} bytes of headers, over {self.max_bytes}; names and "
+            f"values cut to {HEADER_CHARS} characters"
+            + (f", {left_out} of {len(headers)} headers left out" if left_out else ""))
+
     def _headers_slow(self, items: Any) -> dict[str, str]:
         out: dict[str, str] = {}
         for name, value in items:
@@ -300,6 +325,18 @@ class Redactor:
             else:
                 out[name] = bytes(value).decode("utf-8", "replace")
         return out
+
+
+HEADERS_TOO_LARGE = "headers_too_large"
+HEADER_CHARS = 256  # of a name or value, when the headers are over max_bytes
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= HEADER_CHARS else text[:HEADER_CHARS - 1] + "\u2026"
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _withheld(data: Any, raw: bytes | None, reason: str) -> tuple[str, bool]:

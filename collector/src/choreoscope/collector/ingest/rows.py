@@ -109,23 +109,27 @@ def event_values(
     trace_id = tp[3:35] if tp else None
     data, truncated = redactor.data_json(
         event.data, raw_value if event.envelope == "binary" else None)
+    headers_text, headers_problem = redactor.fit_headers(
+        redactor.headers_json(headers) if text_headers is None
+        else redactor.text_headers_json(text_headers))
     row = (
         event.topic, event.partition, event.offset, event.id, event.type, event.source,
         event.subject, event.correlation_id, event.causation_id, flow_id(event),
         event.schema_version, event.time, time_ms(event.time), event.sequence,
         _key_text(event.key), trace_id, tp[36:52] if tp else None, event.timestamp_ms,
         observed_at_ms, event.envelope, _dumps(event.problems) if event.problems else None,
-        (redactor.headers_json(headers) if text_headers is None
-         else redactor.text_headers_json(text_headers)),
-        data, len(raw_value) if raw_value is not None else value_size, truncated,
+        headers_text, data, len(raw_value) if raw_value is not None else value_size, truncated,
         tp[54] in _SAMPLED if tp else None,
     )
     texts = [t for t in _limited(row) if t]
     seq = event.sequence
     if (texts and ("\x00" in "".join(texts) or max(map(len, texts)) > 128
                    or len(event.schema_version or "") > 32 or len(event.time or "") > 64)) or (
-            seq is not None and not _MIN_BIGINT <= seq <= _MAX_BIGINT):
-        return _fitted(dict(zip(COLUMNS, row, strict=True)))
+            seq is not None and not _MIN_BIGINT <= seq <= _MAX_BIGINT) or headers_problem:
+        fitting = dict(zip(COLUMNS, row, strict=True))
+        if headers_problem:
+            _add_problem(fitting, headers_problem)
+        return _fitted(fitting)
     return row
 
 
