@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from choreoscope.collector.query import (
     causal_order,
     count_flows_by_status,
@@ -213,3 +215,29 @@ def test_search_by_an_over_long_correlation_id(store: Store) -> None:
     assert ids(long_id) == [cut_id(long_id, 128)]
     assert ids("c" * 200 + "-2") == []
     assert ids("C" * 40) == [cut_id(long_id, 128)]
+
+
+def test_a_flow_not_yet_analysed_counts_its_events_as_analysis_will(tmp_path: Path) -> None:
+    """Before the first analysis, a flow's summary counts what the analysis will count: each
+    distinct event id once, and each record without an id on its own."""
+    from choreoscope.collector.analyze import analyze
+    from choreoscope.collector.store import schema
+
+    def record(offset: int, event_id: str | None) -> dict[str, object]:
+        return {"topic": "orders", "partition": 0, "offset": offset, "event_id": event_id,
+                "type": "order.placed", "source": "orders", "flow_id": "c1",
+                "correlation_id": "c1", "broker_ts_ms": T0 + offset,
+                "observed_at_ms": T0 + offset, "envelope": "binary", "data_truncated": False}
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}").create()
+    with store.engine.begin() as conn:  # a1 twice, then two records without an id
+        store.insert_ignore(conn, schema.events, [record(0, "a1"), record(1, "a1"),
+                                                  record(2, None), record(3, None)])
+    before = get_flow(store, "c1")
+    analyze(store)
+    after = get_flow(store, "c1")
+    assert before is not None and after is not None
+    assert before["status"] == "in_progress"  # no row yet: built from the events
+    assert (before["event_count"], len(before["events"])) == (3, 4)
+    assert (after["event_count"], len(after["events"])) == (3, 4)
+    store.dispose()

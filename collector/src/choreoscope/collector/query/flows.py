@@ -311,7 +311,7 @@ def _summary_from_events(correlation_id: str, ordered: list[Any]) -> dict[str, A
         "started_at": rfc3339_ms(min(times)),
         "last_seen_at": rfc3339_ms(max(times)),
         "duration_ms": int(max(times) - min(times)),
-        "event_count": len({r["event_id"] for r in ordered if r["event_id"]}),
+        "event_count": len(first_types),  # as analysis counts: ids, and records without
         "services": sorted({r["source"] for r in ordered if r["source"]}),
         "event_types": sorted({r["type"] for r in ordered if r["type"]}),
         "trace_ids": list(dict.fromkeys(r["trace_id"] for r in ordered if r["trace_id"])),
