@@ -217,3 +217,27 @@ def test_raw_records_are_decoded_by_the_writer_as_the_ingest_would(tmp_path, kin
     finally:
         writer.close()
         store.dispose()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+@pytest.mark.parametrize("how", ["deleted", "replaced by another file"])
+def test_a_sqlite_file_deleted_or_replaced_under_the_writer_is_unavailable(
+        tmp_path, kind: str, how: str) -> None:
+    """The store's SQLite file deleted (or another file moved in its place) while the
+    collector runs: the open connection went on writing to the file no one can open again,
+    and the offsets were committed. Now each batch raises StoreUnavailable, saying so."""
+    path = tmp_path / "s.db"
+    store = Store(f"sqlite:///{path}").create()
+    writer = writer_for(store, kind).start()
+    try:
+        assert writer.write(COLUMNS, [_row(0)]) == 1
+        path.unlink()
+        if how != "deleted":
+            other = Store(f"sqlite:///{tmp_path / 'other.db'}").create()
+            other.dispose()
+            (tmp_path / "other.db").rename(path)
+        with pytest.raises(StoreUnavailable, match=rf"the store file .*s\.db was {how} while"):
+            writer.write(COLUMNS, [_row(1)])
+    finally:
+        writer.close()
+        store.dispose()

@@ -163,6 +163,9 @@ def store_tuples(store: Store, columns: tuple[str, ...], rows: list[tuple[Any, .
     """`store_rows` for rows given as tuples of `columns` (what the writer process gets)."""
     if not rows:
         return 0
+    replaced = store.file_replaced()
+    if replaced is not None:
+        raise StoreUnavailable(replaced)
     try:
         with store.engine.begin() as conn:
             return _insert(conn, store.dialect, columns, rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,6 +104,35 @@ class Store:
         self.readonly = readonly
         self.engine: Engine = _make_engine(self.url, readonly)
         self.dialect = self.engine.dialect.name  # "sqlite" | "postgresql"
+        # The SQLite file the first connection opened, as (device, inode): `file_replaced`
+        self._file = sqlite_file(self.url)
+        self._file_id: tuple[int, int] | None = None
+        if self._file is not None:
+            event.listen(self.engine, "connect", self._note_file)
+
+    def _note_file(self, _dbapi_conn: Any, _record: Any) -> None:
+        if self._file_id is None and self._file is not None:
+            with contextlib.suppress(OSError):
+                found = os.stat(self._file)
+                self._file_id = (found.st_dev, found.st_ino)
+
+    def file_replaced(self) -> str | None:
+        """What is wrong when this SQLite store's file is no longer the one it opened
+        (deleted, or another file moved to its path): rows written now would go where no
+        one can read them again. None when all is well, and for other databases."""
+        if self._file_id is None or self._file is None:
+            return None
+        try:
+            found = os.stat(self._file)
+        except FileNotFoundError:
+            what = "deleted"
+        else:
+            if (found.st_dev, found.st_ino) == self._file_id:
+                return None
+            what = "replaced by another file"
+        return (f"the store file {self._file} was {what} while the collector ran; nothing "
+                "more is stored or committed until the collector is restarted (it then "
+                "creates the store anew)")
 
     def create(self) -> Store:
         """Create missing tables and indexes, drop retired indexes and record the schema
