@@ -16,8 +16,10 @@ def render() -> None:
     if not shell.start("Flow map"):
         return
     st.caption("Services (boxes) emit event types (ellipses) that other services consume. "
-               "Edges show how often, and for consumption the p95 delay from the bus to the "
-               "handler. Red edges lead to events with anomalies.")
+               "Edges show how often and a p95 time: on a service's emits edge, from the "
+               "start of its handling of the cause to the publish; on a consumption edge, "
+               "from the bus to the handler. Red edges carry anomalies: a producer's on its "
+               "emits edge, a consumer group's on its consumption edge.")
     window = params.bind("window", st.selectbox, default="all", page=PAGE,
                          options=list(windows.WINDOWS), format_func=windows.label,
                          label="Time window")
