@@ -241,3 +241,27 @@ def test_a_sqlite_file_deleted_or_replaced_under_the_writer_is_unavailable(
     finally:
         writer.close()
         store.dispose()
+
+
+class Text(str):
+    """A str subclass, which marshal does not write."""
+
+
+def test_rows_marshal_cannot_write_cross_the_pipe_pickled(tmp_path) -> None:
+    """A batch crosses to the child by marshal; one holding an object marshal refuses (a
+    str subclass, say) goes pickled instead and stores the same."""
+    from choreoscope.collector.ingest.writer import _packed, _unpacked
+
+    plain = (COLUMNS, [_row(0)], None, 5)
+    assert _packed(plain)[:1] == b"m" and _unpacked(_packed(plain)) == plain
+    odd = (COLUMNS, [_row(1, type=Text("order.placed"))], None, 5)
+    assert _packed(odd)[:1] == b"p" and _unpacked(_packed(odd)) == odd
+    store = Store(f"sqlite:///{tmp_path}/m.db").create()
+    writer = ProcessWriter(store.url).start()
+    try:
+        assert (_write(writer, plain[1]), _write(writer, odd[1])) == (1, 1)
+        with store.engine.connect() as conn:
+            assert list(conn.execute(select(events.c.type)).scalars()) == ["order.placed"] * 2
+    finally:
+        writer.close()
+        store.dispose()
