@@ -151,6 +151,27 @@ def test_overview_in_the_browser(page: object, server: str) -> None:
                            "[data-testid=stVegaLiteChart] svg")
 
 
+def test_overview_tiles_wrap_in_a_narrow_window(browser: object, server: str) -> None:
+    """In an 800 px window beside the open sidebar the four tiles of a row take two rows,
+    each wide enough for its figure; at 1400 px they stay on one row."""
+    def tops_and_widths(width: int) -> list[tuple[int, int]]:
+        narrow = _new_page(browser)
+        narrow.set_viewport_size({"width": width, "height": 1000})  # type: ignore[attr-defined]
+        narrow.goto(server + "/")  # type: ignore[attr-defined]
+        narrow.wait_for_selector("text=Events stored")  # type: ignore[attr-defined]
+        narrow.wait_for_timeout(500)  # type: ignore[attr-defined]
+        boxes = narrow.evaluate(  # type: ignore[attr-defined]
+            "() => [...document.querySelectorAll('[data-testid=stMetric]')].slice(0, 4)"
+            ".map(e => e.getBoundingClientRect()).map(r => [Math.round(r.top), r.width])")
+        narrow.close()  # type: ignore[attr-defined]
+        return [(int(top), int(w)) for top, w in boxes]
+
+    narrow = tops_and_widths(800)
+    assert len({top for top, _ in narrow}) == 2  # two rows of two
+    assert min(w for _, w in narrow) >= 180
+    assert len({top for top, _ in tops_and_widths(1400)}) == 1
+
+
 def test_flow_map_in_the_browser(page: object, server: str) -> None:
     """The flow map draws the graph as SVG with service and event-type nodes."""
     _open(page, server, "/flow_map", "flow_map", "[data-testid=stGraphVizChart] svg")

@@ -15,11 +15,21 @@ from .. import data
 from . import first_run, refresh
 
 
+# Columns of the page (not the sidebar's) at least 12rem wide, wrapping onto another row when
+# the page is narrower: four metric tiles beside an open sidebar in an 800 px window cut
+# their figures to `1,…`, and Streamlit stacks columns only below 640 px.
+_WRAPPING_COLUMNS = (
+    "<style>[data-testid='stMain'] [data-testid='stHorizontalBlock']{flex-wrap:wrap}"
+    "[data-testid='stMain'] [data-testid='stHorizontalBlock'] > [data-testid='stColumn']"
+    "{min-width:min(12rem,100%)}</style>")
+
+
 def start(title: str) -> bool:
     """Set up the page; False (after showing the first-run page) when there is nothing yet."""
     with contextlib.suppress(st.errors.StreamlitAPIException):
         st.set_page_config(page_title=f"{title} · Choreoscope", page_icon=":material/hub:",
                            layout="wide")
+    st.html(_WRAPPING_COLUMNS)
     refresh.control()
     state = data.state(data.url())
     if state["state"] != "ok":
