@@ -26,6 +26,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 import choreoscope.dashboard
+from choreoscope.collector.ingest.rows import COLUMNS
 from choreoscope.collector.store import Store, schema
 
 PAGES = ("overview", "flow_map", "flows", "out_of_order", "outbox", "variants", "event_health")
@@ -73,7 +74,7 @@ def build(path: Path, n_events: int, now_ms: int) -> None:
                 None, at, None, None, None if untraced else trace,
                 None if untraced else f"{i + 1:016x}", at, at + 5, "binary", problems,
                 '{"ce_id": "' + eid + '"}', '{"order_id": "ord_' + str(flow_no) + '"}', 30,
-                0))
+                0, None if untraced else True))
             if etype in CONSUMER:
                 spans.append((trace, f"{i + 1:016x}", None, "process shop", "consumer",
                                CONSUMER[etype], (at + 20) * 1000, 15_000, "unset", eid,
@@ -104,7 +105,10 @@ def build(path: Path, n_events: int, now_ms: int) -> None:
             anomalies.append((f"stuck_flow:{cid}", "stuck_flow", None, cid, None, None, None,
                               None, "nothing happened", None, t + 60_000))
     with db:
-        db.executemany(f"INSERT INTO events VALUES ({','.join('?' * 25)})", events)
+        # the columns named: a column added to the table later fails here, not silently
+        names = ", ".join(f'"{c}"' for c in COLUMNS)
+        db.executemany(f"INSERT INTO events ({names}) VALUES ({','.join('?' * len(COLUMNS))})",
+                       events)
         db.executemany(
             'INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, service, '
             'start_us, duration_us, status, message_id, consumer_group, destination, '
