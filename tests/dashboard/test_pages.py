@@ -103,7 +103,7 @@ def test_overview_numbers(env: None) -> None:
     assert m["Events stored"] == "9"
     assert m["Events with a trace"] == "77.8%"
     assert (m["Active"], m["Completed"], m["Stuck"], m["Failed"]) == ("2", "1", "1", "1")
-    assert (m["Out-of-order arrivals"], m["Duplicates"]) == ("1", "1")
+    assert (m["Out-of-order arrivals"], m["Duplicated events"]) == ("1", "1")
     assert m["Outbox backlog"] == "9"
     assert m["Oldest pending outbox row"] == "12 min 34 s"
     assert [x.value for x in at.markdown if "dead" in x.value] == [

@@ -68,11 +68,28 @@ def test_readonly_postgres_refuses_writes(postgres_url: str) -> None:
     store.dispose()
 
 
+def test_overview_counts_each_duplicated_event_once(tmp_path: Path) -> None:
+    """An event published twice and delivered twice to a group is two duplicate anomalies,
+    and one duplicated event."""
+    from choreoscope.collector.store import schema
+    from tests.dashboard.store_rows import add
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    add(fill(url), {schema.anomalies: [{
+        "key": "duplicate:delivery:payments:e1-paid", "kind": "duplicate",
+        "subkind": "delivery", "correlation_id": "ord-1", "event_id": "e1-paid",
+        "subject": "ord_1", "service": "shipping-service", "group_name": "shipping",
+        "detail": "delivered twice", "extra": None, "detected_at_ms": T0 + 600_000}]}).dispose()
+    o = q.overview(q.open_readonly(url), now_ms=T0 + 5 * 60_000)
+    assert (o["anomalies_by_kind"]["duplicate"], o["duplicated_events"]) == (2, 1)
+
+
 def test_overview_counts(store: q.Store) -> None:
     """Totals, trace share, anomaly kinds, outbox sums and per-minute counts."""
     o = q.overview(store, now_ms=T0 + 5 * 60_000, window_ms=5 * 60_000)
     assert (o["events_total"], o["events_traced"]) == (9, 7)
     assert o["anomalies_by_kind"] == {"duplicate": 1, "out_of_order": 1, "stuck_flow": 1}
+    assert o["duplicated_events"] == 1
     assert (o["outbox_pending"], o["outbox_dead"], o["outbox_unreachable"],
             o["outbox_never_measured"]) == (9, 1, 1, 0)
     assert o["outbox_oldest_pending_age_s"] == 754.0

@@ -103,7 +103,8 @@ def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[str, Any]:
-    """The overview's numbers: events, trace coverage, anomalies by kind, outbox, lag, the
+    """The overview's numbers: events, trace coverage, anomalies by kind (and the events
+    with a duplicate anomaly, `duplicated_events`), outbox, lag, the
     spans the OTLP receiver had to drop (`otlp_spans_dropped`), and when the flows were last
     analysed and how long that pass took (`analysed_at_ms`, `analysis_s`; None before), and
     when a pass last ran, skipped or not (`analysis_checked_at_ms`: the flows stand as of
@@ -128,6 +129,10 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
             text("SELECT count(*) FROM events WHERE trace_id IS NULL")).scalar_one()
         kinds = {k: int(n) for k, n in conn.execute(
             text("SELECT kind, count(*) FROM anomalies GROUP BY kind"))}
+        # an event published twice and delivered twice is two anomalies, one event
+        duplicated = conn.execute(text(
+            "SELECT count(DISTINCT event_id) FROM anomalies WHERE kind = 'duplicate'")
+        ).scalar_one() if kinds.get("duplicate") else 0
         outbox = conn.execute(text(
             "SELECT coalesce(sum(pending), 0), max(oldest_pending_age_s), count(*),"
             " coalesce(sum(CASE WHEN reachable THEN 0 ELSE 1 END), 0),"
@@ -156,6 +161,7 @@ def overview(store: Store, *, now_ms: int, window_ms: int = 3_600_000) -> dict[s
         "events_traced": int(total) - int(untraced),
         "traced_share": (int(total) - int(untraced)) / int(total) if total else None,
         "anomalies_by_kind": kinds,
+        "duplicated_events": int(duplicated),
         "outbox_pending": int(outbox[0]),
         "outbox_oldest_pending_age_s": outbox[1],
         "outbox_sources": int(outbox[2]),

@@ -14,7 +14,6 @@ import streamlit as st
 from .. import data
 from . import first_run, refresh
 
-
 # Columns of the page (not the sidebar's) at least 12rem wide, wrapping onto another row when
 # the page is narrower: four metric tiles beside an open sidebar in an 800 px window cut
 # their figures to `1,…`, and Streamlit stacks columns only below 640 px.

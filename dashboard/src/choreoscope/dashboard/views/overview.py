@@ -70,7 +70,10 @@ def _body() -> None:
     c[0].metric("Out-of-order arrivals", f"{kinds.get('out_of_order', 0):,}", border=True)
     c[0].page_link("views/out_of_order.py", label="Out-of-order",
                    icon=":material/arrow_forward:")
-    c[1].metric("Duplicates", f"{kinds.get('duplicate', 0):,}", border=True)
+    c[1].metric("Duplicated events", f"{o['duplicated_events']:,}", border=True,
+                help="Events published or delivered more than once, each counted once "
+                     f"({kinds.get('duplicate', 0):,} duplicate anomalies: a publish and a "
+                     "delivery to each consumer group are one each).")
     c[1].page_link("views/flows.py", label="Flows with duplicates",
                    icon=":material/arrow_forward:", query_params={"anomaly": "duplicate"})
     _outbox(o, c[2], c[3])
