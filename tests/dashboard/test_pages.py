@@ -621,6 +621,21 @@ def test_a_variant_shown_at_five_percent_is_not_rare(tmp_path: Path,
         == [[31, 5.0, False], [30, 4.8, True]]
 
 
+def test_variants_say_which_flows_have_no_variant(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flows known only from dead outbox rows have no event, so no variant: the page says
+    how many are left out of its total."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    eventless = [dict(row, variant="", event_types="[]", event_count=0)
+                 for row in many_flows("dead", 2, ["order.placed"], status="failed")]
+    add(fill(url), {schema.flows: eventless}).dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    at = run("variants")
+    assert "**4 variants** over 5 flows" in [m.value for m in at.markdown]
+    assert ("Not counted: 2 flows known only from dead outbox rows, with no event on the "
+            "bus, hence no variant (the Outbox page lists them).") in [c.value for c in at.caption]
+
+
 def test_event_health_problems_versions_untraced(env: None) -> None:
     """Problems per producer and type, schema versions per type, untraced events."""
     at = run("event_health")

@@ -317,10 +317,11 @@ def consumer_lag(store: Store) -> list[dict[str, Any]]:
 def variants(store: Store, *, limit: int = 200) -> dict[str, Any]:
     """Distinct paths with count, share and duration percentiles, most common first.
 
-    `{total_flows, variants: [{variant, count, share, p50_ms, p95_ms, max_ms}]}`, nearest-rank
-    percentiles, exact. One ordered scan of `ix_flows_variant_duration` returns each distinct
-    (variant, duration) with its count, so no flow row is read and nothing is sorted. Flows
-    known only from dead outbox rows have no event, hence no variant, and are not counted.
+    `{total_flows, variants: [{variant, count, share, p50_ms, p95_ms, max_ms}],
+    flows_without_events}`, nearest-rank percentiles, exact. One ordered scan of
+    `ix_flows_variant_duration` returns each distinct (variant, duration) with its count, so
+    no flow row is read and nothing is sorted. Flows known only from dead outbox rows have no
+    event, hence no variant: they are not in `total_flows`, but counted apart.
     """
     hist: dict[str, list[tuple[int, int]]] = {}
     with store.engine.connect() as conn:
@@ -328,6 +329,8 @@ def variants(store: Store, *, limit: int = 200) -> dict[str, Any]:
                 "SELECT variant, duration_ms, count(*) FROM flows WHERE variant <> ''"
                 " GROUP BY variant, duration_ms ORDER BY variant, duration_ms")):
             hist.setdefault(variant, []).append((int(duration), int(n)))
+        eventless = conn.execute(text("SELECT count(*) FROM flows WHERE variant = ''")
+                                 ).scalar_one()
     total = sum(n for pairs in hist.values() for _, n in pairs)
     rows: list[dict[str, Any]] = []
     for variant, pairs in hist.items():
@@ -338,7 +341,8 @@ def variants(store: Store, *, limit: int = 200) -> dict[str, Any]:
                      "p95_ms": _nearest_rank(pairs, count, 95),
                      "max_ms": pairs[-1][0]})
     rows.sort(key=lambda r: (-r["count"], r["variant"]))
-    return {"total_flows": total, "variants": rows[:limit]}
+    return {"total_flows": total, "variants": rows[:limit],
+            "flows_without_events": int(eventless)}
 
 
 def _nearest_rank(pairs: list[tuple[int, int]], count: int, pct: int) -> int:

@@ -33,6 +33,11 @@ def _body() -> None:
         df[c.replace("_ms", "")] = df[c].map(fmt.duration)
     shown = df[["variant", "count", "share %", "p50", "p95", "max", "rare"]]
     st.markdown(f"**{len(df):,} variants** over {v['total_flows']:,} flows")
+    eventless = v.get("flows_without_events", 0)
+    if eventless:
+        st.caption(f"Not counted: {eventless:,} flow{'s' if eventless != 1 else ''} known "
+                   "only from dead outbox rows, with no event on the bus, hence no variant "
+                   "(the Outbox page lists them).")
     st.dataframe(
         shown.style.apply(lambda r: ["background-color: #fef3c7" if r["rare"] else ""] * len(r),
                           axis=1),
