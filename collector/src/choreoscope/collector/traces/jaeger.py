@@ -273,6 +273,11 @@ class _Deadline:
     def passed(self) -> bool:
         return self._expired or time.monotonic() >= self._at
 
+    @property
+    def cut(self) -> bool:
+        """Whether the timer has shut the connection down."""
+        return self._expired
+
     def watch(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.append(sock)
@@ -333,7 +338,9 @@ def _read_by(resp: Any, deadline: _Deadline) -> bytes:
             break
         parts.append(part)
         size += len(part)
-    if deadline.passed:  # the connection was cut: what came is not the whole answer
+    # A cut connection reads as the end of the answer: what came is whole only when it is
+    # all its Content-Length announced (an answer read whole before the cut is kept).
+    if deadline.cut and getattr(resp, "length", None) != 0:
         raise TimeoutError
     return b"".join(parts)
 
