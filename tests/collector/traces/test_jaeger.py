@@ -325,7 +325,7 @@ def test_a_status_line_and_headers_dripping_in_are_given_up_at_the_deadline() ->
         with pytest.raises(JaegerUnavailable,
                            match=r"did not finish its answer within 1\.2s \(GET /api/v3/services"):
             JaegerClient(jaeger.url, timeout_s=0.2).services()
-        assert 1.2 <= time.monotonic() - started < 2.0
+        assert 1.2 <= time.monotonic() - started < 3.0
 
 
 def test_credentials_in_the_url_are_basic_auth_and_never_shown() -> None:
