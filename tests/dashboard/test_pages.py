@@ -445,6 +445,22 @@ def test_an_order_table_leaves_a_missing_sequence_blank() -> None:
     assert "sequence" not in order_table([{**one, "sequence": None}]).columns
 
 
+def test_an_order_table_shows_processing_starts_to_the_microsecond() -> None:
+    """Two handlers starting within one millisecond keep their order on screen: processing
+    starts come from spans, in microseconds; bus and event times stay in milliseconds."""
+    from choreoscope.dashboard.views.out_of_order import order_table
+
+    at_ms = 1764135314123
+    first = {"type": "a.b", "event_id": "e1", "time_ms": at_ms, "broker_ts_ms": at_ms,
+             "processed_at_us": at_ms * 1000 + 45}
+    table = order_table([first, {**first, "event_id": "e2", "processed_at_us": at_ms * 1000
+                                 + 812}, {**first, "event_id": "e3",
+                                          "processed_at_us": None}])
+    assert table["processed"].tolist() == ["05:35:14.123045", "05:35:14.123812", "—"]
+    assert table["on the bus"].tolist() == ["05:35:14.123"] * 3
+    assert table["event time"].tolist() == ["05:35:14.123"] * 3
+
+
 def test_out_of_order_table_and_chart_follow_the_filters(env: None) -> None:
     """With a kind no arrival has, the page shows no group table or chart, only the count."""
     at = run("out_of_order", subkind="sequence")

@@ -24,6 +24,16 @@ def clock(ms: int | None) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
+def clock_us(us: int | None) -> str:
+    """`1764135314123456` -> `05:35:14.123456` (UTC, microseconds): span times, whose order
+    within one millisecond is still their order."""
+    if us is None or pd.isna(us):
+        return "—"
+    us = int(us)
+    return (datetime.fromtimestamp(us // 1_000_000, tz=UTC).strftime("%H:%M:%S")
+            + f".{us % 1_000_000:06d}")
+
+
 def duration(ms: float | None) -> str:
     """`1234` -> `1.2 s`, `95000` -> `1 min 35 s`; None (or NaN) -> `—`."""
     if ms is None or pd.isna(ms):

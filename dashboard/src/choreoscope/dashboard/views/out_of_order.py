@@ -121,7 +121,7 @@ def order_table(records: list[dict[str, Any]]) -> pd.DataFrame:
             "sequence": "" if r.get("sequence") is None else str(r["sequence"]),
             "event time": fmt.clock(r.get("time_ms")) if r.get("time_ms") else r.get("time"),
             "on the bus": fmt.clock(r.get("broker_ts_ms")),
-            "processed": "—" if processed is None else fmt.clock(processed // 1000),
+            "processed": fmt.clock_us(processed),
             "position": (f"{r['topic']}/{r['partition']}/{r['offset']}"
                          if r.get("topic") is not None else "—"),
         })
