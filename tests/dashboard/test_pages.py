@@ -301,6 +301,8 @@ def test_deep_link_opens_the_flow_detail(env: None) -> None:
     assert lines[1].startswith("    - **`payment.completed`** by `payment-service`")
     assert lines[2].startswith("        - **`order.shipped`** by `shipping-service`")
     assert "duplicate" in lines[3] and lines[3].startswith("    - **`payment.completed`**")
+    assert any(c.value.startswith("Each event under the event that caused it, with the time it "
+                                  "reached the bus (UTC)") for c in at.caption)
     labels = [e.label for e in at.expander]
     assert "`order.placed` · `order-service` · `orders/0/0`" in labels
     assert any(json.loads(j.value) == {"order_id": "ord_1", "card": "[REDACTED]"} for j in at.json)

@@ -93,3 +93,21 @@ def test_flow_detail_of_a_flow_whose_events_never_reached_the_bus() -> None:
         "",
         "EVENTS",
         "none reached the bus"])
+
+
+def test_flow_detail_names_the_time_it_shows() -> None:
+    """The events table shows ce_time as the producer wrote it, and its heading says so: the
+    bus's time (the dashboard's causal tree) can differ from it."""
+    event = {"time": "2023-11-14T22:13:20Z", "type": "order.placed", "source": "orders",
+             "subject": "ord-9", "id": "e-1", "causation_id": None, "topic": "shop",
+             "partition": 0, "offset": 7, "problems": [], "duplicate": False}
+    flow = {"correlation_id": "ord-9", "status": "in_progress",
+            "started_at": "2023-11-14T22:13:20.000Z", "last_seen_at": "2023-11-14T22:13:20.000Z",
+            "duration_ms": 0, "event_count": 1, "services": ["orders"],
+            "event_types": ["order.placed"], "trace_ids": [], "variant": "order.placed",
+            "events": [event], "spans": [], "anomalies": []}
+    lines = flow_detail(flow).split("EVENTS\n")[1].splitlines()
+    assert lines[0].split() == ["CE_TIME", "TYPE", "SOURCE", "SUBJECT", "ID", "CAUSED", "BY",
+                                "AT", "NOTE"]
+    assert lines[1].split()[:6] == ["2023-11-14T22:13:20Z", "order.placed", "orders", "ord-9",
+                                    "e-1", "-"]

@@ -59,7 +59,7 @@ def flow_detail(flow: dict[str, Any]) -> str:
         f"variant     {_clean(flow['variant']) or '-'}",
     ]
     events = "EVENTS\n" + table(flow["events"], [
-        ("TIME", lambda e: e["time"]),
+        ("CE_TIME", lambda e: e["time"]),  # as its producer wrote it, not the bus's
         ("TYPE", lambda e: e["type"]),
         ("SOURCE", lambda e: e["source"]),
         ("SUBJECT", lambda e: e["subject"]),

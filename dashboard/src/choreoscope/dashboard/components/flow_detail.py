@@ -65,6 +65,8 @@ def render(flow: dict[str, Any]) -> None:
     with tabs[0]:
         _timeline(flow)
     with tabs[1]:
+        st.caption("Each event under the event that caused it, with the time it reached the "
+                   "bus (UTC) and its topic/partition/offset.")
         st.markdown(causal_tree_markdown(flow["events"]))
     with tabs[2]:
         _anomalies(flow["anomalies"])
