@@ -799,3 +799,103 @@ def test_bad_relay_configuration_is_rejected(
     with pytest.raises(error) as info:
         OutboxRelay(args.pop("outbox"), args.pop("producer"), **args)
     assert str(info.value) == message
+
+
+# -- the bus away ----------------------------------------------------------------------------
+
+
+def _unreachable_producer(**config: Any) -> KafkaProducer:
+    """A real producer whose broker is not there: every send to a topic it has no metadata
+    for blocks `max_block_ms`, then fails with KafkaTimeoutError."""
+    from choreoscope.collector.broker import free_port
+
+    return KafkaProducer(bootstrap_servers=f"127.0.0.1:{free_port()}", api_version=(2, 5, 0),
+                         **config)
+
+
+def test_with_the_bus_away_a_round_tries_one_send_not_one_per_aggregate(
+    outbox: Outbox, db_url: str, topic: str,
+) -> None:
+    """Each send blocks for metadata while the broker is away. A round holding the heads of
+    five aggregates used to block five times over (on PostgreSQL with its row locks held):
+    no send starts once the round's `send_timeout` is over, and the rows not tried stay as
+    they were, due at once, no attempt counted."""
+    commit_rows(outbox, db_url, *[f"ord_{i}" for i in range(5)], aggregatetype=topic)
+    away = _unreachable_producer(max_block_ms=1500)
+    relay = OutboxRelay(outbox, away, send_timeout=1.0)
+    try:
+        assert relay.run_once() == 0
+    finally:
+        relay.close()
+        away.close(timeout=1)
+    rows = outbox_rows(outbox)
+    assert [(r["status"], r["attempts"]) for r in rows] == (
+        [("pending", 1)] + [("pending", 0)] * 4)
+    assert rows[0]["last_error"].startswith("KafkaTimeoutError")
+    assert [r["next_attempt_at"] is None for r in rows] == [False] + [True] * 4
+
+
+def test_run_forever_stops_between_sends_with_the_bus_away(
+    tmp_path: Path, topic: str,
+) -> None:
+    """Stopped while a send blocks for metadata, the relay starts no other send: it returns
+    after that one, its rows left pending."""
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    commit_rows(outbox, url, *[f"ord_{i}" for i in range(4)], aggregatetype=topic)
+    away = _unreachable_producer(max_block_ms=1500)
+    relay = OutboxRelay(outbox, away, send_timeout=30)
+    stop = threading.Event()
+    worker = threading.Thread(target=relay.run_forever, args=(stop, 0.05))
+    worker.start()
+    try:
+        time.sleep(0.5)  # the first send is blocked
+        stop.set()
+        worker.join(30)
+    finally:
+        away.close(timeout=1)
+    assert not worker.is_alive()
+    assert [a for _, _, a in statuses(outbox)] == [1, 0, 0, 0]
+
+
+def test_a_value_its_serializer_makes_not_json_gets_its_content_type(
+    tmp_path: Path, bootstrap: str, topic: str,
+) -> None:
+    """As with `publish`: a producer whose serializer makes text (or bytes) that are not JSON
+    sends the row with the `content-type` that says so, so consumers do not read it as JSON."""
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    commit_rows(outbox, url, "ord_1", aggregatetype=topic)
+    raw = KafkaProducer(bootstrap_servers=bootstrap,
+                        value_serializer=lambda v: f"order {v['order_id']}".encode())
+    try:
+        assert OutboxRelay(outbox, raw).run_once() == 1
+    finally:
+        raw.close(timeout=5)
+    [record] = consume_all(bootstrap, topic)
+    assert record.value == b"order ord_1"
+    assert dict(record.headers)["content-type"] == b"text/plain; charset=utf-8"
+    event = decode_record(record.headers, record.value)
+    assert (event.data, event.problems) == ("order ord_1", [])
+
+
+def test_the_relay_spans_go_to_the_traced_producers_provider(
+    tmp_path: Path, producer: KafkaProducer, topic: str,
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter,
+) -> None:
+    """Given a TracedProducer made with its own provider (several services in one process,
+    none global), the relay's send spans go there too."""
+    from choreoscope.instrumentation import instrument_producer
+
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    outbox = Outbox(url, service="s")
+    outbox.create_table()
+    commit_rows(outbox, url, "ord_1", aggregatetype=topic)
+    traced = instrument_producer(producer, service="s", tracer_provider=tracer_provider)
+    relay = OutboxRelay(outbox, traced)
+    assert relay.run_once() == 1
+    relay.close()
+    assert [(s.name, s.kind) for s in span_exporter.get_finished_spans()] == [
+        (f"send {topic}", SpanKind.PRODUCER)]

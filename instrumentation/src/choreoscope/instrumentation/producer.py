@@ -132,6 +132,7 @@ class TracedProducer:
         "_topics",
         "_tracer",
         "service",
+        "tracer_provider",
         "wrapped",
     )
 
@@ -155,6 +156,7 @@ class TracedProducer:
             raise ValueError("expected a non-empty service name, got ''")
         self.wrapped = producer
         self.service = service
+        self.tracer_provider = tracer_provider  # None: the global one (an outbox relay's too)
         self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         self._start_send_span = SendSpanStarter(SpanStarter(self._tracer))
         self._plain_send = PlainSend()

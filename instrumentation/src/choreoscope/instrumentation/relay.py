@@ -16,11 +16,19 @@ until that relay commits (row locks never block the service's inserts). SQLite h
 writer lock, which must not be held while Kafka answers (or does not): there the claim is
 a short `BEGIN IMMEDIATE` transaction that leases the heads (`next_attempt_at` = now +
 lease, so no other relay takes them and the rows behind them stay blocked), the sends
-happen with no lock held, and a second short transaction marks the results. A round waits
-for all its acks together, at most `send_timeout`, well inside the lease; should a lease
-still run out (sends blocked on metadata), the rows not yet sent are left alone and the
-marks apply only to rows still under this round's lease, so a relay that took them over is
-never undone.
+happen with no lock held, and a second short transaction marks the results. A round lasts
+about `send_timeout`: no send starts after it (kafka-python's `send` itself may block up to
+the producer's `max_block_ms` for metadata, so with the broker away one send is tried per
+round, not one per aggregate), and the acks are awaited together until it ends, well inside
+the lease. Should a lease still run out, the rows not yet sent are left alone and the marks
+apply only to rows still under this round's lease, so a relay that took them over is never
+undone.
+
+A send whose ack has not come when its round ends is still in the producer, which delivers
+it when the broker answers (or fails it after its `delivery_timeout_ms`): the row is marked
+as a failed attempt but is not sent again while that record is in flight; a later round
+marks it sent once its ack comes. So a broker outage does not put a new copy of each row on
+the bus at every retry.
 
 Delivery is at least once: a relay that dies between the broker's ack and its commit
 leaves the row pending (on SQLite, until its lease expires), and the row is sent again
@@ -54,6 +62,7 @@ from opentelemetry.trace import (
 )
 
 from . import _dbapi, semconv, wire
+from ._declared_values import SENDING, declare_serialized_values
 from ._fastspan import SpanStarter
 from ._plain_send import PlainSend
 from ._send_inputs import serializers
@@ -92,7 +101,9 @@ class OutboxRelay:
     `producer` is a `kafka.KafkaProducer` or the `TracedProducer` of `instrument_producer`
     (its plain producer is used: the relay writes the headers and the span itself). A
     producer with its own `value_serializer` / `key_serializer` gets the row's data and
-    `aggregateid` as objects, as `publish` gives them; otherwise they go as JSON and UTF-8.
+    `aggregateid` as objects, as `publish` gives them (a value it makes that is not JSON gets
+    a `content-type` header, as with `publish`); otherwise they go as JSON and UTF-8. Spans
+    go to `tracer_provider`, else to the `TracedProducer`'s own, else to the global one.
     `topic_for(aggregatetype) -> topic` defaults to the aggregate type itself. `backoff`
     is the first retry delay in seconds (doubling per attempt, at most 5 minutes) or a
     callable `attempts -> seconds`. After `max_attempts` failed sends a row is `dead` when the
@@ -132,13 +143,16 @@ class OutboxRelay:
         self._producer = plain
         self._plain_send = PlainSend()  # under OpenTelemetry's kafka instrumentation too
         self._serializes_values, self._serializes_keys = serializers(plain)
+        # the producer's serializer makes the bytes: a non-JSON value gets its content-type
+        self._declares = self._serializes_values and declare_serialized_values(plain)
         self._topic_for = topic_for or (lambda aggregatetype: aggregatetype)
         self._backoff = _backoff_function(backoff)
         self._send_timeout = send_timeout
         # Longer than a send can take: kafka-python blocks up to max_block_ms (60 s by
         # default) for metadata, then the ack may take send_timeout.
         self._lease_ms = round((send_timeout + 90.0) * 1000)
-        provider = tracer_provider or trace.get_tracer_provider()
+        provider = (tracer_provider or getattr(producer, "tracer_provider", None)
+                    or trace.get_tracer_provider())
         self._tracer = provider.get_tracer(_TRACER_NAME)
         self._start_span = SpanStarter(self._tracer)
         self._lock = threading.Lock()
@@ -155,6 +169,9 @@ class OutboxRelay:
         self._dialect: _dbapi.Dialect | None = None
         self._busy = False
         self._producer_faults_logged: set[type[BaseException]] = set()
+        # Sends whose ack had not come when their round ended, by seq: still in the producer.
+        self._in_flight: dict[int, _Pending] = {}
+        self._stop: threading.Event | None = None
 
     def run_once(self) -> int:
         """Publish what is due now, round after round; returns the number of rows sent.
@@ -166,13 +183,14 @@ class OutboxRelay:
         with self._lock:
             attempted = sent = 0
             tried: list[int] = []  # failed in this pass: not again until the next one
-            while attempted < self.batch_size:
-                claimed, ok = self._round(self.batch_size - attempted, tried)
+            cut_short = False
+            while attempted < self.batch_size and not self._stopping():
+                claimed, ok, cut_short = self._round(self.batch_size - attempted, tried)
                 attempted += claimed
                 sent += ok
-                if claimed == 0:
+                if claimed == 0 or cut_short:
                     break
-            self._busy = attempted >= self.batch_size
+            self._busy = attempted >= self.batch_size and not cut_short
             return sent
 
     def run_forever(self, stop_event: threading.Event | None = None, interval: float = 1.0) -> None:
@@ -181,6 +199,7 @@ class OutboxRelay:
         A failing pass (e.g. the database is unreachable) is logged and retried.
         """
         stop = stop_event or threading.Event()
+        self._stop = stop  # a round starts no more sends once it is set
         try:
             while not stop.is_set():
                 try:
@@ -191,22 +210,34 @@ class OutboxRelay:
                 if not self._busy:  # a full pass: there may be more, go on at once
                     stop.wait(interval)
         finally:
+            self._stop = None
             self.close()
 
     def close(self) -> None:
-        """Close the relay's database connection (the producer is the caller's)."""
+        """Close the relay's database connection (the producer is the caller's). Sends still
+        awaiting their ack end their spans; their rows stay pending."""
         with self._lock:
             self._drop_connection()
+            in_flight, self._in_flight = self._in_flight, {}
+            for pending in in_flight.values():
+                pending.abandon()
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     # -- one round: claim heads, send, wait for acks, mark, commit ---------------------
 
-    def _round(self, limit: int, tried: list[int]) -> tuple[int, int]:
+    def _round(self, limit: int, tried: list[int]) -> tuple[int, int, bool]:
+        """(rows claimed, rows sent, whether the round ended before sending all it claimed)."""
         conn, dialect = self._connection()
         try:
             cur = _dbapi.tuple_cursor(conn)  # whatever row factory the outbox's connections have
             self._begin(conn, cur, dialect)
+            acked = self._mark_acked_in_flight(cur, dialect)
             now_ms = _now_ms()
-            cur.execute(*self._claim_sql(dialect, now_ms, limit, tried))
+            # A row whose earlier send is still in flight is not sent again (nor, being its
+            # aggregate's head, are the rows behind it).
+            cur.execute(*self._claim_sql(dialect, now_ms, limit, [*tried, *self._in_flight]))
             rows = [_Row(*r) for r in cur.fetchall()]
             leased = bool(rows) and not dialect.postgres
             lease_until = now_ms + self._lease_ms
@@ -218,19 +249,29 @@ class OutboxRelay:
                 cur.execute(*self._lease_sql(dialect, rows, lease_until))
                 conn.commit()
                 guard = (dialect.time_param(lease_until),)
-            sends = [self._send(row, dialect, lease_until if leased else None) for row in rows]
-            # The acks are awaited together: the round lasts at most send_timeout, well
-            # within the lease, however many heads it holds.
+            # No send starts once the round's time is up (each may block for metadata) or the
+            # relay is stopping; the acks are then awaited together until that same time.
             deadline = time.monotonic() + self._send_timeout
-            results = [(row, pending.wait(max(0.0, deadline - time.monotonic())), _now_ms())
-                       for row, pending in zip(rows, sends, strict=True)]
+            sends: list[_Pending] = []
+            for row in rows:
+                if sends and (time.monotonic() >= deadline or self._stopping()):
+                    sends.append(_Pending(None, None, _NOT_SENT))
+                else:
+                    sends.append(self._send(row, dialect, lease_until if leased else None))
+            results = [(row, pending, pending.wait(max(0.0, deadline - time.monotonic())),
+                        _now_ms()) for row, pending in zip(rows, sends, strict=True)]
             if leased:
                 self._begin(conn, cur, dialect)
             sent = [self._sent_params(dialect, row, done_ms) + guard
-                    for row, error, done_ms in results if error is None]
+                    for row, _, error, done_ms in results if error is None]
             failed = [self._failed_params(dialect, row, done_ms, error) + guard
-                      for row, error, done_ms in results if error is not None]
-            tried.extend(row.seq for row, error, _ in results if error is not None)
+                      for row, _, error, done_ms in results
+                      if error is not None and error is not _NOT_SENT]
+            unsent = [(row.seq, *guard) for row, _, error, _ in results if error is _NOT_SENT]
+            tried.extend(row.seq for row, _, error, _ in results if error is not None)
+            for row, pending, _, _ in results:
+                if pending.in_flight:
+                    self._in_flight[row.seq] = pending
             # One statement per kind of mark: psycopg pipelines executemany, sqlite3 loops in C.
             # On SQLite a mark applies only while the row is still under this round's lease:
             # a relay that took over an expired lease owns the row's state from then on.
@@ -239,11 +280,36 @@ class OutboxRelay:
                 cur.executemany(dialect.sql(self._sent_sql + held), sent)
             if failed:
                 cur.executemany(dialect.sql(self._failed_sql + held), failed)
+            if unsent and leased:  # never tried: due again at once, no attempt counted
+                cur.executemany(dialect.sql(
+                    f"update {self.outbox.table} set next_attempt_at = null where seq = ?"
+                    + held), unsent)
             conn.commit()
-            return len(rows), len(sent)
+            return len(rows), acked + len(sent), bool(unsent)
         except BaseException:
             self._drop_connection()
             raise
+
+    def _mark_acked_in_flight(self, cur: Any, dialect: _dbapi.Dialect) -> int:
+        """Settle the sends in flight whose ack (or failure) came after their round: an ack
+        marks the row sent, unless it is no longer pending (another relay sent it, or it is
+        dead); a failure leaves the row as its round marked it, to be sent again. Returns how
+        many acks came."""
+        acked = []
+        for seq, pending in list(self._in_flight.items()):
+            outcome = pending.settle()
+            if outcome is _STILL_IN_FLIGHT:
+                continue
+            del self._in_flight[seq]
+            if outcome is None:
+                at = dialect.time_param(_now_ms())
+                acked.append((STATUS_SENT, at, at, seq))
+        if acked:
+            cur.executemany(dialect.sql(
+                f"update {self.outbox.table} set status = ?, last_attempt_at = ?, sent_at = ?,"
+                f" next_attempt_at = null, last_error = null where seq = ?"
+                f" and status = '{STATUS_PENDING}'"), acked)
+        return len(acked)
 
     def _claim_sql(
         self, dialect: _dbapi.Dialect, now_ms: int, limit: int, tried: list[int]
@@ -349,9 +415,15 @@ class OutboxRelay:
                 traceparent = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
                 tracestate = ctx.trace_state.to_header() or tracestate
             headers = wire.encode_headers(event, traceparent, tracestate, content_type) + extra
-            future = self._plain_send(self._producer)(
-                topic, value=value, key=key if self._serializes_keys else key.encode(),
-                headers=headers)
+            send = self._plain_send(self._producer)
+            if self._declares:
+                SENDING.ours = True
+            try:
+                future = send(topic, value=value,
+                              key=key if self._serializes_keys else key.encode(),
+                              headers=headers)
+            finally:
+                SENDING.ours = False
         except Exception as exc:  # noqa: BLE001 - recorded on the row and the span
             return _Pending(span, None, exc)
         except BaseException:
@@ -437,26 +509,53 @@ class _Pending:
     span: Span | None
     future: Any
     error: BaseException | None
+    in_flight: bool = False
+    """The wait ended before the ack: the record is still in the producer, its span open."""
 
     def wait(self, timeout: float) -> BaseException | None:
-        """Wait for the ack, end the span; the error if the send failed, else None."""
+        """Wait for the ack, end the span; the error if the send failed, else None. With no
+        ack within `timeout` the span stays open (`in_flight`) until `settle` sees one."""
         error = self.error
         if error is None:
             try:
                 self.future.get(timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - recorded on the row and the span
+                if getattr(self.future, "is_done", True) is False:
+                    self.in_flight = True
+                    return _NoAckYet(f"no ack within the round ({exc}); the record is still "
+                                     "in the producer and is not sent again meanwhile")
                 error = exc
             except BaseException:
                 if self.span is not None:
                     self.span.end()
                 raise
-        if self.span is not None:
-            if error is not None:
-                self.span.record_exception(error)
-                self.span.set_status(Status(StatusCode.ERROR, str(error)))
-                self.span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-            self.span.end()
+        self._end_span(error)
         return error
+
+    def settle(self) -> BaseException | object | None:
+        """For a send `in_flight`: `_STILL_IN_FLIGHT`, else (its span ended) None once acked
+        or the error it failed with."""
+        if not self.future.is_done:
+            return _STILL_IN_FLIGHT
+        self.in_flight = False
+        error = self.future.exception
+        self._end_span(error)
+        return error
+
+    def abandon(self) -> None:
+        """End the span of a send in flight that nobody will wait for any more."""
+        if self.in_flight:
+            self.in_flight = False
+            self._end_span(_NoAckYet("the relay closed before the broker's ack"))
+
+    def _end_span(self, error: BaseException | None) -> None:
+        if self.span is None:
+            return
+        if error is not None:
+            self.span.record_exception(error)
+            self.span.set_status(Status(StatusCode.ERROR, str(error)))
+            self.span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
+        self.span.end()
 
 
 def _stored_context(text: str | None, is_json: Any = False) -> tuple[Context, str | None]:
@@ -527,6 +626,23 @@ def _producer_fault(error: BaseException) -> bool:
     """A Kafka error neither retriable nor the record's: the producer's own state."""
     return (isinstance(error, kafka.errors.KafkaError) and error.retriable is not True
             and not isinstance(error, _RECORD_FAULTS))
+
+
+class _NoAckYet(TimeoutError):
+    """No ack when the round ended, the record still in the producer: the bus's delay,
+    never the row's fault."""
+
+    retriable = True
+
+
+class _NotSent(TimeoutError):
+    """A claimed row the round had no time left to send: no attempt, no mark."""
+
+    retriable = True
+
+
+_NOT_SENT = _NotSent("the round ended before this row's turn")
+_STILL_IN_FLIGHT = object()
 
 
 class _LeaseExpired(TimeoutError):
