@@ -241,3 +241,41 @@ def test_a_flow_not_yet_analysed_counts_its_events_as_analysis_will(tmp_path: Pa
     assert (before["event_count"], len(before["events"])) == (3, 4)
     assert (after["event_count"], len(after["events"])) == (3, 4)
     store.dispose()
+
+
+def test_a_flow_shows_only_its_own_spans_of_a_shared_trace(store: Store) -> None:
+    """One request publishing two orders puts two flows in one trace. Each flow's detail
+    shows the request's span and its own sends and handlers (and what runs under them), not
+    the other flow's, whose failing handler would read as its own failure. A send naming an
+    event not on the bus (an outbox row not relayed) stays with the trace's flows."""
+    from choreoscope.collector.store.schema import events, spans
+    from tests.collector.query._data import event, span
+
+    shared = "5" * 32
+    at = T0 + 300_000
+    with store.engine.begin() as conn:
+        conn.execute(events.insert(), [
+            event("orders", 10, "n1", "order.placed", "orders", "ord-n", at=at, trace=shared),
+            event("orders", 11, "f1", "order.placed", "orders", "ord-f", at=at, trace=shared)])
+        conn.execute(spans.insert(), [
+            span(shared, "1" * 16, "POST /checkout", "server", "web", at * 1000),
+            span(shared, "2" * 16, "send orders", "producer", "web", at * 1000 + 10,
+                 parent="1" * 16, message_id="n1"),
+            span(shared, "3" * 16, "send orders", "producer", "web", at * 1000 + 20,
+                 parent="1" * 16, message_id="f1"),
+            span(shared, "4" * 16, "process orders", "consumer", "payments", at * 1000 + 30,
+                 parent="2" * 16, message_id="n1", group="payments"),
+            span(shared, "5" * 16, "process orders", "consumer", "payments", at * 1000 + 40,
+                 parent="3" * 16, message_id="f1", group="payments", status="error"),
+            span(shared, "6" * 16, "select orders", "client", "payments", at * 1000 + 50,
+                 parent="5" * 16),
+            span(shared, "7" * 16, "send orders", "producer", "web", at * 1000 + 60,
+                 parent="1" * 16, message_id="outbox-row-9")])
+
+    def shown(cid: str) -> list[str]:
+        flow = get_flow(store, cid)
+        assert flow is not None
+        return [s["span_id"][0] for s in flow["spans"]]
+
+    assert shown("ord-n") == ["1", "2", "4", "7"]
+    assert shown("ord-f") == ["1", "3", "5", "6", "7"]

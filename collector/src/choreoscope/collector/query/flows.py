@@ -277,7 +277,41 @@ def _flow_spans(conn: Any, correlation_id: str, trace_ids: list[str]) -> list[An
     for where in lookups:
         for row in conn.execute(select(spans).where(where)).mappings():
             found[(row["trace_id"], row["span_id"])] = row
-    return sorted(found.values(), key=lambda r: (r["start_us"], r["trace_id"], r["span_id"]))
+    others = _other_flows_spans(conn, correlation_id, found)
+    return sorted((row for key, row in found.items() if key not in others),
+                  key=lambda r: (r["start_us"], r["trace_id"], r["span_id"]))
+
+
+def _other_flows_spans(conn: Any, correlation_id: str,
+                       found: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
+    """The spans of a shared trace that belong to another flow: those naming an event stored
+    under another flow (one request publishing two orders: each send, and each handler of
+    them), and every span under them. Spans naming no event (the request's own) and those
+    naming an event not on the bus (a pending or dead outbox row) stay."""
+    named = {row["message_id"] for row in found.values() if row["message_id"]}
+    if not named:
+        return set()
+    elsewhere = {str(event_id) for event_id in conn.execute(
+        select(events.c.event_id).distinct()
+        .where(events.c.event_id.in_(sorted(named)), events.c.flow_id != correlation_id)
+        .where(~events.c.event_id.in_(select(events.c.event_id)
+                                      .where(events.c.flow_id == correlation_id,
+                                             events.c.event_id.is_not(None)))))
+        .scalars()}
+    if not elsewhere:
+        return set()
+    children: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for (trace_id, span_id), row in found.items():
+        if row["parent_span_id"]:
+            children.setdefault((trace_id, row["parent_span_id"]), []).append((trace_id, span_id))
+    out: set[tuple[str, str]] = set()
+    todo = [key for key, row in found.items() if row["message_id"] in elsewhere]
+    while todo:
+        key = todo.pop()
+        if key not in out:
+            out.add(key)
+            todo.extend(children.get(key, ()))
+    return out
 
 
 def _summary(row: Any) -> dict[str, Any]:
