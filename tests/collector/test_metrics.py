@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from pathlib import Path
 
@@ -44,11 +45,18 @@ def fill(store: Store) -> None:
              "last_seen_at_ms": 1, "duration_ms": 0, "event_count": 1, "services": "[]",
              "event_types": "[]", "trace_ids": "[]", "variant": "", "updated_at_ms": 1}
             for i, status in enumerate(["completed", "stuck", "stuck"])])
+        now_ms = int(time.time() * 1000)
         conn.execute(outbox_sources.insert(), [
             {"source": "orders-db", "table_name": "outbox", "reachable": True,
-             "last_poll_ms": 1, "pending": 4, "dead": 1, "oldest_pending_age_s": 42.5},
+             "last_poll_ms": now_ms, "last_ok_ms": now_ms - 500, "pending": 4, "dead": 1,
+             "oldest_pending_age_s": 42.5},
             {"source": "billing-db", "table_name": "outbox", "reachable": False,
-             "last_poll_ms": 1, "pending": None, "dead": None, "oldest_pending_age_s": None}])
+             "last_poll_ms": now_ms, "last_ok_ms": None, "pending": None, "dead": None,
+             "oldest_pending_age_s": None},
+            # answered its last poll, 10 minutes ago: no collector polls it any more
+            {"source": "gone-db", "table_name": "outbox", "reachable": True,
+             "last_poll_ms": now_ms - 600_000, "last_ok_ms": 1_764_000_000_000, "pending": 2,
+             "dead": 0, "oldest_pending_age_s": 18.5}])
         conn.execute(consumer_lag.insert(), [
             {"group_name": "billing", "topic": "orders", "partition": 1, "committed": 10,
              "end_offset": 17, "lag": 7, "measured_at_ms": 1}])
@@ -97,6 +105,8 @@ def test_scrape_shows_the_store(store: Store) -> None:
         ("choreoscope_outbox_dead", (("source", "orders-db"),)): 1.0,
         ("choreoscope_outbox_reachable", (("source", "orders-db"),)): 1.0,
         ("choreoscope_outbox_reachable", (("source", "billing-db"),)): 0.0,
+        ("choreoscope_outbox_reachable", (("source", "gone-db"),)): 0.0,
+        ("choreoscope_outbox_last_ok_timestamp_seconds", (("source", "gone-db"),)): 1.764e9,
         ("choreoscope_consumer_lag",
          (("group", "billing"), ("partition", "1"), ("topic", "orders"))): 7.0,
     }
@@ -180,8 +190,8 @@ def test_refresh_from_postgres(postgres_url: str) -> None:
     assert snap.anomalies == {"duplicate": 2, "stuck_flow": 1}
     assert snap.flows == {"completed": 1, "stuck": 2}
     assert snap.consumer_lag == [("billing", "orders", 1, 7)]
-    assert [(o["source"], o["reachable"]) for o in snap.outbox] == [("billing-db", False),
-                                                                    ("orders-db", True)]
+    assert [(o["source"], o["reachable"], o["stale"]) for o in snap.outbox] == [
+        ("billing-db", False, False), ("gone-db", True, True), ("orders-db", True, False)]
 
 
 def test_retention_never_lowers_the_stored_ever_counters(store: Store) -> None:

@@ -167,11 +167,11 @@ def test_poll_figures_and_stuck_rows(store: Store, outbox_url: str) -> None:
     monitor = OutboxMonitor(store, [OutboxSource("orders", outbox_url)])
     monitor.poll_once(now_ms=NOW)
     monitor.close()
-    assert outbox_status(store) == [{
+    assert outbox_status(store, now_ms=NOW + 1000) == [{
         "source": "orders", "table": "outbox", "pending": 3, "dead": 1,
         "oldest_pending_age_s": 100.0, "publish_lag_p95_ms": 190.0, "stuck": STUCK,
         "reachable": True, "last_ok_at": "2025-11-24T16:00:00.000Z",
-        "last_poll_at": "2025-11-24T16:00:00.000Z", "last_error": None,
+        "last_poll_at": "2025-11-24T16:00:00.000Z", "last_error": None, "stale": False,
     }]
 
 

@@ -81,7 +81,8 @@ OUTBOX = [
     {"source": "billing", "table": "billing.outbox", "pending": 0, "dead": 0,
      "oldest_pending_age_s": None, "publish_lag_p95_ms": None, "stuck": [],
      "reachable": False, "last_ok_at": "2025-11-24T16:00:05.000Z",
-     "last_poll_at": "2025-11-24T16:02:05.000Z", "last_error": "connection refused"},
+     "last_poll_at": "2025-11-24T16:02:05.000Z", "last_error": "connection refused",
+     "stale": False},
     {"source": "orders", "table": "outbox", "pending": 4, "dead": 1,
      "oldest_pending_age_s": 12.25, "publish_lag_p95_ms": 35.0,
      "stuck": [{"id": "o-1", "aggregatetype": "orders", "aggregateid": "ord_3",
@@ -89,8 +90,10 @@ OUTBOX = [
                 "age_s": 95.5, "correlation_id": "ord-3", "trace_id": TRACE_3,
                 "status": "dead", "seq": 7, "reason": "dead", "service": "orders"}],
      "reachable": True, "last_ok_at": "2025-11-24T16:02:05.000Z",
-     "last_poll_at": "2025-11-24T16:02:05.000Z", "last_error": None},
+     "last_poll_at": "2025-11-24T16:02:05.000Z", "last_error": None, "stale": False},
 ]
+# As read a year later (the CLI reads the clock): no collector polls them any more.
+OUTBOX_LATER = [dict(source, stale=True) for source in OUTBOX]
 
 GRAPH = {
     "nodes": [

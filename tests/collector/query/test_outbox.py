@@ -6,11 +6,22 @@ from choreoscope.collector.query import outbox_status
 from choreoscope.collector.store import Store
 from choreoscope.collector.store.schema import outbox_sources
 from tests.collector.query import expected
+from tests.collector.query._data import T0
 
 
 def test_outbox_status_exact(store: Store) -> None:
     """Each source in the DESIGN shape, by name, unreachable ones marked, never healthy."""
-    assert outbox_status(store) == expected.OUTBOX
+    assert outbox_status(store, now_ms=T0 + 130_000) == expected.OUTBOX
+
+
+def test_a_source_no_collector_polls_any_more_is_stale(store: Store) -> None:
+    """Polled last more than three poll intervals (the default: 10 s) ago, a source is stale:
+    its figures, however healthy, are old."""
+    last_poll = T0 + 125_000
+    assert [s["stale"] for s in outbox_status(store, now_ms=last_poll + 30_000)] == [
+        False, False]
+    assert [s["stale"] for s in outbox_status(store, now_ms=last_poll + 30_001)] == [True, True]
+    assert outbox_status(store) == expected.OUTBOX_LATER  # the clock's now
 
 
 def test_outbox_bad_stuck_json(store: Store) -> None:

@@ -16,6 +16,8 @@ the last snapshot (never touching the database). Metrics live in their own regis
     choreoscope_outbox_oldest_pending_age_seconds{source}  age of the oldest pending outbox row
     choreoscope_outbox_pending{source} / _dead{source}     outbox backlog and dead rows
     choreoscope_outbox_reachable{source}                   1 when the last poll succeeded
+                                                           and a collector still polls it
+    choreoscope_outbox_last_ok_timestamp_seconds{source}   when the last poll succeeded
     choreoscope_consumer_lag{group,topic,partition}        consumer lag in records
     choreoscope_store_up                                   1 when the last refresh succeeded
     choreoscope_analysis_last_pass_timestamp_seconds       when flows were last analysed
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +47,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import retention
 from .detect.anomaly import KINDS as ANOMALY_KINDS
+from .query import intervals
+from .query.outbox import is_stale
 from .reconstruct import skip
 from .store import Store
 from .store.schema import (
@@ -151,9 +156,14 @@ class StoreMetrics(Collector):
         pending = GaugeMetricFamily("choreoscope_outbox_pending", "Pending outbox rows",
                                     labels=["source"])
         dead = GaugeMetricFamily("choreoscope_outbox_dead", "Dead outbox rows", labels=["source"])
-        reachable = GaugeMetricFamily("choreoscope_outbox_reachable",
-                                      "1 when the outbox database answered the last poll",
-                                      labels=["source"])
+        reachable = GaugeMetricFamily(
+            "choreoscope_outbox_reachable",
+            "1 when the outbox database answered the last poll and a collector still polls it "
+            "(0 once none has for 3 poll intervals: its other figures are then old)",
+            labels=["source"])
+        last_ok = GaugeMetricFamily("choreoscope_outbox_last_ok_timestamp_seconds",
+                                    "When the outbox database last answered a poll (Unix time)",
+                                    labels=["source"])
         for row in snap.outbox:
             labels = [row["source"]]
             if row["pending"] is not None:  # absent, not 0, before a first successful poll
@@ -161,8 +171,10 @@ class StoreMetrics(Collector):
                 pending.add_metric(labels, row["pending"])
             if row["dead"] is not None:
                 dead.add_metric(labels, row["dead"])
-            reachable.add_metric(labels, 1 if row["reachable"] else 0)
-        yield from (age, pending, dead, reachable)
+            reachable.add_metric(labels, 1 if row["reachable"] and not row["stale"] else 0)
+            if row["last_ok_ms"] is not None:
+                last_ok.add_metric(labels, row["last_ok_ms"] / 1000)
+        yield from (age, pending, dead, reachable, last_ok)
         lag = GaugeMetricFamily("choreoscope_consumer_lag",
                                 "Records between the committed offset and the end of the partition",
                                 labels=["group", "topic", "partition"])
@@ -201,10 +213,14 @@ def _read(store: Store) -> Snapshot:
                                                .where(meta.c.key == skip.STATE_KEY)).scalar())
         if analysed is not None:
             snap.analysed_at_ms, snap.analysis_s = analysed
-        snap.outbox = [dict(r._mapping) for r in conn.execute(
+        poll_s = intervals.recorded(conn).poll_s
+        now_ms = int(time.time() * 1000)
+        snap.outbox = [dict(r._mapping, stale=is_stale(r.last_poll_ms, now_ms, poll_s))
+                       for r in conn.execute(
             select(outbox_sources.c.source, outbox_sources.c.reachable,
                    outbox_sources.c.pending, outbox_sources.c.dead,
-                   outbox_sources.c.oldest_pending_age_s).order_by(outbox_sources.c.source))]
+                   outbox_sources.c.oldest_pending_age_s, outbox_sources.c.last_poll_ms,
+                   outbox_sources.c.last_ok_ms).order_by(outbox_sources.c.source))]
         snap.consumer_lag = [
             (r.group_name, r.topic, int(r.partition), int(r.lag))
             for r in conn.execute(select(consumer_lag).where(consumer_lag.c.lag.is_not(None))

@@ -105,6 +105,8 @@ def outbox_table(sources: Sequence[dict[str, Any]], *, now_ms: int | None = None
         return None if us is None or now_ms is None else now_ms - us // 1000
 
     def stale(s: dict[str, Any]) -> bool:
+        if "stale" in s:  # as `outbox_status` judged it
+            return bool(s["stale"])
         ago = polled_ago_ms(s)
         return ago is not None and poll_s is not None and ago > STALE_POLLS * poll_s * 1000
 
