@@ -31,6 +31,19 @@ def test_graph_dot_escapes_names() -> None:
     assert dot.count("\n") == 8
 
 
+def test_graph_dot_writes_control_characters_as_text() -> None:
+    """An event type carrying a terminal escape (`ESC ] 0 ; … BEL` retitles the window) is
+    printed as `\\u001b` text: no control byte reaches the terminal, and two names that
+    differ only there stay two nodes."""
+    g = {"nodes": [{"id": "evil\x1b]0;pwned\x07.happened", "kind": "event_type"},
+                   {"id": "evil\u200e.happened", "kind": "event_type"}], "edges": []}
+    dot = graph_dot(g)
+    assert not any(ord(c) < 32 and c != "\n" for c in dot)
+    assert "\u200e" not in dot
+    assert '"type:evil\\\\u001b]0;pwned\\\\u0007.happened"' in dot
+    assert '"type:evil\\\\u200e.happened"' in dot
+
+
 def test_graph_empty() -> None:
     """No edges gives an empty graph and a valid, empty digraph."""
     g = {"nodes": [], "edges": []}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from sqlalchemy import select
@@ -82,7 +83,14 @@ def _node_id(name: str, kind: str) -> str:
 
 
 def _quote(text: str) -> str:
-    """A DOT double-quoted string: backslashes, quotes and line breaks escaped."""
+    """A DOT double-quoted string: backslashes, quotes and line breaks escaped, and every
+    other control character (an ANSI escape a terminal would act on) written as `\\uXXXX`
+    text, so names stay apart and nothing reaches the terminal raw."""
     escaped = (text.replace("\\", "\\\\").replace('"', '\\"')
                .replace("\r", "").replace("\n", "\\n"))
+    escaped = "".join(f"\\\\u{ord(c):04x}" if unicodedata.category(c) in _CONTROL else c
+                      for c in escaped)
     return f'"{escaped}"'
+
+
+_CONTROL = ("Cc", "Cf")
