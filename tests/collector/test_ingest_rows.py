@@ -95,6 +95,16 @@ def test_garbage_and_tombstone_rows() -> None:
         None, None, None, "e1")
 
 
+def test_a_key_is_stored_as_its_text_or_else_its_hex() -> None:
+    """Printable UTF-8 keys are stored as text; binary ones (not UTF-8, or with control
+    bytes such as NUL, which PostgreSQL text cannot hold) as their hex, as the subject they
+    give: two binary keys never read as one, and no control byte reaches a terminal."""
+    keys = {b"ord_1": "ord_1", "zamówienie".encode(): "zamówienie", b"\x00\xff\x10": "00ff10",
+            b"\xfe\x01": "fe01", b"a\x1b[2J": "611b5b324a", b"": ""}
+    assert {raw: _row(_binary(), b"{}", key=raw)["key"] for raw in keys} == keys
+    assert _row(_binary(), b"{}", key=None)["key"] is None
+
+
 def test_overlong_fields_nul_and_huge_sequence_are_fitted_with_problems() -> None:
     """Values the store cannot hold are cut or dropped, each with a recorded problem."""
     row = _row(_binary(ce_id=b"i" * 300, ce_type=b"order\x00placed",

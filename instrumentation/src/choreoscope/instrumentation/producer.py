@@ -70,12 +70,7 @@ def _key_subject(key: Any, key_text: str | None) -> str | None:
     if not _subject_key(key):
         return None
     if isinstance(key, _BYTES_LIKE):
-        raw = bytes(key)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.hex()
-        return text if text.isprintable() else raw.hex()
+        return wire.key_text(bytes(key))
     return key_text
 
 

@@ -118,6 +118,17 @@ def is_json(data: bytes) -> bool:
     return True
 
 
+def key_text(raw: bytes) -> str:
+    """Record key bytes as text: their UTF-8 text when it is printable, else their hex (a
+    binary id, a hash). Decoding such bytes with replacement characters made different keys
+    one text, and their control bytes reached terminals."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.hex()
+    return text if text.isprintable() else raw.hex()
+
+
 def decimal_int(text: str) -> int:
     """`int` of decimal ASCII digits (a sign and spaces around allowed), else ValueError:
     `int` alone also reads `1_000` and other scripts' digits, which no producer means as a

@@ -8,6 +8,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
+from choreoscope.instrumentation import wire
 from choreoscope.instrumentation._clock import epoch_us
 from choreoscope.instrumentation.event import Event, flow_of
 
@@ -62,7 +63,7 @@ def _key_text(key: Any) -> str | None:
         return None
     if isinstance(key, str):
         return key
-    return bytes(key).decode("utf-8", "backslashreplace")
+    return wire.key_text(bytes(key))  # printable text, else hex: as the subject it gives
 
 
 # The last hex digit of a traceparent's flags when its sampled bit (0x01) is set.
