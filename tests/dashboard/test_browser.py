@@ -236,7 +236,7 @@ def test_event_health_in_the_browser(page: object, server: str) -> None:
     """Event health shows problems, versions and untraced events."""
     _open(page, server, "/event_health", "event_health", "[data-testid=stMetric]")
     text = _text(page)
-    assert "Envelope problems" in text and "Untraced events" in text
+    assert "Envelope problems" in text and "Events without trace context" in text
 
 
 def _refresh(page: object) -> tuple[str, bool, str]:

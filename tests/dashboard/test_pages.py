@@ -420,7 +420,7 @@ def test_out_of_order_explains_expected_and_observed(env: None) -> None:
     expected, observed = tables[1], tables[2]
     assert expected["event id"].tolist() == ["e2-placed", "e2-paid"]
     assert observed["event id"].tolist() == ["e2-paid", "e2-placed"]
-    assert observed["processed"].tolist() == ["00:02:00.500", "00:02:00.900"]
+    assert observed["processed"].tolist() == ["00:02:00.500000", "00:02:00.900000"]
     assert expected["on the bus"].tolist() == ["00:02:00.000", "00:02:00.060"]
 
 
@@ -666,6 +666,22 @@ def test_event_health_problems_versions_untraced(env: None) -> None:
                                             ["order.placed", "v1", "one version only"]]
     untraced = at.dataframe[2].value
     assert untraced[["source", "count"]].values.tolist() == [["pricing-legacy", 2]]
+    # not "Untraced": the untraced anomalies also count events whose trace never came
+    assert [s.value for s in at.subheader][-1] == "Events without trace context"
+    assert metrics(at)["Without trace context"].startswith("2 (")
+
+
+def test_a_flow_without_spans_says_whether_any_will_come() -> None:
+    """"Yet" only where spans can still arrive: not for unsampled traces, nor for events
+    that carry no trace context."""
+    from choreoscope.dashboard.components.flow_detail import no_spans_note
+
+    flow = {"trace_ids": ["a" * 32], "trace_status": "pending", "spans": []}
+    assert no_spans_note(flow) == "No spans are stored for this flow yet."
+    assert no_spans_note({**flow, "trace_status": "unsampled"}) == (
+        "Its traces were not sampled: no spans will come.")
+    assert no_spans_note({**flow, "trace_ids": [], "trace_status": "none"}) == (
+        "Its events carry no trace context: no spans will come.")
 
 
 def test_first_run_page_on_an_empty_store(tmp_path: Path,
@@ -1000,3 +1016,14 @@ def test_no_table_writes_a_missing_value_as_none(env: None) -> None:
         for name in table.value.columns:
             if not pd.api.types.is_numeric_dtype(table.value[name]):
                 assert not table.value[name].isna().any(), ("flow detail", name)
+
+
+def test_a_flow_start_names_its_day_unless_it_is_today() -> None:
+    """The detail's "Started (UTC)" tile: the time alone for a flow of today, the day too for
+    an older one (a time alone read as today's)."""
+    from choreoscope.dashboard.components import fmt
+
+    now_ms = 1_795_927_000_000  # 2026-11-29T04:36:40Z
+    assert fmt.started("2026-11-29T01:02:03.456Z", now_ms) == "01:02:03"
+    assert fmt.started("2026-11-28T23:59:59.000Z", now_ms) == "Nov 28 23:59:59"
+    assert fmt.started("", now_ms) == ""

@@ -8,6 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from .. import data
 from . import fmt, jaeger, pager
 from .time_axis import time_axis
 
@@ -37,7 +38,8 @@ def render(flow: dict[str, Any]) -> None:
     c[2].metric("Services", len(flow["services"]))
     c[3].metric("Anomalies", len(flow["anomalies"]))
     started = flow["started_at"] or ""
-    c[4].metric("Started (UTC)", started[11:19] or "—", help=started.replace("T", " "))
+    c[4].metric("Started (UTC)", fmt.started(started, data.now_ms()) or "—",
+                help=started.replace("T", " "))
     dead = [a for a in flow["anomalies"]
             if a["kind"] == "stuck_outbox" and a["subkind"] == "dead"]
     if dead and not flow["events"]:
@@ -73,7 +75,7 @@ def render(flow: dict[str, Any]) -> None:
     with tabs[3]:
         _events(flow["events"])
     with tabs[4]:
-        _spans(flow["spans"])
+        _spans(flow)
 
 
 def causal_tree_markdown(events: list[dict[str, Any]]) -> str:
@@ -172,7 +174,7 @@ def _timeline(flow: dict[str, Any]) -> None:
         return
     st.caption("One row per service: bars are its spans (from the stored traces), ◆ marks "
                "an event it put on the bus. Hover for details."
-               + ("" if flow["spans"] else " No spans are stored for this flow yet."))
+               + ("" if flow["spans"] else f" {no_spans_note(flow)}"))
     shown = [k for k in SPAN_COLORS if k in set(df["item"])]  # the legend: kinds present
     lo_ms = int(df["start"].min().value // 1_000_000)
     hi_ms = int(df["end"].max().value // 1_000_000)
@@ -230,9 +232,19 @@ def _events(events: list[dict[str, Any]]) -> None:
         pager.control(_EVENTS_PAGE, len(events), EVENTS_PER_PAGE)
 
 
-def _spans(spans: list[dict[str, Any]]) -> None:
+def no_spans_note(flow: dict[str, Any]) -> str:
+    """Why a flow shows no span: whether any will come."""
+    if flow.get("trace_status") == "unsampled":
+        return "Its traces were not sampled: no spans will come."
+    if not flow["trace_ids"]:
+        return "Its events carry no trace context: no spans will come."
+    return "No spans are stored for this flow yet."
+
+
+def _spans(flow: dict[str, Any]) -> None:
+    spans = flow["spans"]
     if not spans:
-        st.caption("No spans stored for this flow.")
+        st.caption(no_spans_note(flow))
         return
     df = pd.DataFrame(spans)
     cols = ["service", "name", "kind", "status", "start", "duration_ms", "group",

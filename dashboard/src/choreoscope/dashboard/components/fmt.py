@@ -34,6 +34,21 @@ def clock_us(us: int | None) -> str:
             + f".{us % 1_000_000:06d}")
 
 
+def started(rfc3339: str, now_ms: int) -> str:
+    """`2026-11-29T04:44:49.123Z` -> `04:44:49` on the day of `now_ms` (UTC), else
+    `Nov 28 04:44:49`; `` for none."""
+    if not rfc3339:
+        return ""
+    day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    if rfc3339[:10] == day:
+        return rfc3339[11:19]
+    try:
+        at = datetime.fromisoformat(rfc3339[:19])
+    except ValueError:
+        return rfc3339[:19].replace("T", " ")
+    return at.strftime("%b %d %H:%M:%S")
+
+
 def duration(ms: float | None) -> str:
     """`1234` -> `1.2 s`, `95000` -> `1 min 35 s`; None (or NaN) -> `—`."""
     if ms is None or pd.isna(ms):

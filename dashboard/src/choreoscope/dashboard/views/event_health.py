@@ -46,8 +46,10 @@ def _body(window: str) -> None:
     c[0].metric("Events", f"{h['events']:,}", border=True)
     c[1].metric("Problems found", f"{with_problems:,}", border=True,
                 help="Problem findings; one event can have several.")
-    c[2].metric("Untraced events", f"{untraced:,} ({fmt.share(untraced / h['events'])})",
-                border=True)
+    c[2].metric("Without trace context", f"{untraced:,} ({fmt.share(untraced / h['events'])})",
+                border=True, help="Events that carried no `traceparent`. The `untraced` "
+                "anomalies count these and also events whose trace never reached the "
+                "collector (Overview, Anomalies by kind).")
 
     st.subheader("Envelope problems")
     if not h["problems"]:
@@ -71,7 +73,7 @@ def _body(window: str) -> None:
         st.subheader("Schema versions")
         st.dataframe(fmt.blank_missing(versions_table(h["schema_versions"])), hide_index=True, width="stretch")
     with right:
-        st.subheader("Untraced events")
+        st.subheader("Events without trace context")
         if not h["untraced"]:
             st.success("Every event carries trace context.")
         else:

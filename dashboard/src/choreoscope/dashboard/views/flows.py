@@ -95,6 +95,7 @@ def _table(f: dict[str, Any]) -> None:
         "event_count": st.column_config.NumberColumn("events"),
         "anomaly_count": st.column_config.NumberColumn("anomalies"),
         "duration_ms": st.column_config.NumberColumn("duration (ms)"),
+        "started": st.column_config.TextColumn("started (UTC)"),
     }
     cols = ["correlation_id", "status", "started", "duration_ms", "event_count", "services",
             "variant", "anomaly_count"]

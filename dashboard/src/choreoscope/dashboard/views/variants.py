@@ -58,6 +58,7 @@ def _body() -> None:
                      hide_index=True, width="stretch",
                      column_config={"flow": flow_links.column("correlation id"),
                          "duration_ms": st.column_config.NumberColumn("duration (ms)"),
+                         "started": st.column_config.TextColumn("started (UTC)"),
                          "event_count": st.column_config.NumberColumn("events")})
 
 
