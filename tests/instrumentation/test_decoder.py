@@ -696,3 +696,20 @@ def test_ids_that_differ_only_in_bytes_that_are_not_utf8_stay_apart() -> None:
     assert (second.id, second.correlation_id) == ("\\xfeabc", "\\xfewf")
     assert first.problems == ["bad_header: ce_id is not valid UTF-8",
                               "bad_header: ce_correlationid is not valid UTF-8"]
+
+
+def test_json_nested_too_deeply_is_not_called_not_json() -> None:
+    """Valid JSON nested deeper than the parser goes is kept as raw data with a problem that
+    says so, in each place a value is read: binary data, a structured envelope, no envelope."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e1"), ("ce_type", b"a.happened"),
+               ("ce_source", b"s")]
+    binary = decode_record(headers, deep)
+    assert "undecodable_value: JSON nested too deeply to read" in binary.problems
+    assert binary.data == deep.decode()
+    structured = decode_record([("content-type", b"application/cloudevents+json")], deep)
+    assert ("undecodable_value: structured envelope is JSON nested too deeply to read"
+            in structured.problems)
+    bare = decode_record(None, deep)
+    assert "undecodable_value: JSON nested too deeply to read" in bare.problems
+    assert "undecodable_value: not JSON" in decode_record(headers, b"{oops").problems

@@ -325,9 +325,9 @@ def _decode(hdrs: dict[str, str], value: Any, problems: list[str]) -> Event:
         if _is_hand_written(parsed):
             return _hand_written(parsed, problems)
     problems.append(f"{NO_ENVELOPE}: no ce_* headers and no JSON envelope in the value")
-    if parsed is _NOT_JSON:
+    if isinstance(parsed, _NotJson):
         if value is not None:
-            problems.append(f"{UNDECODABLE_VALUE}: not JSON")
+            problems.append(f"{UNDECODABLE_VALUE}: {parsed.reason}")
         data: Any = _raw(value)
     else:
         data = parsed
@@ -348,8 +348,8 @@ def _binary(
             data = _fast_json(value)  # the common case: UTF-8 JSON bytes
         except Exception:  # noqa: BLE001  # not bytes, not UTF-8, not JSON: the careful way
             data = _try_json(value)
-        if data is _NOT_JSON:
-            problems.append(f"{UNDECODABLE_VALUE}: not JSON")
+        if isinstance(data, _NotJson):
+            problems.append(f"{UNDECODABLE_VALUE}: {data.reason}")
             data = _raw(value)
     else:
         data = _raw(value)
@@ -378,9 +378,10 @@ def _structured(obj: Any, problems: list[str], value: Any = None) -> Event:
     """The event of a structured-mode envelope. A value that is no envelope (JSON but not an
     object, or not JSON) is kept as the event's data, with the problem recorded."""
     if not isinstance(obj, dict):
-        if obj is not _NOT_JSON:
+        unread = isinstance(obj, _NotJson)
+        if not unread:
             problems.append(f"{UNDECODABLE_VALUE}: structured envelope is not a JSON object")
-        data = obj if obj is not _NOT_JSON else (None if value is None else _raw(value))
+        data = (None if value is None else _raw(value)) if unread else obj
         return Event(id=None, type=None, source=None, data=data, envelope="structured")
     spec = obj.get("specversion")
     if spec != "1.0":
@@ -480,7 +481,18 @@ def _check_trace_context(event: Event, hdrs: dict[str, str], problems: list[str]
             event.tracestate = ts
 
 
-_NOT_JSON: Any = object()
+class _NotJson:
+    """What `_try_json` gives for a value it cannot read, and why (for the problem)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+_NOT_JSON: Any = _NotJson("not JSON")
+# Valid JSON nested deeper than the parser's recursion limit: not "not JSON".
+_TOO_DEEP: Any = _NotJson("JSON nested too deeply to read")
 
 
 # NaN and Infinity are not JSON (RFC 8259; orjson, PostgreSQL's jsonb and browsers refuse
@@ -522,7 +534,7 @@ _ZERO_SPAN = "0" * 16
 
 
 def _try_json(value: Any) -> Any:
-    """The parsed JSON of `value`, or `_NOT_JSON`.
+    """The parsed JSON of `value`, or a `_NotJson` saying why not.
 
     Bytes are parsed as `json.loads` would (UTF-8 fast, then UTF-16/32 and a BOM); text
     likewise; anything else is taken as already deserialized by the consumer.
@@ -539,8 +551,10 @@ def _try_json(value: Any) -> Any:
     try:
         return json.loads(bytes(value) if isinstance(value, memoryview) else value,
                           parse_constant=wire.refuse_constant)
-    except (ValueError, TypeError, RecursionError):
+    except (ValueError, TypeError):
         return _NOT_JSON
+    except RecursionError:
+        return _TOO_DEEP
 
 
 def _parse_json(value: bytes | None, problems: list[str]) -> Any:
@@ -548,8 +562,10 @@ def _parse_json(value: bytes | None, problems: list[str]) -> Any:
         problems.append(f"{UNDECODABLE_VALUE}: structured envelope has no value")
         return _NOT_JSON
     parsed = _try_json(value)
-    if parsed is _NOT_JSON:
-        problems.append(f"{UNDECODABLE_VALUE}: structured envelope is not JSON")
+    if isinstance(parsed, _NotJson):
+        problems.append(f"{UNDECODABLE_VALUE}: structured envelope is "
+                        + ("not JSON" if parsed is _NOT_JSON else "JSON nested too deeply "
+                           "to read"))
     return parsed
 
 
