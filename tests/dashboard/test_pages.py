@@ -315,6 +315,18 @@ def test_unknown_flow_says_so(env: None) -> None:
         "No flow with correlation id, event id or trace id `nope` in the store."]
 
 
+def test_an_id_of_an_outbox_row_not_on_the_bus_names_the_row(env: None) -> None:
+    """As `choreoscope flow` does: an id that names no flow but a stuck or dead outbox row
+    says which row holds it, whose event never reached the bus."""
+    at = run("flows", flow="0190a0a0-0000-7000-8000-000000000001")
+    assert [w.value for w in at.warning] == [
+        "No flow with correlation id, event id or trace id "
+        "`0190a0a0-0000-7000-8000-000000000001` in the store.\n\n"
+        "Outbox `orders-db` holds its dead row `0190a0a0-0000-7000-8000-000000000001` "
+        "(`order.placed`, 5 attempts): its event never reached the bus (the Outbox page "
+        "shows it)."]
+
+
 def test_open_flow_finds_it_by_an_event_id_or_trace_id(env: None) -> None:
     """As `choreoscope flow ID`: the flow of an event id, or of a trace id in any case."""
     at = run("flows", flow="e2-paid")

@@ -106,6 +106,15 @@ def flow(store_url: str, some_id: str) -> dict[str, Any] | None:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
+def outbox_rows_of(store_url: str, some_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(source, row) of the stuck or dead outbox rows whose row, correlation or trace id is
+    `some_id`: why an id names no flow (its event never reached the bus)."""
+    from choreoscope.collector.query.outbox import stuck_outbox_rows
+
+    return stuck_outbox_rows(_store(store_url), some_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
 def graph_dot(store_url: str, window_s: int | None) -> tuple[str, dict[str, Any]]:
     """The flow map: the collector's learned graph (or the last `window_s` of traffic) and
     its DOT, drawn by the same function as `choreoscope graph --dot`."""

@@ -142,8 +142,13 @@ def _detail(some_id: str) -> None:
     flow = data.flow(data.url(), some_id)
     st.divider()
     if flow is None:
-        st.warning(f"No flow with correlation id, event id or trace id {fmt.md(some_id)} in "
-                   "the store.")
+        held = [f"Outbox {fmt.md(source)} holds its {row.get('status') or 'stuck'} row "
+                f"{fmt.md(str(row.get('id')))} ({fmt.md(str(row.get('type')))}, "
+                f"{row.get('attempts')} attempts): its event never reached the bus "
+                "(the Outbox page shows it)." for source, row in data.outbox_rows_of(
+                    data.url(), some_id)]
+        st.warning("\n\n".join([f"No flow with correlation id, event id or trace id "
+                                 f"{fmt.md(some_id)} in the store.", *held]))
         return
     flow_detail.render(flow)
 
