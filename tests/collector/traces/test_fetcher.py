@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -235,6 +236,30 @@ def test_server_error_affects_only_its_trace(store: Store) -> None:
     assert rows[T_OTHER]["status"] == "error"
     assert rows[T_OTHER]["last_error"].endswith("HTTP 500: storage unavailable")
     assert rows[T_SMALL]["status"] == "found"
+
+
+def test_a_failing_storage_ends_the_pass_after_three_server_errors(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Jaeger answering 500 for every trace (its storage down) is asked three times a pass,
+    not once per due trace, and logged once: the other traces back off with them."""
+    traces = [f"{i + 1:032x}" for i in range(10)]
+    for i, tid in enumerate(traces):
+        add_event(store, i, tid, T0 + i)
+    with FakeJaeger() as jaeger:
+        for tid in traces:
+            jaeger.routes[f"/api/v3/traces/{tid}"] = Reply(
+                500, b'{"error":{"httpCode":500,"message":"storage unavailable"}}\n',
+                "text/plain")
+        with caplog.at_level(logging.WARNING, logger="choreoscope.collector.traces.fetcher"):
+            assert fetcher(store, jaeger.url).run_once(now_ms=T0 + 6000) == 0
+        assert len(jaeger.requests) == 3
+    rows = fetch_rows(store)
+    assert [(rows[t]["status"], rows[t]["attempts"]) for t in traces] == [("error", 1)] * 10
+    assert all(rows[t]["last_error"].endswith("HTTP 500: storage unavailable") for t in traces)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings  # the two single failures, then the pass's end
+    assert warnings[0].startswith("Jaeger fetch failed (8 traces wait)")
+    assert warnings[1].startswith("Jaeger fetch failed for 2 traces this pass")
 
 
 def test_legacy_jaeger_through_the_fetcher(store: Store) -> None:

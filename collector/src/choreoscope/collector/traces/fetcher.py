@@ -61,6 +61,11 @@ def trace_availability(row: Mapping[str, Any] | None, *, max_attempts: int = 8) 
     return "unavailable" if row["attempts"] >= max_attempts else "pending"
 
 
+# Server errors (5xx) for this many traces in a row end a pass: Jaeger's storage is failing,
+# not one trace, and every other due trace would only fail the same way.
+_SERVER_ERRORS_IN_A_ROW = 3
+
+
 class TraceFetcher:
     """Discovers trace ids on the bus (via the store) and stores their spans from Jaeger."""
 
@@ -189,6 +194,8 @@ class TraceFetcher:
 
     def _fetch(self, due: list[dict[str, Any]], now_ms: int, deadline: float) -> int:
         stored = 0
+        failed: list[str] = []  # errors of single traces this pass: logged once, at its end
+        server_errors = 0  # in a row
         for i, row in enumerate(due):
             if time.monotonic() > deadline:
                 break
@@ -199,12 +206,22 @@ class TraceFetcher:
                 self._failed(due[i:], str(exc), now_ms)
                 break
             except JaegerError as exc:
-                self._failed([row], str(exc), now_ms)
+                server_errors = server_errors + 1 if (exc.status or 0) >= 500 else 0
+                if server_errors >= _SERVER_ERRORS_IN_A_ROW:
+                    # Its storage fails every trace, not one: the rest wait for the backoff.
+                    self._failed(due[i:], str(exc), now_ms)
+                    break
+                self._failed([row], str(exc), now_ms, quiet=True)
+                failed.append(str(exc))
                 continue
             except SpanFormatError as exc:  # not a trace id Jaeger could know: stop asking
                 self._give_up(row["trace_id"], str(exc), now_ms)
                 continue
+            server_errors = 0
             stored += self._fetched(row, spans, now_ms)
+        if failed:
+            log.warning("Jaeger fetch failed for %d trace%s this pass (they back off): %s",
+                        len(failed), "" if len(failed) == 1 else "s", failed[0])
         return stored
 
     def search(self, now_ms: int) -> int:
@@ -260,9 +277,11 @@ class TraceFetcher:
                          .where(trace_fetches.c.trace_id == row["trace_id"]).values(**values))
         return stored
 
-    def _failed(self, rows: list[dict[str, Any]], error: str, now_ms: int) -> None:
+    def _failed(self, rows: list[dict[str, Any]], error: str, now_ms: int, *,
+                quiet: bool = False) -> None:
         self.last_error = error
-        log.warning("Jaeger fetch failed (%d traces wait): %s", len(rows), error)
+        if not quiet:
+            log.warning("Jaeger fetch failed (%d traces wait): %s", len(rows), error)
         with self.store.engine.begin() as conn:
             for row in rows:
                 attempts = row["attempts"] + 1
