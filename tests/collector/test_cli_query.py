@@ -268,6 +268,19 @@ def test_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], create:
     assert run(capsys, "--store", u, "flow", "x")[0] == 1
 
 
+def test_a_store_retention_emptied_says_so(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A store whose every event retention pruned does not ask to run the collector: it
+    says where the events went."""
+    u = f"sqlite:///{tmp_path / 'pruned.db'}"
+    s = Store(u).create()
+    s.set_meta("retention.pruned.events", "300")
+    s.dispose()
+    assert run(capsys, "--store", u, "flows") == (
+        0, "no flows: retention (`collect --retention DAYS`) has pruned every event stored "
+           "(300), and none has come since\n", "")
+
+
 def test_nothing_found_in_a_filled_store(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """An empty answer from a store the collector filled does not ask to run the collector."""
     assert run(capsys, "--store", url, "anomalies", "--kind", "orphan") == (

@@ -183,10 +183,16 @@ def _nothing(store: Any, what: str) -> str:
 
     from ..store.schema import events
 
+    from .. import retention
+
     if _ready(store):
         with store.engine.connect() as conn:
             if conn.execute(select(events.c.offset).limit(1)).first() is not None:
                 return f"{what} in the events stored so far"
+            gone = retention.pruned(conn)["events"]
+        if gone:
+            return (f"{what}: retention (`collect --retention DAYS`) has pruned every event "
+                    f"stored ({gone:,}), and none has come since")
     return f"{what} in the store yet: {_HINT}"
 
 
