@@ -181,9 +181,8 @@ def _nothing(store: Any, what: str) -> str:
     """What an empty table says: a store the collector has not filled gets the hint."""
     from sqlalchemy import select
 
-    from ..store.schema import events
-
     from .. import retention
+    from ..store.schema import events
 
     if _ready(store):
         with store.engine.connect() as conn:
