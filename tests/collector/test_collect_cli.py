@@ -346,7 +346,27 @@ def test_failing_side_parts_never_stop_ingest(bootstrap, topic, group, tmp_path)
             f"listen on 127.0.0.1:{port} (Address already in use): spans sent there are lost"
             ) in r.stderr
     assert (f"ERROR choreoscope.collector: metrics server start failed: OSError: "
-            f"cannot listen on 127.0.0.1:{port} (Address already in use): no metrics") in r.stderr
+            f"cannot listen on 127.0.0.1:{port} (Address already in use): no metrics; give a "
+            "free --metrics-port") in r.stderr
+
+
+def test_a_listener_that_cannot_bind_names_what_to_change() -> None:
+    """A port taken asks for another port; a host that is no address of this machine asks
+    for another host, not for a free port."""
+    import socket
+
+    from choreoscope.collector.runtime import _listen_hint
+
+    with socket.socket() as taken, socket.socket() as other:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError) as in_use:
+            other.bind(taken.getsockname())
+    assert _listen_hint(in_use.value, "metrics") == "give a free --metrics-port"
+    with socket.socket() as s, pytest.raises(OSError) as not_here:
+        s.bind(("192.0.2.1", 0))  # TEST-NET-1: never an address of this machine
+    assert _listen_hint(not_here.value, "otlp") == (
+        "give --otlp-host an address of this machine (e.g. 127.0.0.1 or 0.0.0.0)")
 
 
 @pytest.mark.broker

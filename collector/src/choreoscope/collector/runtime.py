@@ -10,6 +10,7 @@ maintenance thread, its errors are logged and it is tried again at its next turn
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -187,7 +188,8 @@ class Collector:
                                          redactor=self.redactor()).start()
         except OSError as exc:
             raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): spans sent "
-                          "there are lost; give a free --otlp-port (0: no receiver)") from exc
+                          f"there are lost; {_listen_hint(exc, 'otlp')} (--otlp-port 0: no "
+                          "receiver)") from exc
         log.info("OTLP/HTTP receiver on %s", self.receiver.endpoint)
 
     def _start_fetcher(self) -> None:
@@ -215,7 +217,7 @@ class Collector:
             self.metrics_server = metrics.start_metrics_server(self.metrics_registry, port, host)
         except OSError as exc:
             raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): no "
-                          "metrics; give a free --metrics-port") from exc
+                          f"metrics; {_listen_hint(exc, 'metrics')}") from exc
         log.info("Prometheus metrics on http://%s:%d/metrics", self.settings.metrics_host,
                  self.metrics_server.port)
 
@@ -387,3 +389,11 @@ def _first_line(exc: BaseException) -> str:
     """The first line of an error (SQLAlchemy appends SQL and parameters on later lines)."""
     text = str(getattr(exc, "orig", None) or exc)
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _listen_hint(exc: OSError, name: str) -> str:
+    """What to change when a listener cannot bind: the port when it is taken (or not
+    ours to take), else the host, which names no address of this machine."""
+    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+        return f"give a free --{name}-port"
+    return f"give --{name}-host an address of this machine (e.g. 127.0.0.1 or 0.0.0.0)"
