@@ -283,6 +283,22 @@ def test_flows_status_filter_comes_from_the_url(env: None) -> None:
     assert at.selectbox(key="flows:status").value == "stuck"
 
 
+def test_a_filter_in_the_url_in_another_case_or_unknown(env: None) -> None:
+    """`?status=STUCK` is the `stuck` filter; `?status=bogus` and `?window=5m` name no
+    filter: the page says it left them out instead of showing everything as if filtered."""
+    at = run("flows", status="STUCK")
+    assert at.dataframe[0].value["correlation_id"].tolist() == ["ord-2"]
+    assert at.warning == []
+    at = run("flows", status="bogus", window="5m")
+    assert len(at.dataframe[0].value) == len(run("flows").dataframe[0].value)
+    warnings = [w.value for w in at.warning]
+    assert warnings[0].startswith("The address's `status=bogus` names no such filter "
+                                  "(expected one of `in_progress`, `completed`, `stuck`, "
+                                  "`failed`): it is left out.")
+    assert warnings[1].startswith("The address's `window=5m` names no such filter")
+    assert "status" not in at.query_params and "window" not in at.query_params
+
+
 def test_deep_link_opens_the_flow_detail(env: None) -> None:
     """`/?flow=ord-1` opens the Flows page with ord-1's detail: counts, causal tree, payloads."""
     at = run(flow="ord-1")

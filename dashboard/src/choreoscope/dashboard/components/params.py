@@ -31,18 +31,38 @@ def bind(name: str, widget: Callable[..., Any], *, default: Any, page: str,
     if key not in st.session_state or raw != written:
         value = default
         if raw is not None:
-            try:
-                value = parse(raw)
-            except (TypeError, ValueError):
-                value = default
-        if options is not None and value not in options:
-            value = default
+            value = _from_url(name, raw, default, parse, options)
         st.session_state[key] = value
     if options is not None:
         kwargs["options"] = options
     value = widget(key=key, **kwargs)
     set_param(name, None if value == default or value in (None, "") else str(value), key=key)
     return value
+
+
+def _from_url(name: str, raw: str, default: Any, parse: Callable[[str], Any],
+              options: list[Any] | None) -> Any:
+    """The value `raw` gives the filter; the default, with a warning saying so, when it gives
+    none (a mistyped link would otherwise show unfiltered data as if it were filtered). An
+    option named in another letter case (`STUCK`) is that option."""
+    try:
+        value = parse(raw)
+    except (TypeError, ValueError):
+        value = _REFUSED
+    if options is not None and value not in options:
+        same = [o for o in options if isinstance(o, str) and isinstance(value, str)
+                and o.lower() == value.lower()]
+        value = same[0] if same else _REFUSED
+    if value is _REFUSED:
+        expected = ("" if options is None or len(options) > 12 else
+                    " (expected one of " + ", ".join(f"`{o}`" for o in options if o != "") + ")")
+        st.warning(f"The address's `{name}={raw[:80]}` names no such filter{expected}: "
+                   "it is left out.", icon=":material/link_off:")
+        return default
+    return value
+
+
+_REFUSED = object()
 
 
 def set_param(name: str, value: str | None, *, key: str | None = None) -> None:
