@@ -411,3 +411,24 @@ def test_store_is_an_option_of_every_command_but_the_broker(
         main(["broker", "--store", "sqlite:///x.db"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --store" in capsys.readouterr().err
+
+
+def test_a_trace_of_several_flows_says_so(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`flow TRACE_ID` for a trace in which one request started two flows shows the first
+    seen and names the other on stderr, instead of picking one silently."""
+    from choreoscope.collector.store.schema import events
+    from tests.collector.query._data import T0, event
+
+    shared = "5" * 32
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.execute(events.insert(), [
+            event("orders", 10, "n1", "order.placed", "orders", "ord-n", at=T0, trace=shared),
+            event("orders", 11, "f1", "order.placed", "orders", "ord-f", at=T0 + 1,
+                  trace=shared)])
+    store.dispose()
+    code, out, err = run(capsys, "--store", url, "flow", shared, "--json")
+    assert (code, json.loads(out)["correlation_id"]) == (0, "ord-n")
+    assert err == (f"choreoscope: trace {shared} holds 2 flows; showing 'ord-n', the first "
+                   "seen; the others: ord-f\n")
+    assert run(capsys, "--store", url, "flow", "ord-f", "--json")[2] == ""

@@ -1055,3 +1055,25 @@ def test_a_flow_start_names_its_day_unless_it_is_today() -> None:
     assert fmt.started("2026-11-29T01:02:03.456Z", now_ms) == "01:02:03"
     assert fmt.started("2026-11-28T23:59:59.000Z", now_ms) == "Nov 28 23:59:59"
     assert fmt.started("", now_ms) == ""
+
+
+def test_a_trace_of_several_flows_links_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a trace id in which one request started two flows shows the first seen and
+    links the other, as `choreoscope flow` names it."""
+    from tests.collector.query._data import T0, event
+
+    shared = "5" * 32
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = fill(url)
+    with store.engine.begin() as conn:
+        conn.execute(schema.events.insert(), [
+            event("orders", 10, "n1", "order.placed", "orders", "ord-n", at=T0, trace=shared),
+            event("orders", 11, "f1", "order.placed", "orders", "ord-f", at=T0 + 1,
+                  trace=shared)])
+    store.dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    at = run("flows", flow=shared)
+    assert [s.value for s in at.subheader] == ["Flow `ord-n`"]
+    assert f"Trace `{shared}` holds 2 flows: this one, seen first, and " \
+           "[`ord-f`](flows?flow=ord-f)." in [c.value for c in at.caption]

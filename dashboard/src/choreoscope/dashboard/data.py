@@ -106,6 +106,14 @@ def flow(store_url: str, some_id: str) -> dict[str, Any] | None:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
+def flows_of_trace(store_url: str, some_id: str) -> list[str]:
+    """The flows sent in trace `some_id`, first seen first ([] for an id of no trace)."""
+    from choreoscope.collector.query.flows import flows_of_trace as of_trace
+
+    return of_trace(_store(store_url), some_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
 def outbox_rows_of(store_url: str, some_id: str) -> list[tuple[str, dict[str, Any]]]:
     """(source, row) of the stuck or dead outbox rows whose row, correlation or trace id is
     `some_id`: why an id names no flow (its event never reached the bus)."""

@@ -103,6 +103,7 @@ def _flows(store: Any, args: argparse.Namespace) -> int:
 
 def _flow(store: Any, args: argparse.Namespace) -> int:
     from ..query import get_flow, resolve_flow_id
+    from ..query.flows import flows_of_trace
     from ..query.formatting import flow_detail
     from ..query.outbox import stuck_outbox_rows
 
@@ -117,6 +118,10 @@ def _flow(store: Any, args: argparse.Namespace) -> int:
                   f"{row.get('id')} ({row.get('type')}, {row.get('attempts')} attempts): its "
                   "event never reached the bus (`choreoscope outbox` shows it)", file=sys.stderr)
         return 1
+    others = [f for f in flows_of_trace(store, args.id) if f != flow_id]
+    if others and flow_id != args.id:
+        print(f"choreoscope: trace {args.id} holds {len(others) + 1} flows; showing "
+              f"{flow_id!r}, the first seen; the others: {', '.join(others)}", file=sys.stderr)
     return _emit(args, flow, flow_detail)
 
 

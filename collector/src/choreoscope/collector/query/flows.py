@@ -167,6 +167,20 @@ def resolve_flow_id(store: Store, some_id: str) -> str | None:
     return None
 
 
+def flows_of_trace(store: Store, some_id: str, limit: int = 20) -> list[str]:
+    """The flows whose events were sent in trace `some_id` (one request can start several),
+    first seen first, at most `limit`; [] when `some_id` is no trace id."""
+    if not _TRACE_ID.fullmatch(some_id):
+        return []
+    with store.engine.connect() as conn:
+        first = (select(events.c.flow_id, func.min(events.c.observed_at_ms).label("seen"))
+                 .where(events.c.trace_id == some_id.lower()).group_by(events.c.flow_id)
+                 .subquery())
+        return [str(f) for f in conn.execute(select(first.c.flow_id)
+                                             .order_by(first.c.seen, first.c.flow_id)
+                                             .limit(limit)).scalars()]
+
+
 def causal_order(records: Any) -> list[Any]:
     """Records with every effect after the first record of its cause, else in bus order.
 
@@ -411,6 +425,7 @@ __all__ = [
     "count_flows_by_status",
     "count_variants",
     "events_per_minute",
+    "flows_of_trace",
     "get_flow",
     "list_flows",
     "resolve_flow_id",

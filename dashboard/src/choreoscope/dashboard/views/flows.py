@@ -11,6 +11,7 @@ import streamlit as st
 from choreoscope.dashboard import data
 from choreoscope.dashboard.components import (
     flow_detail,
+    flow_links,
     fmt,
     jaeger,
     pager,
@@ -136,6 +137,11 @@ def _banner(some_id: str) -> None:
     what = fmt.md(cid) if cid == some_id else f"{fmt.md(cid)} (of {fmt.md(some_id)})"
     st.markdown(f":material/arrow_downward: [Flow {what} is shown below the "
                 f"table](#{flow_detail.ANCHOR})")
+    others = [f for f in data.flows_of_trace(data.url(), some_id) if f != cid]
+    if others and cid != some_id:
+        st.caption(f"Trace {fmt.md(some_id)} holds {len(others) + 1} flows: this one, seen "
+                   "first, and " + ", ".join(f"[{fmt.md(f)}]({flow_links.href(f)})"
+                                             for f in others) + ".")
 
 
 def _detail(some_id: str) -> None:
