@@ -173,7 +173,7 @@ def test_a_young_store_without_outbox_or_lag(tmp_path: Path,
     monkeypatch.delenv("CHOREOSCOPE_JAEGER_UI", raising=False)
     m = metrics(run())
     [(label, rate)] = [(k, v) for k, v in m.items() if k.startswith("Events / min")]
-    assert re.fullmatch(r"Events / min \(since the first, 2\.\d min\)", label), label
+    assert re.fullmatch(r"Events / min \(last 2\.\d min\)", label), label
     assert float(rate) == pytest.approx(20.0, rel=0.05)
     assert (m["Outbox backlog"], m["Consumer lag"]) == ("—", "—")
 

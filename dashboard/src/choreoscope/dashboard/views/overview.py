@@ -37,7 +37,7 @@ def _body() -> None:
     c = st.columns(4)
     rate, minutes = _per_minute(o)
     c[0].metric("Events / min (last 5 min)" if minutes == 5.0 else
-                f"Events / min (since the first, {minutes:.1f} min)", f"{rate:.1f}",
+                f"Events / min (last {minutes:.1f} min)", f"{rate:.1f}",
                 chart_data=recent[-30:] if o["events_last_5_min"] else None, chart_type="bar",
                 border=True, help="Records stored per minute, averaged over the last five "
                                   "minutes (over the minutes since the first, when the store "
