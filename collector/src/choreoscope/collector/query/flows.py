@@ -296,22 +296,25 @@ def _flow_spans(conn: Any, correlation_id: str, trace_ids: list[str]) -> list[An
                   key=lambda r: (r["start_us"], r["trace_id"], r["span_id"]))
 
 
+_IN_CHUNK = 1000
+
+
 def _other_flows_spans(conn: Any, correlation_id: str,
                        found: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
     """The spans of a shared trace that belong to another flow: those naming an event stored
     under another flow (one request publishing two orders: each send, and each handler of
     them), and every span under them. Spans naming no event (the request's own) and those
     naming an event not on the bus (a pending or dead outbox row) stay."""
-    named = {row["message_id"] for row in found.values() if row["message_id"]}
-    if not named:
-        return set()
-    elsewhere = {str(event_id) for event_id in conn.execute(
-        select(events.c.event_id).distinct()
-        .where(events.c.event_id.in_(sorted(named)), events.c.flow_id != correlation_id)
-        .where(~events.c.event_id.in_(select(events.c.event_id)
-                                      .where(events.c.flow_id == correlation_id,
-                                             events.c.event_id.is_not(None)))))
-        .scalars()}
+    named = sorted({row["message_id"] for row in found.values() if row["message_id"]})
+    own = select(events.c.event_id).where(events.c.flow_id == correlation_id,
+                                          events.c.event_id.is_not(None))
+    elsewhere: set[str] = set()
+    for i in range(0, len(named), _IN_CHUNK):  # within every store's bound-parameter limit
+        elsewhere.update(str(event_id) for event_id in conn.execute(
+            select(events.c.event_id).distinct()
+            .where(events.c.event_id.in_(named[i:i + _IN_CHUNK]),
+                   events.c.flow_id != correlation_id, ~events.c.event_id.in_(own)))
+            .scalars())
     if not elsewhere:
         return set()
     children: dict[tuple[str, str], list[tuple[str, str]]] = {}
