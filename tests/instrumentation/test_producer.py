@@ -960,3 +960,23 @@ def test_a_key_of_binary_bytes_is_the_subject_as_hex(
     records = read_back(bootstrap, topic, 6)
     subjects = sorted(dict(r.headers)["ce_subject"].decode() for r in records)
     assert subjects == sorted(["ff01", "fe01", binary.hex(), "ord_\u00e9", "610062", "fe02"])
+
+
+def test_a_publish_aborted_with_its_transaction_is_not_logged_as_a_failure(
+        bootstrap: str, topic: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A transactional producer's caller who aborts gets no ERROR line per publish: an
+    abort is what they asked for. It is said once at INFO."""
+    raw = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{topic}")
+    try:
+        raw.init_transactions()
+        producer = instrument_producer(raw, service="orders")
+        raw.begin_transaction()
+        with caplog.at_level(logging.INFO, logger="choreoscope.instrumentation"):
+            event = producer.publish(topic, "order.placed", {"n": 1}, key="k")
+            raw.abort_transaction()
+    finally:
+        raw.close(timeout=5)
+    ours = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "choreoscope.instrumentation"]
+    assert ours == [("INFO", f"choreoscope: publishing order.placed {event.id} to {topic!r} "
+                             "was aborted with its transaction")]

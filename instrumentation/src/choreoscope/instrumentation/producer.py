@@ -519,6 +519,12 @@ def _span_attributes(base: dict[str, str], event: Event, key_text: str | None) -
 def _log_failed_publish(
     event_type: str | None, event_id: str | None, topic: str, exc: BaseException
 ) -> None:
+    # kafka-python's TransactionAbortedError (by name: this module never imports kafka): the
+    # caller aborted the transaction the record was in, its own choice, not a failure
+    if type(exc).__name__ == "TransactionAbortedError":
+        _log.info("choreoscope: publishing %s %s to %r was aborted with its transaction",
+                  event_type, event_id, topic)
+        return
     _log.error(
         "choreoscope: publishing %s %s to %r failed: %s: %s",
         event_type,
