@@ -257,8 +257,11 @@ def _sqlite_factory(path: str, query: str, url: str) -> Callable[[], Any]:
         rest = urllib.parse.urlencode(
             {k: v for k, v in params.items() if k not in _SQLALCHEMY_SQLITE_ARGS})
         target = f"{path}?{rest}" if rest else path
-        return lambda: sqlite3.connect(target, timeout=timeout, uri=True)
-    return lambda: sqlite3.connect(path, timeout=timeout)
+        return lambda: sqlite3.connect(target, timeout=timeout, uri=True,
+                                       check_same_thread=False)
+    # check_same_thread=False: the relay serialises its use of a connection itself, and may
+    # be closed (or run) from another thread than the one that opened it
+    return lambda: sqlite3.connect(path, timeout=timeout, check_same_thread=False)
 
 
 # Query parameters SQLAlchemy's pysqlite dialect takes for itself, never SQLite's.

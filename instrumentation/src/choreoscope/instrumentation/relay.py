@@ -26,9 +26,11 @@ undone.
 
 A send whose ack has not come when its round ends is still in the producer, which delivers
 it when the broker answers (or fails it after its `delivery_timeout_ms`): the row is marked
-as a failed attempt but is not sent again while that record is in flight; a later round
-marks it sent once its ack comes. So a broker outage does not put a new copy of each row on
-the bus at every retry.
+as an attempt and held back (`next_attempt_at`) for that long and a margin, so neither this
+relay nor another sends it again meanwhile, which would put a copy on the bus behind the
+aggregate's later rows; a later round marks it sent once its ack comes. A record still
+unanswered when that time is up (a producer stuck in a state it never leaves) is given up,
+logged, and its row is sent again.
 
 Delivery is at least once: a relay that dies between the broker's ack and its commit
 leaves the row pending (on SQLite, until its lease expires), and the row is sent again
@@ -151,6 +153,11 @@ class OutboxRelay:
         # Longer than a send can take: kafka-python blocks up to max_block_ms (60 s by
         # default) for metadata, then the ack may take send_timeout.
         self._lease_ms = round((send_timeout + 90.0) * 1000)
+        # How long a row whose record is still in the producer is held back: the producer's
+        # delivery timeout (after which it fails the record) and a margin, at least a lease.
+        delivery_ms = getattr(plain, "config", {}).get("delivery_timeout_ms")
+        self._in_flight_ms = max(self._lease_ms, round(delivery_ms + 30_000)
+                                 if isinstance(delivery_ms, int | float) else 0)
         provider = (tracer_provider or getattr(producer, "tracer_provider", None)
                     or trace.get_tracer_provider())
         self._tracer = provider.get_tracer(_TRACER_NAME)
@@ -166,11 +173,13 @@ class OutboxRelay:
             " next_attempt_at = ?, last_error = ? where seq = ?"
         )
         self._conn: Any = None
+        self._conn_thread = 0  # the thread that opened `_conn`
         self._dialect: _dbapi.Dialect | None = None
         self._busy = False
         self._producer_faults_logged: set[type[BaseException]] = set()
         # Sends whose ack had not come when their round ended, by seq: still in the producer.
         self._in_flight: dict[int, _Pending] = {}
+        self._stuck_logged = False
         self._stop: threading.Event | None = None
 
     def run_once(self) -> int:
@@ -215,12 +224,12 @@ class OutboxRelay:
 
     def close(self) -> None:
         """Close the relay's database connection (the producer is the caller's). Sends still
-        awaiting their ack end their spans; their rows stay pending."""
+        awaiting their ack end their spans now; the relay remembers them, so used again it
+        still marks their rows sent once acked (another relay leaves them alone meanwhile)."""
         with self._lock:
             self._drop_connection()
-            in_flight, self._in_flight = self._in_flight, {}
-            for pending in in_flight.values():
-                pending.abandon()
+            for pending in self._in_flight.values():
+                pending.end_span("the relay closed before the broker's ack")
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
@@ -254,12 +263,17 @@ class OutboxRelay:
             deadline = time.monotonic() + self._send_timeout
             sends: list[_Pending] = []
             for row in rows:
-                if sends and (time.monotonic() >= deadline or self._stopping()):
+                if (sends and time.monotonic() >= deadline) or self._stopping():
                     sends.append(_Pending(None, None, _NOT_SENT))
                 else:
                     sends.append(self._send(row, dialect, lease_until if leased else None))
             results = [(row, pending, pending.wait(max(0.0, deadline - time.monotonic())),
                         _now_ms()) for row, pending in zip(rows, sends, strict=True)]
+            give_up_at = time.monotonic() + self._in_flight_ms / 1000
+            for row, pending, _, _ in results:  # before any mark, which may fail
+                if pending.in_flight:
+                    pending.give_up_at = give_up_at
+                    self._in_flight[row.seq] = pending
             if leased:
                 self._begin(conn, cur, dialect)
             sent = [self._sent_params(dialect, row, done_ms) + guard
@@ -269,9 +283,6 @@ class OutboxRelay:
                       if error is not None and error is not _NOT_SENT]
             unsent = [(row.seq, *guard) for row, _, error, _ in results if error is _NOT_SENT]
             tried.extend(row.seq for row, _, error, _ in results if error is not None)
-            for row, pending, _, _ in results:
-                if pending.in_flight:
-                    self._in_flight[row.seq] = pending
             # One statement per kind of mark: psycopg pipelines executemany, sqlite3 loops in C.
             # On SQLite a mark applies only while the row is still under this round's lease:
             # a relay that took over an expired lease owns the row's state from then on.
@@ -296,10 +307,20 @@ class OutboxRelay:
         dead); a failure leaves the row as its round marked it, to be sent again. Returns how
         many acks came."""
         acked = []
+        now = time.monotonic()
         for seq, pending in list(self._in_flight.items()):
             outcome = pending.settle()
             if outcome is _STILL_IN_FLIGHT:
-                continue
+                if now < pending.give_up_at:
+                    continue
+                pending.end_span(f"no answer from the producer within {self._in_flight_ms} ms")
+                if not self._stuck_logged:
+                    self._stuck_logged = True
+                    log.warning("outbox relay: a record has been in its producer for over %d ms "
+                                "with no ack and no error; its row (seq %s) is sent again. A "
+                                "producer that never answers is stuck (an idempotent "
+                                "kafka-python producer after a broker outage can be): start "
+                                "a new one", self._in_flight_ms, seq)
             del self._in_flight[seq]
             if outcome is None:
                 at = dialect.time_param(_now_ms())
@@ -365,7 +386,9 @@ class OutboxRelay:
             log.error("outbox relay: its producer fails sends with %s; rows stay pending until "
                       "a producer that works sends them (a closed producer, or one in a fatal "
                       "state, never recovers: start a new one)", message)
-        if attempts >= self.max_attempts and _record_fault(error):
+        if isinstance(error, _NoAckYet):  # held back while the producer may still deliver it
+            status, next_at = STATUS_PENDING, now_ms + self._in_flight_ms
+        elif attempts >= self.max_attempts and _record_fault(error):
             status, next_at = STATUS_DEAD, None
             log.warning("outbox row %s (%s %s) is dead after %d attempts: %s",
                         row.seq, row.aggregatetype, row.aggregateid, attempts, message)
@@ -451,8 +474,15 @@ class OutboxRelay:
     # -- the relay's own connection -----------------------------------------------------
 
     def _connection(self) -> tuple[Any, _dbapi.Dialect]:
+        thread = threading.get_ident()
+        if (self._conn is not None and self._conn_thread != thread and self._dialect is not None
+                and not self._dialect.postgres):
+            # a sqlite3 connection refuses other threads unless opened to allow them (one
+            # from the caller's own callable may not be): this thread gets its own
+            self._drop_connection()
         if self._conn is None:
             self._conn, self._dialect = self.outbox._open()
+            self._conn_thread = thread
         assert self._dialect is not None
         return self._conn, self._dialect
 
@@ -511,6 +541,8 @@ class _Pending:
     error: BaseException | None
     in_flight: bool = False
     """The wait ended before the ack: the record is still in the producer, its span open."""
+    give_up_at: float = 0.0
+    """While `in_flight`: the monotonic time after which nobody waits for it any more."""
 
     def wait(self, timeout: float) -> BaseException | None:
         """Wait for the ack, end the span; the error if the send failed, else None. With no
@@ -520,11 +552,14 @@ class _Pending:
             try:
                 self.future.get(timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - recorded on the row and the span
-                if getattr(self.future, "is_done", True) is False:
+                future = self.future
+                if getattr(future, "is_done", True) is False:
                     self.in_flight = True
                     return _NoAckYet(f"no ack within the round ({exc}); the record is still "
                                      "in the producer and is not sent again meanwhile")
-                error = exc
+                # the ack may land between the wait giving up and the look at the future
+                succeeded = getattr(future, "succeeded", None)
+                error = None if callable(succeeded) and succeeded() else exc
             except BaseException:
                 if self.span is not None:
                     self.span.end()
@@ -542,20 +577,19 @@ class _Pending:
         self._end_span(error)
         return error
 
-    def abandon(self) -> None:
-        """End the span of a send in flight that nobody will wait for any more."""
-        if self.in_flight:
-            self.in_flight = False
-            self._end_span(_NoAckYet("the relay closed before the broker's ack"))
+    def end_span(self, why: str) -> None:
+        """End the span of a send in flight now (`why` its error), before its outcome."""
+        self._end_span(_NoAckYet(why))
 
     def _end_span(self, error: BaseException | None) -> None:
-        if self.span is None:
+        span, self.span = self.span, None  # ended once
+        if span is None:
             return
         if error is not None:
-            self.span.record_exception(error)
-            self.span.set_status(Status(StatusCode.ERROR, str(error)))
-            self.span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-        self.span.end()
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+            span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
+        span.end()
 
 
 def _stored_context(text: str | None, is_json: Any = False) -> tuple[Context, str | None]:
