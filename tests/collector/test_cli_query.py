@@ -430,5 +430,7 @@ def test_a_trace_of_several_flows_says_so(url: str, capsys: pytest.CaptureFixtur
     code, out, err = run(capsys, "--store", url, "flow", shared, "--json")
     assert (code, json.loads(out)["correlation_id"]) == (0, "ord-n")
     assert err == (f"choreoscope: trace {shared} holds 2 flows; showing 'ord-n', the first "
-                   "seen; the others: ord-f\n")
+                   "published; the others: ord-f\n")
     assert run(capsys, "--store", url, "flow", "ord-f", "--json")[2] == ""
+    assert json.loads(run(capsys, "--store", url, "flow", " ord-f \n", "--json")[1])[
+        "correlation_id"] == "ord-f"  # pasted with spaces around it

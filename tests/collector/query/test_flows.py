@@ -279,3 +279,20 @@ def test_a_flow_shows_only_its_own_spans_of_a_shared_trace(store: Store) -> None
 
     assert shown("ord-n") == ["1", "2", "4", "7"]
     assert shown("ord-f") == ["1", "3", "5", "6", "7"]
+
+
+def test_the_first_flow_of_a_shared_trace_is_the_first_published(store: Store) -> None:
+    """Records of one batch share the collector's time: the flow whose event reached the bus
+    first is the trace's first, for `flows_of_trace` and `resolve_flow_id` alike."""
+    from choreoscope.collector.query.flows import flows_of_trace
+    from choreoscope.collector.store.schema import events
+    from tests.collector.query._data import event
+
+    shared = "6" * 32
+    later = event("orders", 20, "x1", "order.placed", "orders", "ord-a", at=T0 + 9, trace=shared)
+    first = event("orders", 21, "y1", "order.placed", "orders", "ord-b", at=T0 + 1, trace=shared)
+    later["observed_at_ms"] = first["observed_at_ms"] = T0 + 50  # one batch
+    with store.engine.begin() as conn:
+        conn.execute(events.insert(), [later, first])
+    assert flows_of_trace(store, shared.upper()) == ["ord-b", "ord-a"]
+    assert resolve_flow_id(store, shared) == "ord-b"

@@ -107,21 +107,24 @@ def _flow(store: Any, args: argparse.Namespace) -> int:
     from ..query.formatting import flow_detail
     from ..query.outbox import stuck_outbox_rows
 
-    # the flow's correlation id, or the id of one of its events or traces
-    flow_id = resolve_flow_id(store, args.id) if _ready(store) else None
+    # the flow's correlation id, or the id of one of its events or traces; pasted with the
+    # spaces around it, as the dashboard's box takes it
+    some_id = args.id.strip() or args.id
+    flow_id = resolve_flow_id(store, some_id) if _ready(store) else None
     flow = get_flow(store, flow_id) if flow_id is not None else None
     if flow is None:
-        print(f"choreoscope: no flow with correlation id, event id or trace id {args.id!r} "
+        print(f"choreoscope: no flow with correlation id, event id or trace id {some_id!r} "
               "(`choreoscope flows` lists them)", file=sys.stderr)
-        for source, row in stuck_outbox_rows(store, args.id) if _ready(store) else ():
+        for source, row in stuck_outbox_rows(store, some_id) if _ready(store) else ():
             print(f"choreoscope: outbox {source} holds its {row.get('status') or 'stuck'} row "
                   f"{row.get('id')} ({row.get('type')}, {row.get('attempts')} attempts): its "
                   "event never reached the bus (`choreoscope outbox` shows it)", file=sys.stderr)
         return 1
-    others = [f for f in flows_of_trace(store, args.id) if f != flow_id]
-    if others and flow_id != args.id:
-        print(f"choreoscope: trace {args.id} holds {len(others) + 1} flows; showing "
-              f"{flow_id!r}, the first seen; the others: {', '.join(others)}", file=sys.stderr)
+    others = [f for f in flows_of_trace(store, some_id) if f != flow_id]
+    if others and flow_id != some_id:
+        print(f"choreoscope: trace {some_id} holds {len(others) + 1} flows; showing "
+              f"{flow_id!r}, the first published; the others: {', '.join(others)}",
+              file=sys.stderr)
     return _emit(args, flow, flow_detail)
 
 

@@ -157,28 +157,33 @@ def resolve_flow_id(store: Store, some_id: str) -> str | None:
         if conn.execute(select(flows.c.correlation_id)
                         .where(flows.c.correlation_id == some_id)).first() is not None:
             return some_id
-        trace_id = some_id.lower() if _TRACE_ID.fullmatch(some_id) else some_id
-        for column, wanted in ((events.c.flow_id, some_id), (events.c.event_id, some_id),
-                               (events.c.trace_id, trace_id)):
-            found = conn.execute(select(events.c.flow_id).where(column == wanted)
+        for column in (events.c.flow_id, events.c.event_id):
+            found = conn.execute(select(events.c.flow_id).where(column == some_id)
                                  .order_by(events.c.observed_at_ms).limit(1)).scalar()
             if found is not None:
                 return str(found)
-    return None
+    first = flows_of_trace(store, some_id, limit=1)
+    return first[0] if first else None
 
 
 def flows_of_trace(store: Store, some_id: str, limit: int = 20) -> list[str]:
     """The flows whose events were sent in trace `some_id` (one request can start several),
-    first seen first, at most `limit`; [] when `some_id` is no trace id."""
+    the first published first (by the broker's time of its first event, then the
+    collector's, then its position), at most `limit`; [] when `some_id` is no trace id.
+    Records of one batch share a time: the position then decides."""
     if not _TRACE_ID.fullmatch(some_id):
         return []
     with store.engine.connect() as conn:
-        first = (select(events.c.flow_id, func.min(events.c.observed_at_ms).label("seen"))
+        first = (select(events.c.flow_id,
+                        func.coalesce(func.min(events.c.broker_ts_ms),
+                                      func.min(events.c.observed_at_ms)).label("at"),
+                        func.min(events.c.observed_at_ms).label("seen"),
+                        func.min(events.c.offset).label("offset"))
                  .where(events.c.trace_id == some_id.lower()).group_by(events.c.flow_id)
                  .subquery())
-        return [str(f) for f in conn.execute(select(first.c.flow_id)
-                                             .order_by(first.c.seen, first.c.flow_id)
-                                             .limit(limit)).scalars()]
+        return [str(f) for f in conn.execute(
+            select(first.c.flow_id).order_by(first.c.at, first.c.seen, first.c.offset,
+                                             first.c.flow_id).limit(limit)).scalars()]
 
 
 def causal_order(records: Any) -> list[Any]:

@@ -139,8 +139,8 @@ def _banner(some_id: str) -> None:
                 f"table](#{flow_detail.ANCHOR})")
     others = [f for f in data.flows_of_trace(data.url(), some_id) if f != cid]
     if others and cid != some_id:
-        st.caption(f"Trace {fmt.md(some_id)} holds {len(others) + 1} flows: this one, seen "
-                   "first, and " + ", ".join(f"[{fmt.md(f)}]({flow_links.href(f)})"
+        st.caption(f"Trace {fmt.md(some_id)} holds {len(others) + 1} flows: this one, "
+                   "published first, and " + ", ".join(f"[{fmt.md(f)}]({flow_links.href(f)})"
                                              for f in others) + ".")
 
 
