@@ -101,7 +101,7 @@ def test_overview_numbers(env: None) -> None:
     at = run()
     m = metrics(at)
     assert m["Events stored"] == "9"
-    assert m["Events with a trace"] == "77.8%"
+    assert m["Events with trace context"] == "77.8%"
     assert (m["Active"], m["Completed"], m["Stuck"], m["Failed"]) == ("2", "1", "1", "1")
     assert (m["Out-of-order arrivals"], m["Duplicated events"]) == ("1", "1")
     assert m["Outbox backlog"] == "9"
@@ -1075,5 +1075,5 @@ def test_a_trace_of_several_flows_links_the_others(
     monkeypatch.setenv("CHOREOSCOPE_STORE", url)
     at = run("flows", flow=shared)
     assert [s.value for s in at.subheader] == ["Flow `ord-n`"]
-    assert f"Trace `{shared}` holds 2 flows: this one, seen first, and " \
+    assert f"Trace `{shared}` holds 2 flows: this one, published first, and " \
            "[`ord-f`](flows?flow=ord-f)." in [c.value for c in at.caption]

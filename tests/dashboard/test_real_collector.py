@@ -138,7 +138,7 @@ def test_overview_counts_the_real_run(app_env: dict[str, Any]) -> None:
     """Eight events, two completed flows and one failed one, every event traced."""
     m = {x.label: x.value for x in _run().metric}
     assert m["Events stored"] == "8"
-    assert m["Events with a trace"] == "100%"
+    assert m["Events with trace context"] == "100%"
     assert (m["Completed"], m["Failed"], m["Stuck"], m["Active"]) == ("2", "1", "0", "0")
 
 

@@ -35,8 +35,10 @@ def _body() -> None:
     df = pd.DataFrame(lag)
     df["measured"] = df["measured_at_ms"].map(fmt.when)
     st.dataframe(fmt.blank_missing(df[["group", "topic", "lag", "partitions", "measured"]]),
-                 hide_index=True,
-                 width="stretch")
+                 hide_index=True, width="stretch",
+                 column_config={"partitions": st.column_config.NumberColumn(
+                     "partitions committed", help="Partitions where the group has committed "
+                     "an offset: an empty partition has none, and is not counted.")})
 
 
 def _source(s: dict[str, Any]) -> None:

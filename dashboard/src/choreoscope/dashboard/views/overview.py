@@ -43,8 +43,9 @@ def _body() -> None:
                                   "minutes (over the minutes since the first, when the store "
                                   "is younger); the bars are the last 30 minutes of traffic.")
     c[1].metric("Events stored", f"{o['events_total']:,}", border=True)
-    c[2].metric("Events with a trace", fmt.share(o["traced_share"]), border=True,
-                help="Share of records carrying a W3C traceparent header.")
+    c[2].metric("Events with trace context", fmt.share(o["traced_share"]), border=True,
+                help="Share of records carrying a W3C traceparent header, sampled or not: "
+                     "a flow whose traces were not sampled says so in its detail.")
     c[3].metric("Consumer lag", f"{o['consumer_lag']:,}" if o["consumer_groups"] else "—",
                 border=True, help=f"Summed over {o['consumer_groups']} consumer group(s)."
                 if o["consumer_groups"] else "No consumer lag measured yet.")
