@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,3 +72,15 @@ def round_trip(
     got = consume(bootstrap, topic, len(records))
     assert len(got) == len(records), f"expected {len(records)} records, got {len(got)}"
     return got
+
+
+class CountingProducer(KafkaProducer):
+    """A real producer that counts the records it is asked to send, per key."""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.sends: Counter[bytes] = Counter()
+
+    def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        self.sends[kwargs.get("key")] += 1
+        return super().send(topic, *args, **kwargs)

@@ -23,22 +23,22 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from choreoscope.collector.broker import EmbeddedBroker
 from choreoscope.instrumentation.outbox import Outbox
 from choreoscope.instrumentation.relay import OutboxRelay
+from tests.instrumentation._bus import CountingProducer
 from tests.instrumentation.test_outbox import commit_rows, outbox_rows
 from tests.instrumentation.test_relay import consume_all, db_url, outbox  # noqa: F401
 
 pytestmark = pytest.mark.broker
 
 
-class CountingProducer(KafkaProducer):
-    """A real producer that counts the records it is asked to send, per key."""
-
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self.sends: Counter[bytes] = Counter()
-
-    def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
-        self.sends[kwargs.get("key")] += 1
-        return super().send(topic, *args, **kwargs)
+def _relay_until(relay: OutboxRelay, producer: KafkaProducer, rows: int) -> int:
+    """Passes of `relay`, each after the producer's lingering records went out, until `rows`
+    rows were marked sent (or a minute passed); how many were."""
+    sent = 0
+    deadline = time.monotonic() + 60
+    while sent < rows and time.monotonic() < deadline:
+        producer.flush(timeout=30)
+        sent += relay.run_once()
+    return sent
 
 
 def _write(box: Outbox, url: str, topic: str, *aggregates: str) -> None:
@@ -72,12 +72,7 @@ def test_a_row_in_flight_is_held_back_from_every_relay(
             other.close()
         assert [(r["status"], r["attempts"]) for r in outbox_rows(outbox)] == [
             ("pending", 1), ("pending", 1), ("pending", 0), ("pending", 0)]
-        sent = 0
-        deadline = time.monotonic() + 60
-        while sent < 4 and time.monotonic() < deadline:
-            slow.flush(timeout=30)
-            sent += a.run_once()
-        assert sent == 4
+        assert _relay_until(a, slow, 4) == 4
     finally:
         a.close()
         slow.close(timeout=5)
@@ -157,12 +152,7 @@ def test_a_lock_after_the_sends_loses_no_record_in_flight(
         assert locked.is_set()
         release.set()
         holder.join(30)
-        sent = 0
-        deadline = time.monotonic() + 60
-        while sent < 2 and time.monotonic() < deadline:
-            kafka.flush(timeout=30)
-            sent += relay.run_once()
-        assert sent == 2
+        assert _relay_until(relay, kafka, 2) == 2
     finally:
         release.set()
         relay.close()

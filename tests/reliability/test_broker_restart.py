@@ -30,6 +30,7 @@ from choreoscope.instrumentation import instrument_producer
 from choreoscope.instrumentation.outbox import Outbox
 from choreoscope.instrumentation.relay import OutboxRelay
 from tests.conftest import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from tests.instrumentation._bus import CountingProducer
 from tests.reliability._process import stop
 from tests.reliability._wait import wait_for
 
@@ -215,18 +216,6 @@ def _statuses(tmp_path: Path) -> list[str]:
     return [status for _seq, _agg, status, _a in _outbox_rows(tmp_path / "svc.db")]
 
 
-class _CountingProducer(KafkaProducer):
-    """A real producer that counts the records it is asked to send, per key."""
-
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self.sends: Counter[bytes] = Counter()
-
-    def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
-        self.sends[kwargs.get("key")] += 1
-        return super().send(topic, *args, **kwargs)
-
-
 def test_a_send_in_flight_through_an_outage_is_not_sent_again(
         own_broker, tmp_path: Path) -> None:
     """A record the producer holds while the broker is away outlives the round that sent it:
@@ -246,7 +235,7 @@ def test_a_send_in_flight_through_an_outage_is_not_sent_again(
         conn.commit()
         conn.close()
 
-    kafka = _CountingProducer(bootstrap_servers=own_broker.bootstrap, enable_idempotence=False,
+    kafka = CountingProducer(bootstrap_servers=own_broker.bootstrap, enable_idempotence=False,
                               max_block_ms=1000, request_timeout_ms=2000,
                               delivery_timeout_ms=30000, reconnect_backoff_max_ms=300,
                               linger_ms=0)
