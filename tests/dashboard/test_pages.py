@@ -256,6 +256,25 @@ def test_flow_map_draws_the_collectors_dot(env: None) -> None:
     assert '"type:payment.completed" -> "svc:shipping-service" [label="1, p95 140 ms"];' in dot
 
 
+def test_flow_map_draws_the_main_choreography_apart_from_unrelated_services(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A legacy producer no edge joins to the shop is drawn below it, not beside it: the
+    shop's map gets the whole width."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = fill(url)
+    with store.engine.begin() as conn:
+        conn.execute(schema.graph_edges.insert(), [
+            {"source": "pricing-legacy", "target": "PriceUpdate", "kind": "emits", "count": 2,
+             "p50_ms": None, "p95_ms": None, "anomaly_count": 0}])
+    store.dispose()
+    monkeypatch.setenv("CHOREOSCOPE_STORE", url)
+    charts = [c.proto.spec for c in run("flow_map").get("graphviz_chart")]
+    assert len(charts) == 2
+    assert '"svc:order-service" -> "type:order.placed"' in charts[0]
+    assert "pricing-legacy" not in charts[0]
+    assert '"svc:pricing-legacy" -> "type:PriceUpdate" [label="2"];' in charts[1]
+
+
 def test_flow_map_of_a_quiet_window_says_it_had_no_traffic(env: None) -> None:
     """A window without traffic says so, not that nothing was learned: the store has a map."""
     at = run("flow_map", window="15m")

@@ -72,3 +72,25 @@ def test_a_service_and_an_event_type_of_one_name_are_two_nodes(tmp_path) -> None
     assert edges == ['"svc:collide" -> "type:x.done"', '"type:x.done" -> "svc:audit"',
                      '"svc:x.done" -> "type:y.happened"']
     store.dispose()
+
+
+def test_components_split_the_map_into_parts_no_edge_joins() -> None:
+    """The main choreography first, then the rest; a service and an event type of one name
+    are two nodes, so a name they share joins nothing."""
+    from choreoscope.collector.query.graph import components
+
+    def edge(source: str, kind: str, target: str) -> dict[str, object]:
+        return {"source": source, "target": target, "kind": kind, "count": 1,
+                "p50_ms": None, "p95_ms": None}
+
+    g = {"nodes": [{"id": "legacy", "kind": "service"}, {"id": "Price", "kind": "event_type"},
+                   {"id": "orders", "kind": "service"}, {"id": "placed", "kind": "event_type"},
+                   {"id": "pay", "kind": "service"}, {"id": "paid", "kind": "event_type"},
+                   {"id": "paid", "kind": "service"}, {"id": "lonely", "kind": "service"}],
+         "edges": [edge("legacy", "emits", "Price"), edge("orders", "emits", "placed"),
+                   edge("placed", "consumed_by", "pay"), edge("pay", "emits", "paid")]}
+    parts = components(g)
+    assert [[n["id"] for n in p["nodes"]] for p in parts] == [
+        ["orders", "placed", "pay", "paid"], ["legacy", "Price"], ["lonely"], ["paid"]]
+    assert [len(p["edges"]) for p in parts] == [3, 1, 0, 0]
+    assert components({"nodes": [], "edges": []}) == []

@@ -107,7 +107,8 @@ def flow(store_url: str, some_id: str) -> dict[str, Any] | None:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def flows_of_trace(store_url: str, some_id: str) -> list[str]:
-    """The flows sent in trace `some_id`, first seen first ([] for an id of no trace)."""
+    """The flows sent in trace `some_id`, the first published first ([] for an id of no
+    trace)."""
     from choreoscope.collector.query.flows import flows_of_trace as of_trace
 
     return of_trace(_store(store_url), some_id)

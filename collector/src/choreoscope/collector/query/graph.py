@@ -73,6 +73,37 @@ def graph_dot(store_or_graph: Store | dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def components(g: dict[str, Any]) -> list[dict[str, Any]]:
+    """`g` (the `graph` shape) split into its parts that no edge joins, the one of most
+    edges first (then most nodes, then its first node's name): a map drawn part by part
+    gives the main choreography the whole width, not a share beside unrelated services."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(key: tuple[str, str]) -> tuple[str, str]:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]  # path halving
+            key = parent[key]
+        return key
+
+    for n in g["nodes"]:
+        root((n["id"], n["kind"]))
+    for e in g["edges"]:
+        src_kind, dst_kind = _ENDS.get(e["kind"], (SERVICE, EVENT_TYPE))
+        a, b = root((e["source"], src_kind)), root((e["target"], dst_kind))
+        if a != b:
+            parent[b] = a
+    parts: dict[tuple[str, str], dict[str, Any]] = {}
+    for n in g["nodes"]:
+        parts.setdefault(root((n["id"], n["kind"])), {"nodes": [], "edges": []})[
+            "nodes"].append(n)
+    for e in g["edges"]:
+        src_kind, _ = _ENDS.get(e["kind"], (SERVICE, EVENT_TYPE))
+        parts.setdefault(root((e["source"], src_kind)), {"nodes": [], "edges": []})[
+            "edges"].append(e)
+    return sorted(parts.values(), key=lambda p: (-len(p["edges"]), -len(p["nodes"]),
+                                                 p["nodes"][0]["id"] if p["nodes"] else ""))
+
+
 def _ms(value: float) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 

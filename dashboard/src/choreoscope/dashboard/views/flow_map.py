@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from choreoscope.collector.query.graph import components, graph_dot
 from choreoscope.dashboard import data
 from choreoscope.dashboard.components import fmt, params, refresh, shell, windows
 
@@ -37,8 +38,12 @@ def _body(window: str) -> None:
             st.info("No choreography learned yet: the collector draws the map once it has "
                     "read events (and, for consumers, their spans).")
         return
-    # A small map at its natural size: stretched to the page its boxes and text grow huge.
-    st.graphviz_chart(dot, width="stretch" if len(graph["nodes"]) > SMALL_MAP else "content")
+    # Part by part, the main choreography first: side by side, services no edge joins to it
+    # took their share of the width and the whole was shrunk until its labels were
+    # unreadable. A small part at its natural size: stretched, its boxes and text grow huge.
+    for part in components(graph):
+        st.graphviz_chart(graph_dot(part),
+                          width="stretch" if len(part["nodes"]) > SMALL_MAP else "content")
     edges = pd.DataFrame(graph["edges"])
     edges["p50"] = edges["p50_ms"].map(fmt.duration)
     edges["p95"] = edges["p95_ms"].map(fmt.duration)
